@@ -1,0 +1,306 @@
+// pybind11 binding of the torch-free core as ibp_gnn._C. Arrays come in as
+// numpy arrays (CPU) or integer device pointers (CUDA). This module is the
+// private layer under ibp_gnn: it checks array shapes, not id ranges, which
+// ibp_gnn checks once at its public entry points.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "ibp/encode.h"
+#include "ibp/format.h"
+#include "ibp/gather.h"
+#include "ibp/validate.h"
+
+namespace py = pybind11;
+using namespace ibp;
+
+template <typename T>
+using Array = py::array_t<T, py::array::c_style>;
+
+namespace {
+
+FileHeader header_from_bytes(const py::bytes& b) {
+  const std::string s = b;
+  if (s.size() != sizeof(FileHeader)) {
+    throw std::invalid_argument("ibp header: expected " + std::to_string(sizeof(FileHeader)) +
+                                " bytes, got " + std::to_string(s.size()));
+  }
+  FileHeader h;
+  std::memcpy(&h, s.data(), sizeof(h));
+  return h;
+}
+
+py::dict header_to_dict(const FileHeader& h) {
+  py::dict d;
+  d["version"] = h.version;
+  d["header_bytes"] = h.header_bytes;
+  d["dtype"] = h.dtype;
+  d["word_view"] = h.word_view;
+  d["rows"] = h.rows;
+  d["cols"] = h.cols;
+  d["row_words"] = h.row_words;
+  d["num_groups"] = h.num_groups;
+  d["group_bits"] = h.group_bits;
+  d["block_rows"] = h.block_rows;
+  d["rel_bytes"] = h.rel_bytes;
+  d["selector"] = h.selector;
+  d["payload_bits"] = h.payload_bits;
+  d["mode_rows"] = py::make_tuple(h.mode_rows[0], h.mode_rows[1], h.mode_rows[2], h.mode_rows[3]);
+  d["crc_tables"] = h.crc_tables;
+  d["crc_index"] = h.crc_index;
+  d["crc_payload"] = h.crc_payload;
+  d["crc_header"] = h.crc_header;
+  return d;
+}
+
+py::bytes pack_header(const py::dict& d) {
+  FileHeader h;
+  std::memset(&h, 0, sizeof(h));
+  std::memcpy(h.magic, kMagic, sizeof(kMagic));
+  h.version = d.contains("version") ? d["version"].cast<uint32_t>() : kFormatVersion;
+  h.header_bytes = sizeof(FileHeader);
+  h.dtype = d["dtype"].cast<uint32_t>();
+  h.word_view = 0;
+  h.rows = d["rows"].cast<uint64_t>();
+  h.cols = d["cols"].cast<uint64_t>();
+  h.row_words = d["row_words"].cast<uint32_t>();
+  h.num_groups = d["num_groups"].cast<uint32_t>();
+  h.group_bits = d["group_bits"].cast<uint32_t>();
+  h.block_rows = d["block_rows"].cast<uint32_t>();
+  h.rel_bytes = d["rel_bytes"].cast<uint32_t>();
+  h.selector = d["selector"].cast<uint32_t>();
+  h.payload_bits = d["payload_bits"].cast<uint64_t>();
+  auto modes = d["mode_rows"].cast<py::sequence>();
+  for (size_t i = 0; i < 4; ++i) h.mode_rows[i] = modes[i].cast<uint64_t>();
+  h.crc_tables = d.contains("crc_tables") ? d["crc_tables"].cast<uint32_t>() : 0;
+  h.crc_index = d.contains("crc_index") ? d["crc_index"].cast<uint32_t>() : 0;
+  h.crc_payload = d.contains("crc_payload") ? d["crc_payload"].cast<uint32_t>() : 0;
+  h.crc_header = d.contains("crc_header") ? d["crc_header"].cast<uint32_t>() : 0;
+  return py::bytes(reinterpret_cast<const char*>(&h), sizeof(h));
+}
+
+Geometry geometry_of(const FileHeader& h) {
+  Geometry g;
+  g.rows = h.rows;
+  g.row_bytes = h.cols * dtype_bytes(h.dtype);
+  g.row_words = h.row_words;
+  g.num_groups = h.num_groups;
+  g.group_bits = h.group_bits;
+  g.block_shift = 0;
+  while ((1u << g.block_shift) < h.block_rows) ++g.block_shift;
+  g.rel_bytes = h.rel_bytes;
+  g.payload_words = payload_words(h.payload_bits);
+  return g;
+}
+
+void require(bool ok, const std::string& what) {
+  if (!ok) throw std::invalid_argument(what);
+}
+
+// The CPU view of a tensor whose arrays match its header.
+CompressedView cpu_view(const FileHeader& h, const Array<uint32_t>& table,
+                        const Array<uint64_t>& bases, const py::array& rel,
+                        const Array<uint32_t>& payload) {
+  const Geometry geo = geometry_of(h);
+  require(static_cast<uint64_t>(table.size()) ==
+              static_cast<uint64_t>(h.num_groups) * kDecodeRows * h.row_words,
+          "ibp gather: decode table has the wrong size");
+  require(static_cast<uint64_t>(bases.size()) == (h.rows + h.block_rows - 1) / h.block_rows + 1,
+          "ibp gather: bases has the wrong size");
+  require(static_cast<uint64_t>(rel.nbytes()) == h.rows * h.rel_bytes,
+          "ibp gather: rel has the wrong size");
+  require(static_cast<uint64_t>(payload.size()) == geo.payload_words,
+          "ibp gather: payload has the wrong size");
+  return CompressedView{geo, table.data(), bases.data(), rel.data(), payload.data()};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "ibp_gnn core: Invariant Bit Packing codec (torch-free)";
+  m.attr("FORMAT_VERSION") = kFormatVersion;
+  m.attr("HEADER_BYTES") = sizeof(FileHeader);
+  m.attr("SECTION_ALIGN") = kSectionAlign;
+  m.attr("PAYLOAD_PAD_WORDS") = kPayloadPadWords;
+  m.attr("DECODE_ROWS") = kDecodeRows;
+
+  m.def("cuda_built", &cuda_built);
+  m.def("cuda_device_count", &cuda_device_count);
+
+  m.def("index_geometry", [](uint32_t row_words, uint32_t group_bits) {
+    uint32_t b = 0, r = 0;
+    if (!index_geometry(row_words, group_bits, &b, &r)) {
+      throw std::invalid_argument("ibp: rows of " + std::to_string(row_words) +
+                                  " words are too long for the format");
+    }
+    return py::make_tuple(b, r);
+  });
+  m.def("group_bits_for", &group_bits_for);
+  m.def("payload_words", &payload_words);
+
+  m.def("pack_header", &pack_header, "Header fields (dict) -> 128 header bytes");
+  m.def("unpack_header", [](const py::bytes& b) { return header_to_dict(header_from_bytes(b)); });
+  m.def("validate_header", [](const py::bytes& b) {
+    std::string msg;
+    const Status s = validate_header(header_from_bytes(b), &msg);
+    return py::make_tuple(static_cast<int>(s), std::string(msg));
+  });
+  m.def("file_layout", [](const py::bytes& b) {
+    const FileLayout l = file_layout(header_from_bytes(b));
+    py::dict d;
+    d["tables"] = py::make_tuple(l.tables, l.tables_bytes);
+    d["bases"] = py::make_tuple(l.bases, l.bases_bytes);
+    d["rel"] = py::make_tuple(l.rel, l.rel_bytes);
+    d["payload"] = py::make_tuple(l.payload, l.payload_bytes);
+    d["total"] = l.total;
+    return d;
+  });
+
+  m.def(
+      "select_masks",
+      [](const py::array& x, uint64_t row_bytes, uint32_t row_words, const Array<uint64_t>& sample,
+         uint32_t selector) {
+        require(selector <= static_cast<uint32_t>(Selector::kPaper), "ibp: unknown selector");
+        require(x.flags() & py::array::c_style, "ibp select_masks: x must be C-contiguous");
+        const uint64_t rows = row_bytes ? static_cast<uint64_t>(x.nbytes()) / row_bytes : 0;
+        const uint64_t* s = sample.data();
+        for (py::ssize_t i = 0; i < sample.size(); ++i) {
+          require(s[i] < rows, "ibp select_masks: sample id out of range");
+        }
+        Array<uint32_t> mask(row_words), value(row_words);
+        const auto* base = static_cast<const uint8_t*>(x.data());
+        {
+          py::gil_scoped_release nogil;
+          select_masks(base, row_bytes, row_words, s, sample.size(),
+                       static_cast<Selector>(selector), mask.mutable_data(),
+                       value.mutable_data());
+        }
+        return py::make_tuple(mask, value);
+      },
+      py::arg("x"), py::arg("row_bytes"), py::arg("row_words"), py::arg("sample"),
+      py::arg("selector"));
+
+  py::class_<Encoder>(m, "Encoder")
+      .def(py::init([](uint64_t row_bytes, uint32_t row_words, const Array<uint32_t>& tables) {
+             require(tables.ndim() == 3 && tables.shape(1) == 2 &&
+                         static_cast<uint64_t>(tables.shape(2)) == row_words,
+                     "ibp Encoder: tables must have shape (groups, 2, row_words)");
+             return new Encoder(row_bytes, row_words, static_cast<uint32_t>(tables.shape(0)),
+                                tables.data());
+           }),
+           py::arg("row_bytes"), py::arg("row_words"), py::arg("tables"))
+      .def_property_readonly("block_rows", &Encoder::block_rows)
+      .def_property_readonly("rel_bytes", &Encoder::rel_bytes)
+      .def_property_readonly("group_bits", &Encoder::group_bits)
+      .def_property_readonly("payload_bits", &Encoder::payload_bits)
+      .def_property_readonly("rows", &Encoder::rows)
+      .def_property_readonly("mode_rows",
+                             [](const Encoder& e) {
+                               const uint64_t* m = e.mode_rows();
+                               return py::make_tuple(m[0], m[1], m[2], m[3]);
+                             })
+      .def(
+          "encode",
+          [](Encoder& e, const py::array& x, uint64_t row_bytes, int threads) {
+            require(x.flags() & py::array::c_style, "ibp Encoder.encode: x must be C-contiguous");
+            const uint64_t n = row_bytes ? static_cast<uint64_t>(x.nbytes()) / row_bytes : 0;
+            std::vector<uint32_t> words;
+            std::vector<uint8_t> rel;
+            std::vector<uint64_t> bases;
+            {
+              py::gil_scoped_release nogil;
+              e.encode(static_cast<const uint8_t*>(x.data()), n, threads, &words, &rel, &bases);
+            }
+            return py::make_tuple(Array<uint32_t>(words.size(), words.data()),
+                                  Array<uint8_t>(rel.size(), rel.data()),
+                                  Array<uint64_t>(bases.size(), bases.data()));
+          },
+          py::arg("x"), py::arg("row_bytes"), py::arg("threads") = 1)
+      .def("finish", [](Encoder& e) {
+        std::vector<uint32_t> words;
+        std::vector<uint64_t> bases;
+        e.finish(&words, &bases);
+        return py::make_tuple(Array<uint32_t>(words.size(), words.data()),
+                              Array<uint64_t>(bases.size(), bases.data()));
+      });
+
+  m.def("build_decode_table", [](const Array<uint32_t>& tables) {
+    require(tables.ndim() == 3 && tables.shape(1) == 2,
+            "ibp build_decode_table: tables must have shape (groups, 2, row_words)");
+    const auto G = static_cast<uint32_t>(tables.shape(0));
+    const auto W = static_cast<uint32_t>(tables.shape(2));
+    Array<uint32_t> out({static_cast<py::ssize_t>(G), static_cast<py::ssize_t>(kDecodeRows),
+                         static_cast<py::ssize_t>(W)});
+    build_decode_table(G, W, tables.data(), out.mutable_data());
+    return out;
+  });
+
+  m.def(
+      "validate_arrays",
+      [](const py::bytes& header, const Array<uint32_t>& tables, const Array<uint64_t>& bases,
+         const py::array& rel, const Array<uint32_t>& payload, int threads) {
+        const FileHeader h = header_from_bytes(header);
+        std::string msg;
+        Status s = validate_header(h, &msg);
+        if (s == Status::kOk) {
+          if (static_cast<uint64_t>(tables.size()) != 2ull * h.num_groups * h.row_words) {
+            return py::make_tuple(static_cast<int>(Status::kBadHeader),
+                                  std::string("mask table has the wrong size"));
+          }
+          if (rel.itemsize() != h.rel_bytes || !(rel.flags() & py::array::c_style)) {
+            return py::make_tuple(static_cast<int>(Status::kBadIndex),
+                                  std::string("row offsets have the wrong width"));
+          }
+          py::gil_scoped_release nogil;
+          s = validate_arrays(h, tables.data(), bases.data(), bases.size(), rel.data(),
+                              rel.size(), payload.data(), payload.size(), threads, &msg);
+        }
+        return py::make_tuple(static_cast<int>(s), std::string(msg));
+      },
+      py::arg("header"), py::arg("tables"), py::arg("bases"), py::arg("rel"), py::arg("payload"),
+      py::arg("threads") = 1);
+
+  m.def(
+      "gather",
+      [](const py::bytes& header, const Array<uint32_t>& table, const Array<uint64_t>& bases,
+         const py::array& rel, const Array<uint32_t>& payload, const py::array& ids,
+         py::array& out, int threads) {
+        const FileHeader h = header_from_bytes(header);
+        const CompressedView c = cpu_view(h, table, bases, rel, payload);
+        const bool ids64 = ids.itemsize() == 8;
+        require((ids.itemsize() == 8 || ids.itemsize() == 4) && (ids.flags() & py::array::c_style),
+                "ibp gather: ids must be a contiguous int32 or int64 array");
+        const auto n = static_cast<uint64_t>(ids.size());
+        require((out.flags() & py::array::c_style) && out.writeable() &&
+                    static_cast<uint64_t>(out.nbytes()) == n * c.geo.row_bytes,
+                "ibp gather: out must be a writeable contiguous array of n * row_bytes bytes");
+        const void* ip = ids.data();
+        auto* op = static_cast<uint8_t*>(out.mutable_data());
+        py::gil_scoped_release nogil;
+        gather_cpu(c, ip, ids64, n, op, threads);
+      },
+      py::arg("header"), py::arg("table"), py::arg("bases"), py::arg("rel"), py::arg("payload"),
+      py::arg("ids"), py::arg("out"), py::arg("threads") = 1);
+
+  m.def(
+      "gather_cuda",
+      [](const py::bytes& header, uintptr_t table, uintptr_t bases, uintptr_t rel,
+         uintptr_t payload, uintptr_t ids, bool ids64, uint64_t n, uintptr_t positions,
+         uintptr_t out, uintptr_t stream) {
+        const FileHeader h = header_from_bytes(header);
+        const CompressedView c{geometry_of(h), reinterpret_cast<const uint32_t*>(table),
+                               reinterpret_cast<const uint64_t*>(bases),
+                               reinterpret_cast<const void*>(rel),
+                               reinterpret_cast<const uint32_t*>(payload)};
+        return gather_cuda(c, reinterpret_cast<const void*>(ids), ids64, n,
+                           reinterpret_cast<const int64_t*>(positions),
+                           reinterpret_cast<uint8_t*>(out), reinterpret_cast<void*>(stream));
+      },
+      py::arg("header"), py::arg("table"), py::arg("bases"), py::arg("rel"), py::arg("payload"),
+      py::arg("ids"), py::arg("ids64"), py::arg("n"), py::arg("positions"), py::arg("out"),
+      py::arg("stream"));
+}

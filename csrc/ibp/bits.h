@@ -1,0 +1,141 @@
+// Bit helpers shared by the encoder, the CPU decoder and the CUDA decoder.
+// Everything here is __host__ __device__ so the CPU tests exercise the exact
+// arithmetic the GPU runs.
+#pragma once
+
+#include <cstdint>
+
+#include "format.h"
+
+#if defined(__CUDACC__)
+#define IBP_HD __host__ __device__ __forceinline__
+#define IBP_UNROLL _Pragma("unroll")
+#else
+#define IBP_HD inline
+#define IBP_UNROLL
+#endif
+
+namespace ibp {
+
+IBP_HD uint32_t popc32(uint32_t x) {
+#if defined(__CUDA_ARCH__)
+  return __popc(x);
+#else
+  return static_cast<uint32_t>(__builtin_popcount(x));
+#endif
+}
+
+// The k low bits set, k in [0, 32].
+IBP_HD uint32_t low_mask(uint32_t k) { return k >= 32 ? 0xFFFFFFFFu : (1u << k) - 1u; }
+
+// k bits (k in [0, 32]) starting at bit `pos` of the LSB-first stream `p`.
+// Reads words pos/32 and pos/32 + 1, which the payload padding keeps in bounds.
+IBP_HD uint32_t read_bits(const uint32_t* p, uint64_t pos, uint32_t k) {
+  const uint64_t i = pos >> 5;
+  const uint64_t window = (static_cast<uint64_t>(p[i]) | (static_cast<uint64_t>(p[i + 1]) << 32));
+  return static_cast<uint32_t>(window >> (pos & 31)) & low_mask(k);
+}
+
+// Parallel bit deposit/extract with a fixed mask m in five shift stages.
+// A set bit of m at position q has z(q) = number of clear bits of m below q;
+// extracting moves it right by z(q), done as moves by 1, 2, 4, 8, 16 for the
+// binary digits of z(q), lowest first. Relative order of the bits never
+// changes, so no stage collides. `dep[i]` holds the positions, after stage i of
+// an extract, of the bits that stage moved; a deposit undoes stages 4..0 by
+// moving those positions left again.
+struct DepositMasks {
+  uint32_t dep[5];
+};
+
+IBP_HD DepositMasks make_deposit_masks(uint32_t m) {
+  DepositMasks d = {{0, 0, 0, 0, 0}};
+  uint32_t zeros = 0;
+  for (uint32_t q = 0; q < 32; ++q) {
+    if (!((m >> q) & 1u)) {
+      ++zeros;
+      continue;
+    }
+    uint32_t pos = q;
+    for (uint32_t i = 0; i < 5; ++i) {
+      if ((zeros >> i) & 1u) {
+        pos -= 1u << i;
+        d.dep[i] |= 1u << pos;
+      }
+    }
+  }
+  return d;
+}
+
+// The low popcount(m) bits of x, spread over the set bits of m.
+IBP_HD uint32_t deposit(uint32_t x, uint32_t nbits, const uint32_t dep[5]) {
+  x &= low_mask(nbits);
+IBP_UNROLL
+  for (int i = 4; i >= 0; --i) {
+    const uint32_t t = x & dep[i];
+    x = (x ^ t) | (t << (1u << i));
+  }
+  return x;
+}
+
+// The bits of x at the set bits of m, packed into the low bits.
+IBP_HD uint32_t extract(uint32_t x, uint32_t m, const uint32_t dep[5]) {
+  x &= m;
+IBP_UNROLL
+  for (int i = 0; i < 5; ++i) {
+    const uint32_t src = dep[i] << (1u << i);
+    const uint32_t t = x & src;
+    x = (x ^ t) | (t >> (1u << i));
+  }
+  return x;
+}
+
+// Per-group decode table, laid out so that the lanes of a warp decoding
+// consecutive words read consecutive addresses:
+//   table[(g * kDecodeRows + k) * row_words + w]
+// with k = kValue: invariant bits, kNvar: stored bits of a participating word,
+// kDep0..kDep0+4: deposit masks of the variable bits ~mask.
+constexpr uint32_t kValue = 0;
+constexpr uint32_t kNvar = 1;
+constexpr uint32_t kDep0 = 2;
+constexpr uint32_t kDecodeRows = 7;
+
+// Reconstructs one word from its field.
+IBP_HD uint32_t decode_word(uint32_t field, bool participates, const uint32_t* table,
+                            uint32_t row_words, uint32_t w) {
+  if (!participates) return field;
+  uint32_t dep[5];
+IBP_UNROLL
+  for (int i = 0; i < 5; ++i) dep[i] = table[(kDep0 + i) * row_words + w];
+  return table[kValue * row_words + w] | deposit(field, table[kNvar * row_words + w], dep);
+}
+
+// Start and end bit of row r from the two-level index.
+IBP_HD uint64_t row_start(const uint64_t* bases, const void* rel, uint32_t rel_bytes,
+                          uint32_t block_shift, uint64_t r) {
+  const uint64_t off = rel_bytes == 2 ? static_cast<const uint16_t*>(rel)[r]
+                                      : static_cast<const uint32_t*>(rel)[r];
+  return bases[r >> block_shift] + off;
+}
+
+IBP_HD uint64_t row_end(const uint64_t* bases, const void* rel, uint32_t rel_bytes,
+                        uint32_t block_shift, uint64_t rows, uint64_t r) {
+  const uint64_t next = r + 1;
+  if (next == rows || (next >> block_shift) != (r >> block_shift)) {
+    return bases[(r >> block_shift) + 1];
+  }
+  return row_start(bases, rel, rel_bytes, block_shift, next);
+}
+
+// What a decoder needs to know about a compressed tensor besides its arrays.
+struct Geometry {
+  uint64_t rows;
+  uint64_t row_bytes;     // cols * dtype bytes
+  uint32_t row_words;
+  uint32_t num_groups;
+  uint32_t group_bits;
+  uint32_t block_shift;   // log2(block_rows)
+  uint32_t rel_bytes;
+  uint64_t payload_words; // including padding
+};
+
+}  // namespace ibp

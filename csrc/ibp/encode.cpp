@@ -1,0 +1,306 @@
+#include "encode.h"
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#include "parallel.h"
+
+namespace ibp {
+namespace {
+
+// Copies one row into `dst` as row_words words, zero-padding the last word.
+inline void load_row(const uint8_t* src, uint64_t row_bytes, uint32_t row_words, uint32_t* dst) {
+  if (row_words == 0) return;
+  dst[row_words - 1] = 0;
+  std::memcpy(dst, src, row_bytes);
+}
+
+// ORs the k low bits of v into the stream at bit `pos`. The words lo and
+// hi - 1 at the ends of a thread's span may be shared with its neighbours and
+// are updated atomically.
+inline void or_bits(uint32_t* buf, uint64_t pos, uint32_t v, uint32_t k, uint64_t lo,
+                    uint64_t hi) {
+  if (k == 0 || v == 0) return;
+  const uint64_t i = pos >> 5;
+  const uint32_t s = pos & 31;
+  const uint32_t a = v << s;
+  const uint32_t b = s + k > 32 ? v >> (32 - s) : 0;
+  if (i > lo && i + 2 < hi) {
+    buf[i] |= a;
+    buf[i + 1] |= b;
+  } else {
+    __atomic_fetch_or(&buf[i], a, __ATOMIC_RELAXED);
+    if (b) __atomic_fetch_or(&buf[i + 1], b, __ATOMIC_RELAXED);
+  }
+}
+
+}  // namespace
+
+void select_masks(const uint8_t* x, uint64_t row_bytes, uint32_t row_words,
+                  const uint64_t* sample, uint64_t n, Selector selector, uint32_t* mask,
+                  uint32_t* value) {
+  std::fill(mask, mask + row_words, 0u);
+  std::fill(value, value + row_words, 0u);
+  if (n == 0 || row_words == 0) return;
+  std::vector<uint32_t> row(row_words);
+
+  // Pass 1: how often each bit of each word is set.
+  std::vector<uint64_t> ones(static_cast<size_t>(row_words) * 32, 0);
+  for (uint64_t s = 0; s < n; ++s) {
+    load_row(x + sample[s] * row_bytes, row_bytes, row_words, row.data());
+    for (uint32_t w = 0; w < row_words; ++w) {
+      for (uint32_t v = row[w]; v; v &= v - 1) ++ones[w * 32 + __builtin_ctz(v)];
+    }
+  }
+
+  // Rank the bits of each word by their majority share, most invariant first.
+  std::vector<uint32_t> majority(row_words, 0);
+  std::vector<std::array<uint8_t, 32>> rank(row_words), order(row_words);
+  std::vector<std::array<uint64_t, 32>> share(row_words);
+  for (uint32_t w = 0; w < row_words; ++w) {
+    for (uint32_t b = 0; b < 32; ++b) {
+      const uint64_t c = ones[w * 32 + b];
+      if (2 * c > n) majority[w] |= 1u << b;
+      share[w][b] = std::max(c, n - c);
+      order[w][b] = static_cast<uint8_t>(b);
+    }
+    std::stable_sort(order[w].begin(), order[w].end(),
+                     [&](uint8_t a, uint8_t b) { return share[w][a] > share[w][b]; });
+    for (uint32_t k = 0; k < 32; ++k) rank[w][order[w][k]] = static_cast<uint8_t>(k);
+  }
+
+  // Pass 2: for each row, the rank of its first bit that differs from the
+  // majority; the row matches every prefix mask shorter than that.
+  std::vector<std::array<uint64_t, 33>> first_diff(row_words);
+  for (auto& h : first_diff) h.fill(0);
+  for (uint64_t s = 0; s < n; ++s) {
+    load_row(x + sample[s] * row_bytes, row_bytes, row_words, row.data());
+    for (uint32_t w = 0; w < row_words; ++w) {
+      uint32_t r = 32;
+      for (uint32_t d = row[w] ^ majority[w]; d; d &= d - 1) {
+        r = std::min<uint32_t>(r, rank[w][__builtin_ctz(d)]);
+      }
+      ++first_diff[w][r];
+    }
+  }
+  // matches[w][k]: rows matching the top-k prefix of word w.
+  std::vector<std::array<uint64_t, 33>> matches(row_words);
+  for (uint32_t w = 0; w < row_words; ++w) {
+    uint64_t acc = 0;
+    for (int k = 32; k >= 0; --k) {
+      acc += first_diff[w][k];
+      matches[w][k] = acc;
+    }
+  }
+
+  // Bits saved by the top-k prefix: k per matching row (a row that does not
+  // match costs 32 bits either way).
+  std::vector<uint32_t> keep(row_words, 0);
+  if (selector == Selector::kPaper) {
+    uint64_t best_saved = 0;
+    std::vector<uint32_t> ks(row_words);
+    bool first = true;
+    for (uint32_t t = 70; t <= 100; ++t) {
+      uint64_t saved = 0;
+      for (uint32_t w = 0; w < row_words; ++w) {
+        uint32_t k = 0;
+        while (k < 32 && share[w][order[w][k]] * 100 >= static_cast<uint64_t>(t) * n) ++k;
+        ks[w] = k;
+        saved += k * matches[w][k];
+      }
+      if (first || saved > best_saved) {
+        best_saved = saved;
+        keep = ks;
+        first = false;
+      }
+    }
+  } else {
+    for (uint32_t w = 0; w < row_words; ++w) {
+      uint64_t best = 0;
+      for (uint32_t k = 1; k <= 32; ++k) {
+        if (k * matches[w][k] >= best) {
+          best = k * matches[w][k];
+          keep[w] = k;
+        }
+      }
+      if (best == 0) keep[w] = 0;
+    }
+  }
+  for (uint32_t w = 0; w < row_words; ++w) {
+    uint32_t m = 0;
+    for (uint32_t k = 0; k < keep[w]; ++k) m |= 1u << order[w][k];
+    mask[w] = m;
+    value[w] = majority[w] & m;
+  }
+}
+
+Encoder::Encoder(uint64_t row_bytes, uint32_t row_words, uint32_t num_groups,
+                 const uint32_t* tables)
+    : row_bytes_(row_bytes), row_words_(row_words), num_groups_(num_groups) {
+  if (num_groups == 0 || num_groups > kMaxGroups) {
+    throw std::invalid_argument("ibp encode: num_groups must be in [1, " +
+                                std::to_string(kMaxGroups) + "], got " +
+                                std::to_string(num_groups));
+  }
+  group_bits_ = group_bits_for(num_groups);
+  if (!index_geometry(row_words, group_bits_, &block_rows_, &rel_bytes_)) {
+    throw std::invalid_argument("ibp encode: rows of " + std::to_string(row_words) +
+                                " words are too long for the format");
+  }
+  const size_t n = static_cast<size_t>(num_groups) * row_words;
+  mask_.resize(n);
+  value_.resize(n);
+  nvar_.resize(n);
+  dep_.resize(n * 5);
+  for (uint32_t g = 0; g < num_groups; ++g) {
+    for (uint32_t w = 0; w < row_words; ++w) {
+      const size_t i = static_cast<size_t>(g) * row_words + w;
+      const uint32_t m = tables[(2ull * g) * row_words + w];
+      const uint32_t v = tables[(2ull * g + 1) * row_words + w];
+      if (v & ~m) {
+        throw std::invalid_argument("ibp encode: value has bits outside its mask (group " +
+                                    std::to_string(g) + ", word " + std::to_string(w) + ")");
+      }
+      mask_[i] = m;
+      value_[i] = v;
+      nvar_[i] = popc32(~m);
+      const DepositMasks d = make_deposit_masks(~m);
+      for (int k = 0; k < 5; ++k) dep_[i * 5 + k] = d.dep[k];
+    }
+  }
+}
+
+uint64_t Encoder::ibp_bits(const uint32_t* x, uint32_t g) const {
+  const size_t base = static_cast<size_t>(g) * row_words_;
+  uint64_t bits = kModeBits + group_bits_ + row_words_;
+  for (uint32_t w = 0; w < row_words_; ++w) {
+    const bool match = ((x[w] ^ value_[base + w]) & mask_[base + w]) == 0;
+    bits += match ? nvar_[base + w] : 32;
+  }
+  return bits;
+}
+
+void Encoder::encode(const uint8_t* x, uint64_t n, int num_threads,
+                     std::vector<uint32_t>* words, std::vector<uint8_t>* rel,
+                     std::vector<uint64_t>* bases) {
+  if (n == 0) return;
+  const uint64_t raw_bits = raw_row_bits(row_words_, group_bits_);
+
+  // Pass 1 (parallel): each row's mode, group and length.
+  std::vector<uint64_t> len(n);
+  std::vector<uint32_t> tag(n);  // group << 2 | mode
+  parallel_for(n, num_threads, n * row_bytes_, [&](uint64_t a, uint64_t b) {
+    std::vector<uint32_t> row(row_words_);
+    for (uint64_t i = a; i < b; ++i) {
+      load_row(x + i * row_bytes_, row_bytes_, row_words_, row.data());
+      uint64_t best = raw_bits;
+      uint32_t best_tag = static_cast<uint32_t>(RowMode::kRaw);
+      for (uint32_t g = 0; g < num_groups_; ++g) {
+        const uint64_t bits = ibp_bits(row.data(), g);
+        if (bits < best) {
+          best = bits;
+          best_tag = g << 2 | static_cast<uint32_t>(RowMode::kIbp);
+        }
+      }
+      len[i] = best;
+      tag[i] = best_tag;
+    }
+  });
+
+  // Row starts, index entries and mode counts.
+  std::vector<uint64_t> start(n + 1);
+  const size_t rel_at = rel->size();
+  rel->resize(rel_at + n * rel_bytes_);
+  uint64_t pos = bits_;
+  for (uint64_t i = 0; i < n; ++i) {
+    const uint64_t r = rows_ + i;
+    if (r % block_rows_ == 0) {
+      block_base_ = pos;
+      bases->push_back(pos);
+    }
+    const uint64_t off = pos - block_base_;
+    if (rel_bytes_ == 2) {
+      const uint16_t v = static_cast<uint16_t>(off);
+      std::memcpy(rel->data() + rel_at + i * 2, &v, 2);
+    } else {
+      const uint32_t v = static_cast<uint32_t>(off);
+      std::memcpy(rel->data() + rel_at + i * 4, &v, 4);
+    }
+    start[i] = pos;
+    pos += len[i];
+    ++mode_rows_[tag[i] & 3];
+  }
+  start[n] = pos;
+
+  // Pass 2 (parallel): write the rows into the words covering
+  // [bits_ rounded down to a word, pos).
+  const uint64_t first_word = bits_ >> 5;
+  const uint64_t end_word = (pos + 31) >> 5;
+  std::vector<uint32_t> buf(end_word - first_word, 0);
+  buf[0] = tail_;
+  const uint64_t origin = first_word * 32;
+  parallel_for(n, num_threads, n * row_bytes_, [&](uint64_t a, uint64_t b) {
+    const uint64_t lo = (start[a] - origin) >> 5;
+    const uint64_t hi = ((start[b] - origin) >> 5) + 1;
+    std::vector<uint32_t> row(row_words_);
+    for (uint64_t i = a; i < b; ++i) {
+      load_row(x + i * row_bytes_, row_bytes_, row_words_, row.data());
+      const uint32_t mode = tag[i] & 3, g = tag[i] >> 2;
+      uint64_t p = start[i] - origin;
+      or_bits(buf.data(), p, mode, kModeBits, lo, hi);
+      or_bits(buf.data(), p + kModeBits, g, group_bits_, lo, hi);
+      p += kModeBits + group_bits_;
+      if (mode == static_cast<uint32_t>(RowMode::kRaw)) {
+        for (uint32_t w = 0; w < row_words_; ++w) or_bits(buf.data(), p + 32ull * w, row[w], 32, lo, hi);
+        continue;
+      }
+      const size_t base = static_cast<size_t>(g) * row_words_;
+      uint64_t f = p + row_words_;
+      for (uint32_t w = 0; w < row_words_; ++w) {
+        const size_t j = base + w;
+        if (((row[w] ^ value_[j]) & mask_[j]) == 0) {
+          or_bits(buf.data(), p + w, 1, 1, lo, hi);
+          or_bits(buf.data(), f, extract(row[w], ~mask_[j], &dep_[j * 5]), nvar_[j], lo, hi);
+          f += nvar_[j];
+        } else {
+          or_bits(buf.data(), f, row[w], 32, lo, hi);
+          f += 32;
+        }
+      }
+    }
+  });
+
+  const bool partial = (pos & 31) != 0;
+  words->insert(words->end(), buf.begin(), partial ? buf.end() - 1 : buf.end());
+  tail_ = partial ? buf.back() : 0;
+  bits_ = pos;
+  rows_ += n;
+}
+
+void Encoder::finish(std::vector<uint32_t>* words, std::vector<uint64_t>* bases) {
+  if (bits_ & 31) words->push_back(tail_);
+  for (uint32_t i = 0; i < kPayloadPadWords; ++i) words->push_back(0);
+  bases->push_back(bits_);
+  tail_ = 0;
+}
+
+void build_decode_table(uint32_t num_groups, uint32_t row_words, const uint32_t* tables,
+                        uint32_t* out) {
+  for (uint32_t g = 0; g < num_groups; ++g) {
+    const uint32_t* mask = tables + 2ull * g * row_words;
+    const uint32_t* value = mask + row_words;
+    uint32_t* t = out + static_cast<uint64_t>(g) * kDecodeRows * row_words;
+    for (uint32_t w = 0; w < row_words; ++w) {
+      const DepositMasks d = make_deposit_masks(~mask[w]);
+      t[kValue * row_words + w] = value[w];
+      t[kNvar * row_words + w] = popc32(~mask[w]);
+      for (uint32_t k = 0; k < 5; ++k) t[(kDep0 + k) * row_words + w] = d.dep[k];
+    }
+  }
+}
+
+}  // namespace ibp

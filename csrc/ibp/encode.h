@@ -1,0 +1,76 @@
+// Encoder: mask selection and row encoding (CPU only). Raw pointers in, no
+// torch; inputs are checked by the caller (the binding) once.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "bits.h"
+#include "format.h"
+
+namespace ibp {
+
+// Chooses one group's mask and value per word from the rows `sample[0..n)` of
+// the row-major matrix `x` (row_bytes bytes a row, viewed as row_words words).
+// For each word the bits are ranked by how invariant they are (share of the
+// majority value); every candidate mask is a prefix of that ranking.
+//   kAuto:  each word takes the prefix that minimises its own estimated size
+//           (sum over rows of nvar when the row matches, 32 when it doesn't).
+//   kPaper: one majority threshold t for all words (bits with share >= t are
+//           invariant), t swept over 0.70, 0.71, ..., 1.00 to minimise the
+//           estimated total, as the published algorithm does.
+// mask and value receive row_words words each.
+void select_masks(const uint8_t* x, uint64_t row_bytes, uint32_t row_words,
+                  const uint64_t* sample, uint64_t n, Selector selector,
+                  uint32_t* mask, uint32_t* value);
+
+// Streaming row encoder. Rows are fed in chunks; every chunk but the last must
+// hold a multiple of block_rows rows so each chunk starts a new index block.
+class Encoder {
+ public:
+  // tables: num_groups x (mask[row_words], value[row_words]).
+  Encoder(uint64_t row_bytes, uint32_t row_words, uint32_t num_groups,
+          const uint32_t* tables);
+
+  uint32_t block_rows() const { return block_rows_; }
+  uint32_t rel_bytes() const { return rel_bytes_; }
+  uint32_t group_bits() const { return group_bits_; }
+
+  // Encodes n rows of x with `num_threads` threads. Appends the payload words
+  // that are complete to `words` (the last partial word is kept for the next
+  // call), the rows' relative offsets to `rel` (rel_bytes each) and one base
+  // per started block to `bases`.
+  void encode(const uint8_t* x, uint64_t n, int num_threads, std::vector<uint32_t>* words,
+              std::vector<uint8_t>* rel, std::vector<uint64_t>* bases);
+
+  // Appends the last partial word, the padding words and the final base.
+  void finish(std::vector<uint32_t>* words, std::vector<uint64_t>* bases);
+
+  uint64_t payload_bits() const { return bits_; }
+  uint64_t rows() const { return rows_; }
+  const uint64_t* mode_rows() const { return mode_rows_; }
+
+ private:
+  // Bits of row `x` under group g in kIbp mode.
+  uint64_t ibp_bits(const uint32_t* x, uint32_t g) const;
+
+  uint64_t row_bytes_;
+  uint32_t row_words_;
+  uint32_t num_groups_;
+  uint32_t group_bits_;
+  uint32_t block_rows_ = 1;
+  uint32_t rel_bytes_ = 4;
+  std::vector<uint32_t> mask_, value_, nvar_, dep_;  // [g * row_words + w], dep x5
+  uint64_t bits_ = 0;      // bits written so far
+  uint64_t rows_ = 0;      // rows encoded so far
+  uint64_t block_base_ = 0;
+  uint32_t tail_ = 0;      // bits of the last partial word (bits_ % 32 valid)
+  uint64_t mode_rows_[4] = {0, 0, 0, 0};
+};
+
+// Turns the group tables (mask, value per word) into the decoder's table
+// layout described in bits.h: out has num_groups * kDecodeRows * row_words words.
+void build_decode_table(uint32_t num_groups, uint32_t row_words, const uint32_t* tables,
+                        uint32_t* out);
+
+}  // namespace ibp

@@ -1,0 +1,42 @@
+// gather: out[i] = row ids[i] of a compressed tensor, bit for bit.
+//
+// The caller (the binding) checks every input once before calling: ids in
+// [0, rows), out large enough (n * row_bytes bytes), arrays of the sizes the
+// geometry implies, and a tensor that passed validate(). The backends trust it.
+#pragma once
+
+#include <cstdint>
+
+#include "bits.h"
+
+namespace ibp {
+
+// A compressed tensor as a decoder sees it.
+struct CompressedView {
+  Geometry geo;
+  const uint32_t* table;    // build_decode_table() output
+  const uint64_t* bases;    // index block bases
+  const void* rel;          // relative offsets (geo.rel_bytes each)
+  const uint32_t* payload;  // geo.payload_words words
+};
+
+// Multithreaded CPU gather-decode (releases nothing itself; the binding drops
+// the GIL around it). ids are int64 when ids64, else int32.
+void gather_cpu(const CompressedView& c, const void* ids, bool ids64, uint64_t n, uint8_t* out,
+                int num_threads);
+
+// CUDA gather-decode, enqueued on `stream` (a cudaStream_t) without any
+// synchronisation. table, bases, rel and ids must be device-accessible; the
+// payload may live in mapped pinned host memory (read zero-copy) or on the
+// device. When `positions` is not null, the i-th id is written to output row
+// positions[i] (int64), which lets the caller decode ids in sorted order.
+// Returns 0 or a cudaError_t value; -1 when the module was built without CUDA.
+int gather_cuda(const CompressedView& c, const void* ids, bool ids64, uint64_t n,
+                const int64_t* positions, uint8_t* out, void* stream);
+
+// Whether the CUDA gather was compiled in, and the visible device count (0
+// when none or when the driver is missing).
+bool cuda_built();
+int cuda_device_count();
+
+}  // namespace ibp

@@ -1,0 +1,559 @@
+"""CompressedTensor: a 2-D tensor stored with Invariant Bit Packing, gathered
+row by row on the CPU or the GPU. The public functions check their inputs once
+here; `ibp_gnn._C` below trusts them."""
+from __future__ import annotations
+
+import os
+import warnings
+import zlib
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+from . import _C
+from ._dtypes import code_of, itemsize, torch_dtype
+
+MODES = {"auto": 0, "paper": 1}
+MODE_NAMES = {v: k for k, v in MODES.items()}
+ROW_MODES = ("raw", "ibp", "reserved2", "reserved3")
+_STATUS_NEWER = 2
+_STATUS_MAGIC = 1
+DEFAULT_SAMPLE_ROWS = 65536
+DEFAULT_CHUNK_BYTES = 64 << 20
+
+
+class FormatError(ValueError):
+    """A file or array set that is not a valid ibp_gnn compressed tensor."""
+
+
+class ChecksumError(FormatError):
+    """A section of a file does not match its stored CRC-32."""
+
+
+class NewerFormatError(FormatError):
+    """A file written by a newer format version than this ibp_gnn reads."""
+
+
+def _threads(threads: Optional[int]) -> int:
+    if threads is None:
+        return max(1, torch.get_num_threads())
+    if not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int, got {threads!r}")
+    return threads
+
+
+def _as_bytes_2d(x, op: str):
+    """(uint8 numpy view [rows, row_bytes], dtype code, shape) of a 2-D input."""
+    if isinstance(x, torch.Tensor):
+        if x.device.type != "cpu":
+            raise ValueError(f"{op}: x must be a CPU tensor, got device {x.device}")
+        if x.dim() != 2:
+            raise ValueError(f"{op}: x must be 2-D, got shape {tuple(x.shape)}")
+        code = code_of(x.dtype, f"{op}: x")
+        if not x.is_contiguous():
+            raise ValueError(f"{op}: x must be contiguous (C order); call x.contiguous() first")
+        rows, cols = x.shape
+        flat = x.reshape(-1).view(torch.uint8).numpy()
+    elif isinstance(x, np.ndarray):
+        if x.ndim != 2:
+            raise ValueError(f"{op}: x must be 2-D, got shape {x.shape}")
+        code = code_of(x.dtype, f"{op}: x")
+        if not x.flags.c_contiguous:
+            raise ValueError(f"{op}: x must be C-contiguous; use np.ascontiguousarray(x)")
+        rows, cols = x.shape
+        flat = x.reshape(-1).view(np.uint8)
+    else:
+        raise TypeError(f"{op}: x must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
+    row_bytes = cols * itemsize(code)
+    return flat.reshape(rows, row_bytes), code, (int(rows), int(cols))
+
+
+def _sample_ids(rows: int, sample_rows: int) -> np.ndarray:
+    """The rows that choose the masks: all of them, or a fixed random subset."""
+    if rows <= sample_rows:
+        return np.arange(rows, dtype=np.uint64)
+    rng = np.random.default_rng(0x1B9)
+    return np.sort(rng.choice(rows, size=sample_rows, replace=False)).astype(np.uint64)
+
+
+def _progress(total: int, enabled: Optional[bool], desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="row", unit_scale=True, desc=desc,
+                disable=not enabled if enabled is not None else total < (1 << 22))
+
+
+class _Build:
+    """Encodes a byte matrix chunk by chunk (shared by compress and compress_file)."""
+
+    def __init__(self, xb: np.ndarray, code: int, shape, mode: str, sample_rows: int):
+        if mode not in MODES:
+            raise ValueError(f"compress: mode must be one of {sorted(MODES)}, got {mode!r}")
+        if not isinstance(sample_rows, int) or sample_rows < 1:
+            raise ValueError(f"compress: sample_rows must be a positive int, got {sample_rows!r}")
+        self.code, self.shape, self.mode = code, shape, mode
+        rows, row_bytes = xb.shape
+        self.row_bytes = row_bytes
+        self.row_words = (row_bytes + 3) // 4
+        sample = _sample_ids(rows, sample_rows)
+        mask, value = _C.select_masks(xb, row_bytes, self.row_words, sample, MODES[mode])
+        self.tables = np.stack([mask, value])[None]  # (groups=1, 2, row_words)
+        self.encoder = _C.Encoder(row_bytes, self.row_words, self.tables)
+        self.chunk_rows = 64 * max(1, DEFAULT_CHUNK_BYTES // max(1, 64 * row_bytes))
+
+    def header(self, payload_bits: int) -> dict:
+        e = self.encoder
+        return dict(dtype=self.code, rows=self.shape[0], cols=self.shape[1],
+                    row_words=self.row_words, num_groups=int(self.tables.shape[0]),
+                    group_bits=e.group_bits, block_rows=e.block_rows, rel_bytes=e.rel_bytes,
+                    selector=MODES[self.mode], payload_bits=payload_bits,
+                    mode_rows=e.mode_rows)
+
+
+def compress(x, *, mode: str = "auto", sample_rows: int = DEFAULT_SAMPLE_ROWS,
+             threads: Optional[int] = None, progress: Optional[bool] = None) -> "CompressedTensor":
+    """Losslessly compress a 2-D, C-contiguous CPU tensor (or numpy array).
+
+    mode: "auto" picks per-word masks that minimise size; "paper" uses the
+    published algorithm (one majority threshold swept over 0.70..1.00).
+    Masks are chosen from `sample_rows` rows (all rows when fewer).
+    """
+    xb, code, shape = _as_bytes_2d(x, "compress")
+    threads = _threads(threads)
+    b = _Build(xb, code, shape, mode, sample_rows)
+    words, rel, bases = [], [], []
+    with _progress(shape[0], progress, "compress") as bar:
+        for a in range(0, shape[0], b.chunk_rows):
+            w, r, s = b.encoder.encode(xb[a:a + b.chunk_rows], b.row_bytes, threads)
+            words.append(w), rel.append(r), bases.append(s)
+            bar.update(min(b.chunk_rows, shape[0] - a))
+    w, s = b.encoder.finish()
+    words.append(w), bases.append(s)
+    header = _C.pack_header(b.header(b.encoder.payload_bits))
+    rel_dtype = np.uint16 if b.encoder.rel_bytes == 2 else np.uint32
+    rel = np.concatenate(rel) if rel else np.zeros(0, np.uint8)
+    return CompressedTensor(header, b.tables, np.concatenate(bases), rel.view(rel_dtype),
+                            np.concatenate(words), validate=False)
+
+
+def compress_file(src, dst: Union[str, os.PathLike], *, mode: str = "auto",
+                  sample_rows: int = DEFAULT_SAMPLE_ROWS, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                  threads: Optional[int] = None, progress: Optional[bool] = True) -> Path:
+    """Compress an .npy file (or a numpy array / np.memmap) straight to an .ibp file.
+
+    Reads the input memory-mapped in chunks of about `chunk_bytes`, in one pass
+    (the masks come from a random sample of rows), and writes the output as it
+    goes, so peak memory is about one chunk plus the output's index. The file
+    appears under `dst` only once complete. Returns `dst` as a Path. The output
+    is byte-identical to `compress(x).save(dst)`.
+    """
+    if isinstance(src, (str, os.PathLike)):
+        src_path = Path(src)
+        if not src_path.is_file():
+            raise FileNotFoundError(f"compress_file: src {str(src_path)!r} does not exist")
+        try:
+            src = np.load(src_path, mmap_mode="r")
+        except ValueError as e:
+            raise ValueError(f"compress_file: src {str(src_path)!r} is not a readable .npy: {e}")
+    if not isinstance(src, np.ndarray):
+        raise TypeError(f"compress_file: src must be an .npy path or a numpy array, "
+                        f"got {type(src).__name__}")
+    if not isinstance(chunk_bytes, int) or chunk_bytes < 1:
+        raise ValueError(f"compress_file: chunk_bytes must be a positive int, got {chunk_bytes!r}")
+    xb, code, shape = _as_bytes_2d(src, "compress_file")
+    threads = _threads(threads)
+    b = _Build(xb, code, shape, mode, sample_rows)
+    b.chunk_rows = 64 * max(1, chunk_bytes // max(1, 64 * b.row_bytes))
+    dst = Path(dst)
+    tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")
+    rel_parts, base_parts = [], []
+    crc_payload = 0
+    try:
+        with open(tmp, "wb") as f, _progress(shape[0], progress, f"compress {dst.name}") as bar:
+            # Header and index are written last, once known; the payload
+            # offset depends only on the shape, so it is known now.
+            probe = _C.pack_header(b.header(0))
+            layout = _C.file_layout(probe)
+            f.seek(layout["payload"][0])
+            for a in range(0, shape[0], b.chunk_rows):
+                chunk = np.ascontiguousarray(xb[a:a + b.chunk_rows])
+                w, r, s = b.encoder.encode(chunk, b.row_bytes, threads)
+                f.write(memoryview(w).cast("B"))
+                crc_payload = zlib.crc32(memoryview(w).cast("B"), crc_payload)
+                rel_parts.append(r), base_parts.append(s)
+                bar.update(chunk.shape[0])
+            w, s = b.encoder.finish()
+            f.write(memoryview(w).cast("B"))
+            crc_payload = zlib.crc32(memoryview(w).cast("B"), crc_payload)
+            base_parts.append(s)
+            rel = np.concatenate(rel_parts) if rel_parts else np.zeros(0, np.uint8)
+            bases = np.concatenate(base_parts)
+            fields = b.header(b.encoder.payload_bits)
+            _write_head(f, fields, b.tables, bases, rel, crc_payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return dst
+
+
+def _crc(a: np.ndarray, crc: int = 0, step: int = 1 << 26) -> int:
+    """CRC-32 of an array's bytes, read in slices (works on memory maps)."""
+    flat = a.reshape(-1).view(np.uint8)
+    for i in range(0, flat.size, step):
+        crc = zlib.crc32(flat[i:i + step], crc)
+    return crc
+
+
+def _write_head(f, fields: dict, tables: np.ndarray, bases: np.ndarray, rel: np.ndarray,
+                crc_payload: int) -> None:
+    """Writes header, tables and index at their offsets (the payload is already there)."""
+    fields = dict(fields, crc_tables=_crc(tables),
+                  crc_index=_crc(rel, _crc(bases)), crc_payload=crc_payload, crc_header=0)
+    fields["crc_header"] = zlib.crc32(_C.pack_header(fields))
+    header = _C.pack_header(fields)
+    layout = _C.file_layout(header)
+    for name, arr in (("tables", tables), ("bases", bases), ("rel", rel)):
+        f.seek(layout[name][0])
+        f.write(np.ascontiguousarray(arr).tobytes())
+    f.seek(0)
+    f.write(header)
+
+
+def _check(status: int, msg: str, where: str) -> None:
+    if status == _STATUS_NEWER:
+        raise NewerFormatError(f"{where}: {msg}")
+    if status != 0:
+        raise FormatError(f"{where}: {msg}")
+
+
+def load(path: Union[str, os.PathLike], *, mmap: bool = False, verify: bool = True,
+         threads: Optional[int] = None) -> "CompressedTensor":
+    """Load a compressed tensor saved with `CompressedTensor.save` or `compress_file`.
+
+    mmap=True maps the file instead of reading it into memory. verify=True
+    checks the CRC-32 of every section; the structure (offsets, row lengths) is
+    always checked, so a damaged file raises FormatError rather than crash.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"load: {str(path)!r} does not exist")
+    size = path.stat().st_size
+    hb = _C.HEADER_BYTES
+    with open(path, "rb") as f:
+        header = f.read(hb)
+    where = f"load({str(path)!r})"
+    if len(header) < 16:
+        raise FormatError(f"{where}: file is truncated ({size} bytes): no header")
+    status, msg = _C.validate_header(header.ljust(hb, b"\0"))
+    if status in (_STATUS_MAGIC, _STATUS_NEWER):
+        _check(status, msg, where)
+    if len(header) < hb:
+        raise FormatError(f"{where}: file is truncated ({size} bytes): header needs {hb}")
+    fields = _C.unpack_header(header)
+    stored = fields["crc_header"]
+    if zlib.crc32(_C.pack_header(dict(fields, crc_header=0))) != stored:
+        raise ChecksumError(f"{where}: header checksum mismatch (the header is corrupt)")
+    _check(status, msg, where)
+    layout = _C.file_layout(header)
+    if size < layout["total"]:
+        raise FormatError(f"{where}: file is truncated: {size} bytes, the header describes "
+                          f"{layout['total']}")
+    if size > layout["total"]:
+        raise FormatError(f"{where}: file has {size - layout['total']} unexpected trailing bytes")
+
+    rel_dtype = np.uint16 if fields["rel_bytes"] == 2 else np.uint32
+
+    def section(name, dtype, shape=None):
+        offset, nbytes = layout[name]
+        count = nbytes // np.dtype(dtype).itemsize
+        if count == 0:
+            a = np.zeros(0, dtype)
+        elif mmap:
+            a = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(count,))
+        else:
+            a = np.fromfile(path, dtype=dtype, count=count, offset=offset)
+        return a.reshape(shape) if shape is not None else a
+
+    groups, words = fields["num_groups"], fields["row_words"]
+    tables = section("tables", np.uint32, (groups, 2, words))
+    bases = section("bases", np.uint64)
+    rel = section("rel", rel_dtype)
+    payload = section("payload", np.uint32)
+    if verify:
+        for name, got, want in (
+            ("mask table", _crc(tables), fields["crc_tables"]),
+            ("index", _crc(rel, _crc(bases)), fields["crc_index"]),
+            ("payload", _crc(payload), fields["crc_payload"]),
+        ):
+            if got != want:
+                raise ChecksumError(f"{where}: {name} checksum mismatch (the file is corrupt)")
+    plain = _C.pack_header(dict(fields, crc_tables=0, crc_index=0, crc_payload=0, crc_header=0))
+    try:
+        return CompressedTensor(plain, tables, bases, rel, payload, threads=threads)
+    except FormatError as e:
+        raise FormatError(f"{where}: {e}") from None
+
+
+class CompressedTensor:
+    """A 2-D tensor compressed with Invariant Bit Packing; any rows can be
+    gathered without decoding the others.
+
+    Build one with `ibp_gnn.compress`, `ibp_gnn.compress_file` or `ibp_gnn.load`.
+    """
+
+    def __init__(self, header: bytes, tables: np.ndarray, bases: np.ndarray, rel: np.ndarray,
+                 payload: np.ndarray, *, validate: bool = True, threads: Optional[int] = None):
+        if validate:
+            status, msg = _C.validate_arrays(header, tables, bases, rel, payload,
+                                             _threads(threads))
+            _check(status, msg, "CompressedTensor")
+        self._header = header
+        self._fields = _C.unpack_header(header)
+        self._tables = tables
+        self._bases = bases
+        self._rel = rel
+        self._payload = payload
+        self._decode_table = _C.build_decode_table(np.ascontiguousarray(tables))
+        self._pinned: Optional[torch.Tensor] = None
+        self._device_cache: dict = {}
+
+    # ---- description -------------------------------------------------------
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((self._fields["rows"], self._fields["cols"]))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch_dtype(self._fields["dtype"])
+
+    @property
+    def format_version(self) -> int:
+        return self._fields["version"]
+
+    @property
+    def mode(self) -> str:
+        return MODE_NAMES[self._fields["selector"]]
+
+    @property
+    def num_groups(self) -> int:
+        return self._fields["num_groups"]
+
+    @property
+    def raw_nbytes(self) -> int:
+        """Bytes of the uncompressed tensor."""
+        rows, cols = self.shape
+        return rows * cols * itemsize(self._fields["dtype"])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the compressed tensor occupies in host memory: header, mask
+        tables, index and payload."""
+        return (_C.HEADER_BYTES + self._tables.nbytes + self._bases.nbytes + self._rel.nbytes
+                + self._payload.nbytes)
+
+    @property
+    def ratio(self) -> float:
+        """raw bytes / compressed bytes (host memory)."""
+        return self.raw_nbytes / self.nbytes
+
+    def stats(self) -> dict:
+        f = self._fields
+        rows = f["rows"]
+        return {
+            "shape": tuple(self.shape), "dtype": str(self.dtype).replace("torch.", ""),
+            "format_version": f["version"], "mode": self.mode, "num_groups": f["num_groups"],
+            "raw_bytes": self.raw_nbytes, "nbytes": self.nbytes, "ratio": self.ratio,
+            "payload_bytes": self._payload.nbytes,
+            "index_bytes": self._bases.nbytes + self._rel.nbytes,
+            "table_bytes": self._tables.nbytes,
+            "fetch_ratio": self.raw_nbytes / max(1, (f["payload_bits"] + 7) // 8),
+            "bits_per_row": f["payload_bits"] / rows if rows else 0.0,
+            "rows_per_mode": {ROW_MODES[i]: n for i, n in enumerate(f["mode_rows"]) if n},
+        }
+
+    def __repr__(self) -> str:
+        rows, cols = self.shape
+        return (f"CompressedTensor(shape=({rows}, {cols}), dtype={self.dtype}, "
+                f"ratio={self.ratio:.2f}, nbytes={self.nbytes}, mode={self.mode!r}, "
+                f"pinned={self.is_pinned()})")
+
+    def __len__(self) -> int:
+        return self._fields["rows"]
+
+    # ---- row access ----------------------------------------------------------
+    def _ids(self, idx, op: str) -> torch.Tensor:
+        if isinstance(idx, np.ndarray):
+            idx = torch.from_numpy(idx)
+        elif not isinstance(idx, torch.Tensor):
+            raise TypeError(f"{op}: idx must be a torch.Tensor or numpy.ndarray of int64/int32 ids, "
+                            f"got {type(idx).__name__}")
+        if idx.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"{op}: idx must hold int64 or int32 ids, got dtype {idx.dtype}")
+        if idx.dim() != 1:
+            raise ValueError(f"{op}: idx must be 1-D, got shape {tuple(idx.shape)}")
+        return idx.contiguous()
+
+    def _check_range(self, idx: torch.Tensor, op: str) -> None:
+        if idx.numel() == 0:
+            return
+        rows = self._fields["rows"]
+        lo, hi = torch.aminmax(idx)
+        lo, hi = int(lo), int(hi)  # one synchronisation when idx is on a GPU
+        if lo < 0:
+            raise IndexError(f"{op}: idx holds negative id {lo}; ids must be in [0, {rows})")
+        if hi >= rows:
+            raise IndexError(f"{op}: idx holds id {hi}, out of range for {rows} rows")
+
+    def _check_out(self, out, n: int, device: torch.device, op: str) -> torch.Tensor:
+        cols = self._fields["cols"]
+        if out is None:
+            return torch.empty((n, cols), dtype=self.dtype, device=device)
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"{op}: out must be a torch.Tensor, got {type(out).__name__}")
+        if out.dtype != self.dtype:
+            raise TypeError(f"{op}: out has dtype {out.dtype}, expected {self.dtype}")
+        if tuple(out.shape) != (n, cols):
+            raise ValueError(f"{op}: out has shape {tuple(out.shape)}, expected {(n, cols)}")
+        if out.device != device:
+            raise ValueError(f"{op}: out is on {out.device}, expected {device}")
+        if not out.is_contiguous():
+            raise ValueError(f"{op}: out must be contiguous")
+        return out
+
+    def gather(self, idx, out: Optional[torch.Tensor] = None, *,
+               device: Optional[Union[str, torch.device]] = None,
+               threads: Optional[int] = None, check: bool = True) -> torch.Tensor:
+        """Rows `idx` of the tensor, bit-identical to `x[idx]`.
+
+        idx: 1-D int64/int32 tensor (or numpy array). CPU ids decode on the CPU
+        with `threads` threads; CUDA ids decode on their GPU, on the current
+        stream, reading the compressed rows from pinned host memory. With CPU
+        ids and device="cuda", ids are checked on the CPU (no GPU sync) and the
+        rows are decoded on the GPU. check=False skips the range check of CUDA
+        ids (and its one synchronisation); the kernel then writes zeros for
+        ids out of range instead of reading outside the tensor.
+        """
+        op = "CompressedTensor.gather"
+        idx = self._ids(idx, op)
+        target = idx.device if device is None else torch.device(device)
+        if target.type == "cuda" and target.index is None:
+            target = torch.device("cuda", torch.cuda.current_device())
+        if idx.device.type == "cpu" or check:
+            self._check_range(idx, op)
+        n = idx.numel()
+        out = self._check_out(out, n, target, op)
+        if target.type == "cpu":
+            if idx.device.type != "cpu":
+                raise ValueError(f"{op}: idx is on {idx.device} but device is cpu")
+            if n:
+                payload = (self._pinned.numpy().view(np.uint32) if self._pinned is not None
+                           else self._payload)
+                _C.gather(self._header, self._decode_table, self._bases, self._rel, payload,
+                          idx.numpy(), out.view(torch.uint8).reshape(-1).numpy(),
+                          _threads(threads))
+            return out
+        if target.type != "cuda":
+            raise ValueError(f"{op}: device must be cpu or cuda, got {target}")
+        return self._gather_cuda(idx.to(target, non_blocking=True), out, op)
+
+    def _gather_cuda(self, idx: torch.Tensor, out: torch.Tensor, op: str) -> torch.Tensor:
+        if not _C.cuda_built():
+            raise RuntimeError(f"{op}: ibp_gnn was built without CUDA (nvcc was not found at "
+                               "build time); reinstall it where nvcc is available")
+        n = idx.numel()
+        if n == 0:
+            return out
+        if self._pinned is None:
+            warnings.warn(f"{op}: pinning the compressed payload ({self._payload.nbytes} bytes) "
+                          "for zero-copy reads; call pin_memory() beforehand to choose when",
+                          stacklevel=3)
+            self.pin_memory()
+        table, bases, rel = self._device_arrays(idx.device)
+        ids, positions = idx, None
+        if n > 1:
+            ids, positions = torch.sort(idx)  # neighbouring rows decode together
+            positions = positions.to(torch.int64)
+        stream = torch.cuda.current_stream(idx.device).cuda_stream
+        with torch.cuda.device(idx.device):
+            err = _C.gather_cuda(self._header, table.data_ptr(), bases.data_ptr(),
+                                 rel.data_ptr(), self._pinned.data_ptr(), ids.data_ptr(),
+                                 ids.dtype == torch.int64, n,
+                                 positions.data_ptr() if positions is not None else 0,
+                                 out.data_ptr(), stream)
+        if err != 0:
+            raise RuntimeError(f"{op}: CUDA kernel launch failed with cudaError {err}")
+        return out
+
+    def _device_arrays(self, device: torch.device):
+        key = (device.type, device.index)
+        if key not in self._device_cache:
+            def up(a):
+                return torch.from_numpy(np.ascontiguousarray(a).view(np.uint8)).to(device)
+            self._device_cache[key] = (up(self._decode_table), up(self._bases), up(self._rel))
+        return self._device_cache[key]
+
+    def fetch_nbytes(self, idx) -> int:
+        """Bytes of compressed rows that gathering `idx` reads from host memory
+        (each row's bit span rounded out to whole bytes; repeated ids count
+        each time). The index and mask tables are not counted: the GPU keeps
+        them in device memory."""
+        idx = self._ids(idx, "CompressedTensor.fetch_nbytes").cpu()
+        self._check_range(idx, "CompressedTensor.fetch_nbytes")
+        ids = idx.numpy().astype(np.int64)
+        start, end = self._row_spans(ids)
+        return int(((end + 7) // 8 - start // 8).sum())
+
+    def _row_spans(self, ids: np.ndarray):
+        b = self._fields["block_rows"]
+        rows = self._fields["rows"]
+        start = self._bases[ids // b].astype(np.int64) + self._rel[ids].astype(np.int64)
+        nxt = ids + 1
+        same = (nxt < rows) & (nxt // b == ids // b)
+        end = self._bases[ids // b + 1].astype(np.int64)
+        inner = np.flatnonzero(same)
+        end[inner] = (self._bases[ids[inner] // b].astype(np.int64)
+                      + self._rel[nxt[inner]].astype(np.int64))
+        return start, end
+
+    def decompress(self, *, threads: Optional[int] = None) -> torch.Tensor:
+        """The whole tensor, bit-identical to the original."""
+        return self.gather(torch.arange(len(self), dtype=torch.int64), threads=threads)
+
+    # ---- memory ---------------------------------------------------------------
+    def pin_memory(self) -> "CompressedTensor":
+        """Copy the payload into page-locked memory so the GPU can read it zero-copy."""
+        if self._pinned is None:
+            t = torch.from_numpy(np.asarray(self._payload).view(np.int32))
+            try:
+                self._pinned = t.pin_memory()
+            except RuntimeError as e:
+                raise RuntimeError("CompressedTensor.pin_memory needs a CUDA build of torch and a "
+                                   f"GPU: {e}") from None
+        return self
+
+    def is_pinned(self) -> bool:
+        return self._pinned is not None
+
+    # ---- files ------------------------------------------------------------------
+    def save(self, path: Union[str, os.PathLike]) -> Path:
+        """Write the tensor to `path` (atomically: a complete file or none)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                layout = _C.file_layout(self._header)
+                f.seek(layout["payload"][0])
+                f.write(np.ascontiguousarray(self._payload).tobytes())
+                fields = {k: v for k, v in self._fields.items()
+                          if not k.startswith("crc") and k not in ("header_bytes", "version")}
+                _write_head(f, fields, self._tables, self._bases, self._rel, _crc(self._payload))
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return path
