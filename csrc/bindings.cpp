@@ -129,6 +129,7 @@ PYBIND11_MODULE(_C, m) {
   m.attr("DECODE_ROWS") = kDecodeRows;
 
   m.def("cuda_built", &cuda_built);
+  m.def("cpu_has_bmi2", &cpu_has_bmi2);
   m.def("cuda_device_count", &cuda_device_count);
 
   m.def("index_geometry", [](uint32_t row_words, uint32_t group_bits) {
@@ -268,7 +269,9 @@ PYBIND11_MODULE(_C, m) {
       "gather",
       [](const py::bytes& header, const Array<uint32_t>& table, const Array<uint64_t>& bases,
          const py::array& rel, const Array<uint32_t>& payload, const py::array& ids,
-         py::array& out, int threads) {
+         py::array& out, int threads, int kernel) {
+        require(kernel >= 0 && kernel <= 2, "ibp gather: kernel must be 0 (auto), 1 (portable) or 2 (bmi2)");
+        require(kernel != 2 || cpu_has_bmi2(), "ibp gather: this CPU has no BMI2");
         const FileHeader h = header_from_bytes(header);
         const CompressedView c = cpu_view(h, table, bases, rel, payload);
         const bool ids64 = ids.itemsize() == 8;
@@ -281,10 +284,10 @@ PYBIND11_MODULE(_C, m) {
         const void* ip = ids.data();
         auto* op = static_cast<uint8_t*>(out.mutable_data());
         py::gil_scoped_release nogil;
-        gather_cpu(c, ip, ids64, n, op, threads);
+        gather_cpu(c, ip, ids64, n, op, threads, static_cast<CpuKernel>(kernel));
       },
       py::arg("header"), py::arg("table"), py::arg("bases"), py::arg("rel"), py::arg("payload"),
-      py::arg("ids"), py::arg("out"), py::arg("threads") = 1);
+      py::arg("ids"), py::arg("out"), py::arg("threads") = 1, py::arg("kernel") = 0);
 
   m.def(
       "gather_cuda",

@@ -20,7 +20,7 @@ MODE_NAMES = {v: k for k, v in MODES.items()}
 ROW_MODES = ("raw", "ibp", "reserved2", "reserved3")
 _STATUS_NEWER = 2
 _STATUS_MAGIC = 1
-DEFAULT_SAMPLE_ROWS = 65536
+DEFAULT_SAMPLE_ROWS = 16384
 DEFAULT_CHUNK_BYTES = 64 << 20
 
 
@@ -86,30 +86,57 @@ def _progress(total: int, enabled: Optional[bool], desc: str):
 
 
 class _Build:
-    """Encodes a byte matrix chunk by chunk (shared by compress and compress_file)."""
+    """Chooses the masks and encodes chunks of rows (shared by compress and
+    compress_file, whose outputs are therefore identical)."""
 
-    def __init__(self, xb: np.ndarray, code: int, shape, mode: str, sample_rows: int):
+    def __init__(self, sample: np.ndarray, sample_ids: np.ndarray, code: int, shape, mode: str):
         if mode not in MODES:
             raise ValueError(f"compress: mode must be one of {sorted(MODES)}, got {mode!r}")
-        if not isinstance(sample_rows, int) or sample_rows < 1:
-            raise ValueError(f"compress: sample_rows must be a positive int, got {sample_rows!r}")
         self.code, self.shape, self.mode = code, shape, mode
-        rows, row_bytes = xb.shape
-        self.row_bytes = row_bytes
-        self.row_words = (row_bytes + 3) // 4
-        sample = _sample_ids(rows, sample_rows)
-        mask, value = _C.select_masks(xb, row_bytes, self.row_words, sample, MODES[mode])
+        self.row_bytes = shape[1] * itemsize(code)
+        self.row_words = (self.row_bytes + 3) // 4
+        mask, value = _C.select_masks(sample, self.row_bytes, self.row_words, sample_ids,
+                                      MODES[mode])
         self.tables = np.stack([mask, value])[None]  # (groups=1, 2, row_words)
-        self.encoder = _C.Encoder(row_bytes, self.row_words, self.tables)
-        self.chunk_rows = 64 * max(1, DEFAULT_CHUNK_BYTES // max(1, 64 * row_bytes))
+        self.encoder = _C.Encoder(self.row_bytes, self.row_words, self.tables)
+        self.words, self.rel, self.bases = [], [], []
 
-    def header(self, payload_bits: int) -> dict:
+    def chunk_rows(self, chunk_bytes: int) -> int:
+        """Rows per chunk: a multiple of 64, so every chunk starts an index block."""
+        return 64 * max(1, chunk_bytes // max(1, 64 * self.row_bytes))
+
+    def encode(self, rows: np.ndarray, threads: int) -> np.ndarray:
+        """Encodes a chunk; keeps its index entries and returns its payload words."""
+        w, r, b = self.encoder.encode(rows, self.row_bytes, threads)
+        self.rel.append(r)
+        self.bases.append(b)
+        return w
+
+    def fields(self) -> dict:
+        """Header fields for the rows encoded so far."""
         e = self.encoder
         return dict(dtype=self.code, rows=self.shape[0], cols=self.shape[1],
                     row_words=self.row_words, num_groups=int(self.tables.shape[0]),
                     group_bits=e.group_bits, block_rows=e.block_rows, rel_bytes=e.rel_bytes,
-                    selector=MODES[self.mode], payload_bits=payload_bits,
+                    selector=MODES[self.mode], payload_bits=e.payload_bits,
                     mode_rows=e.mode_rows)
+
+    def finish(self):
+        """(last payload words, header fields, bases, rel) once every row is in."""
+        w, b = self.encoder.finish()
+        self.bases.append(b)
+        rel = np.concatenate(self.rel) if self.rel else np.zeros(0, np.uint8)
+        rel = rel.view(_rel_dtype(self.encoder.rel_bytes))
+        return w, self.fields(), np.concatenate(self.bases), rel
+
+
+def _rel_dtype(rel_bytes: int):
+    return np.uint16 if rel_bytes == 2 else np.uint32
+
+
+def _check_sample_rows(sample_rows) -> None:
+    if not isinstance(sample_rows, int) or sample_rows < 1:
+        raise ValueError(f"compress: sample_rows must be a positive int, got {sample_rows!r}")
 
 
 def compress(x, *, mode: str = "auto", sample_rows: int = DEFAULT_SAMPLE_ROWS,
@@ -121,21 +148,72 @@ def compress(x, *, mode: str = "auto", sample_rows: int = DEFAULT_SAMPLE_ROWS,
     Masks are chosen from `sample_rows` rows (all rows when fewer).
     """
     xb, code, shape = _as_bytes_2d(x, "compress")
+    _check_sample_rows(sample_rows)
     threads = _threads(threads)
-    b = _Build(xb, code, shape, mode, sample_rows)
-    words, rel, bases = [], [], []
+    b = _Build(xb, _sample_ids(shape[0], sample_rows), code, shape, mode)
+    step = b.chunk_rows(DEFAULT_CHUNK_BYTES)
+    words = []
     with _progress(shape[0], progress, "compress") as bar:
-        for a in range(0, shape[0], b.chunk_rows):
-            w, r, s = b.encoder.encode(xb[a:a + b.chunk_rows], b.row_bytes, threads)
-            words.append(w), rel.append(r), bases.append(s)
-            bar.update(min(b.chunk_rows, shape[0] - a))
-    w, s = b.encoder.finish()
-    words.append(w), bases.append(s)
-    header = _C.pack_header(b.header(b.encoder.payload_bits))
-    rel_dtype = np.uint16 if b.encoder.rel_bytes == 2 else np.uint32
-    rel = np.concatenate(rel) if rel else np.zeros(0, np.uint8)
-    return CompressedTensor(header, b.tables, np.concatenate(bases), rel.view(rel_dtype),
-                            np.concatenate(words), validate=False)
+        for a in range(0, shape[0], step):
+            words.append(b.encode(xb[a:a + step], threads))
+            bar.update(min(step, shape[0] - a))
+    last, fields, bases, rel = b.finish()
+    words.append(last)
+    return CompressedTensor(_C.pack_header(fields), b.tables, bases, rel, np.concatenate(words),
+                            validate=False)
+
+
+class _NpyRows:
+    """Rows of a 2-D C-order .npy file, read with plain file reads so that
+    memory use stays at one chunk however large the file is."""
+
+    def __init__(self, path: Path):
+        self.f = open(path, "rb")
+        try:
+            version = np.lib.format.read_magic(self.f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(self.f)
+        except ValueError as e:
+            self.f.close()
+            raise ValueError(f"compress_file: src {str(path)!r} is not a readable .npy: {e}")
+        if len(shape) != 2:
+            self.f.close()
+            raise ValueError(f"compress_file: src must hold a 2-D array, got shape {shape}")
+        if fortran:
+            self.f.close()
+            raise ValueError(f"compress_file: src {str(path)!r} is in Fortran order; "
+                             "save it C-contiguous")
+        self.code = code_of(dtype, "compress_file: src")
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.row_bytes = self.shape[1] * itemsize(self.code)
+        self.offset = self.f.tell()
+
+    def read(self, start: int, count: int) -> np.ndarray:
+        self.f.seek(self.offset + start * self.row_bytes)
+        buf = np.empty((count, self.row_bytes), np.uint8)
+        if self.f.readinto(memoryview(buf).cast("B")) != buf.nbytes:
+            raise ValueError("compress_file: src is shorter than its .npy header says")
+        return buf
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        out = np.empty((len(ids), self.row_bytes), np.uint8)
+        for i, r in enumerate(ids):
+            out[i] = self.read(int(r), 1)[0]
+        return out
+
+
+class _ArrayRows:
+    """The same interface over an in-memory array or an np.memmap."""
+
+    def __init__(self, xb: np.ndarray, code: int, shape):
+        self.xb, self.code, self.shape = xb, code, shape
+
+    def read(self, start: int, count: int) -> np.ndarray:
+        return np.ascontiguousarray(self.xb[start:start + count])
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(self.xb[ids.astype(np.int64)])
 
 
 def compress_file(src, dst: Union[str, os.PathLike], *, mode: str = "auto",
@@ -143,59 +221,54 @@ def compress_file(src, dst: Union[str, os.PathLike], *, mode: str = "auto",
                   threads: Optional[int] = None, progress: Optional[bool] = True) -> Path:
     """Compress an .npy file (or a numpy array / np.memmap) straight to an .ibp file.
 
-    Reads the input memory-mapped in chunks of about `chunk_bytes`, in one pass
-    (the masks come from a random sample of rows), and writes the output as it
-    goes, so peak memory is about one chunk plus the output's index. The file
-    appears under `dst` only once complete. Returns `dst` as a Path. The output
-    is byte-identical to `compress(x).save(dst)`.
+    One pass over the input in chunks of about `chunk_bytes` (the masks come
+    from a random sample of rows read first), writing the payload as it goes:
+    peak memory is about one chunk plus the output's index, whatever the input
+    size. The file appears under `dst` only once complete. Returns `dst` as a
+    Path. The output is byte-identical to `compress(x).save(dst)`.
     """
+    if not isinstance(chunk_bytes, int) or chunk_bytes < 1:
+        raise ValueError(f"compress_file: chunk_bytes must be a positive int, got {chunk_bytes!r}")
+    _check_sample_rows(sample_rows)
     if isinstance(src, (str, os.PathLike)):
         src_path = Path(src)
         if not src_path.is_file():
             raise FileNotFoundError(f"compress_file: src {str(src_path)!r} does not exist")
-        try:
-            src = np.load(src_path, mmap_mode="r")
-        except ValueError as e:
-            raise ValueError(f"compress_file: src {str(src_path)!r} is not a readable .npy: {e}")
-    if not isinstance(src, np.ndarray):
+        reader = _NpyRows(src_path)
+    elif isinstance(src, np.ndarray):
+        reader = _ArrayRows(*_as_bytes_2d(src, "compress_file"))
+    else:
         raise TypeError(f"compress_file: src must be an .npy path or a numpy array, "
                         f"got {type(src).__name__}")
-    if not isinstance(chunk_bytes, int) or chunk_bytes < 1:
-        raise ValueError(f"compress_file: chunk_bytes must be a positive int, got {chunk_bytes!r}")
-    xb, code, shape = _as_bytes_2d(src, "compress_file")
     threads = _threads(threads)
-    b = _Build(xb, code, shape, mode, sample_rows)
-    b.chunk_rows = 64 * max(1, chunk_bytes // max(1, 64 * b.row_bytes))
+    shape = reader.shape
+    ids = _sample_ids(shape[0], sample_rows)
+    b = _Build(reader.rows(ids), np.arange(len(ids), dtype=np.uint64), reader.code, shape, mode)
+    step = b.chunk_rows(chunk_bytes)
     dst = Path(dst)
     tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")
-    rel_parts, base_parts = [], []
-    crc_payload = 0
+    crc = 0
     try:
         with open(tmp, "wb") as f, _progress(shape[0], progress, f"compress {dst.name}") as bar:
-            # Header and index are written last, once known; the payload
-            # offset depends only on the shape, so it is known now.
-            probe = _C.pack_header(b.header(0))
-            layout = _C.file_layout(probe)
-            f.seek(layout["payload"][0])
-            for a in range(0, shape[0], b.chunk_rows):
-                chunk = np.ascontiguousarray(xb[a:a + b.chunk_rows])
-                w, r, s = b.encoder.encode(chunk, b.row_bytes, threads)
-                f.write(memoryview(w).cast("B"))
-                crc_payload = zlib.crc32(memoryview(w).cast("B"), crc_payload)
-                rel_parts.append(r), base_parts.append(s)
-                bar.update(chunk.shape[0])
-            w, s = b.encoder.finish()
-            f.write(memoryview(w).cast("B"))
-            crc_payload = zlib.crc32(memoryview(w).cast("B"), crc_payload)
-            base_parts.append(s)
-            rel = np.concatenate(rel_parts) if rel_parts else np.zeros(0, np.uint8)
-            bases = np.concatenate(base_parts)
-            fields = b.header(b.encoder.payload_bits)
-            _write_head(f, fields, b.tables, bases, rel, crc_payload)
+            # The payload's offset depends on the shape alone: write it first,
+            # then the header and index once they are known.
+            f.seek(_C.file_layout(_C.pack_header(b.fields()))["payload"][0])
+            for a in range(0, shape[0], step):
+                count = min(step, shape[0] - a)
+                w = memoryview(b.encode(reader.read(a, count), threads)).cast("B")
+                f.write(w)
+                crc = zlib.crc32(w, crc)
+                bar.update(count)
+            last, fields, bases, rel = b.finish()
+            w = memoryview(last).cast("B")
+            f.write(w)
+            _write_head(f, fields, b.tables, bases, rel, zlib.crc32(w, crc))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, dst)
     finally:
+        if isinstance(reader, _NpyRows):
+            reader.f.close()
         if tmp.exists():
             tmp.unlink()
     return dst

@@ -93,11 +93,13 @@ IBP_UNROLL
 // consecutive words read consecutive addresses:
 //   table[(g * kDecodeRows + k) * row_words + w]
 // with k = kValue: invariant bits, kNvar: stored bits of a participating word,
-// kDep0..kDep0+4: deposit masks of the variable bits ~mask.
+// kDep0..kDep0+4: deposit masks of the variable bits, kVarMask: the variable
+// bits ~mask themselves (for hardware PDEP on the CPU).
 constexpr uint32_t kValue = 0;
 constexpr uint32_t kNvar = 1;
 constexpr uint32_t kDep0 = 2;
-constexpr uint32_t kDecodeRows = 7;
+constexpr uint32_t kVarMask = 7;
+constexpr uint32_t kDecodeRows = 8;
 
 // Reconstructs one word from its field.
 IBP_HD uint32_t decode_word(uint32_t field, bool participates, const uint32_t* table,
@@ -108,6 +110,31 @@ IBP_UNROLL
   for (int i = 0; i < 5; ++i) dep[i] = table[(kDep0 + i) * row_words + w];
   return table[kValue * row_words + w] | deposit(field, table[kNvar * row_words + w], dep);
 }
+
+// Sequential reader of an LSB-first bit stream, for decoding a row front to
+// back. Reads at most one word past the last bit it returns (payload padding).
+struct BitReader {
+  const uint32_t* p;
+  uint64_t next;   // next word to load
+  uint64_t buf;    // unread bits, LSB first
+  uint32_t avail;  // number of valid bits in buf
+
+  IBP_HD BitReader(const uint32_t* words, uint64_t pos)
+      : p(words), next((pos >> 5) + 1), buf(words[pos >> 5] >> (pos & 31)),
+        avail(32 - static_cast<uint32_t>(pos & 31)) {}
+
+  // The next k bits, k in [0, 32].
+  IBP_HD uint32_t read(uint32_t k) {
+    if (avail < k) {
+      buf |= static_cast<uint64_t>(p[next++]) << avail;
+      avail += 32;
+    }
+    const uint32_t v = static_cast<uint32_t>(buf) & low_mask(k);
+    buf >>= k;
+    avail -= k;
+    return v;
+  }
+};
 
 // Start and end bit of row r from the two-level index.
 IBP_HD uint64_t row_start(const uint64_t* bases, const void* rel, uint32_t rel_bytes,

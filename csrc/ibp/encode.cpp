@@ -299,6 +299,7 @@ void build_decode_table(uint32_t num_groups, uint32_t row_words, const uint32_t*
       t[kValue * row_words + w] = value[w];
       t[kNvar * row_words + w] = popc32(~mask[w]);
       for (uint32_t k = 0; k < 5; ++k) t[(kDep0 + k) * row_words + w] = d.dep[k];
+      t[kVarMask * row_words + w] = ~mask[w];
     }
   }
 }

@@ -20,10 +20,16 @@ struct CompressedView {
   const uint32_t* payload;  // geo.payload_words words
 };
 
+// Which CPU deposit to use: kPortable is the shared bits.h code the CUDA kernel
+// runs; kBmi2 uses the x86 PDEP instruction (the caller checks cpu_has_bmi2());
+// kAuto picks kBmi2 when the CPU has it.
+enum class CpuKernel : int { kAuto = 0, kPortable = 1, kBmi2 = 2 };
+bool cpu_has_bmi2();
+
 // Multithreaded CPU gather-decode (releases nothing itself; the binding drops
 // the GIL around it). ids are int64 when ids64, else int32.
 void gather_cpu(const CompressedView& c, const void* ids, bool ids64, uint64_t n, uint8_t* out,
-                int num_threads);
+                int num_threads, CpuKernel kernel = CpuKernel::kAuto);
 
 // CUDA gather-decode, enqueued on `stream` (a cudaStream_t) without any
 // synchronisation. table, bases, rel and ids must be device-accessible; the

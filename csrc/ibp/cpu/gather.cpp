@@ -8,36 +8,58 @@
 namespace ibp {
 namespace {
 
+// The shared five-stage deposit of bits.h: what the CUDA kernel runs.
+struct PortableDeposit {
+  static uint32_t word(uint32_t field, const uint32_t* table, uint32_t W, uint32_t w) {
+    return decode_word(field, true, table, W, w);
+  }
+};
+
+#if defined(__x86_64__)
+// The same result from the BMI2 PDEP instruction, used only when the CPU has
+// it. Inline assembly keeps the instruction out of every other function, so
+// the module still runs on CPUs without BMI2.
+struct Bmi2Deposit {
+  static uint32_t word(uint32_t field, const uint32_t* table, uint32_t W, uint32_t w) {
+    uint32_t out;
+    asm("pdepl %2, %1, %0" : "=r"(out) : "r"(field), "rm"(table[kVarMask * W + w]));
+    return table[kValue * W + w] | out;
+  }
+};
+#endif
+
 // Decodes row r into `words` (row_words words).
+template <typename Deposit>
 void decode_row(const CompressedView& c, uint64_t r, uint32_t* words) {
   const Geometry& geo = c.geo;
   const uint32_t W = geo.row_words;
-  const uint32_t* p = c.payload;
-  uint64_t pos = row_start(c.bases, c.rel, geo.rel_bytes, geo.block_shift, r);
-  const uint32_t mode = read_bits(p, pos, kModeBits);
-  const uint32_t g = read_bits(p, pos + kModeBits, geo.group_bits);
-  pos += kModeBits + geo.group_bits;
+  const uint64_t start = row_start(c.bases, c.rel, geo.rel_bytes, geo.block_shift, r);
+  BitReader in(c.payload, start);
+  const uint32_t mode = in.read(kModeBits);
+  const uint32_t g = in.read(geo.group_bits);
   if (mode == static_cast<uint32_t>(RowMode::kRaw)) {
-    for (uint32_t w = 0; w < W; ++w) words[w] = read_bits(p, pos + 32ull * w, 32);
+    for (uint32_t w = 0; w < W; ++w) words[w] = in.read(32);
     return;
   }
   const uint32_t* table = c.table + static_cast<uint64_t>(g) * kDecodeRows * W;
   const uint32_t* nvar = table + kNvar * W;
-  uint64_t field = pos + W;
+  // The participation bitmap precedes the fields; read it with a second cursor.
+  BitReader bitmap(c.payload, start + kModeBits + geo.group_bits);
+  in = BitReader(c.payload, start + kModeBits + geo.group_bits + W);
   for (uint32_t w0 = 0; w0 < W; w0 += 32) {
     const uint32_t chunk = W - w0 < 32 ? W - w0 : 32;
-    const uint32_t bitmap = read_bits(p, pos + w0, chunk);
-    for (uint32_t j = 0; j < chunk; ++j) {
-      const uint32_t w = w0 + j;
-      const bool part = (bitmap >> j) & 1u;
-      const uint32_t len = part ? nvar[w] : 32;
-      words[w] = decode_word(read_bits(p, field, len), part, table, W, w);
-      field += len;
+    uint32_t bits = bitmap.read(chunk);
+    for (uint32_t w = w0; w < w0 + chunk; ++w, bits >>= 1) {
+      if (bits & 1u) {
+        words[w] = Deposit::word(in.read(nvar[w]), table, W, w);
+      } else {
+        words[w] = in.read(32);
+      }
     }
   }
 }
 
-template <typename Id>
+template <typename Deposit, typename Id>
 void gather_rows(const CompressedView& c, const Id* ids, uint64_t n, uint8_t* out,
                  int num_threads) {
   const uint64_t row_bytes = c.geo.row_bytes;
@@ -47,24 +69,44 @@ void gather_rows(const CompressedView& c, const Id* ids, uint64_t n, uint8_t* ou
     for (uint64_t i = a; i < b; ++i) {
       uint8_t* dst = out + i * row_bytes;
       if (aligned) {
-        decode_row(c, static_cast<uint64_t>(ids[i]), reinterpret_cast<uint32_t*>(dst));
+        decode_row<Deposit>(c, static_cast<uint64_t>(ids[i]), reinterpret_cast<uint32_t*>(dst));
       } else {
-        decode_row(c, static_cast<uint64_t>(ids[i]), words.data());
+        decode_row<Deposit>(c, static_cast<uint64_t>(ids[i]), words.data());
         std::memcpy(dst, words.data(), row_bytes);
       }
     }
   });
 }
 
-}  // namespace
-
-void gather_cpu(const CompressedView& c, const void* ids, bool ids64, uint64_t n, uint8_t* out,
+template <typename Deposit>
+void gather_any(const CompressedView& c, const void* ids, bool ids64, uint64_t n, uint8_t* out,
                 int num_threads) {
   if (ids64) {
-    gather_rows(c, static_cast<const int64_t*>(ids), n, out, num_threads);
+    gather_rows<Deposit>(c, static_cast<const int64_t*>(ids), n, out, num_threads);
   } else {
-    gather_rows(c, static_cast<const int32_t*>(ids), n, out, num_threads);
+    gather_rows<Deposit>(c, static_cast<const int32_t*>(ids), n, out, num_threads);
   }
+}
+
+}  // namespace
+
+bool cpu_has_bmi2() {
+#if defined(__x86_64__)
+  return __builtin_cpu_supports("bmi2");
+#else
+  return false;
+#endif
+}
+
+void gather_cpu(const CompressedView& c, const void* ids, bool ids64, uint64_t n, uint8_t* out,
+                int num_threads, CpuKernel kernel) {
+#if defined(__x86_64__)
+  if (kernel == CpuKernel::kBmi2 || (kernel == CpuKernel::kAuto && cpu_has_bmi2())) {
+    gather_any<Bmi2Deposit>(c, ids, ids64, n, out, num_threads);
+    return;
+  }
+#endif
+  gather_any<PortableDeposit>(c, ids, ids64, n, out, num_threads);
 }
 
 #if !defined(IBP_WITH_CUDA)

@@ -1,0 +1,42 @@
+# Two entry points that work on a fresh machine (no GPU, network only to the
+# package registries): `make demo` (the main job) and `make test`.
+# Each creates .venv and installs what it needs first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# torch is pinned: the CPU build installs from local disk on our machines,
+# while an unpinned torch may pull a multi-GB CUDA build.
+TORCH  ?= torch==2.13.0
+DEPS   := numpy scipy tqdm pytest hypothesis zstandard lz4 blosc2 scikit-build-core pybind11
+
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: all venv install demo test bench clean
+
+all: test
+
+$(BIN)/.deps: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q $(DEPS)
+	touch $@
+
+venv: $(BIN)/.deps
+
+# Builds the C++/CUDA extension (CUDA when nvcc is on the PATH: sm_80, sm_90).
+install: venv
+	$(BIN)/pip install -q --no-build-isolation -e .
+
+demo: install
+	$(BIN)/python -m ibp_gnn demo --save /tmp/ibp_gnn_demo.ibp
+	$(BIN)/python -m ibp_gnn info /tmp/ibp_gnn_demo.ibp
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+bench: install
+	$(BIN)/python benchmarks/codec.py
+
+clean:
+	rm -rf build $(VENV) .pytest_cache
