@@ -20,6 +20,7 @@ MODE_NAMES = {v: k for k, v in MODES.items()}
 ROW_MODES = ("raw", "ibp", "reserved2", "reserved3")
 _STATUS_NEWER = 2
 _STATUS_MAGIC = 1
+_CRC_HEADER_AT = 116  # offset of FileHeader::crc_header
 DEFAULT_SAMPLE_ROWS = 16384
 DEFAULT_CHUNK_BYTES = 64 << 20
 
@@ -329,7 +330,7 @@ def load(path: Union[str, os.PathLike], *, mmap: bool = False, verify: bool = Tr
         raise FormatError(f"{where}: file is truncated ({size} bytes): header needs {hb}")
     fields = _C.unpack_header(header)
     stored = fields["crc_header"]
-    if zlib.crc32(_C.pack_header(dict(fields, crc_header=0))) != stored:
+    if zlib.crc32(header[:_CRC_HEADER_AT] + bytes(4) + header[_CRC_HEADER_AT + 4:]) != stored:
         raise ChecksumError(f"{where}: header checksum mismatch (the header is corrupt)")
     _check(status, msg, where)
     layout = _C.file_layout(header)
@@ -514,8 +515,12 @@ class CompressedTensor:
         op = "CompressedTensor.gather"
         idx = self._ids(idx, op)
         target = idx.device if device is None else torch.device(device)
-        if target.type == "cuda" and target.index is None:
-            target = torch.device("cuda", torch.cuda.current_device())
+        if target.type == "cuda":
+            if not torch.cuda.is_available():
+                raise RuntimeError(f"{op}: device {target} requested, but torch.cuda.is_available() "
+                                   "is False (no GPU, or a CPU build of torch)")
+            if target.index is None:
+                target = torch.device("cuda", torch.cuda.current_device())
         if idx.device.type == "cpu" or check:
             self._check_range(idx, op)
         n = idx.numel()

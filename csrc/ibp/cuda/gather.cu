@@ -56,6 +56,10 @@ __global__ void gather_kernel(CompressedView c, const Id* __restrict__ ids, uint
        i += warps) {
     const uint64_t r = static_cast<uint64_t>(ids[i]);
     uint8_t* row = out + static_cast<uint64_t>(positions ? positions[i] : i) * geo.row_bytes;
+    if (r >= geo.rows) {  // only when the caller skipped its range check: zeros, no stray read
+      for (uint64_t k = lane; k < geo.row_bytes; k += 32) row[k] = 0;
+      continue;
+    }
     const uint64_t start = row_start(c.bases, c.rel, geo.rel_bytes, geo.block_shift, r);
     const uint32_t head = read_bits(p, start, kModeBits + geo.group_bits);
     const bool raw = (head & low_mask(kModeBits)) == static_cast<uint32_t>(RowMode::kRaw);

@@ -1,0 +1,70 @@
+"""The CUDA gather-decoder: compiled wherever nvcc exists; run where a GPU is.
+
+Every piece of logic it runs (bits.h) is also covered on the CPU by
+test_compress.py::test_cpu_kernels_agree (portable deposit) and the reference tests.
+"""
+import shutil
+
+import pytest
+import torch
+
+import ibp_gnn
+from ibp_gnn import _C
+
+from conftest import DTYPES, assert_bits_equal, special_matrix
+
+needs_gpu = pytest.mark.skipif(
+    not (torch.cuda.is_available() and _C.cuda_built() and _C.cuda_device_count() > 0),
+    reason="needs a CUDA GPU, a CUDA build of torch and the CUDA gather built in")
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on the PATH")
+def test_cuda_decoder_was_compiled_when_nvcc_exists():
+    assert _C.cuda_built(), "nvcc is on the PATH but the CUDA gather-decoder was not built"
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("cols", [1, 5, 33, 64, 100, 1433])
+def test_gpu_gather_matches_cpu(dtype, cols):
+    x = special_matrix(dtype, 700, cols, seed=cols)
+    ct = ibp_gnn.compress(x).pin_memory()
+    g = torch.Generator().manual_seed(cols)
+    idx = torch.randint(0, 700, (1000,), generator=g)
+    got = ct.gather(idx.cuda())
+    assert got.device.type == "cuda"
+    assert_bits_equal(got.cpu(), x[idx])
+    assert_bits_equal(ct.gather(idx.to(torch.int32).cuda()).cpu(), x[idx])
+    assert_bits_equal(ct.gather(idx, device="cuda").cpu(), x[idx])
+
+
+@needs_gpu
+def test_gpu_gather_out_stream_and_edge_cases():
+    x = special_matrix(torch.float32, 300, 77, seed=1)
+    ct = ibp_gnn.compress(x).pin_memory()
+    idx = torch.tensor([299, 0, 0, 17, 5], device="cuda")
+    out = torch.empty((5, 77), device="cuda")
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s):
+        res = ct.gather(idx, out=out)
+    s.synchronize()
+    assert res.data_ptr() == out.data_ptr()
+    assert_bits_equal(out.cpu(), x[idx.cpu()])
+    assert ct.gather(torch.empty(0, dtype=torch.long, device="cuda")).shape == (0, 77)
+    assert_bits_equal(ct.gather(idx[:1]).cpu(), x[[299]])
+    with pytest.raises(IndexError, match="300"):
+        ct.gather(torch.tensor([300], device="cuda"))
+    # Unchecked ids out of range produce zeros, never a stray read.
+    z = ct.gather(torch.tensor([3, 300], device="cuda"), check=False).cpu()
+    assert_bits_equal(z[0], x[3])
+    assert torch.equal(z[1], torch.zeros(77))
+
+
+@needs_gpu
+def test_gpu_gather_large_batch_real_layouts():
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(20000, 300, generator=g) < 0.03).float()
+    x[::7] = torch.randn(300)  # dense rows between sparse ones
+    ct = ibp_gnn.compress(x).pin_memory()
+    idx = torch.randint(0, 20000, (50000,), generator=g)
+    assert_bits_equal(ct.gather(idx.cuda()).cpu(), x[idx])

@@ -1,0 +1,618 @@
+"""The C++ codec held against the plain numpy reference in tests/reference.py:
+mask selection, the encoded arrays bit for bit, and decoding (reference and
+C++ gather) back to the original bytes."""
+from __future__ import annotations
+
+import sys
+import zlib
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import ibp_gnn
+from ibp_gnn import _C
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reference as R  # noqa: E402
+
+# name -> (header code, numpy storage dtype of the bit patterns, unsigned view)
+DTYPES = {
+    "float32": (0, np.float32, np.uint32),
+    "float16": (1, np.float16, np.uint16),
+    "bfloat16": (2, np.int16, np.uint16),  # numpy has no bf16: int16 bit patterns
+    "int8": (3, np.int8, np.uint8),
+    "uint8": (4, np.uint8, np.uint8),
+    "int16": (5, np.int16, np.uint16),
+    "int32": (6, np.int32, np.uint32),
+    "int64": (7, np.int64, np.uint64),
+}
+FLOATS = ("float32", "float16", "bfloat16")
+
+# Special bit patterns: NaNs with various payloads and signs, -0.0, +/-inf,
+# denormals (smallest, largest, negative).
+SPECIAL = {
+    "float32": [0x7FC00000, 0x7F800001, 0xFFC00001, 0x7FFFFFFF, 0xFF800123, 0x7FA5A5A5,
+                0x80000000, 0x7F800000, 0xFF800000, 0x00000001, 0x807FFFFF, 0x00400000],
+    "float16": [0x7E00, 0x7C01, 0xFE01, 0x7FFF, 0xFD55, 0x8000, 0x7C00, 0xFC00, 0x0001,
+                0x83FF, 0x0200],
+    "bfloat16": [0x7FC0, 0x7F81, 0xFFC1, 0x7FFF, 0xFFA5, 0x8000, 0x7F80, 0xFF80, 0x0001,
+                 0x807F, 0x0040],
+}
+SMALL_FLOATS = [0.0, 1.0, -1.0, 0.5, 2.0, 0.125, 3.0, 100.0]
+SMALL_INTS = [0, 1, 2, 3, 5, 7, -1, -2, 100]
+
+# Row shapes: empty, one row, one column, odd byte widths, a few hundred rows.
+SHAPES = [(0, 3), (1, 1), (1, 5), (5, 1), (7, 3), (64, 2), (65, 5), (300, 7)]
+
+
+class Case(NamedTuple):
+    x: object            # what compress() gets: numpy array, or torch tensor for bf16
+    xb: np.ndarray       # uint8 [rows, row_bytes]: the original bytes
+    storage: type        # numpy dtype of the elements' bit patterns
+    code: int            # header dtype code
+
+
+def _pool_bits(name: str, values) -> np.ndarray:
+    _, storage, unsigned = DTYPES[name]
+    if name == "float32":
+        return np.array(values, np.float32).view(np.uint32)
+    if name == "float16":
+        return np.array(values, np.float16).view(np.uint16)
+    if name == "bfloat16":
+        return (np.array(values, np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    return np.array(values, np.int64).astype(storage).view(unsigned)
+
+
+def _special_bits(name: str) -> np.ndarray:
+    _, storage, unsigned = DTYPES[name]
+    if name in SPECIAL:
+        return np.array(SPECIAL[name], unsigned)
+    info = np.iinfo(storage)
+    bits = 8 * np.dtype(storage).itemsize
+    vals = [info.min, info.max, -1 if info.min < 0 else 0, 0]
+    out = np.array(vals, np.int64).astype(storage).view(unsigned)
+    alt = int("55" * (bits // 8), 16)
+    return np.concatenate([out, np.array([alt, alt << 1, 1 << (bits - 1)], np.uint64)
+                           .astype(unsigned)])
+
+
+def _random_bits(rng, unsigned, shape) -> np.ndarray:
+    nbytes = int(np.prod(shape)) * np.dtype(unsigned).itemsize
+    return rng.integers(0, 256, nbytes, dtype=np.uint8).view(unsigned).reshape(shape)
+
+
+def make_case(name: str, rows: int, cols: int, seed: int, kind: str = "mixed") -> Case:
+    """Bit patterns of a [rows, cols] matrix of dtype `name`.
+
+    kind "mixed": rows drawn from zero / sparse / dense small values / random
+    bits / a repeated template / sparse with special values, so that both raw
+    and ibp rows occur. "nan": NaN rows with random payloads and signs plus
+    +/-inf (floats; ints get random bits under a fixed high part).
+    "random": uniformly random bits.
+    """
+    code, storage, unsigned = DTYPES[name]
+    rng = np.random.default_rng(seed)
+    pool = _pool_bits(name, SMALL_FLOATS if name in FLOATS else SMALL_INTS)
+    special = _special_bits(name)
+    bits = np.zeros((rows, cols), unsigned)
+    if kind == "random":
+        bits = _random_bits(rng, unsigned, (rows, cols))
+    elif kind == "nan":
+        nbits = 8 * np.dtype(unsigned).itemsize
+        if name in FLOATS:
+            exp_mask = {"float32": 0x7F800000, "float16": 0x7C00, "bfloat16": 0x7F80}[name]
+            frac_mask = {"float32": 0x007FFFFF, "float16": 0x03FF, "bfloat16": 0x007F}[name]
+            sign = 1 << (nbits - 1)
+            r = _random_bits(rng, unsigned, (rows, cols)).astype(np.uint64)
+            b = (exp_mask | (r & frac_mask) | (r & sign)).astype(np.uint64)
+            b[(r & frac_mask) == 0] |= 1  # keep NaNs NaN
+            inf = rng.random((rows, cols)) < 0.1
+            b[inf] = exp_mask | (r[inf] & sign)
+            bits = b.astype(unsigned)
+        else:
+            high = np.uint64(0xA5) << np.uint64(nbits - 8)
+            r = _random_bits(rng, unsigned, (rows, cols)).astype(np.uint64)
+            bits = ((r & np.uint64((1 << (nbits - 8)) - 1)) | high).astype(unsigned)
+    else:
+        template = pool[rng.integers(0, len(pool), cols)]
+        kinds = rng.choice(6, size=rows, p=[0.15, 0.35, 0.15, 0.12, 0.1, 0.13])
+        for r in range(rows):
+            k = kinds[r]
+            if k == 1:    # sparse
+                nz = rng.random(cols) < 0.15
+                bits[r, nz] = pool[rng.integers(0, len(pool), nz.sum())]
+            elif k == 2:  # dense small values
+                bits[r] = pool[rng.integers(0, len(pool), cols)]
+            elif k == 3:  # random bits
+                bits[r] = _random_bits(rng, unsigned, (cols,))
+            elif k == 4:  # repeated row
+                bits[r] = template
+            elif k == 5:  # sparse with special values
+                nz = rng.random(cols) < 0.3
+                bits[r, nz] = special[rng.integers(0, len(special), nz.sum())]
+    bits = np.ascontiguousarray(bits)
+    arr = bits.view(storage)
+    if name == "bfloat16":
+        x = torch.from_numpy(arr.copy()).view(torch.bfloat16)
+    else:
+        x = arr
+    return Case(x, R.to_bytes(arr), storage, code)
+
+
+def _seed(*parts) -> int:
+    return zlib.crc32(repr(parts).encode())
+
+
+def _unsorted_ids(rng, rows: int) -> np.ndarray:
+    if rows == 0:
+        return np.zeros(0, np.int64)
+    ids = rng.integers(0, rows, size=2 * rows + 3)
+    ids[: min(rows, 3)] = np.arange(min(rows, 3))[::-1]  # descending, and duplicates
+    return ids.astype(np.int64)
+
+
+def _torch_bytes(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous().view(torch.uint8).reshape(t.shape[0], t.shape[1] * t.element_size())
+
+
+def _check_gather(ct, case: Case, ids: np.ndarray, threads: int = 1) -> None:
+    """gather(ids) equals decode_ref and the original rows, byte for byte."""
+    out = ct.gather(torch.from_numpy(ids), threads=threads)
+    got = _torch_bytes(out)
+    want = torch.from_numpy(np.ascontiguousarray(case.xb[ids]))
+    assert got.shape == want.shape
+    assert torch.equal(got, want)
+    ref_words = R.decode_ref(ct._fields, ct._tables, ct._bases, ct._rel, ct._payload, ids)
+    ref_bytes = R.to_bytes(R.from_words(ref_words, case.storage, case.xb.shape[1]
+                                        // np.dtype(case.storage).itemsize))
+    assert np.array_equal(ref_bytes, case.xb[ids])
+    assert torch.equal(got, torch.from_numpy(ref_bytes))
+    if len(ids):  # int32 ids decode the same rows
+        out32 = ct.gather(torch.from_numpy(ids.astype(np.int32)), threads=threads)
+        assert torch.equal(_torch_bytes(out32), want)
+
+
+def _check_against_encode_ref(ct, words: np.ndarray, tables: np.ndarray) -> tuple:
+    payload, bases, rel, mode_rows = R.encode_ref(words, tables)
+    assert ct._payload.dtype == np.uint32 and np.array_equal(ct._payload, payload)
+    assert ct._bases.dtype == np.uint64 and np.array_equal(ct._bases, bases)
+    assert ct._rel.dtype == rel.dtype and np.array_equal(ct._rel, rel)
+    f = ct._fields
+    assert f["payload_bits"] == int(bases[-1])
+    assert tuple(f["mode_rows"]) == mode_rows
+    R.check_payload_tail(ct._payload, f["payload_bits"])
+    return mode_rows
+
+
+def _check_header(ct, case: Case, num_groups: int, selector: int) -> None:
+    f = ct._fields
+    rows, row_bytes = case.xb.shape
+    w = (row_bytes + 3) // 4
+    gb = R.group_bits_for(num_groups)
+    assert (f["dtype"], f["rows"], f["row_words"]) == (case.code, rows, w)
+    assert f["cols"] * np.dtype(case.storage).itemsize == row_bytes
+    assert (f["num_groups"], f["group_bits"], f["selector"]) == (num_groups, gb, selector)
+    assert (f["block_rows"], f["rel_bytes"]) == R.index_geometry(w, gb)
+
+
+# ---------------------------------------------------------------------------
+# The reference itself
+# ---------------------------------------------------------------------------
+def test_reference_bit_helpers_known_values():
+    # PDEP / PEXT examples worked by hand.
+    assert R.deposit_ref(0b1011, 0xF0) == 0xB0
+    assert R.deposit_ref(0b01, 0b1010) == 0b0010
+    assert R.deposit_ref(0b10, 0b1010) == 0b1000
+    assert R.deposit_ref(0xFFFFFFFF, 0x80000001) == 0x80000001
+    assert R.deposit_ref(0b10, 0x80000001) == 0x80000000
+    assert R.deposit_ref(0x12345678, 0) == 0
+    assert R.deposit_ref(0x12345678, 0xFFFFFFFF) == 0x12345678
+    assert R.deposit_ref(0xFFFF, 0xAAAAAAAA) == 0xAAAAAAAA
+    assert R.deposit_ref(0x5, 0x55555555) == 0x11
+    assert R.extract_ref(0xB0, 0xF0) == 0b1011
+    assert R.extract_ref(0xAAAAAAAA, 0xAAAAAAAA) == 0xFFFF
+    assert R.extract_ref(0xAAAAAAAA, 0x55555555) == 0
+    assert R.extract_ref(0x80000000, 0x80000001) == 0b10
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        m, x = (int(v) for v in rng.integers(0, 1 << 32, 2))
+        k = R.popcount(m)
+        assert R.extract_ref(R.deposit_ref(x, m), m) == x & ((1 << k) - 1)
+        assert R.deposit_ref(R.extract_ref(x, m), m) == x & m
+    # to_words / from_words on known bytes: little-endian words, zero padding.
+    x = np.array([[1, 2, 3], [0xFF, 0, 0x80]], np.uint8)
+    assert R.to_words(x).tolist() == [[0x030201], [0x8000FF]]
+    y = np.array([[0x0123456789ABCDEF]], np.int64)
+    assert R.to_words(y).tolist() == [[0x89ABCDEF, 0x01234567]]
+    assert np.array_equal(R.from_words(R.to_words(x), np.uint8, 3), x)
+    # index geometry boundaries (format.h): 16-bit offsets while 16 raw rows fit.
+    assert R.index_geometry(1, 0) == (64, 2)
+    assert R.index_geometry(127, 0) == (16, 2)
+    assert R.index_geometry(128, 0) == (64, 4)
+    for w, gb in [(1, 0), (3, 1), (30, 2), (127, 0), (128, 0), (126, 3), (5000, 16)]:
+        assert R.index_geometry(w, gb) == tuple(_C.index_geometry(w, gb))
+
+
+# ---------------------------------------------------------------------------
+# 1. mask selection
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("name", list(DTYPES))
+def test_select_masks_matches_reference(name, shape):
+    case = make_case(name, *shape, seed=_seed(name, shape))
+    rows, row_bytes = case.xb.shape
+    w = (row_bytes + 3) // 4
+    words = R.to_words(case.xb)
+    rng = np.random.default_rng(rows)
+    samples = [np.arange(rows, dtype=np.uint64)]
+    if rows:  # a shuffled subset with duplicates
+        samples.append(rng.integers(0, rows, size=max(1, rows // 2)).astype(np.uint64))
+    for sample in samples:
+        for selector in (R.SELECTOR_AUTO, R.SELECTOR_PAPER):
+            mask, value = _C.select_masks(case.xb, row_bytes, w, sample, selector)
+            rmask, rvalue = R.select_masks_ref(words[sample.astype(np.int64)], selector)
+            assert np.array_equal(mask, rmask), (selector, mask, rmask)
+            assert np.array_equal(value, rvalue), (selector, value, rvalue)
+
+
+@pytest.mark.parametrize("name", ["float32", "float16", "int64", "uint8"])
+@pytest.mark.parametrize("kind", ["nan", "random"])
+def test_select_masks_special_data(name, kind):
+    case = make_case(name, 150, 6, seed=11, kind=kind)
+    rows, row_bytes = case.xb.shape
+    w = (row_bytes + 3) // 4
+    words = R.to_words(case.xb)
+    for selector in (R.SELECTOR_AUTO, R.SELECTOR_PAPER):
+        mask, value = _C.select_masks(case.xb, row_bytes, w, np.arange(rows, dtype=np.uint64),
+                                      selector)
+        rmask, rvalue = R.select_masks_ref(words, selector)
+        assert np.array_equal(mask, rmask) and np.array_equal(value, rvalue)
+
+
+def test_select_masks_crafted_rankings():
+    """Bit counts chosen so that auto and paper pick different, hand-computed
+    prefixes, and the stable tie-break by bit index decides auto's mask.
+
+    Word 0 over n = 100 rows, bit b set in rows [0, cnt[b]) (bit 13 in rows
+    95..99). Shares: 100 for bits 0, 12, 14..31 (20 bits); then 10 (99), 11
+    (98), 1, 2, 13 (95, tie: index order), 3 (90), 4 (80), 5 (72), 6 (70), 7
+    (69), 8 (55), 9 (50). k * matches(k): 20*100, 21*99, 22*98, 23*95, 24*95 =
+    2280 (best), 25*90 = 2250, 26*85, ... so auto keeps all bits but 3..9, 13.
+    Paper: t in 91..95 keeps 25 bits (2250), the best of all t, smallest t
+    wins; t = 96 keeps 22 (2156), t = 81..90 keeps 26 (2210): all but 3..9.
+    Word 1 is word 0 reversed and XORed with 0xF0F00000 (same masks, the
+    majority value becomes 0xF0F00000)."""
+    n = 100
+    col = np.zeros(n, np.uint32)
+    cnt = [0, 5, 5, 10, 20, 28, 30, 31, 45, 50, 1, 2]
+    for b, c in enumerate(cnt):
+        col[:c] |= np.uint32(1 << b)
+    col[95:] |= np.uint32(1 << 13)
+    col2 = col[::-1].copy() ^ np.uint32(0xF0F00000)
+    x = np.ascontiguousarray(np.stack([col, col2, np.arange(n, dtype=np.uint32)], 1))
+    words = R.to_words(x)
+    want = {R.SELECTOR_AUTO: 0xFFFFDC07, R.SELECTOR_PAPER: 0xFFFFFC07}
+    for selector in (R.SELECTOR_AUTO, R.SELECTOR_PAPER):
+        mask, value = _C.select_masks(R.to_bytes(x), 12, 3, np.arange(n, dtype=np.uint64),
+                                      selector)
+        rmask, rvalue = R.select_masks_ref(words, selector)
+        assert np.array_equal(mask, rmask) and np.array_equal(value, rvalue)
+        assert int(mask[0]) == int(mask[1]) == want[selector], hex(int(mask[0]))
+        assert int(value[0]) == 0 and int(value[1]) == 0xF0F00000
+
+
+# ---------------------------------------------------------------------------
+# 2 + 3. compress() against encode_ref; decode_ref and gather
+# ---------------------------------------------------------------------------
+def _compress_checked(case: Case, mode: str, **kw):
+    selector = {"auto": R.SELECTOR_AUTO, "paper": R.SELECTOR_PAPER}[mode]
+    ct = ibp_gnn.compress(case.x, mode=mode, threads=1, **kw)
+    _check_header(ct, case, 1, selector)
+    words = R.to_words(case.xb)
+    sample_rows = kw.get("sample_rows", 65536)
+    rows = words.shape[0]
+    if rows <= sample_rows:
+        sample = np.arange(rows)
+    else:  # the documented fixed random subset
+        sample = np.sort(np.random.default_rng(0x1B9).choice(rows, size=sample_rows,
+                                                              replace=False))
+    rmask, rvalue = R.select_masks_ref(words[sample], selector)
+    tables = R.make_tables((rmask, rvalue))
+    assert ct._tables.shape == tables.shape and np.array_equal(ct._tables, tables)
+    mode_rows = _check_against_encode_ref(ct, words, tables)
+    return ct, words, mode_rows
+
+
+@pytest.mark.parametrize("mode", ["auto", "paper"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("name", list(DTYPES))
+def test_compress_matches_encode_ref(name, shape, mode):
+    case = make_case(name, *shape, seed=_seed(name, shape) + 1)
+    ct, words, mode_rows = _compress_checked(case, mode)
+    if shape[0] >= 300 and case.xb.shape[1] >= 8:
+        assert mode_rows[R.RAW] > 0 and mode_rows[R.IBP] > 0, mode_rows
+
+
+@pytest.mark.parametrize("mode", ["auto", "paper"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("name", list(DTYPES))
+def test_decode_ref_and_gather(name, shape, mode):
+    case = make_case(name, *shape, seed=_seed(name, shape) + 2)
+    ct = ibp_gnn.compress(case.x, mode=mode, threads=1)
+    rows = shape[0]
+    # decode_ref of every row, in order, is the original.
+    words = R.decode_ref(ct._fields, ct._tables, ct._bases, ct._rel, ct._payload, range(rows))
+    assert np.array_equal(R.to_bytes(R.from_words(words, case.storage, shape[1])), case.xb)
+    _check_gather(ct, case, _unsorted_ids(np.random.default_rng(rows + 5), rows))
+    full = ct.decompress(threads=1)
+    assert torch.equal(_torch_bytes(full), torch.from_numpy(case.xb))
+
+
+@pytest.mark.parametrize("kind", ["nan", "random"])
+@pytest.mark.parametrize("name", list(DTYPES))
+def test_special_values_roundtrip(name, kind):
+    """NaN payloads / +-inf (masked exponents, deposited payload bits) and
+    incompressible data (all rows raw)."""
+    case = make_case(name, 130, 5, seed=3, kind=kind)
+    for mode in ("auto", "paper"):
+        ct, _, mode_rows = _compress_checked(case, mode)
+        if kind == "nan" and mode == "auto":
+            assert mode_rows[R.IBP] > 0, mode_rows
+        _check_gather(ct, case, _unsorted_ids(np.random.default_rng(4), 130))
+
+
+@pytest.mark.parametrize("wide_bytes", [508, 512, 520])  # W = 127, 128, 130
+@pytest.mark.parametrize("name", ["float32", "int8", "float16", "int64"])
+def test_wide_rows_index_geometry(name, wide_bytes):
+    """Rows around the 16-bit/32-bit rel switch (block_rows 16 vs 64)."""
+    item = np.dtype(DTYPES[name][1]).itemsize
+    if wide_bytes % item:
+        pytest.skip("width not a multiple of the element size")
+    case = make_case(name, 70, wide_bytes // item, seed=wide_bytes)
+    ct, _, _ = _compress_checked(case, "auto")
+    assert ct._fields["rel_bytes"] == (2 if wide_bytes < 512 else 4)
+    _check_gather(ct, case, _unsorted_ids(np.random.default_rng(1), 70))
+
+
+def test_sample_rows_subset():
+    """Masks chosen from a subset of rows (sample_rows < rows)."""
+    case = make_case("float32", 300, 7, seed=21)
+    ct, _, _ = _compress_checked(case, "auto", sample_rows=37)
+    _check_gather(ct, case, _unsorted_ids(np.random.default_rng(2), 300))
+    ct, _, _ = _compress_checked(case, "paper", sample_rows=299)
+
+
+def test_torch_and_numpy_inputs_agree():
+    case = make_case("int16", 100, 5, seed=5)
+    a = ibp_gnn.compress(case.x, threads=1)
+    b = ibp_gnn.compress(torch.from_numpy(case.x), threads=1)
+    for k in ("_tables", "_bases", "_rel", "_payload"):
+        assert np.array_equal(getattr(a, k), getattr(b, k))
+    assert a._header == b._header
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(name=st.sampled_from(list(DTYPES)), rows=st.integers(0, 200), cols=st.integers(1, 9),
+       seed=st.integers(0, 2**16), kind=st.sampled_from(["mixed", "mixed", "nan", "random"]),
+       mode=st.sampled_from(["auto", "paper"]))
+def test_property_compress_matches_reference(name, rows, cols, seed, kind, mode):
+    case = make_case(name, rows, cols, seed, kind)
+    ct, words, _ = _compress_checked(case, mode)
+    dec = R.decode_ref(ct._fields, ct._tables, ct._bases, ct._rel, ct._payload, range(rows))
+    assert np.array_equal(dec, words)
+    _check_gather(ct, case, _unsorted_ids(np.random.default_rng(seed), rows))
+
+
+# ---------------------------------------------------------------------------
+# 4. several groups, the streaming encoder and threads
+# ---------------------------------------------------------------------------
+def _encode_chunks(xb: np.ndarray, tables: np.ndarray, chunk_blocks, threads: int = 1):
+    """Encodes with _C.Encoder in chunks of chunk_blocks[i] * block_rows rows
+    (the rest in a last chunk). Returns (encoder, words, rel bytes, bases)."""
+    rows, row_bytes = xb.shape
+    w = tables.shape[2]
+    enc = _C.Encoder(row_bytes, w, np.ascontiguousarray(tables, np.uint32))
+    words, rel, bases = [], [], []
+    a = 0
+    for nb in list(chunk_blocks) + [None]:
+        b = rows if nb is None else min(rows, a + nb * enc.block_rows)
+        wd, r, s = enc.encode(np.ascontiguousarray(xb[a:b]), row_bytes, threads)
+        words.append(wd), rel.append(r), bases.append(s)
+        a = b
+    wd, s = enc.finish()
+    words.append(wd), bases.append(s)
+    assert enc.rows == rows
+    return enc, np.concatenate(words), np.concatenate(rel), np.concatenate(bases)
+
+
+def _assemble(case: Case, tables: np.ndarray, enc, words, rel, bases):
+    rows, row_bytes = case.xb.shape
+    header = _C.pack_header(dict(
+        dtype=case.code, rows=rows, cols=row_bytes // np.dtype(case.storage).itemsize,
+        row_words=tables.shape[2], num_groups=tables.shape[0], group_bits=enc.group_bits,
+        block_rows=enc.block_rows, rel_bytes=enc.rel_bytes, selector=0,
+        payload_bits=enc.payload_bits, mode_rows=enc.mode_rows))
+    rel = rel.view(np.uint16 if enc.rel_bytes == 2 else np.uint32)
+    return ibp_gnn.CompressedTensor(header, tables, bases, rel, words)  # validates
+
+
+def _cluster_case(name: str, rows: int, cols: int, seed: int):
+    """Rows from two structured clusters (A: small non-negative values in the
+    first half of the columns; B: values with the high bits of one fixed
+    pattern), all-zero rows and random rows."""
+    code, storage, unsigned = DTYPES[name]
+    rng = np.random.default_rng(seed)
+    nbits = 8 * np.dtype(unsigned).itemsize
+    kinds = rng.choice(4, size=rows, p=[0.35, 0.35, 0.15, 0.15])
+    bits = np.zeros((rows, cols), np.uint64)
+    half = max(1, cols // 2)
+    for r, k in enumerate(kinds):
+        if k == 0:
+            bits[r, :half] = rng.integers(0, 16, half)
+        elif k == 1:
+            hi = 0b1011 << (nbits - 4)
+            low = nbits - 4
+            if nbits > 8:
+                hi |= 0b0110 << (nbits - 8)
+                low = nbits - 8
+            bits[r] = np.uint64(hi) | rng.integers(0, 1 << low, cols).astype(np.uint64)
+        elif k == 3:
+            bits[r] = _random_bits(rng, np.uint64, (cols,))
+    arr = np.ascontiguousarray(bits.astype(unsigned).view(storage))
+    x = torch.from_numpy(arr.copy()).view(torch.bfloat16) if name == "bfloat16" else arr
+    return Case(x, R.to_bytes(arr), storage, code), kinds
+
+
+def _group_tables(words: np.ndarray, kinds: np.ndarray, num_groups: int) -> np.ndarray:
+    """Hand-made groups: masks fitted to cluster A, to cluster B, an all-zero
+    mask, an all-ones mask with value 0 (matches only zero words, nvar = 0)
+    and a duplicate of group 0 (ties must go to the lowest index)."""
+    w = words.shape[1]
+    a = R.select_masks_ref(words[kinds == 0], R.SELECTOR_AUTO)
+    b = R.select_masks_ref(words[kinds == 1], R.SELECTOR_AUTO)
+    zero = (np.zeros(w, np.uint32), np.zeros(w, np.uint32))
+    ones = (np.full(w, 0xFFFFFFFF, np.uint32), np.zeros(w, np.uint32))
+    groups = {2: [a, b], 3: [zero, b, a], 5: [a, b, zero, ones, a]}[num_groups]
+    return R.make_tables(*groups)
+
+
+@pytest.mark.parametrize("num_groups", [2, 3, 5])
+@pytest.mark.parametrize("name,cols", [("float32", 6), ("int64", 3), ("float16", 5),
+                                       ("uint8", 9), ("int32", 40)])
+def test_multi_group_encoder(name, cols, num_groups):
+    case, kinds = _cluster_case(name, 333, cols, seed=num_groups * 100 + cols)
+    words = R.to_words(case.xb)
+    tables = _group_tables(words, kinds, num_groups)
+    enc, pw, rel, bases = _encode_chunks(case.xb, tables, chunk_blocks=[1, 0, 2, 1])
+    assert enc.group_bits == R.group_bits_for(num_groups)
+    ct = _assemble(case, tables, enc, pw, rel, bases)
+    mode_rows = _check_against_encode_ref(ct, words, tables)
+    assert mode_rows[R.IBP] > 0
+    # The reference's group choice really uses several groups, never the
+    # all-zero mask group, and never the duplicate (index 4) of group 0.
+    chosen = [R.choose_mode(words[r], tables)[:2] for r in range(len(words))]
+    used = {g for m, g in chosen if m == R.IBP}
+    assert len(used) >= 2, used
+    if num_groups >= 3:
+        assert (2 if num_groups == 5 else 0) not in used
+    if num_groups == 5:
+        assert 4 not in used and 3 in used
+    # The group field in the C++ stream is the reference's choice.
+    br = R.BitReader(ct._payload)
+    b = ct._fields["block_rows"]
+    for r, (m, g) in enumerate(chosen):
+        start = int(ct._bases[r // b]) + int(ct._rel[r])
+        assert br.read(start, 2) == m
+        if m == R.IBP:
+            assert br.read(start + 2, enc.group_bits) == g
+    _check_gather(ct, case, _unsorted_ids(np.random.default_rng(9), 333))
+
+
+def test_multi_group_single_chunk_equals_chunked():
+    case, kinds = _cluster_case("float32", 200, 7, seed=1)
+    tables = _group_tables(R.to_words(case.xb), kinds, 3)
+    one = _encode_chunks(case.xb, tables, chunk_blocks=[])
+    many = _encode_chunks(case.xb, tables, chunk_blocks=[1, 1, 1])
+    for x, y in zip(one[1:], many[1:]):
+        assert np.array_equal(x, y)
+
+
+def test_threads_identical_output():
+    """> 256 KiB of input so both threads work; also at the word-sharing
+    boundaries between the threads' spans."""
+    case, kinds = _cluster_case("float32", 2600, 26, seed=77)  # 270,400 bytes
+    assert case.xb.nbytes > (1 << 18)
+    words = R.to_words(case.xb)
+    tables = _group_tables(words, kinds, 3)
+    single = _encode_chunks(case.xb, tables, chunk_blocks=[], threads=1)
+    double = _encode_chunks(case.xb, tables, chunk_blocks=[], threads=2)
+    for x, y in zip(single[1:], double[1:]):
+        assert np.array_equal(x, y)
+    ct = _assemble(case, tables, *double)
+    _check_against_encode_ref(ct, words, tables)
+    ids = _unsorted_ids(np.random.default_rng(3), 2600)
+    _check_gather(ct, case, ids[:600], threads=2)
+    full = ct.decompress(threads=2)
+    assert torch.equal(_torch_bytes(full), torch.from_numpy(case.xb))
+    # compress() itself with 2 threads vs 1.
+    c1 = ibp_gnn.compress(case.x, threads=1)
+    c2 = ibp_gnn.compress(case.x, threads=2)
+    for k in ("_tables", "_bases", "_rel", "_payload"):
+        assert np.array_equal(getattr(c1, k), getattr(c2, k))
+
+
+# ---------------------------------------------------------------------------
+# 5. deposit / extract through the codec
+# ---------------------------------------------------------------------------
+def _crafted_masks(rng) -> list:
+    masks = [~(1 << b) & 0xFFFFFFFF for b in range(32)]        # one variable bit
+    masks += [1 << b for b in range(32)]                        # one invariant bit
+    masks += [0x55555555, 0xAAAAAAAA, 0xFFFFFFFF, 0x00000000, 0x0000FFFF, 0xFFFF0000,
+              0x80000001, 0x7FFFFFFE, 0x0F0F0F0F, 0xF0F0F0F0, 0x33333333, 0x00FF00FF,
+              0xFFFFFFFE, 0x7FFFFFFF, 0x80000000, 0x00000001]
+    masks += [int(v) for v in rng.integers(0, 1 << 32, 16)]
+    return masks
+
+
+def test_deposit_extract_via_codec():
+    """One group whose word w has a crafted mask; every row's words match it
+    except a few, so each field is extract(word, ~mask) of nvar bits and
+    decoding must deposit it back at exactly the variable bit positions."""
+    rng = np.random.default_rng(123)
+    masks = np.array(_crafted_masks(rng), np.uint32)
+    w = len(masks)
+    values = rng.integers(0, 1 << 32, w).astype(np.uint32) & masks
+    tables = R.make_tables((masks, values))
+    rows = 150
+    noise = rng.integers(0, 1 << 32, (rows, w)).astype(np.uint32)
+    words = values[None, :] | (noise & ~masks[None, :])
+    words[:3] = values | ~masks  # all variable bits set
+    words[3:6] = values            # no variable bit set
+    miss = rng.random((rows, w)) < 0.05
+    miss[:7] = False
+    words[miss] = noise[miss]     # a few non-participating words
+    words[6] = noise[6]           # probably a raw row
+    arr = np.ascontiguousarray(words.view(np.int32))
+    case = Case(arr, R.to_bytes(arr), np.int32, 6)
+    enc, pw, rel, bases = _encode_chunks(case.xb, tables, chunk_blocks=[1])
+    ct = _assemble(case, tables, enc, pw, rel, bases)
+    _check_against_encode_ref(ct, words, tables)
+    # The fields of row 0..5 read straight from the C++ stream.
+    br = R.BitReader(ct._payload)
+    for r in range(6):
+        start = int(ct._bases[0]) + int(ct._rel[r])
+        assert br.read(start, 2) == R.IBP
+        pos = start + 2 + w
+        for j in range(w):
+            assert br.read(start + 2 + j, 1) == 1
+            var = ~int(masks[j]) & 0xFFFFFFFF
+            k = R.popcount(var)
+            field = br.read(pos, k)
+            assert field == R.extract_ref(int(words[r, j]), var)
+            assert int(values[j]) | R.deposit_ref(field, var) == int(words[r, j])
+            pos += k
+    _check_gather(ct, case, _unsorted_ids(np.random.default_rng(5), rows))
+
+
+@pytest.mark.parametrize("pattern", [0x55555555, 0xAAAAAAAA, 0x0000FFFF, 0x80000001,
+                                     0x7FFFFFFE, 0x00000000, 0xFFFFFFFF, 0x12345678])
+def test_deposit_via_compress_1col(pattern):
+    """compress() of 1-column int32 data whose invariant bits are `pattern`:
+    the other bits vary, so the chosen mask is the pattern."""
+    rng = np.random.default_rng(pattern)
+    fixed = 0x0F0F0F0F & pattern
+    var = ~pattern & 0xFFFFFFFF
+    col = (rng.integers(0, 1 << 32, 200).astype(np.uint32) & np.uint32(var)) | np.uint32(fixed)
+    col[:4] = np.uint32(fixed | var)
+    arr = np.ascontiguousarray(col.view(np.int32).reshape(-1, 1))
+    case = Case(arr, R.to_bytes(arr), np.int32, 6)
+    ct, words, _ = _compress_checked(case, "auto")
+    if 0 < R.popcount(pattern) < 32:
+        assert int(ct._tables[0, 0, 0]) == pattern
+    _check_gather(ct, case, _unsorted_ids(np.random.default_rng(6), 200))
