@@ -18,6 +18,9 @@
 namespace py = pybind11;
 using namespace ibp;
 
+// Defined in csrc/sampler/bind.cpp.
+void bind_sampler(py::module_& m);
+
 template <typename T>
 using Array = py::array_t<T, py::array::c_style>;
 
@@ -127,6 +130,8 @@ PYBIND11_MODULE(_C, m) {
   m.attr("SECTION_ALIGN") = kSectionAlign;
   m.attr("PAYLOAD_PAD_WORDS") = kPayloadPadWords;
   m.attr("DECODE_ROWS") = kDecodeRows;
+
+  bind_sampler(m);
 
   m.def("cuda_built", &cuda_built);
   m.def("cpu_has_bmi2", &cpu_has_bmi2);
