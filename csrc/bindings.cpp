@@ -104,6 +104,14 @@ void require(bool ok, const std::string& what) {
   if (!ok) throw std::invalid_argument(what);
 }
 
+// Rows of a C-contiguous 2-D uint8 matrix of row_bytes columns.
+uint64_t rows_of(const py::array& x, uint64_t row_bytes, const char* op) {
+  require((x.flags() & py::array::c_style) && x.ndim() == 2 && x.itemsize() == 1 &&
+              static_cast<uint64_t>(x.shape(1)) == row_bytes,
+          std::string("ibp ") + op + ": x must be a C-contiguous uint8 matrix of row_bytes columns");
+  return static_cast<uint64_t>(x.shape(0));
+}
+
 // The CPU view of a tensor whose arrays match its header.
 CompressedView cpu_view(const FileHeader& h, const Array<uint32_t>& table,
                         const Array<uint64_t>& bases, const py::array& rel,
@@ -171,8 +179,7 @@ PYBIND11_MODULE(_C, m) {
       [](const py::array& x, uint64_t row_bytes, uint32_t row_words, const Array<uint64_t>& sample,
          uint32_t selector) {
         require(selector <= static_cast<uint32_t>(Selector::kPaper), "ibp: unknown selector");
-        require(x.flags() & py::array::c_style, "ibp select_masks: x must be C-contiguous");
-        const uint64_t rows = row_bytes ? static_cast<uint64_t>(x.nbytes()) / row_bytes : 0;
+        const uint64_t rows = rows_of(x, row_bytes, "select_masks");
         const uint64_t* s = sample.data();
         for (py::ssize_t i = 0; i < sample.size(); ++i) {
           require(s[i] < rows, "ibp select_masks: sample id out of range");
@@ -191,14 +198,16 @@ PYBIND11_MODULE(_C, m) {
       py::arg("selector"));
 
   py::class_<Encoder>(m, "Encoder")
-      .def(py::init([](uint64_t row_bytes, uint32_t row_words, const Array<uint32_t>& tables) {
+      .def(py::init([](uint64_t row_bytes, uint32_t row_words, const Array<uint32_t>& tables,
+                       bool allow_sparse) {
              require(tables.ndim() == 3 && tables.shape(1) == 2 &&
                          static_cast<uint64_t>(tables.shape(2)) == row_words,
                      "ibp Encoder: tables must have shape (groups, 2, row_words)");
              return new Encoder(row_bytes, row_words, static_cast<uint32_t>(tables.shape(0)),
-                                tables.data());
+                                tables.data(), allow_sparse);
            }),
-           py::arg("row_bytes"), py::arg("row_words"), py::arg("tables"))
+           py::arg("row_bytes"), py::arg("row_words"), py::arg("tables"),
+           py::arg("allow_sparse") = true)
       .def_property_readonly("block_rows", &Encoder::block_rows)
       .def_property_readonly("rel_bytes", &Encoder::rel_bytes)
       .def_property_readonly("group_bits", &Encoder::group_bits)
@@ -212,8 +221,7 @@ PYBIND11_MODULE(_C, m) {
       .def(
           "encode",
           [](Encoder& e, const py::array& x, uint64_t row_bytes, int threads) {
-            require(x.flags() & py::array::c_style, "ibp Encoder.encode: x must be C-contiguous");
-            const uint64_t n = row_bytes ? static_cast<uint64_t>(x.nbytes()) / row_bytes : 0;
+            const uint64_t n = rows_of(x, row_bytes, "Encoder.encode");
             std::vector<uint32_t> words;
             std::vector<uint8_t> rel;
             std::vector<uint64_t> bases;
@@ -224,6 +232,21 @@ PYBIND11_MODULE(_C, m) {
             return py::make_tuple(Array<uint32_t>(words.size(), words.data()),
                                   Array<uint8_t>(rel.size(), rel.data()),
                                   Array<uint64_t>(bases.size(), bases.data()));
+          },
+          py::arg("x"), py::arg("row_bytes"), py::arg("threads") = 1)
+      .def(
+          "row_bits",
+          [](const Encoder& e, const py::array& x, uint64_t row_bytes, int threads) {
+            const uint64_t n = rows_of(x, row_bytes, "Encoder.row_bits");
+            const auto groups = static_cast<py::ssize_t>(e.num_groups());
+            Array<uint64_t> out({static_cast<py::ssize_t>(n), groups});
+            const auto* xp = static_cast<const uint8_t*>(x.data());
+            uint64_t* op = out.mutable_data();
+            {
+              py::gil_scoped_release nogil;
+              e.row_bits(xp, n, threads, op);
+            }
+            return out;
           },
           py::arg("x"), py::arg("row_bytes"), py::arg("threads") = 1)
       .def("finish", [](Encoder& e) {

@@ -17,7 +17,7 @@ from ._dtypes import code_of, itemsize, torch_dtype
 
 MODES = {"auto": 0, "paper": 1}
 MODE_NAMES = {v: k for k, v in MODES.items()}
-ROW_MODES = ("raw", "ibp", "reserved2", "reserved3")
+ROW_MODES = ("raw", "ibp", "sparse", "reserved3")
 _STATUS_NEWER = 2
 _STATUS_MAGIC = 1
 _CRC_HEADER_AT = 116  # offset of FileHeader::crc_header
@@ -90,16 +90,19 @@ class _Build:
     """Chooses the masks and encodes chunks of rows (shared by compress and
     compress_file, whose outputs are therefore identical)."""
 
-    def __init__(self, sample: np.ndarray, sample_ids: np.ndarray, code: int, shape, mode: str):
+    def __init__(self, sample: np.ndarray, sample_ids: np.ndarray, code: int, shape, mode: str,
+                 threads: int = 1):
         if mode not in MODES:
             raise ValueError(f"compress: mode must be one of {sorted(MODES)}, got {mode!r}")
         self.code, self.shape, self.mode = code, shape, mode
         self.row_bytes = shape[1] * itemsize(code)
         self.row_words = (self.row_bytes + 3) // 4
-        mask, value = _C.select_masks(sample, self.row_bytes, self.row_words, sample_ids,
-                                      MODES[mode])
-        self.tables = np.stack([mask, value])[None]  # (groups=1, 2, row_words)
-        self.encoder = _C.Encoder(self.row_bytes, self.row_words, self.tables)
+        rows = np.ascontiguousarray(sample[sample_ids.astype(np.int64)]) if len(sample_ids) \
+            else np.zeros((0, self.row_bytes), np.uint8)
+        self.tables = _choose_tables(rows, self.row_bytes, self.row_words, shape[0], mode,
+                                     threads)
+        self.encoder = _C.Encoder(self.row_bytes, self.row_words, self.tables,
+                                  allow_sparse=mode == "auto")
         self.words, self.rel, self.bases = [], [], []
 
     def chunk_rows(self, chunk_bytes: int) -> int:
@@ -131,6 +134,57 @@ class _Build:
         return w, self.fields(), np.concatenate(self.bases), rel
 
 
+GROUP_CHOICES = (2, 4, 8, 16)
+CLUSTER_ROWS = 2048
+CLUSTER_ROUNDS = 3
+
+
+def _fit(rows: np.ndarray, row_bytes: int, row_words: int, ids: np.ndarray, mode: str):
+    mask, value = _C.select_masks(rows, row_bytes, row_words, ids.astype(np.uint64), MODES[mode])
+    return np.stack([mask, value])
+
+
+def _choose_tables(rows: np.ndarray, row_bytes: int, row_words: int, total_rows: int,
+                   mode: str, threads: int) -> np.ndarray:
+    """Mask tables (groups, 2, row_words) fitted to the sample `rows`.
+
+    "paper" uses one group. "auto" also tries 2..16 groups, found by a k-means
+    over the sample where a row's distance to a group is the bits it takes
+    under that group's tables, and keeps the count whose estimated size for
+    the whole tensor (rows, plus the tables themselves) is smallest.
+    """
+    n = rows.shape[0]
+    one = _fit(rows, row_bytes, row_words, np.arange(n), mode)[None]
+    if mode == "paper" or n < 256 or row_words == 0:
+        return one
+
+    def estimate(tables):
+        e = _C.Encoder(row_bytes, row_words, tables)
+        bits = e.row_bits(rows, row_bytes, threads).min(axis=1).sum()
+        return bits / n * total_rows + tables.size * 32
+
+    best, best_size = one, estimate(one)
+    rng = np.random.default_rng(0x6B9)
+    sub = np.sort(rng.choice(n, size=min(n, CLUSTER_ROWS), replace=False))
+    sub_rows = np.ascontiguousarray(rows[sub])
+    start = _C.Encoder(row_bytes, row_words, one).row_bits(sub_rows, row_bytes, threads)[:, 0]
+    for groups in GROUP_CHOICES:
+        if groups * 64 > len(sub):
+            break
+        # Start from rows ranked by their size under one group, cut in equal parts.
+        assign = np.empty(len(sub), np.int64)
+        assign[np.argsort(start, kind="stable")] = np.arange(len(sub)) * groups // len(sub)
+        for _ in range(CLUSTER_ROUNDS):
+            tables = np.stack([_fit(sub_rows, row_bytes, row_words, np.flatnonzero(assign == g),
+                                    mode) for g in range(groups)])
+            cost = _C.Encoder(row_bytes, row_words, tables).row_bits(sub_rows, row_bytes, threads)
+            assign = cost.argmin(axis=1)
+        size = estimate(tables)
+        if size < best_size:
+            best, best_size = tables, size
+    return best
+
+
 def _rel_dtype(rel_bytes: int):
     return np.uint16 if rel_bytes == 2 else np.uint32
 
@@ -151,7 +205,7 @@ def compress(x, *, mode: str = "auto", sample_rows: int = DEFAULT_SAMPLE_ROWS,
     xb, code, shape = _as_bytes_2d(x, "compress")
     _check_sample_rows(sample_rows)
     threads = _threads(threads)
-    b = _Build(xb, _sample_ids(shape[0], sample_rows), code, shape, mode)
+    b = _Build(xb, _sample_ids(shape[0], sample_rows), code, shape, mode, threads)
     step = b.chunk_rows(DEFAULT_CHUNK_BYTES)
     words = []
     with _progress(shape[0], progress, "compress") as bar:
@@ -244,7 +298,8 @@ def compress_file(src, dst: Union[str, os.PathLike], *, mode: str = "auto",
     threads = _threads(threads)
     shape = reader.shape
     ids = _sample_ids(shape[0], sample_rows)
-    b = _Build(reader.rows(ids), np.arange(len(ids), dtype=np.uint64), reader.code, shape, mode)
+    b = _Build(reader.rows(ids), np.arange(len(ids), dtype=np.uint64), reader.code, shape, mode,
+               threads)
     step = b.chunk_rows(chunk_bytes)
     dst = Path(dst)
     tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")

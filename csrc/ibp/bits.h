@@ -9,9 +9,12 @@
 
 #if defined(__CUDACC__)
 #define IBP_HD __host__ __device__ __forceinline__
-#define IBP_UNROLL _Pragma("unroll")
 #else
 #define IBP_HD inline
+#endif
+#if defined(__CUDA_ARCH__)
+#define IBP_UNROLL _Pragma("unroll")
+#else
 #define IBP_UNROLL
 #endif
 
@@ -22,6 +25,15 @@ IBP_HD uint32_t popc32(uint32_t x) {
   return __popc(x);
 #else
   return static_cast<uint32_t>(__builtin_popcount(x));
+#endif
+}
+
+// Bits needed to write any integer in [0, n] (0 for n = 0).
+IBP_HD uint32_t count_bits(uint64_t n) {
+#if defined(__CUDA_ARCH__)
+  return 64 - __clzll(static_cast<long long>(n));
+#else
+  return n ? 64 - static_cast<uint32_t>(__builtin_clzll(n)) : 0;
 #endif
 }
 
@@ -101,15 +113,49 @@ constexpr uint32_t kDep0 = 2;
 constexpr uint32_t kVarMask = 7;
 constexpr uint32_t kDecodeRows = 8;
 
-// Reconstructs one word from its field.
+// Reconstructs one word from its field: value + deposit(field, ~mask), or the
+// field itself for a word that does not participate.
 IBP_HD uint32_t decode_word(uint32_t field, bool participates, const uint32_t* table,
                             uint32_t row_words, uint32_t w) {
   if (!participates) return field;
   uint32_t dep[5];
 IBP_UNROLL
   for (int i = 0; i < 5; ++i) dep[i] = table[(kDep0 + i) * row_words + w];
-  return table[kValue * row_words + w] | deposit(field, table[kNvar * row_words + w], dep);
+  return table[kValue * row_words + w] + deposit(field, table[kNvar * row_words + w], dep);
 }
+
+// Where the parts of a kSparse row lie (format.h), from the bit after its
+// group id. `listed_value` gives the i-th listed word.
+struct SparseRow {
+  uint32_t count;      // c: listed words
+  uint32_t dict;       // d: dictionary entries (0: values stored inline)
+  bool bitmap;         // positions as a bitmap of row_words bits
+  uint32_t index_bits; // bits of a dictionary index
+  uint32_t pos_bits;   // bits of a listed position
+  uint64_t values;     // dictionary (d > 0) or inline values
+  uint64_t indices;    // dictionary indices (d > 0)
+  uint64_t where;      // positions or bitmap
+  uint64_t end;        // first bit after the row
+
+  IBP_HD SparseRow(const uint32_t* p, uint64_t pos, uint32_t row_words) {
+    const uint32_t cb = count_bits(row_words);
+    count = read_bits(p, pos, cb);
+    dict = read_bits(p, pos + cb, cb);
+    bitmap = read_bits(p, pos + 2 * cb, 1) != 0;
+    index_bits = dict ? count_bits(dict - 1) : 0;
+    pos_bits = row_words ? count_bits(row_words - 1) : 0;
+    values = pos + 2 * cb + 1;
+    indices = values + 32ull * dict;
+    where = dict ? indices + static_cast<uint64_t>(count) * index_bits
+                 : values + 32ull * count;
+    end = where + (bitmap ? row_words : static_cast<uint64_t>(count) * pos_bits);
+  }
+
+  IBP_HD uint32_t listed_value(const uint32_t* p, uint32_t i) const {
+    if (!dict) return read_bits(p, values + 32ull * i, 32);
+    return read_bits(p, values + 32ull * read_bits(p, indices + static_cast<uint64_t>(i) * index_bits, index_bits), 32);
+  }
+};
 
 // Sequential reader of an LSB-first bit stream, for decoding a row front to
 // back. Reads at most one word past the last bit it returns (payload padding).

@@ -38,6 +38,52 @@ inline void or_bits(uint32_t* buf, uint64_t pos, uint32_t v, uint32_t k, uint64_
   }
 }
 
+// Frame of reference for the words where it beats the invariance mask: the
+// window [v, v + 2^k) (mod 2^32) holding the most sample values saves 32 - k
+// bits for each of them. `saved[w]` holds what the mask already saves.
+void choose_frame_of_reference(const uint8_t* x, uint64_t row_bytes, uint32_t row_words,
+                               const uint64_t* sample, uint64_t n,
+                               const std::vector<uint64_t>& saved, uint32_t* mask,
+                               uint32_t* value) {
+  constexpr uint32_t kBlock = 256;  // columns per pass over the sample
+  std::vector<uint32_t> row(row_words);
+  std::vector<std::vector<uint64_t>> cols;
+  for (uint32_t w0 = 0; w0 < row_words; w0 += kBlock) {
+    const uint32_t nb = std::min(kBlock, row_words - w0);
+    cols.assign(nb, std::vector<uint64_t>(2 * n));
+    for (uint64_t s = 0; s < n; ++s) {
+      load_row(x + sample[s] * row_bytes, row_bytes, row_words, row.data());
+      for (uint32_t j = 0; j < nb; ++j) cols[j][s] = row[w0 + j];
+    }
+    for (uint32_t j = 0; j < nb; ++j) {
+      // A window of 2^k values saves at most (32 - k) bits per sample row;
+      // k = 0 (one value) is an invariance mask already considered.
+      if (31 * n <= saved[w0 + j]) continue;
+      auto& c = cols[j];
+      std::sort(c.begin(), c.begin() + n);
+      // The values again, shifted by 2^32, so windows may wrap past zero.
+      for (uint64_t i = 0; i < n; ++i) c[n + i] = c[i] + (1ull << 32);
+      uint64_t best = saved[w0 + j];
+      for (uint32_t k = 1; k < 32 && (32 - k) * n > best; ++k) {
+        uint64_t hi = 0, most = 0, start = 0;
+        for (uint64_t lo = 0; lo < n; ++lo) {
+          if (hi < lo) hi = lo;
+          while (hi < 2 * n && hi - lo < n && c[hi] - c[lo] < (1ull << k)) ++hi;
+          if (hi - lo > most) {
+            most = hi - lo;
+            start = lo;
+          }
+        }
+        if ((32 - k) * most > best) {
+          best = (32 - k) * most;
+          mask[w0 + j] = ~low_mask(k);
+          value[w0 + j] = static_cast<uint32_t>(c[start]);
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void select_masks(const uint8_t* x, uint64_t row_bytes, uint32_t row_words,
@@ -100,6 +146,7 @@ void select_masks(const uint8_t* x, uint64_t row_bytes, uint32_t row_words,
   // Bits saved by the top-k prefix: k per matching row (a row that does not
   // match costs 32 bits either way).
   std::vector<uint32_t> keep(row_words, 0);
+  std::vector<uint64_t> ibp_saved(row_words, 0);
   if (selector == Selector::kPaper) {
     uint64_t best_saved = 0;
     std::vector<uint32_t> ks(row_words);
@@ -136,11 +183,16 @@ void select_masks(const uint8_t* x, uint64_t row_bytes, uint32_t row_words,
     mask[w] = m;
     value[w] = majority[w] & m;
   }
+  if (selector == Selector::kAuto) {
+    for (uint32_t w = 0; w < row_words; ++w) ibp_saved[w] = keep[w] * matches[w][keep[w]];
+    choose_frame_of_reference(x, row_bytes, row_words, sample, n, ibp_saved, mask, value);
+  }
 }
 
 Encoder::Encoder(uint64_t row_bytes, uint32_t row_words, uint32_t num_groups,
-                 const uint32_t* tables)
-    : row_bytes_(row_bytes), row_words_(row_words), num_groups_(num_groups) {
+                 const uint32_t* tables, bool allow_sparse)
+    : row_bytes_(row_bytes), row_words_(row_words), num_groups_(num_groups),
+      allow_sparse_(allow_sparse) {
   if (num_groups == 0 || num_groups > kMaxGroups) {
     throw std::invalid_argument("ibp encode: num_groups must be in [1, " +
                                 std::to_string(kMaxGroups) + "], got " +
@@ -160,13 +212,8 @@ Encoder::Encoder(uint64_t row_bytes, uint32_t row_words, uint32_t num_groups,
     for (uint32_t w = 0; w < row_words; ++w) {
       const size_t i = static_cast<size_t>(g) * row_words + w;
       const uint32_t m = tables[(2ull * g) * row_words + w];
-      const uint32_t v = tables[(2ull * g + 1) * row_words + w];
-      if (v & ~m) {
-        throw std::invalid_argument("ibp encode: value has bits outside its mask (group " +
-                                    std::to_string(g) + ", word " + std::to_string(w) + ")");
-      }
       mask_[i] = m;
-      value_[i] = v;
+      value_[i] = tables[(2ull * g + 1) * row_words + w];
       nvar_[i] = popc32(~m);
       const DepositMasks d = make_deposit_masks(~m);
       for (int k = 0; k < 5; ++k) dep_[i * 5 + k] = d.dep[k];
@@ -178,10 +225,59 @@ uint64_t Encoder::ibp_bits(const uint32_t* x, uint32_t g) const {
   const size_t base = static_cast<size_t>(g) * row_words_;
   uint64_t bits = kModeBits + group_bits_ + row_words_;
   for (uint32_t w = 0; w < row_words_; ++w) {
-    const bool match = ((x[w] ^ value_[base + w]) & mask_[base + w]) == 0;
-    bits += match ? nvar_[base + w] : 32;
+    bits += fits(x[w], base + w) ? nvar_[base + w] : 32;
   }
   return bits;
+}
+
+// The cheapest kSparse layout of row x under group g, or false when no sparse
+// layout can beat `limit` bits.
+bool Encoder::sparse_plan(const uint32_t* x, uint32_t g, uint64_t limit, SparsePlan* plan,
+                          std::vector<uint32_t>* scratch) const {
+  const size_t base = static_cast<size_t>(g) * row_words_;
+  uint32_t c = 0;
+  for (uint32_t w = 0; w < row_words_; ++w) c += x[w] != value_[base + w];
+  const uint32_t cb = count_bits(row_words_);
+  const uint64_t head = kModeBits + group_bits_ + 2ull * cb + 1;
+  const uint64_t where_list = static_cast<uint64_t>(c) * (row_words_ ? count_bits(row_words_ - 1) : 0);
+  const uint64_t where = std::min<uint64_t>(where_list, row_words_);
+  // Even a one-entry dictionary costs 32 bits when anything is listed.
+  if (head + where + (c ? 32 : 0) >= limit) return false;
+  scratch->clear();
+  for (uint32_t w = 0; w < row_words_; ++w) {
+    if (x[w] != value_[base + w]) scratch->push_back(x[w]);
+  }
+  std::sort(scratch->begin(), scratch->end());
+  scratch->erase(std::unique(scratch->begin(), scratch->end()), scratch->end());
+  const uint32_t d = static_cast<uint32_t>(scratch->size());
+  const uint64_t inline_bits = 32ull * c;
+  const uint64_t dict_bits = 32ull * d + static_cast<uint64_t>(c) * (d ? count_bits(d - 1) : 0);
+  plan->count = c;
+  plan->dict = dict_bits < inline_bits ? d : 0;
+  plan->bitmap = where_list > row_words_;
+  plan->bits = head + where + std::min(inline_bits, dict_bits);
+  return plan->bits < limit;
+}
+
+uint64_t Encoder::row_cost(const uint32_t* row, uint32_t g, uint64_t limit, SparsePlan* plan,
+                           std::vector<uint32_t>* scratch) const {
+  uint64_t best = std::min(limit, ibp_bits(row, g));
+  if (allow_sparse_ && sparse_plan(row, g, best, plan, scratch)) best = plan->bits;
+  return best;
+}
+
+void Encoder::row_bits(const uint8_t* x, uint64_t n, int num_threads, uint64_t* out) const {
+  const uint64_t raw_bits = raw_row_bits(row_words_, group_bits_);
+  parallel_for(n, num_threads, n * row_bytes_ * num_groups_, [&](uint64_t a, uint64_t b) {
+    std::vector<uint32_t> row(row_words_), scratch;
+    SparsePlan plan;
+    for (uint64_t i = a; i < b; ++i) {
+      load_row(x + i * row_bytes_, row_bytes_, row_words_, row.data());
+      for (uint32_t g = 0; g < num_groups_; ++g) {
+        out[i * num_groups_ + g] = row_cost(row.data(), g, raw_bits, &plan, &scratch);
+      }
+    }
+  });
 }
 
 void Encoder::encode(const uint8_t* x, uint64_t n, int num_threads,
@@ -193,8 +289,9 @@ void Encoder::encode(const uint8_t* x, uint64_t n, int num_threads,
   // Pass 1 (parallel): each row's mode, group and length.
   std::vector<uint64_t> len(n);
   std::vector<uint32_t> tag(n);  // group << 2 | mode
+  std::vector<SparsePlan> plans(allow_sparse_ ? n : 0);
   parallel_for(n, num_threads, n * row_bytes_, [&](uint64_t a, uint64_t b) {
-    std::vector<uint32_t> row(row_words_);
+    std::vector<uint32_t> row(row_words_), scratch;
     for (uint64_t i = a; i < b; ++i) {
       load_row(x + i * row_bytes_, row_bytes_, row_words_, row.data());
       uint64_t best = raw_bits;
@@ -204,6 +301,14 @@ void Encoder::encode(const uint8_t* x, uint64_t n, int num_threads,
         if (bits < best) {
           best = bits;
           best_tag = g << 2 | static_cast<uint32_t>(RowMode::kIbp);
+        }
+      }
+      for (uint32_t g = 0; allow_sparse_ && g < num_groups_; ++g) {
+        SparsePlan plan;
+        if (sparse_plan(row.data(), g, best, &plan, &scratch)) {
+          best = plan.bits;
+          best_tag = g << 2 | static_cast<uint32_t>(RowMode::kSparse);
+          plans[i] = plan;
         }
       }
       len[i] = best;
@@ -246,30 +351,33 @@ void Encoder::encode(const uint8_t* x, uint64_t n, int num_threads,
   parallel_for(n, num_threads, n * row_bytes_, [&](uint64_t a, uint64_t b) {
     const uint64_t lo = (start[a] - origin) >> 5;
     const uint64_t hi = ((start[b] - origin) >> 5) + 1;
-    std::vector<uint32_t> row(row_words_);
+    std::vector<uint32_t> row(row_words_), dict;
+    auto put = [&](uint64_t at, uint32_t v, uint32_t k) { or_bits(buf.data(), at, v, k, lo, hi); };
     for (uint64_t i = a; i < b; ++i) {
       load_row(x + i * row_bytes_, row_bytes_, row_words_, row.data());
       const uint32_t mode = tag[i] & 3, g = tag[i] >> 2;
       uint64_t p = start[i] - origin;
-      or_bits(buf.data(), p, mode, kModeBits, lo, hi);
-      or_bits(buf.data(), p + kModeBits, g, group_bits_, lo, hi);
+      put(p, mode, kModeBits);
+      put(p + kModeBits, g, group_bits_);
       p += kModeBits + group_bits_;
-      if (mode == static_cast<uint32_t>(RowMode::kRaw)) {
-        for (uint32_t w = 0; w < row_words_; ++w) or_bits(buf.data(), p + 32ull * w, row[w], 32, lo, hi);
-        continue;
-      }
       const size_t base = static_cast<size_t>(g) * row_words_;
-      uint64_t f = p + row_words_;
-      for (uint32_t w = 0; w < row_words_; ++w) {
-        const size_t j = base + w;
-        if (((row[w] ^ value_[j]) & mask_[j]) == 0) {
-          or_bits(buf.data(), p + w, 1, 1, lo, hi);
-          or_bits(buf.data(), f, extract(row[w], ~mask_[j], &dep_[j * 5]), nvar_[j], lo, hi);
-          f += nvar_[j];
-        } else {
-          or_bits(buf.data(), f, row[w], 32, lo, hi);
-          f += 32;
+      if (mode == static_cast<uint32_t>(RowMode::kRaw)) {
+        for (uint32_t w = 0; w < row_words_; ++w) put(p + 32ull * w, row[w], 32);
+      } else if (mode == static_cast<uint32_t>(RowMode::kIbp)) {
+        uint64_t f = p + row_words_;
+        for (uint32_t w = 0; w < row_words_; ++w) {
+          const size_t j = base + w;
+          if (fits(row[w], j)) {
+            put(p + w, 1, 1);
+            put(f, extract(row[w] - value_[j], ~mask_[j], &dep_[j * 5]), nvar_[j]);
+            f += nvar_[j];
+          } else {
+            put(f, row[w], 32);
+            f += 32;
+          }
         }
+      } else {
+        write_sparse(row.data(), base, plans[i], p, put, &dict);
       }
     }
   });
@@ -279,6 +387,47 @@ void Encoder::encode(const uint8_t* x, uint64_t n, int num_threads,
   tail_ = partial ? buf.back() : 0;
   bits_ = pos;
   rows_ += n;
+}
+
+template <typename Put>
+void Encoder::write_sparse(const uint32_t* x, size_t base, const SparsePlan& plan, uint64_t p,
+                           const Put& put, std::vector<uint32_t>* dict) const {
+  const uint32_t cb = count_bits(row_words_);
+  put(p, plan.count, cb);
+  put(p + cb, plan.dict, cb);
+  put(p + 2ull * cb, plan.bitmap ? 1 : 0, 1);
+  uint64_t v = p + 2ull * cb + 1;
+  dict->clear();
+  for (uint32_t w = 0; w < row_words_; ++w) {
+    if (x[w] != value_[base + w]) dict->push_back(x[w]);
+  }
+  if (plan.dict) {
+    std::sort(dict->begin(), dict->end());
+    dict->erase(std::unique(dict->begin(), dict->end()), dict->end());
+    for (uint32_t e : *dict) {
+      put(v, e, 32);
+      v += 32;
+    }
+  }
+  const uint32_t ib = plan.dict ? count_bits(plan.dict - 1) : 0;
+  const uint32_t pb = row_words_ ? count_bits(row_words_ - 1) : 0;
+  uint64_t where = v + (plan.dict ? static_cast<uint64_t>(plan.count) * ib : 32ull * plan.count);
+  uint32_t i = 0;
+  for (uint32_t w = 0; w < row_words_; ++w) {
+    if (x[w] == value_[base + w]) continue;
+    if (plan.dict) {
+      const auto at = std::lower_bound(dict->begin(), dict->end(), x[w]) - dict->begin();
+      put(v + static_cast<uint64_t>(i) * ib, static_cast<uint32_t>(at), ib);
+    } else {
+      put(v + 32ull * i, x[w], 32);
+    }
+    if (plan.bitmap) {
+      put(where + w, 1, 1);
+    } else {
+      put(where + static_cast<uint64_t>(i) * pb, w, pb);
+    }
+    ++i;
+  }
 }
 
 void Encoder::finish(std::vector<uint32_t>* words, std::vector<uint64_t>* bases) {

@@ -15,7 +15,9 @@ namespace ibp {
 // For each word the bits are ranked by how invariant they are (share of the
 // majority value); every candidate mask is a prefix of that ranking.
 //   kAuto:  each word takes the prefix that minimises its own estimated size
-//           (sum over rows of nvar when the row matches, 32 when it doesn't).
+//           (sum over rows of nvar when the row matches, 32 when it doesn't),
+//           or a frame of reference (mask = ~(2^k - 1), value = the base of
+//           the window of 2^k values holding most rows) when that is smaller.
 //   kPaper: one majority threshold t for all words (bits with share >= t are
 //           invariant), t swept over 0.70, 0.71, ..., 1.00 to minimise the
 //           estimated total, as the published algorithm does.
@@ -28,13 +30,16 @@ void select_masks(const uint8_t* x, uint64_t row_bytes, uint32_t row_words,
 // hold a multiple of block_rows rows so each chunk starts a new index block.
 class Encoder {
  public:
-  // tables: num_groups x (mask[row_words], value[row_words]).
+  // tables: num_groups x (mask[row_words], value[row_words]). Rows are stored
+  // in the cheapest of kRaw, kIbp and (when allow_sparse) kSparse, under the
+  // group that makes them cheapest (the lowest group on ties).
   Encoder(uint64_t row_bytes, uint32_t row_words, uint32_t num_groups,
-          const uint32_t* tables);
+          const uint32_t* tables, bool allow_sparse = true);
 
   uint32_t block_rows() const { return block_rows_; }
   uint32_t rel_bytes() const { return rel_bytes_; }
   uint32_t group_bits() const { return group_bits_; }
+  uint32_t num_groups() const { return num_groups_; }
 
   // Encodes n rows of x with `num_threads` threads. Appends the payload words
   // that are complete to `words` (the last partial word is kept for the next
@@ -42,6 +47,10 @@ class Encoder {
   // per started block to `bases`.
   void encode(const uint8_t* x, uint64_t n, int num_threads, std::vector<uint32_t>* words,
               std::vector<uint8_t>* rel, std::vector<uint64_t>* bases);
+
+  // Bits each of the n rows of x would take under each group (its cheapest
+  // mode), into out[n][num_groups]; for choosing groups.
+  void row_bits(const uint8_t* x, uint64_t n, int num_threads, uint64_t* out) const;
 
   // Appends the last partial word, the padding words and the final base.
   void finish(std::vector<uint32_t>* words, std::vector<uint64_t>* bases);
@@ -51,13 +60,32 @@ class Encoder {
   const uint64_t* mode_rows() const { return mode_rows_; }
 
  private:
+  struct SparsePlan {
+    uint32_t count = 0;   // listed words
+    uint32_t dict = 0;    // dictionary entries, 0 for inline values
+    bool bitmap = false;  // positions as a bitmap
+    uint64_t bits = 0;    // length of the row
+  };
+
+  // Whether word x fits word j (= g * row_words + w) of the tables.
+  bool fits(uint32_t x, size_t j) const { return ((x - value_[j]) & mask_[j]) == 0; }
   // Bits of row `x` under group g in kIbp mode.
   uint64_t ibp_bits(const uint32_t* x, uint32_t g) const;
+  bool sparse_plan(const uint32_t* x, uint32_t g, uint64_t limit, SparsePlan* plan,
+                   std::vector<uint32_t>* scratch) const;
+  // Bits of the row's cheapest kIbp or kSparse layout under group g, capped at
+  // `limit` (plan is set when kSparse wins).
+  uint64_t row_cost(const uint32_t* row, uint32_t g, uint64_t limit, SparsePlan* plan,
+                    std::vector<uint32_t>* scratch) const;
+  template <typename Put>
+  void write_sparse(const uint32_t* x, size_t base, const SparsePlan& plan, uint64_t p,
+                    const Put& put, std::vector<uint32_t>* dict) const;
 
   uint64_t row_bytes_;
   uint32_t row_words_;
   uint32_t num_groups_;
   uint32_t group_bits_;
+  bool allow_sparse_;
   uint32_t block_rows_ = 1;
   uint32_t rel_bytes_ = 4;
   std::vector<uint32_t> mask_, value_, nvar_, dep_;  // [g * row_words + w], dep x5

@@ -1,4 +1,4 @@
-// The ibp_gnn compressed-tensor format, version 1: the contract shared by the
+// The ibp_gnn compressed-tensor format, version 2: the contract shared by the
 // encoder, both gather-decoders, the validator and the Python layer.
 //
 // A compressed tensor holds a 2-D row-major matrix of `rows x cols` elements of
@@ -9,8 +9,14 @@
 // Sections (in memory: separate arrays; on disk: in this order, each starting
 // at a multiple of kSectionAlign after the FileHeader):
 //   tables   uint32[num_groups][2][row_words]  per group: mask[], then value[]
-//            mask bit = 1 where that bit is invariant within the group, value
-//            holds the invariant bits (value & ~mask == 0).
+//            Word w of a group has a *value* v = value[w] and *variable bits*
+//            m = ~mask[w]. A word x fits the word iff x - v (mod 2^32) has no
+//            bit outside m; it is then stored as its field extract(x - v, m)
+//            of popcount(m) bits and rebuilt as v + deposit(field, m).
+//            With v inside mask (as in version 1, where value & ~mask == 0)
+//            this is plain Invariant Bit Packing: x matches the invariant bits
+//            of the mask. With m = the k low bits it is frame-of-reference
+//            coding: x in [v, v + 2^k).
 //   bases    uint64[num_blocks + 1]   bit offset of the first row of each block
 //            of `block_rows` rows; bases[num_blocks] = payload_bits.
 //   rel      uint16 or uint32[rows]   (rel_bytes) bit offset of each row from
@@ -27,12 +33,24 @@
 //   then, for kRaw:  row_words fields of 32 bits: the words themselves.
 //         for kIbp:  row_words participation bits p[w], then for each word w a
 //                    field of nvar(g, w) = popcount(~mask[g][w]) bits when
-//                    p[w] = 1, or of 32 bits when p[w] = 0. A participating word
-//                    is value[g][w] | deposit(field, ~mask[g][w]); a
-//                    non-participating word is the field itself.
+//                    p[w] = 1 (the word is rebuilt from it as above), or of 32
+//                    bits, the word itself, when p[w] = 0.
+//         for kSparse (version >= 2): every word equals value[g][w] except c
+//                    listed words, in increasing order:
+//                      c      count_bits(row_words) bits
+//                      d      count_bits(row_words) bits: dictionary size
+//                      form   1 bit: 0 = positions listed, 1 = bitmap
+//                      dict   d words of 32 bits (when d > 0)
+//                      vals   when d = 0: c words of 32 bits, in order;
+//                             when d > 0: c dictionary indices of
+//                             count_bits(d - 1) bits each (0 bits when d = 1)
+//                      where  form 0: c positions of count_bits(row_words - 1)
+//                             bits, strictly increasing; form 1: row_words
+//                             bits, bit w set iff word w is listed (c set bits).
 // deposit(f, m) places the low popcount(m) bits of f, in order, at the set bit
-// positions of m (x86 PDEP). The length of every row is fully determined by its
-// bits, which is what validate() checks against the index.
+// positions of m (x86 PDEP); extract is its inverse (PEXT). The length of
+// every row is fully determined by its bits, which validate() checks against
+// the index.
 #pragma once
 
 #include <cstddef>
@@ -40,7 +58,8 @@
 
 namespace ibp {
 
-constexpr uint32_t kFormatVersion = 1;
+constexpr uint32_t kFormatVersion = 2;
+constexpr uint32_t kOldestVersion = 1;  // oldest version this code reads
 constexpr char kMagic[8] = {'I', 'B', 'P', 'G', 'N', 'N', '\r', '\n'};
 constexpr uint32_t kSectionAlign = 64;
 constexpr uint32_t kPayloadPadWords = 2;
@@ -66,16 +85,19 @@ inline uint32_t dtype_bytes(uint32_t d) {
 }
 
 enum class RowMode : uint32_t {
-  kRaw = 0,  // words stored whole
-  kIbp = 1,  // participation bitmap + masked fields
-  // 2 and 3 are reserved for later encodings; a v1 reader rejects them.
+  kRaw = 0,     // words stored whole
+  kIbp = 1,     // participation bitmap + fields
+  kSparse = 2,  // listed words differ from the group's values (version >= 2)
+  // 3 is reserved for a later encoding; this reader rejects it.
 };
 
 // How the encoder chose the masks. Stored for information only: decoding never
 // depends on it.
 enum class Selector : uint32_t {
-  kAuto = 0,   // per-word best prefix of the invariance ranking
-  kPaper = 1,  // one majority threshold for all words, swept over 0.70..1.00
+  kAuto = 0,   // per word the cheaper of an invariance mask and a frame of
+               // reference; sparse rows where they pay
+  kPaper = 1,  // the published algorithm: one majority threshold for all words,
+               // swept over 0.70..1.00; raw and kIbp rows only
 };
 
 struct FileHeader {

@@ -17,6 +17,35 @@ Status fail(Status s, std::string* msg, const std::string& what) {
 
 std::string str(uint64_t v) { return std::to_string(v); }
 
+// A kSparse row whose bits after the group id start at `pos` and end at `end`:
+// counts in range, length as its fields say, positions increasing and inside
+// the row, dictionary indices inside the dictionary.
+bool sparse_row_ok(const uint32_t* p, uint64_t pos, uint64_t end, uint32_t W) {
+  const uint32_t cb = count_bits(W);
+  if (end < pos || end - pos < 2ull * cb + 1) return false;
+  const SparseRow s(p, pos, W);
+  if (s.count > W || s.dict > s.count || s.end != end) return false;
+  for (uint32_t i = 0; s.dict && i < s.count; ++i) {
+    if (read_bits(p, s.indices + static_cast<uint64_t>(i) * s.index_bits, s.index_bits) >= s.dict) {
+      return false;
+    }
+  }
+  if (s.bitmap) {
+    uint64_t set = 0;
+    for (uint32_t w0 = 0; w0 < W; w0 += 32) {
+      set += popc32(read_bits(p, s.where + w0, W - w0 < 32 ? W - w0 : 32));
+    }
+    return set == s.count;
+  }
+  uint64_t prev = 0;
+  for (uint32_t i = 0; i < s.count; ++i) {
+    const uint64_t w = read_bits(p, s.where + static_cast<uint64_t>(i) * s.pos_bits, s.pos_bits);
+    if (w >= W || (i > 0 && w <= prev)) return false;
+    prev = w;
+  }
+  return true;
+}
+
 }  // namespace
 
 Status validate_header(const FileHeader& h, std::string* msg) {
@@ -28,7 +57,9 @@ Status validate_header(const FileHeader& h, std::string* msg) {
                 "file format version " + str(h.version) + " is newer than the newest this "
                 "ibp_gnn reads (" + str(kFormatVersion) + "); upgrade ibp_gnn to read it");
   }
-  if (h.version == 0) return fail(Status::kBadHeader, msg, "format version 0 is invalid");
+  if (h.version < kOldestVersion) {
+    return fail(Status::kBadHeader, msg, "format version " + str(h.version) + " is invalid");
+  }
   if (h.header_bytes != sizeof(FileHeader)) {
     return fail(Status::kBadHeader, msg, "header_bytes is " + str(h.header_bytes) +
                                              ", expected " + str(sizeof(FileHeader)));
@@ -66,7 +97,9 @@ Status validate_header(const FileHeader& h, std::string* msg) {
   for (uint8_t b : h.reserved) {
     if (b) return fail(Status::kBadHeader, msg, "reserved header bytes are not zero");
   }
-  if (h.mode_rows[2] || h.mode_rows[3] || h.mode_rows[0] + h.mode_rows[1] != h.rows) {
+  const bool sparse_ok = h.version >= 2;
+  if ((h.mode_rows[2] && !sparse_ok) || h.mode_rows[3] ||
+      h.mode_rows[0] + h.mode_rows[1] + h.mode_rows[2] != h.rows) {
     return fail(Status::kBadHeader, msg, "per-mode row counts do not add up to rows");
   }
   if (h.payload_bits > max_payload_bits(h.rows, h.row_words, h.group_bits)) {
@@ -95,7 +128,8 @@ Status validate_arrays(const FileHeader& h, const uint32_t* tables, const uint64
                                             str(payload_words(h.payload_bits)));
   }
   const uint32_t W = h.row_words;
-  for (uint64_t i = 0; i < 2ull * h.num_groups * W; i += 2 * W) {
+  // Version 1 decoded value | deposit(...): its values lie inside the mask.
+  for (uint64_t i = 0; h.version == 1 && i < 2ull * h.num_groups * W; i += 2 * W) {
     for (uint32_t w = 0; w < W; ++w) {
       if (tables[i + W + w] & ~tables[i + w]) {
         return fail(Status::kBadHeader, msg, "group " + str(i / (2 * W)) + " word " + str(w) +
@@ -120,10 +154,10 @@ Status validate_arrays(const FileHeader& h, const uint32_t* tables, const uint64
 
   // Rows, in parallel; the first bad row found is reported.
   std::atomic<uint64_t> bad_row{~0ull};
-  std::atomic<uint64_t> raw_rows{0};
+  std::atomic<uint64_t> raw_rows{0}, sparse_rows{0};
   const uint64_t raw_bits = raw_row_bits(W, h.group_bits);
   parallel_for(h.rows, num_threads, h.rows * raw_bits / 8, [&](uint64_t a, uint64_t b) {
-    uint64_t raws = 0;
+    uint64_t raws = 0, sparses = 0;
     for (uint64_t r = a; r < b; ++r) {
       const uint64_t start = row_start(bases, rel, h.rel_bytes, shift, r);
       const uint64_t block_end = bases[(r >> shift) + 1];
@@ -156,6 +190,11 @@ Status validate_arrays(const FileHeader& h, const uint32_t* tables, const uint64
               }
             }
           }
+        } else if (mode == static_cast<uint32_t>(RowMode::kSparse) && h.version >= 2 &&
+                   g < h.num_groups) {
+          ++sparses;
+          len = end - start;
+          ok = sparse_row_ok(payload, start + kModeBits + h.group_bits, end, W);
         } else {
           ok = false;
         }
@@ -169,11 +208,17 @@ Status validate_arrays(const FileHeader& h, const uint32_t* tables, const uint64
       }
     }
     raw_rows += raws;
+    sparse_rows += sparses;
   });
   if (bad_row.load() != ~0ull) {
     return fail(Status::kBadRow, msg, "row " + str(bad_row.load()) +
                                           " is corrupt (its mode, group or length disagrees "
                                           "with the index)");
+  }
+  if (sparse_rows.load() != h.mode_rows[2]) {
+    return fail(Status::kBadRow, msg, "the header counts " + str(h.mode_rows[2]) +
+                                          " sparse rows, the payload holds " +
+                                          str(sparse_rows.load()));
   }
   if (raw_rows.load() != h.mode_rows[0]) {
     return fail(Status::kBadRow, msg, "the header counts " + str(h.mode_rows[0]) +

@@ -23,10 +23,30 @@ struct Bmi2Deposit {
   static uint32_t word(uint32_t field, const uint32_t* table, uint32_t W, uint32_t w) {
     uint32_t out;
     asm("pdepl %2, %1, %0" : "=r"(out) : "r"(field), "rm"(table[kVarMask * W + w]));
-    return table[kValue * W + w] | out;
+    return table[kValue * W + w] + out;
   }
 };
 #endif
+
+// A kSparse row: the group's values, then the listed words over them.
+void decode_sparse(const uint32_t* p, uint64_t pos, const uint32_t* table, uint32_t W,
+                   uint32_t* words) {
+  const SparseRow s(p, pos, W);
+  std::memcpy(words, table + kValue * W, 4ull * W);
+  if (s.bitmap) {
+    BitReader bitmap(p, s.where);
+    uint32_t i = 0;
+    for (uint32_t w0 = 0; w0 < W; w0 += 32) {
+      const uint32_t chunk = W - w0 < 32 ? W - w0 : 32;
+      for (uint32_t bits = bitmap.read(chunk); bits; bits &= bits - 1) {
+        words[w0 + __builtin_ctz(bits)] = s.listed_value(p, i++);
+      }
+    }
+  } else {
+    BitReader where(p, s.where);
+    for (uint32_t i = 0; i < s.count; ++i) words[where.read(s.pos_bits)] = s.listed_value(p, i);
+  }
+}
 
 // Decodes row r into `words` (row_words words).
 template <typename Deposit>
@@ -42,6 +62,10 @@ void decode_row(const CompressedView& c, uint64_t r, uint32_t* words) {
     return;
   }
   const uint32_t* table = c.table + static_cast<uint64_t>(g) * kDecodeRows * W;
+  if (mode == static_cast<uint32_t>(RowMode::kSparse)) {
+    decode_sparse(c.payload, start + kModeBits + geo.group_bits, table, W, words);
+    return;
+  }
   const uint32_t* nvar = table + kNvar * W;
   // The participation bitmap precedes the fields; read it with a second cursor.
   BitReader bitmap(c.payload, start + kModeBits + geo.group_bits);

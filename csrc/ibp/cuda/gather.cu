@@ -43,6 +43,32 @@ __device__ __forceinline__ void store_word(uint8_t* row, uint64_t row_bytes, uin
   }
 }
 
+// A kSparse row: lanes write the group's values, then the listed words.
+__device__ void decode_sparse(const uint32_t* __restrict__ p, uint64_t pos,
+                              const uint32_t* __restrict__ table, uint32_t W, int lane,
+                              uint8_t* row, uint64_t row_bytes) {
+  const SparseRow s(p, pos, W);
+  for (uint32_t w = lane; w < W; w += 32) store_word(row, row_bytes, w, table[kValue * W + w]);
+  __syncwarp();  // the listed words overwrite the values (bytes, for odd widths)
+  if (s.bitmap) {
+    uint32_t first = 0;  // index of the first listed word of this chunk
+    for (uint32_t w0 = 0; w0 < W; w0 += 32) {
+      const uint32_t bits = read_bits(p, s.where + w0, W - w0 < 32 ? W - w0 : 32);
+      if ((bits >> lane) & 1u) {
+        store_word(row, row_bytes, w0 + lane,
+                   s.listed_value(p, first + popc32(bits & low_mask(lane))));
+      }
+      first += popc32(bits);
+    }
+  } else {
+    for (uint32_t i = lane; i < s.count; i += 32) {
+      const uint32_t w = read_bits(p, s.where + static_cast<uint64_t>(i) * s.pos_bits, s.pos_bits);
+      store_word(row, row_bytes, w, s.listed_value(p, i));
+    }
+  }
+  __syncwarp();
+}
+
 template <typename Id>
 __global__ void gather_kernel(CompressedView c, const Id* __restrict__ ids, uint64_t n,
                               const int64_t* __restrict__ positions, uint8_t* __restrict__ out) {
@@ -62,10 +88,15 @@ __global__ void gather_kernel(CompressedView c, const Id* __restrict__ ids, uint
     }
     const uint64_t start = row_start(c.bases, c.rel, geo.rel_bytes, geo.block_shift, r);
     const uint32_t head = read_bits(p, start, kModeBits + geo.group_bits);
-    const bool raw = (head & low_mask(kModeBits)) == static_cast<uint32_t>(RowMode::kRaw);
+    const uint32_t mode = head & low_mask(kModeBits);
+    const bool raw = mode == static_cast<uint32_t>(RowMode::kRaw);
     const uint32_t g = head >> kModeBits;
     const uint32_t* table = c.table + static_cast<uint64_t>(g) * kDecodeRows * W;
     const uint64_t bitmap = start + kModeBits + geo.group_bits;
+    if (mode == static_cast<uint32_t>(RowMode::kSparse)) {
+      decode_sparse(p, bitmap, table, W, lane, row, geo.row_bytes);
+      continue;
+    }
     uint64_t field = raw ? bitmap : bitmap + W;
 
     for (uint32_t w0 = 0; w0 < W; w0 += 32) {
