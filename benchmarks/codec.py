@@ -73,9 +73,14 @@ encode: ibp = the whole ibp_gnn.compress (mask selection + encoding); zstd/lz4 =
 
 
 # ---------------------------------------------------------------------------- helpers
-def measure(fn, min_time: float, repeat: int, warmup: int = 1) -> tuple[float, int]:
+SPREAD: dict = {}  # measurement key -> slowest / fastest of its samples
+
+
+def measure(fn, min_time: float, repeat: int, warmup: int = 1,
+            key: str = "") -> tuple[float, int]:
     """(median seconds per call, calls per measurement). The last warm-up call
-    calibrates how many calls make one measurement last >= min_time."""
+    calibrates how many calls make one measurement last >= min_time. The spread
+    (slowest / fastest measurement) is kept in SPREAD[key]."""
     one = 0.0
     for _ in range(max(1, warmup)):
         t0 = time.perf_counter()
@@ -88,6 +93,7 @@ def measure(fn, min_time: float, repeat: int, warmup: int = 1) -> tuple[float, i
         for _ in range(k):
             fn()
         samples.append((time.perf_counter() - t0) / k)
+    SPREAD[key] = max(samples) / min(samples)
     return statistics.median(samples), k
 
 
@@ -109,6 +115,13 @@ def gpu_available() -> tuple[bool, str]:
     if _C.cuda_device_count() <= 0:
         return False, "ibp_gnn._C.cuda_device_count() == 0"
     return True, torch.cuda.get_device_name(0)
+
+
+def loadavg() -> str:
+    try:
+        return "/".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
 
 
 def cpu_model() -> str:
@@ -238,21 +251,25 @@ def bench_dataset(name: str, x_np: np.ndarray, desc: str, args, gpu: tuple[bool,
     mt, rep = args.min_time, args.repeat
     out_bytes = args.batch * rb
     gbs = lambda s: out_bytes / s / 1e9  # noqa: E731
+    SPREAD.clear()
     gather, calls = {}, {}
     torch_threads = {}
     for t in (1, 2):
         torch.set_num_threads(t)
         nxt = cycler(batches)
-        s, k = measure(lambda: ct.gather(nxt(), out=out, threads=t), mt, rep)
+        s, k = measure(lambda: ct.gather(nxt(), out=out, threads=t), mt, rep,
+                       key=f"gather ibp_auto_t{t}")
         gather[f"ibp_auto_t{t}"], calls[f"ibp_auto_t{t}"] = gbs(s), k
         nxt = cycler(batches)
-        s, k = measure(lambda: torch.index_select(x, 0, nxt(), out=out), mt, rep)
+        s, k = measure(lambda: torch.index_select(x, 0, nxt(), out=out), mt, rep,
+                       key=f"gather x_idx_t{t}")
         gather[f"x_idx_t{t}"], calls[f"x_idx_t{t}"] = gbs(s), k
         torch_threads[f"t{t}"] = torch.get_num_threads()
     torch.set_num_threads(args.torch_threads)
     if args.paper_gather:
         nxt = cycler(batches)
-        s, _ = measure(lambda: cts["paper"].gather(nxt(), out=out, threads=1), mt, rep)
+        s, _ = measure(lambda: cts["paper"].gather(nxt(), out=out, threads=1), mt, rep,
+                       key="gather ibp_paper_t1")
         gather["ibp_paper_t1"] = gbs(s)
 
     buf = np.empty((args.batch, rb), np.uint8)
@@ -268,7 +285,7 @@ def bench_dataset(name: str, x_np: np.ndarray, desc: str, args, gpu: tuple[bool,
 
     for key, f in (("zstd_row_t1", zstd_gather), ("lz4_row_t1", lz4_gather)):
         nxt = cycler(lists)
-        s, k = measure(lambda: f(nxt()), mt, rep)
+        s, k = measure(lambda: f(nxt()), mt, rep, key=f"gather {key}")
         gather[key], calls[key] = gbs(s), k
     zstd_gather(lists[0])  # one more equality check of the timed decode paths
     if not np.array_equal(buf, xb[batches[0].numpy()]):
@@ -283,20 +300,19 @@ def bench_dataset(name: str, x_np: np.ndarray, desc: str, args, gpu: tuple[bool,
     emt, erep = args.min_time, max(1, min(rep, args.encode_repeat))
     for t in (1, 2):
         torch.set_num_threads(t)
-        s, _ = measure(lambda: ibp_gnn.compress(x, mode="auto", threads=t, progress=False), emt, erep)
+        s, _ = measure(lambda: ibp_gnn.compress(x, mode="auto", threads=t, progress=False),
+                       emt, erep, key=f"encode ibp_auto_t{t}")
         encode[f"ibp_auto_t{t}"] = mbs(s)
     torch.set_num_threads(args.torch_threads)
-    s, _ = measure(lambda: zstd_rows(mv, rows, rb, cctx), emt, erep)
+    s, _ = measure(lambda: zstd_rows(mv, rows, rb, cctx), emt, erep, key="encode zstd_row_t1")
     encode["zstd_row_t1"] = mbs(s)
-    s, _ = measure(lambda: lz4_rows(mv, rows, rb), emt, erep)
+    s, _ = measure(lambda: lz4_rows(mv, rows, rb), emt, erep, key="encode lz4_row_t1")
     encode["lz4_row_t1"] = mbs(s)
 
     # --- GPU -------------------------------------------------------------------------
     gpu_res: dict = {}
     if gpu[0]:
         gpu_res = bench_gpu(ct, x, batches, args)
-    for c in cts.values():
-        del c
     del cts
 
     # --- table -----------------------------------------------------------------------
@@ -328,7 +344,13 @@ def bench_dataset(name: str, x_np: np.ndarray, desc: str, args, gpu: tuple[bool,
           f"ibp fetch ratio over these batches {ratio['ibp_auto_batch_fetch']:.2f}; "
           f"torch threads used t1={torch_threads['t1']} t2={torch_threads['t2']}; "
           f"calls/measurement ibp_t1={calls['ibp_auto_t1']} x_idx_t1={calls['x_idx_t1']} "
-          f"zstd={calls['zstd_row_t1']}; {time.perf_counter() - t_start:.1f} s")
+          f"zstd={calls['zstd_row_t1']}; {time.perf_counter() - t_start:.1f} s; "
+          f"load avg {loadavg()}")
+    spread = dict(SPREAD)
+    noisy = {k: v for k, v in spread.items() if v > 1.3}
+    if noisy:
+        print("  noisy (slowest/fastest measurement > 1.3): "
+              + ", ".join(f"{k} x{v:.2f}" for k, v in noisy.items()))
     if gpu_res:
         print(f"  GPU: {gpu_res['note']}")
     else:
@@ -336,7 +358,7 @@ def bench_dataset(name: str, x_np: np.ndarray, desc: str, args, gpu: tuple[bool,
     sys.stdout.flush()
     return dict(name=name, desc=desc, shape=[rows, cols], dtype=str(x.dtype), raw_bytes=raw,
                 ratio=ratio, gather_GBps=gather, encode_MBps=encode, gpu_gather_GBps=gpu_res,
-                torch_threads=torch_threads, calls_per_measurement=calls,
+                torch_threads=torch_threads, calls_per_measurement=calls, spread=spread,
                 synthetic=name in SYNTHETIC, seconds=time.perf_counter() - t_start)
 
 
@@ -469,6 +491,8 @@ def main() -> None:
           f"torch {machine['torch']} (default threads {args.torch_threads}; "
           f"{'; '.join(s.strip() for s in machine['torch_parallel'])}); numpy {np.__version__}")
     print(f"GPU: {gpu[1] if gpu[0] else 'none - GPU columns skipped: ' + gpu[1]}")
+    print(f"load average at start (1/5/15 min): {loadavg()} - other processes on these cores "
+          "make the timings noisy")
     print(f"timing: median of {args.repeat} (encode: {min(args.repeat, args.encode_repeat)}) "
           f"measurements, each >= {args.min_time} s, batch {args.batch} ids, seed {SEED:#x}")
     print(CODEC_NOTES)
@@ -512,7 +536,7 @@ def main() -> None:
     for name, why in skipped:
         print(f"skipped {name}: {why}")
     total = time.perf_counter() - t0
-    print(f"total {total:.1f} s")
+    print(f"total {total:.1f} s; load average at end {loadavg()}")
 
     if args.json:
         with open(args.json, "w") as f:

@@ -412,3 +412,75 @@ def check_payload_tail(payload: np.ndarray, payload_bits: int) -> None:
     br = BitReader(payload)
     for i in range(payload_bits, 32 * len(payload)):
         assert br.bit(i) == 0, f"nonzero bit {i} past payload_bits {payload_bits}"
+
+
+# ---------------------------------------------------------------------------
+# Files (format.h FileHeader and FileLayout)
+# ---------------------------------------------------------------------------
+MAGIC = b"IBPGNN\r\n"
+HEADER_BYTES = 128
+SECTION_ALIGN = 64
+# FileHeader, little-endian, no padding: magic, version, header_bytes, dtype,
+# word_view, rows, cols, row_words, num_groups, group_bits, block_rows,
+# rel_bytes, selector, payload_bits, mode_rows[4], crc_tables, crc_index,
+# crc_payload, crc_header, reserved[8].
+_HEADER_FORMAT = "<8s4I2Q6IQ4Q4I8s"
+_HEADER_NAMES = ("magic", "version", "header_bytes", "dtype", "word_view", "rows", "cols",
+                 "row_words", "num_groups", "group_bits", "block_rows", "rel_bytes",
+                 "selector", "payload_bits", "mode_rows0", "mode_rows1", "mode_rows2",
+                 "mode_rows3", "crc_tables", "crc_index", "crc_payload", "crc_header",
+                 "reserved")
+
+
+def parse_header_ref(b: bytes) -> dict:
+    import struct
+
+    assert struct.calcsize(_HEADER_FORMAT) == HEADER_BYTES
+    vals = struct.unpack(_HEADER_FORMAT, bytes(b[:HEADER_BYTES]))
+    f = dict(zip(_HEADER_NAMES, vals))
+    f["mode_rows"] = tuple(f.pop(f"mode_rows{i}") for i in range(4))
+    return f
+
+
+def _align(x: int, a: int = SECTION_ALIGN) -> int:
+    return (x + a - 1) // a * a
+
+
+def read_file_ref(path) -> tuple:
+    """(fields, tables, bases, rel, payload) of an .ibp file, parsed from the
+    spec: sections in order, each at a multiple of 64 bytes, CRC-32 checked."""
+    import zlib
+
+    data = open(path, "rb").read()
+    f = parse_header_ref(data)
+    assert f["magic"] == MAGIC and f["header_bytes"] == HEADER_BYTES
+    assert f["word_view"] == 0 and f["reserved"] == b"\0" * 8
+    esize = DTYPE_BYTES[f["dtype"]]
+    assert f["row_words"] == (f["cols"] * esize + 3) // 4
+    assert f["group_bits"] == group_bits_for(f["num_groups"])
+    assert (f["block_rows"], f["rel_bytes"]) == index_geometry(f["row_words"], f["group_bits"])
+    head = bytearray(data[:HEADER_BYTES])
+    head[116:120] = b"\0\0\0\0"  # crc_header, the 4 bytes before reserved
+    assert zlib.crc32(bytes(head)) == f["crc_header"]
+    g, w, rows = f["num_groups"], f["row_words"], f["rows"]
+    blocks = (rows + f["block_rows"] - 1) // f["block_rows"]
+    rel_dtype = np.dtype("<u2") if f["rel_bytes"] == 2 else np.dtype("<u4")
+    pos = HEADER_BYTES
+    sections = {}
+    for name, nbytes in (("tables", 8 * g * w), ("bases", 8 * (blocks + 1)),
+                         ("rel", f["rel_bytes"] * rows),
+                         ("payload", 4 * ((f["payload_bits"] + 31) // 32 + PAYLOAD_PAD_WORDS))):
+        pos = _align(pos)
+        sections[name] = data[pos:pos + nbytes]
+        assert len(sections[name]) == nbytes, f"truncated {name}"
+        pos += nbytes
+    assert pos == len(data), "trailing bytes"
+    assert zlib.crc32(sections["tables"]) == f["crc_tables"]
+    assert zlib.crc32(sections["rel"], zlib.crc32(sections["bases"])) == f["crc_index"]
+    assert zlib.crc32(sections["payload"]) == f["crc_payload"]
+    tables = np.frombuffer(sections["tables"], "<u4").astype(np.uint32).reshape(g, 2, w)
+    bases = np.frombuffer(sections["bases"], "<u8").astype(np.uint64)
+    rel = np.frombuffer(sections["rel"], rel_dtype).astype(rel_dtype.newbyteorder("="))
+    payload = np.frombuffer(sections["payload"], "<u4").astype(np.uint32)
+    assert sum(f["mode_rows"]) == rows and f["mode_rows"][2:] == (0, 0)
+    return f, tables, bases, rel, payload

@@ -46,6 +46,9 @@ SPECIAL = {
 SMALL_FLOATS = [0.0, 1.0, -1.0, 0.5, 2.0, 0.125, 3.0, 100.0]
 SMALL_INTS = [0, 1, 2, 3, 5, 7, -1, -2, 100]
 
+# CPU gather kernels of _C.gather: 1 portable, 2 BMI2 (when the CPU has it).
+CPU_KERNELS = (1, 2) if _C.cpu_has_bmi2() else (1,)
+
 # Row shapes: empty, one row, one column, odd byte widths, a few hundred rows.
 SHAPES = [(0, 3), (1, 1), (1, 5), (5, 1), (7, 3), (64, 2), (65, 5), (300, 7)]
 
@@ -175,6 +178,13 @@ def _check_gather(ct, case: Case, ids: np.ndarray, threads: int = 1) -> None:
     if len(ids):  # int32 ids decode the same rows
         out32 = ct.gather(torch.from_numpy(ids.astype(np.int32)), threads=threads)
         assert torch.equal(_torch_bytes(out32), want)
+        # Each CPU deposit kernel explicitly: the portable five-stage deposit
+        # (the code the CUDA kernel runs) and, where the CPU has it, BMI2 PDEP.
+        for kernel in CPU_KERNELS:
+            raw = np.zeros(case.xb[ids].size, np.uint8)
+            _C.gather(ct._header, ct._decode_table, ct._bases, ct._rel, ct._payload, ids, raw,
+                      threads, kernel)
+            assert np.array_equal(raw.reshape(want.shape), case.xb[ids]), kernel
 
 
 def _check_against_encode_ref(ct, words: np.ndarray, tables: np.ndarray) -> tuple:
@@ -306,6 +316,47 @@ def test_select_masks_crafted_rankings():
         assert int(value[0]) == 0 and int(value[1]) == 0xF0F00000
 
 
+def test_select_masks_ties_and_half_shares():
+    """Hand-computed masks where only the tie rules decide.
+
+    n = 100 rows. Word 0: bits 0..19 never set (share 100), bits 20..24 set in
+    rows 0..19 (share 80), bits 25..31 set in rows 20..59 (share 60). Then
+    20 * 100 = 25 * 80 = 2000: auto takes the larger k (bits 0..24), and paper
+    finds the same total for t <= 80 (k = 25) and t > 80 (k = 20), taking the
+    smallest t, so bits 0..24 too. Word 1 is zero (k = 32 for every t).
+    """
+    n = 100
+    w0 = np.zeros(n, np.uint32)
+    w0[:20] |= np.uint32(0x1F << 20)
+    w0[20:60] |= np.uint32(0x7F << 25)
+    x = np.ascontiguousarray(np.stack([w0, np.zeros(n, np.uint32)], 1))
+    sample = np.arange(n, dtype=np.uint64)
+    for selector in (R.SELECTOR_AUTO, R.SELECTOR_PAPER):
+        mask, value = _C.select_masks(R.to_bytes(x), 8, 2, sample, selector)
+        rmask, rvalue = R.select_masks_ref(R.to_words(x), selector)
+        assert np.array_equal(mask, rmask) and np.array_equal(value, rvalue)
+        assert mask.tolist() == [0x01FFFFFF, 0xFFFFFFFF] and value.tolist() == [0, 0]
+
+
+def test_select_masks_exact_half_is_not_majority():
+    """A bit set in exactly half the rows has majority 0 (2 * ones > n is
+    required). Word 0, rows 0 and ~0: every bit has share 1 = n / 2, majority
+    0, row 0 matches every prefix: auto keeps all 32 bits (32 * 1), value 0.
+    Word 1, rows 0x0000FFFF and 0x7FFF0000: bit 31 (share 2) ranks first,
+    then bits 0..30 in index order; row 1 matches the prefixes up to bit 15,
+    so auto keeps 17 bits (17 * 1 > 1 * 2). Paper keeps only share >= 70%:
+    nothing in word 0, bit 31 in word 1."""
+    x = np.array([[0, 0x0000FFFF], [-1, 0x7FFF0000]], np.int32)
+    sample = np.arange(2, dtype=np.uint64)
+    want = {R.SELECTOR_AUTO: ([0xFFFFFFFF, 0x8000FFFF], [0, 0]),
+            R.SELECTOR_PAPER: ([0, 0x80000000], [0, 0])}
+    for selector in (R.SELECTOR_AUTO, R.SELECTOR_PAPER):
+        mask, value = _C.select_masks(R.to_bytes(x), 8, 2, sample, selector)
+        rmask, rvalue = R.select_masks_ref(R.to_words(x), selector)
+        assert np.array_equal(mask, rmask) and np.array_equal(value, rvalue)
+        assert (mask.tolist(), value.tolist()) == want[selector]
+
+
 # ---------------------------------------------------------------------------
 # 2 + 3. compress() against encode_ref; decode_ref and gather
 # ---------------------------------------------------------------------------
@@ -314,7 +365,7 @@ def _compress_checked(case: Case, mode: str, **kw):
     ct = ibp_gnn.compress(case.x, mode=mode, threads=1, **kw)
     _check_header(ct, case, 1, selector)
     words = R.to_words(case.xb)
-    sample_rows = kw.get("sample_rows", 65536)
+    sample_rows = kw.get("sample_rows", ibp_gnn._tensor.DEFAULT_SAMPLE_ROWS)
     rows = words.shape[0]
     if rows <= sample_rows:
         sample = np.arange(rows)
@@ -371,11 +422,10 @@ def test_special_values_roundtrip(name, kind):
 def test_wide_rows_index_geometry(name, wide_bytes):
     """Rows around the 16-bit/32-bit rel switch (block_rows 16 vs 64)."""
     item = np.dtype(DTYPES[name][1]).itemsize
-    if wide_bytes % item:
-        pytest.skip("width not a multiple of the element size")
-    case = make_case(name, 70, wide_bytes // item, seed=wide_bytes)
+    case = make_case(name, 70, wide_bytes // item, seed=wide_bytes)  # int64: 504 bytes
     ct, _, _ = _compress_checked(case, "auto")
     assert ct._fields["rel_bytes"] == (2 if wide_bytes < 512 else 4)
+    assert ct._fields["block_rows"] == (16 if wide_bytes < 512 else 64)
     _check_gather(ct, case, _unsorted_ids(np.random.default_rng(1), 70))
 
 
@@ -394,6 +444,60 @@ def test_torch_and_numpy_inputs_agree():
     for k in ("_tables", "_bases", "_rel", "_payload"):
         assert np.array_equal(getattr(a, k), getattr(b, k))
     assert a._header == b._header
+
+
+def test_compress_in_small_chunks(monkeypatch):
+    """compress() feeding the encoder many chunks (64 rows each) writes the
+    same arrays as the reference."""
+    import ibp_gnn._tensor as T
+
+    monkeypatch.setattr(T, "DEFAULT_CHUNK_BYTES", 1)
+    for name, cols in (("float16", 5), ("uint8", 3), ("int64", 2)):
+        case = make_case(name, 300, cols, seed=_seed("chunks", name))
+        ct, _, _ = _compress_checked(case, "auto")
+        _check_gather(ct, case, _unsorted_ids(np.random.default_rng(8), 300))
+
+
+@pytest.mark.parametrize("name,cols", [("bfloat16", 5), ("int8", 3), ("float32", 130)])
+def test_compress_file_matches_reference(tmp_path, name, cols):
+    """compress_file (small chunks) -> load: the stored sections are the
+    reference's arrays; the file equals compress(x).save()."""
+    case = make_case(name, 200, cols, seed=_seed("file", name))
+    arr = case.xb.view(case.storage).reshape(200, cols)
+    if name == "bfloat16":  # no numpy bf16, so no .npy source
+        ct_mem = ibp_gnn.compress(case.x, threads=1)
+        src = None
+    else:
+        ct_mem = ibp_gnn.compress(arr, threads=1)
+        src = tmp_path / "x.npy"
+        np.save(src, arr)
+    words = R.to_words(case.xb)
+    tables = R.make_tables(R.select_masks_ref(words, R.SELECTOR_AUTO))
+    _check_against_encode_ref(ct_mem, words, tables)
+    saved = ct_mem.save(tmp_path / "mem.ibp")
+    ct = ibp_gnn.load(saved)
+    _check_against_encode_ref(ct, words, tables)
+    assert np.array_equal(ct._tables, tables)
+    _check_gather(ct, case, _unsorted_ids(np.random.default_rng(1), 200))
+    if src is not None:
+        out = ibp_gnn.compress_file(src, tmp_path / "file.ibp", chunk_bytes=64 * cols,
+                                    threads=1, progress=False)
+        assert out.read_bytes() == saved.read_bytes()
+
+
+def test_gather_threads_odd_width():
+    """Multi-threaded gather into unaligned rows (3-byte rows, > 256 KiB out)."""
+    case = make_case("uint8", 300, 3, seed=12)
+    ct, _, _ = _compress_checked(case, "auto")
+    ids = np.random.default_rng(0).integers(0, 300, 100_000).astype(np.int64)
+    for threads in (1, 2):
+        got = _torch_bytes(ct.gather(torch.from_numpy(ids), threads=threads))
+        assert torch.equal(got, torch.from_numpy(np.ascontiguousarray(case.xb[ids])))
+    case = make_case("float16", 300, 5, seed=13)
+    ct, _, _ = _compress_checked(case, "paper")
+    ids = np.random.default_rng(1).integers(0, 300, 30_000).astype(np.int32)
+    got = _torch_bytes(ct.gather(torch.from_numpy(ids), threads=2))
+    assert torch.equal(got, torch.from_numpy(np.ascontiguousarray(case.xb[ids])))
 
 
 @settings(max_examples=30, deadline=None,
@@ -616,3 +720,74 @@ def test_deposit_via_compress_1col(pattern):
     if 0 < R.popcount(pattern) < 32:
         assert int(ct._tables[0, 0, 0]) == pattern
     _check_gather(ct, case, _unsorted_ids(np.random.default_rng(6), 200))
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and _C.cuda_built()),
+                    reason="needs a CUDA GPU and a CUDA build")
+@pytest.mark.parametrize("name", list(DTYPES))
+def test_cuda_gather_matches_reference(name):
+    """The GPU decoder against the reference: mixed rows, NaN rows, several
+    groups, ids unsorted with duplicates."""
+    rng = np.random.default_rng(0)
+    cases = [make_case(name, 300, 7, seed=1), make_case(name, 130, 5, seed=2, kind="nan")]
+    for case in cases:
+        ct = ibp_gnn.compress(case.x, threads=1)
+        ids = _unsorted_ids(rng, case.xb.shape[0])
+        ref = R.decode_ref(ct._fields, ct._tables, ct._bases, ct._rel, ct._payload, ids)
+        want = R.to_bytes(R.from_words(ref, case.storage, case.xb.shape[1]
+                                       // np.dtype(case.storage).itemsize))
+        assert np.array_equal(want, case.xb[ids])
+        got = ct.gather(torch.from_numpy(ids), device="cuda")
+        assert torch.equal(_torch_bytes(got.cpu()), torch.from_numpy(want))
+    case, kinds = _cluster_case(name, 333, 9, seed=3)
+    tables = _group_tables(R.to_words(case.xb), kinds, 5)
+    ct = _assemble(case, tables, *_encode_chunks(case.xb, tables, chunk_blocks=[1]))
+    ids = _unsorted_ids(rng, 333)
+    got = ct.gather(torch.from_numpy(ids).cuda())
+    assert torch.equal(_torch_bytes(got.cpu()), torch.from_numpy(np.ascontiguousarray(case.xb[ids])))
+
+
+# ---------------------------------------------------------------------------
+# Files, parsed by the reference from the spec
+# ---------------------------------------------------------------------------
+DATA = Path(__file__).resolve().parent / "data"
+FROZEN = sorted(DATA.glob("v1_*.ibp"))
+
+
+@pytest.mark.parametrize("path", FROZEN, ids=[p.stem for p in FROZEN])
+def test_frozen_v1_files_decode_with_reference(path):
+    """The frozen v1 files, read and decoded by the reference alone, give the
+    raw bytes saved beside them; re-encoding with their tables gives their
+    payload and index."""
+    fields, tables, bases, rel, payload = R.read_file_ref(path)
+    raw = np.load(path.with_suffix(".raw.npy"))
+    rows = fields["rows"]
+    words = R.decode_ref(fields, tables, bases, rel, payload, range(rows))
+    cols = fields["cols"]
+    esize = R.DTYPE_BYTES[fields["dtype"]]
+    got = R.to_bytes(R.from_words(words, np.uint8, 4 * fields["row_words"]))[:, :cols * esize]
+    if rows:
+        assert np.array_equal(got, raw.reshape(rows, cols * esize))
+    rpayload, rbases, rrel, mode_rows = R.encode_ref(words, tables)
+    assert np.array_equal(rpayload, payload) and np.array_equal(rbases, bases)
+    assert np.array_equal(rrel, rel) and mode_rows == fields["mode_rows"]
+    assert fields["payload_bits"] == int(bases[-1])
+    if rows:  # the tables are the ones the selector picks from all rows
+        mask, value = R.select_masks_ref(words, fields["selector"])
+        assert np.array_equal(tables, R.make_tables((mask, value)))
+
+
+@pytest.mark.parametrize("name,mode", [("float16", "auto"), ("int64", "paper"),
+                                       ("uint8", "auto")])
+def test_saved_file_matches_reference(tmp_path, name, mode):
+    case = make_case(name, 150, 5, seed=_seed("save", name))
+    ct, words, _ = _compress_checked(case, mode)
+    fields, tables, bases, rel, payload = R.read_file_ref(ct.save(tmp_path / "x.ibp"))
+    assert np.array_equal(tables, ct._tables) and np.array_equal(bases, ct._bases)
+    assert np.array_equal(rel, ct._rel) and np.array_equal(payload, ct._payload)
+    assert fields["selector"] == (0 if mode == "auto" else 1)
+    for k in ("dtype", "rows", "cols", "row_words", "num_groups", "group_bits", "block_rows",
+              "rel_bytes", "payload_bits", "mode_rows"):
+        assert fields[k] == ct._fields[k], k
+    dec = R.decode_ref(fields, tables, bases, rel, payload, range(150))
+    assert np.array_equal(dec, words)
