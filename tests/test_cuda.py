@@ -68,3 +68,22 @@ def test_gpu_gather_large_batch_real_layouts():
     ct = ibp_gnn.compress(x).pin_memory()
     idx = torch.randint(0, 20000, (50000,), generator=g)
     assert_bits_equal(ct.gather(idx.cuda()).cpu(), x[idx])
+
+
+@needs_gpu
+@pytest.mark.parametrize("cols", [7, 300])
+def test_gpu_sparse_for_and_groups(cols):
+    from test_compress import sparse_forms_matrix
+
+    g = torch.Generator().manual_seed(cols)
+    cases = [
+        sparse_forms_matrix()[:, :cols].contiguous(),  # every sparse form
+        (torch.randint(-40, 40, (2000, cols), generator=g) + 1_000_000).int(),  # frames of reference
+        torch.cat([torch.rand(1500, cols, generator=g) * 0.01,
+                   -torch.rand(1500, cols, generator=g) * 100 - 1000]),  # several groups
+        sparse_forms_matrix()[:, :cols].contiguous().half(),  # odd byte widths
+    ]
+    for x in cases:
+        ct = ibp_gnn.compress(x).pin_memory()
+        idx = torch.randint(0, x.shape[0], (3000,), generator=g)
+        assert_bits_equal(ct.gather(idx.cuda()).cpu(), x[idx])

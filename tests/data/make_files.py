@@ -26,12 +26,25 @@ def cases():
     yield "int64", torch.randint(-5, 1000, (70, 3), generator=g), "auto"
     yield "int32_random", torch.randint(-2**31, 2**31 - 1, (12, 4), generator=g).int(), "auto"
     yield "empty", torch.zeros(0, 4), "auto"
+    # From version 2: sparse rows (bitmap + one-entry dictionary, positions +
+    # inline values), frame-of-reference words, several mask groups.
+    rownorm = (torch.rand(50, 40, generator=g) < 0.4).float()
+    rownorm = rownorm / rownorm.sum(1, keepdim=True).clamp(min=1)
+    yield "float32_rownorm", rownorm, "auto"
+    tfidf = (torch.rand(30, 200, generator=g) < 0.03) * torch.rand(30, 200, generator=g)
+    yield "float32_tfidf", tfidf, "auto"
+    yield "int32_for", torch.randint(-300, 300, (80, 6), generator=g).int() + 1_000_000, "auto"
+    two = torch.cat([torch.rand(300, 16, generator=g) * 0.01,
+                     torch.rand(300, 16, generator=g) * 100 + 1000])
+    yield "float32_groups", two[torch.randperm(600, generator=g)], "auto"
 
 
 if __name__ == "__main__":
     v = ibp_gnn.FORMAT_VERSION
     for name, x, mode in cases():
-        ibp_gnn.compress(x, mode=mode).save(HERE / f"v{v}_{name}.ibp")
+        ct = ibp_gnn.compress(x, mode=mode)
+        ct.save(HERE / f"v{v}_{name}.ibp")
         raw = x.contiguous().view(torch.uint8).numpy() if x.numel() else np.zeros((0, 0), np.uint8)
         np.save(HERE / f"v{v}_{name}.raw.npy", raw)
-        print(f"v{v}_{name}: {tuple(x.shape)} {x.dtype}")
+        print(f"v{v}_{name}: {tuple(x.shape)} {x.dtype} groups={ct.num_groups} "
+              f"rows={ct.stats()['rows_per_mode']}")
