@@ -177,7 +177,7 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "select_masks",
       [](const py::array& x, uint64_t row_bytes, uint32_t row_words, const Array<uint64_t>& sample,
-         uint32_t selector) {
+         uint32_t selector, bool frames) {
         require(selector <= static_cast<uint32_t>(Selector::kPaper), "ibp: unknown selector");
         const uint64_t rows = rows_of(x, row_bytes, "select_masks");
         const uint64_t* s = sample.data();
@@ -190,12 +190,12 @@ PYBIND11_MODULE(_C, m) {
           py::gil_scoped_release nogil;
           select_masks(base, row_bytes, row_words, s, sample.size(),
                        static_cast<Selector>(selector), mask.mutable_data(),
-                       value.mutable_data());
+                       value.mutable_data(), frames);
         }
         return py::make_tuple(mask, value);
       },
       py::arg("x"), py::arg("row_bytes"), py::arg("row_words"), py::arg("sample"),
-      py::arg("selector"));
+      py::arg("selector"), py::arg("frames") = true);
 
   py::class_<Encoder>(m, "Encoder")
       .def(py::init([](uint64_t row_bytes, uint32_t row_words, const Array<uint32_t>& tables,

@@ -136,11 +136,13 @@ class _Build:
 
 GROUP_CHOICES = (2, 4, 8, 16)
 CLUSTER_ROWS = 2048
-CLUSTER_ROUNDS = 3
+CLUSTER_ROUNDS = 4
 
 
-def _fit(rows: np.ndarray, row_bytes: int, row_words: int, ids: np.ndarray, mode: str):
-    mask, value = _C.select_masks(rows, row_bytes, row_words, ids.astype(np.uint64), MODES[mode])
+def _fit(rows: np.ndarray, row_bytes: int, row_words: int, ids: np.ndarray, mode: str,
+         frames: bool = True):
+    mask, value = _C.select_masks(rows, row_bytes, row_words, ids.astype(np.uint64), MODES[mode],
+                                  frames)
     return np.stack([mask, value])
 
 
@@ -158,15 +160,19 @@ def _choose_tables(rows: np.ndarray, row_bytes: int, row_words: int, total_rows:
     if mode == "paper" or n < 256 or row_words == 0:
         return one
 
-    def estimate(tables):
-        e = _C.Encoder(row_bytes, row_words, tables)
-        bits = e.row_bits(rows, row_bytes, threads).min(axis=1).sum()
-        return bits / n * total_rows + tables.size * 32
-
-    best, best_size = one, estimate(one)
     rng = np.random.default_rng(0x6B9)
     sub = np.sort(rng.choice(n, size=min(n, CLUSTER_ROWS), replace=False))
     sub_rows = np.ascontiguousarray(rows[sub])
+    # Candidates are compared on rows they were not fitted to, where there are any.
+    rest = np.setdiff1d(np.arange(n), sub)
+    held = np.ascontiguousarray(rows[rest[:2 * CLUSTER_ROWS]] if len(rest) else rows)
+
+    def estimate(tables):
+        e = _C.Encoder(row_bytes, row_words, tables)
+        bits = e.row_bits(held, row_bytes, threads).min(axis=1).sum()
+        return bits / len(held) * total_rows + tables.size * 32
+
+    best, best_size = one, estimate(one)
     start = _C.Encoder(row_bytes, row_words, one).row_bits(sub_rows, row_bytes, threads)[:, 0]
     for groups in GROUP_CHOICES:
         if groups * 64 > len(sub):
@@ -174,11 +180,14 @@ def _choose_tables(rows: np.ndarray, row_bytes: int, row_words: int, total_rows:
         # Start from rows ranked by their size under one group, cut in equal parts.
         assign = np.empty(len(sub), np.int64)
         assign[np.argsort(start, kind="stable")] = np.arange(len(sub)) * groups // len(sub)
-        for _ in range(CLUSTER_ROUNDS):
+        for last in [False] * (CLUSTER_ROUNDS - 1) + [True]:
+            # Frames of reference are searched for the final tables only.
             tables = np.stack([_fit(sub_rows, row_bytes, row_words, np.flatnonzero(assign == g),
-                                    mode) for g in range(groups)])
-            cost = _C.Encoder(row_bytes, row_words, tables).row_bits(sub_rows, row_bytes, threads)
-            assign = cost.argmin(axis=1)
+                                    mode, frames=last) for g in range(groups)])
+            if not last:
+                cost = _C.Encoder(row_bytes, row_words, tables).row_bits(sub_rows, row_bytes,
+                                                                         threads)
+                assign = cost.argmin(axis=1)
         size = estimate(tables)
         if size < best_size:
             best, best_size = tables, size

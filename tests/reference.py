@@ -1,9 +1,11 @@
-"""A plain numpy/python reference of the ibp_gnn format, version 1.
+"""A plain numpy/python reference of the ibp_gnn format, version 2 (and the
+version-1 streams it still reads).
 
-Written from the contract in csrc/ibp/format.h and the mask-selection rules of
-csrc/ibp/encode.h, deliberately simple and slow: bits are handled one at a
-time, masks are evaluated by brute force. Nothing here imports ibp_gnn._C, so
-the tests can hold the C++ encoder and decoders against it.
+Written from the contract in csrc/ibp/format.h and the mask-selection and
+row-choice rules of csrc/ibp/encode.h, deliberately simple and slow: streams
+are built and read a field at a time, masks and frame-of-reference windows are
+evaluated by brute force. Nothing here imports ibp_gnn._C, so the tests can
+hold the C++ encoder and decoders against it.
 
 Conventions:
   words   uint32 array [rows, W]: each row's bytes zero-padded to a multiple of
@@ -12,13 +14,14 @@ Conventions:
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+FORMAT_VERSION = 2
 MODE_BITS = 2
 PAYLOAD_PAD_WORDS = 2
-RAW, IBP = 0, 1
+RAW, IBP, SPARSE = 0, 1, 2
 SELECTOR_AUTO, SELECTOR_PAPER = 0, 1
 FULL = 0xFFFFFFFF
 
@@ -101,6 +104,27 @@ def extract_ref(x: int, m: int) -> int:
     return out
 
 
+def count_bits(n: int) -> int:
+    """Bits needed to write any integer in [0, n] (0 for n = 0)."""
+    return int(n).bit_length()
+
+
+def fits_ref(x: int, m: int, v: int) -> bool:
+    """Word x fits a table entry (mask m, value v): x - v (mod 2^32) has no bit
+    inside m."""
+    return ((int(x) - int(v)) & FULL & int(m)) == 0
+
+
+def encode_word_ref(x: int, m: int, v: int) -> int:
+    """The field of a fitting word: extract(x - v, ~m)."""
+    return extract_ref((int(x) - int(v)) & FULL, ~int(m) & FULL)
+
+
+def decode_word_ref(f: int, m: int, v: int) -> int:
+    """value + deposit(field, ~mask), mod 2^32."""
+    return (int(v) + deposit_ref(f, ~int(m) & FULL)) & FULL
+
+
 def group_bits_for(num_groups: int) -> int:
     b = 0
     while (1 << b) < num_groups:
@@ -153,8 +177,46 @@ def _matches(col: np.ndarray, majority: int, m: int) -> int:
     return int((((col ^ np.uint32(majority)) & np.uint32(m)) == 0).sum())
 
 
-def select_masks_ref(words: np.ndarray, selector: int):
-    """(mask, value) uint32 [W] chosen from the sample rows `words` [n, W]."""
+def window_counts_ref(col: np.ndarray):
+    """(starts, counts): the distinct values of `col` in increasing order and
+    counts[i, k] = how many entries x of col lie in the window
+    [starts[i], starts[i] + 2^k) taken mod 2^32 (so a window may wrap past
+    2^32), for k = 0..32. Brute force: every start against every value."""
+    col = np.asarray(col, np.uint32).astype(np.int64)
+    starts = np.unique(col)
+    # (x - start) mod 2^32 < 2^k  <=>  its bit length is <= k.
+    dist = (col[None, :] - starts[:, None]) % (1 << 32)
+    length = np.frexp(dist.astype(np.float64))[1]  # bit length (exact: < 2^53)
+    cell = np.arange(len(starts))[:, None] * 33 + length  # (start, bit length) pairs
+    hist = np.bincount(cell.ravel(), minlength=33 * len(starts)).reshape(len(starts), 33)
+    return starts.astype(np.uint32), hist.cumsum(axis=1)
+
+
+def frame_of_reference_ref(col: np.ndarray, saved: int):
+    """(mask, value) of the frame of reference of one word column, or None
+    when none saves strictly more than `saved` (the invariance mask's saving).
+
+    For k = 1..31 in order, the window of 2^k values holding the most sample
+    entries (the first such start in increasing order) saves (32 - k) bits per
+    entry; a k replaces the best so far only when it saves strictly more."""
+    if len(col) == 0:
+        return None
+    starts, counts = window_counts_ref(col)
+    best, out = saved, None
+    for k in range(1, 32):
+        most = int(counts[:, k].max())
+        first = int(np.flatnonzero(counts[:, k] == most)[0])
+        if (32 - k) * most > best:
+            best = (32 - k) * most
+            out = (~((1 << k) - 1) & FULL, int(starts[first]))
+    return out
+
+
+def select_masks_ref(words: np.ndarray, selector: int, version: int = FORMAT_VERSION):
+    """(mask, value) uint32 [W] chosen from the sample rows `words` [n, W].
+
+    version 1: invariance masks only (value = majority & mask). From version
+    2 the auto selector also tries a frame of reference per word."""
     words = np.asarray(words, np.uint32)
     n, w_count = words.shape
     mask = np.zeros(w_count, np.uint32)
@@ -195,6 +257,10 @@ def select_masks_ref(words: np.ndarray, selector: int):
             assert popcount(m) == keep[w]
         mask[w] = m
         value[w] = maj & m
+        if selector == SELECTOR_AUTO and version >= 2:
+            fr = frame_of_reference_ref(words[:, w], keep[w] * matches[w][keep[w]])
+            if fr is not None:
+                mask[w], value[w] = fr
     return mask, value
 
 
@@ -209,52 +275,99 @@ def make_tables(*groups) -> np.ndarray:
 # Encoder
 # ---------------------------------------------------------------------------
 class BitWriter:
-    """LSB-first bit stream, one list entry per bit."""
+    """LSB-first bit stream, kept as a string of '0'/'1', one per bit."""
 
     def __init__(self):
         self.bits = []
+        self.n = 0
 
     def __len__(self):
-        return len(self.bits)
+        return self.n
 
     def write(self, v: int, k: int) -> None:
         v = int(v)
         assert 0 <= k <= 32 and 0 <= v < (1 << k), (v, k)
-        for i in range(k):
-            self.bits.append((v >> i) & 1)
+        if k:
+            self.bits.append(format(v, f"0{k}b")[::-1])  # LSB first
+            self.n += k
 
     def words(self, pad_words: int = PAYLOAD_PAD_WORDS) -> np.ndarray:
         """The stream as uint32 words (bit i at bit i % 32 of word i // 32),
         the last partial word zero-filled, then `pad_words` zero words."""
-        n = len(self.bits)
-        nwords = (n + 31) // 32
-        out = [0] * (nwords + pad_words)
-        for i, bit in enumerate(self.bits):
-            if bit:
-                out[i >> 5] |= 1 << (i & 31)
-        return np.array(out, np.uint32)
+        s = "".join(self.bits)
+        nwords = (len(s) + 31) // 32
+        s = s.ljust(32 * (nwords + pad_words), "0")
+        return np.array([int(s[32 * i:32 * i + 32][::-1], 2) for i in range(len(s) // 32)],
+                        np.uint32).reshape(-1)
+
+
+class SparsePlan(NamedTuple):
+    count: int     # c: listed words (those differing from the group's value)
+    dict: int      # d written in the row: dictionary entries, 0 for inline values
+    bitmap: bool   # positions as a bitmap of W bits
+    bits: int      # length of the row
 
 
 def row_ibp_bits(row: np.ndarray, mask: np.ndarray, value: np.ndarray, group_bits: int) -> int:
     """Length of `row` stored kIbp under one group."""
-    bits = MODE_BITS + group_bits + len(row)
-    for w in range(len(row)):
-        m, v = int(mask[w]), int(value[w])
-        bits += (32 - popcount(m)) if (int(row[w]) & m) == v else 32
-    return bits
+    row, mask, value = (np.asarray(a, np.uint32).astype(np.int64) for a in (row, mask, value))
+    fit = (((row - value) % (1 << 32)) & mask) == 0
+    nvar = np.array([32 - popcount(m) for m in mask], np.int64)
+    return MODE_BITS + group_bits + len(row) + int(np.where(fit, nvar, 32).sum())
 
 
-def choose_mode(row: np.ndarray, tables: np.ndarray):
-    """(mode, group, bits): the group with the fewest kIbp bits (lowest index
-    on ties), raw when that is not strictly fewer than the raw bits."""
+def sparse_plan_ref(row: np.ndarray, value: np.ndarray, group_bits: int) -> SparsePlan:
+    """The encoder's kSparse layout of `row` under a group with values `value`."""
+    w_count = len(row)
+    listed = [int(row[w]) for w in range(w_count) if int(row[w]) != int(value[w])]
+    c = len(listed)
+    d = len(set(listed))
+    cb = count_bits(w_count)
+    pos_bits = count_bits(w_count - 1) if w_count else 0
+    inline_bits = 32 * c
+    dict_bits = 32 * d + c * (count_bits(d - 1) if d else 0)
+    use_dict = dict_bits < inline_bits
+    bitmap = c * pos_bits > w_count
+    bits = (MODE_BITS + group_bits + 2 * cb + 1 + (w_count if bitmap else c * pos_bits)
+            + (dict_bits if use_dict else inline_bits))
+    return SparsePlan(c, d if use_dict else 0, bitmap, bits)
+
+
+def choose_mode(row: np.ndarray, tables: np.ndarray, *, allow_sparse: bool):
+    """(mode, group, bits, plan). Raw first; then for each group in order kIbp
+    when strictly fewer bits than the best so far; then (allow_sparse) for
+    each group in order kSparse when strictly fewer bits. `plan` is the
+    SparsePlan of a kSparse row, else None."""
     num_groups, _, w_count = tables.shape
     gb = group_bits_for(num_groups)
-    best_mode, best_g, best = RAW, 0, raw_row_bits(w_count, gb)
+    best = (RAW, 0, raw_row_bits(w_count, gb), None)
     for g in range(num_groups):
         bits = row_ibp_bits(row, tables[g, 0], tables[g, 1], gb)
-        if bits < best:
-            best_mode, best_g, best = IBP, g, bits
-    return best_mode, best_g, best
+        if bits < best[2]:
+            best = (IBP, g, bits, None)
+    for g in range(num_groups if allow_sparse else 0):
+        plan = sparse_plan_ref(row, tables[g, 1], gb)
+        if plan.bits < best[2]:
+            best = (SPARSE, g, plan.bits, plan)
+    return best
+
+
+def row_bits_ref(words: np.ndarray, tables: np.ndarray, *, allow_sparse: bool = True):
+    """[rows, G]: bits of each row under each group alone, its cheapest of
+    raw, kIbp and (allow_sparse) kSparse (Encoder.row_bits)."""
+    words = np.asarray(words, np.uint32)
+    tables = np.asarray(tables, np.uint32)
+    num_groups, _, w_count = tables.shape
+    gb = group_bits_for(num_groups)
+    out = np.zeros((words.shape[0], num_groups), np.uint64)
+    for r in range(words.shape[0]):
+        for g in range(num_groups):
+            bits = min(raw_row_bits(w_count, gb),
+                       row_ibp_bits(words[r], tables[g, 0], tables[g, 1], gb))
+            if allow_sparse:
+                bits = min(bits, sparse_plan_ref(words[r], tables[g, 1], gb).bits)
+            out[r, g] = bits
+    return out
 
 
 def write_row(bw: BitWriter, row: np.ndarray, tables: np.ndarray, mode: int, g: int) -> None:
@@ -267,18 +380,42 @@ def write_row(bw: BitWriter, row: np.ndarray, tables: np.ndarray, mode: int, g: 
             bw.write(int(row[w]), 32)
         return
     mask, value = tables[g, 0], tables[g, 1]
-    part = [(int(row[w]) & int(mask[w])) == int(value[w]) for w in range(w_count)]
-    for p in part:
-        bw.write(1 if p else 0, 1)
-    for w in range(w_count):
-        if part[w]:
-            var = ~int(mask[w]) & FULL
-            bw.write(extract_ref(int(row[w]), var), popcount(var))
-        else:
-            bw.write(int(row[w]), 32)
+    if mode == IBP:
+        part = [fits_ref(row[w], mask[w], value[w]) for w in range(w_count)]
+        for p in part:
+            bw.write(1 if p else 0, 1)
+        for w in range(w_count):
+            if part[w]:
+                bw.write(encode_word_ref(row[w], mask[w], value[w]), 32 - popcount(mask[w]))
+            else:
+                bw.write(int(row[w]), 32)
+        return
+    assert mode == SPARSE
+    plan = sparse_plan_ref(row, value, gb)
+    where = [w for w in range(w_count) if int(row[w]) != int(value[w])]
+    listed = [int(row[w]) for w in where]
+    cb = count_bits(w_count)
+    bw.write(plan.count, cb)
+    bw.write(plan.dict, cb)
+    bw.write(1 if plan.bitmap else 0, 1)
+    if plan.dict:
+        entries = sorted(set(listed))
+        for e in entries:
+            bw.write(e, 32)
+        for x in listed:
+            bw.write(entries.index(x), count_bits(plan.dict - 1))
+    else:
+        for x in listed:
+            bw.write(x, 32)
+    if plan.bitmap:
+        for w in range(w_count):
+            bw.write(1 if w in where else 0, 1)
+    else:
+        for w in where:
+            bw.write(w, count_bits(w_count - 1))
 
 
-def encode_ref(words: np.ndarray, tables: np.ndarray):
+def encode_ref(words: np.ndarray, tables: np.ndarray, *, allow_sparse: bool):
     """(payload uint32 incl. the 2 pad words, bases uint64, rel uint16/uint32,
     mode_rows tuple of 4) for the rows `words` [rows, W] under `tables`."""
     words = np.asarray(words, np.uint32)
@@ -286,22 +423,23 @@ def encode_ref(words: np.ndarray, tables: np.ndarray):
     rows, w_count = words.shape
     num_groups = tables.shape[0]
     assert tables.shape == (num_groups, 2, w_count) and num_groups >= 1
-    assert not (tables[:, 1] & ~tables[:, 0]).any(), "value bits outside the mask"
     gb = group_bits_for(num_groups)
     block_rows, rel_bytes = index_geometry(w_count, gb)
     bw = BitWriter()
     bases, rel = [], []
     mode_rows = [0, 0, 0, 0]
+    pos = 0
     for r in range(rows):
         if r % block_rows == 0:
-            bases.append(len(bw))
-        rel.append(len(bw) - bases[-1])
-        mode, g, bits = choose_mode(words[r], tables)
+            bases.append(pos)
+        rel.append(pos - bases[-1])
+        mode, g, bits, _ = choose_mode(words[r], tables, allow_sparse=allow_sparse)
         before = len(bw)
         write_row(bw, words[r], tables, mode, g)
         assert len(bw) - before == bits
+        pos += bits
         mode_rows[mode] += 1
-    bases.append(len(bw))
+    bases.append(pos)
     rel_dtype = np.uint16 if rel_bytes == 2 else np.uint32
     assert all(v <= np.iinfo(rel_dtype).max for v in rel)
     return (bw.words(), np.array(bases, np.uint64), np.array(rel, rel_dtype),
@@ -310,6 +448,53 @@ def encode_ref(words: np.ndarray, tables: np.ndarray):
 
 def payload_bits_of(bases: np.ndarray) -> int:
     return int(bases[-1])
+
+
+# ---------------------------------------------------------------------------
+# compress(mode="auto")'s choice of groups (ibp_gnn/_tensor.py _choose_tables)
+# ---------------------------------------------------------------------------
+GROUP_CHOICES = (2, 4, 8, 16)
+CLUSTER_ROWS = 2048
+CLUSTER_ROUNDS = 3
+
+
+def choose_tables_ref(sample_words: np.ndarray, total_rows: int, selector: int) -> np.ndarray:
+    """Tables [G, 2, W] from the sample rows. One group for the paper
+    selector, fewer than 256 sample rows or W = 0. Otherwise G in 2, 4, 8, 16
+    (while 64 G <= the subsample): a fixed random subsample of <= 2048 rows
+    is cut into G equal parts by each row's size under the one-group tables
+    (stable order), then 3 rounds of: fit each part, re-assign each row to its
+    cheapest group (lowest on ties). A G is kept when its estimated size
+    (mean bits of a sample row * total_rows + 32 bits per table word) is
+    strictly smaller than the best so far."""
+    words = np.asarray(sample_words, np.uint32)
+    n, w_count = words.shape
+    one = make_tables(select_masks_ref(words, selector))
+    if selector == SELECTOR_PAPER or n < 256 or w_count == 0:
+        return one
+
+    def estimate(tables):
+        bits = row_bits_ref(words, tables).min(axis=1).sum()
+        return bits / n * total_rows + tables.size * 32
+
+    best, best_size = one, estimate(one)
+    sub = np.sort(np.random.default_rng(0x6B9).choice(n, size=min(n, CLUSTER_ROWS),
+                                                      replace=False))
+    sub_words = words[sub]
+    start = row_bits_ref(sub_words, one)[:, 0]
+    for groups in GROUP_CHOICES:
+        if groups * 64 > len(sub):
+            break
+        assign = np.empty(len(sub), np.int64)
+        assign[np.argsort(start, kind="stable")] = np.arange(len(sub)) * groups // len(sub)
+        for _ in range(CLUSTER_ROUNDS):
+            tables = make_tables(*[select_masks_ref(sub_words[assign == g], selector)
+                                   for g in range(groups)])
+            assign = row_bits_ref(sub_words, tables).argmin(axis=1)
+        size = estimate(tables)
+        if size < best_size:
+            best, best_size = tables, size
+    return best
 
 
 # ---------------------------------------------------------------------------
@@ -323,31 +508,48 @@ class BitReader:
         return (self.words[i >> 5] >> (i & 31)) & 1
 
     def read(self, pos: int, k: int) -> int:
-        v = 0
-        for i in range(k):
-            v |= self.bit(pos + i) << i
-        return v
+        """k <= 32 bits from bit `pos`, LSB first."""
+        assert 0 <= k <= 32
+        i = pos >> 5
+        window = self.words[i] | (self.words[i + 1] << 32) if i + 1 < len(self.words) \
+            else self.words[i]
+        return (window >> (pos & 31)) & ((1 << k) - 1)
 
 
 def _field(fields, name):
     return int(fields[name])
 
 
-def decode_ref(fields: Mapping, tables: np.ndarray, bases: np.ndarray, rel: np.ndarray,
-               payload: np.ndarray, ids: Iterable[int]) -> np.ndarray:
-    """Words [len(ids), W] of rows `ids`, read bit by bit from the stream.
+class RowInfo(NamedTuple):
+    mode: int
+    group: int
+    count: int = 0      # kSparse: listed words
+    dict: int = 0       # kSparse: dictionary entries (0: inline values)
+    bitmap: bool = False
+
+
+def decode_rows_ref(fields: Mapping, tables: np.ndarray, bases: np.ndarray, rel: np.ndarray,
+                    payload: np.ndarray, ids: Iterable[int]):
+    """(words [len(ids), W], [RowInfo per id]) of rows `ids`, read a field at
+    a time from the stream.
 
     `fields`: header fields (e.g. _C.unpack_header output or a dict with rows,
-    row_words, num_groups, group_bits, block_rows, rel_bytes, payload_bits).
-    Checks, for every row read, what the spec fixes: the mode is 0 or 1, the
-    group is in range, and the row's bits end exactly where the index says.
+    row_words, num_groups, group_bits, block_rows, rel_bytes, payload_bits and
+    optionally version, default the current one). Checks, for every row read,
+    what the spec fixes: the mode is 0, 1 or (version >= 2) 2, the group is in
+    range, a sparse row's counts, indices and positions are valid, and the
+    row's bits end exactly where the index says.
     """
     rows = _field(fields, "rows")
     w_count = _field(fields, "row_words")
     num_groups = _field(fields, "num_groups")
     gb = _field(fields, "group_bits")
     block_rows = _field(fields, "block_rows")
+    version = int(fields.get("version", FORMAT_VERSION))
+    assert 1 <= version <= FORMAT_VERSION
     tables = np.asarray(tables, np.uint32).reshape(num_groups, 2, w_count)
+    if version == 1:
+        assert not (tables[:, 1] & ~tables[:, 0]).any(), "v1: value bits outside the mask"
     assert gb == group_bits_for(num_groups)
     assert (block_rows, _field(fields, "rel_bytes")) == index_geometry(w_count, gb)
     bases = np.asarray(bases, np.uint64)
@@ -371,6 +573,7 @@ def decode_ref(fields: Mapping, tables: np.ndarray, bases: np.ndarray, rel: np.n
 
     ids = [int(i) for i in ids]
     out = np.zeros((len(ids), w_count), np.uint32)
+    infos = []
     for j, r in enumerate(ids):
         if not 0 <= r < rows:
             raise IndexError(r)
@@ -381,30 +584,79 @@ def decode_ref(fields: Mapping, tables: np.ndarray, bases: np.ndarray, rel: np.n
         pos += MODE_BITS
         g = br.read(pos, gb)
         pos += gb
+        info = RowInfo(mode, g)
+        if mode != RAW and g >= num_groups:
+            raise ValueError(f"row {r}: group {g} out of range")
         if mode == RAW:  # the group field is not used by raw rows
             for w in range(w_count):
                 out[j, w] = br.read(pos, 32)
                 pos += 32
         elif mode == IBP:
-            if g >= num_groups:
-                raise ValueError(f"row {r}: group {g} out of range")
             part = [br.read(pos + w, 1) for w in range(w_count)]
             pos += w_count
             for w in range(w_count):
                 m, v = int(tables[g, 0, w]), int(tables[g, 1, w])
                 if part[w]:
-                    var = ~m & FULL
-                    f = br.read(pos, popcount(var))
-                    pos += popcount(var)
-                    out[j, w] = v | deposit_ref(f, var)
+                    nvar = 32 - popcount(m)
+                    out[j, w] = decode_word_ref(br.read(pos, nvar), m, v)
+                    pos += nvar
                 else:
                     out[j, w] = br.read(pos, 32)
                     pos += 32
+        elif mode == SPARSE and version >= 2:
+            cb = count_bits(w_count)
+            c = br.read(pos, cb)
+            d = br.read(pos + cb, cb)
+            bitmap = br.read(pos + 2 * cb, 1) == 1
+            pos += 2 * cb + 1
+            if c > w_count or d > c:
+                raise ValueError(f"row {r}: sparse counts c={c} d={d} for {w_count} words")
+            dictionary = []
+            for _ in range(d):
+                dictionary.append(br.read(pos, 32))
+                pos += 32
+            vals = []
+            for _ in range(c):
+                if d:
+                    ib = count_bits(d - 1)
+                    i = br.read(pos, ib)
+                    pos += ib
+                    if i >= d:
+                        raise ValueError(f"row {r}: dictionary index {i} >= {d}")
+                    vals.append(dictionary[i])
+                else:
+                    vals.append(br.read(pos, 32))
+                    pos += 32
+            if bitmap:
+                where = [w for w in range(w_count) if br.read(pos + w, 1)]
+                pos += w_count
+                if len(where) != c:
+                    raise ValueError(f"row {r}: bitmap has {len(where)} bits set, c={c}")
+            else:
+                pb = count_bits(w_count - 1) if w_count else 0
+                where = []
+                for _ in range(c):
+                    where.append(br.read(pos, pb))
+                    pos += pb
+                if any(w >= w_count for w in where) or any(
+                        a >= b for a, b in zip(where, where[1:])):
+                    raise ValueError(f"row {r}: positions {where} not increasing in range")
+            out[j] = tables[g, 1]
+            for w, v in zip(where, vals):
+                out[j, w] = v
+            info = RowInfo(mode, g, c, d, bitmap)
         else:
-            raise ValueError(f"row {r}: reserved mode {mode}")
+            raise ValueError(f"row {r}: mode {mode} is invalid in version {version}")
         if pos != end(r):
             raise ValueError(f"row {r}: bits end at {pos}, the index says {end(r)}")
-    return out
+        infos.append(info)
+    return out, infos
+
+
+def decode_ref(fields: Mapping, tables: np.ndarray, bases: np.ndarray, rel: np.ndarray,
+               payload: np.ndarray, ids: Iterable[int]) -> np.ndarray:
+    """Words [len(ids), W] of rows `ids` (see decode_rows_ref)."""
+    return decode_rows_ref(fields, tables, bases, rel, payload, ids)[0]
 
 
 def check_payload_tail(payload: np.ndarray, payload_bits: int) -> None:
@@ -454,6 +706,7 @@ def read_file_ref(path) -> tuple:
     data = open(path, "rb").read()
     f = parse_header_ref(data)
     assert f["magic"] == MAGIC and f["header_bytes"] == HEADER_BYTES
+    assert 1 <= f["version"] <= FORMAT_VERSION
     assert f["word_view"] == 0 and f["reserved"] == b"\0" * 8
     esize = DTYPE_BYTES[f["dtype"]]
     assert f["row_words"] == (f["cols"] * esize + 3) // 4
@@ -482,5 +735,7 @@ def read_file_ref(path) -> tuple:
     bases = np.frombuffer(sections["bases"], "<u8").astype(np.uint64)
     rel = np.frombuffer(sections["rel"], rel_dtype).astype(rel_dtype.newbyteorder("="))
     payload = np.frombuffer(sections["payload"], "<u4").astype(np.uint32)
-    assert sum(f["mode_rows"]) == rows and f["mode_rows"][2:] == (0, 0)
+    # Mode 3 is reserved; mode 2 (kSparse) exists from version 2.
+    assert sum(f["mode_rows"]) == rows and f["mode_rows"][3] == 0
+    assert f["version"] >= 2 or f["mode_rows"][2] == 0
     return f, tables, bases, rel, payload

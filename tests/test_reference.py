@@ -1,6 +1,8 @@
 """The C++ codec held against the plain numpy reference in tests/reference.py:
-mask selection, the encoded arrays bit for bit, and decoding (reference and
-C++ gather) back to the original bytes."""
+mask selection (invariance masks and frames of reference), the group choice of
+compress(), the encoded arrays bit for bit (raw, kIbp and kSparse rows), and
+decoding (reference and C++ gather) back to the original bytes, for format
+version 2 streams and the frozen version-1 files."""
 from __future__ import annotations
 
 import sys
@@ -187,8 +189,9 @@ def _check_gather(ct, case: Case, ids: np.ndarray, threads: int = 1) -> None:
             assert np.array_equal(raw.reshape(want.shape), case.xb[ids]), kernel
 
 
-def _check_against_encode_ref(ct, words: np.ndarray, tables: np.ndarray) -> tuple:
-    payload, bases, rel, mode_rows = R.encode_ref(words, tables)
+def _check_against_encode_ref(ct, words: np.ndarray, tables: np.ndarray,
+                              allow_sparse: bool) -> tuple:
+    payload, bases, rel, mode_rows = R.encode_ref(words, tables, allow_sparse=allow_sparse)
     assert ct._payload.dtype == np.uint32 and np.array_equal(ct._payload, payload)
     assert ct._bases.dtype == np.uint64 and np.array_equal(ct._bases, bases)
     assert ct._rel.dtype == rel.dtype and np.array_equal(ct._rel, rel)
@@ -341,29 +344,40 @@ def test_select_masks_ties_and_half_shares():
 def test_select_masks_exact_half_is_not_majority():
     """A bit set in exactly half the rows has majority 0 (2 * ones > n is
     required). Word 0, rows 0 and ~0: every bit has share 1 = n / 2, majority
-    0, row 0 matches every prefix: auto keeps all 32 bits (32 * 1), value 0.
-    Word 1, rows 0x0000FFFF and 0x7FFF0000: bit 31 (share 2) ranks first,
-    then bits 0..30 in index order; row 1 matches the prefixes up to bit 15,
-    so auto keeps 17 bits (17 * 1 > 1 * 2). Paper keeps only share >= 70%:
-    nothing in word 0, bit 31 in word 1."""
+    0, row 0 matches every prefix: the invariance mask keeps all 32 bits
+    (32 * 1), value 0. Word 1, rows 0x0000FFFF and 0x7FFF0000: bit 31 (share
+    2) ranks first, then bits 0..30 in index order; row 1 matches the
+    prefixes up to bit 15, so 17 bits (17 * 1 > 1 * 2). Paper keeps only
+    share >= 70%: nothing in word 0, bit 31 in word 1.
+
+    Version 2 auto then tries frames of reference: word 0's window of 2
+    starting at 0xFFFFFFFF wraps past 2^32 to hold 0 too (31 * 2 = 62 > 32;
+    the window at 0 holds one row); word 1's best is a one-row window
+    (31 * 1 > 17), the first start in increasing order, 0x0000FFFF."""
     x = np.array([[0, 0x0000FFFF], [-1, 0x7FFF0000]], np.int32)
     sample = np.arange(2, dtype=np.uint64)
-    want = {R.SELECTOR_AUTO: ([0xFFFFFFFF, 0x8000FFFF], [0, 0]),
+    want = {R.SELECTOR_AUTO: ([0xFFFFFFFE, 0xFFFFFFFE], [0xFFFFFFFF, 0x0000FFFF]),
             R.SELECTOR_PAPER: ([0, 0x80000000], [0, 0])}
     for selector in (R.SELECTOR_AUTO, R.SELECTOR_PAPER):
         mask, value = _C.select_masks(R.to_bytes(x), 8, 2, sample, selector)
         rmask, rvalue = R.select_masks_ref(R.to_words(x), selector)
         assert np.array_equal(mask, rmask) and np.array_equal(value, rvalue)
         assert (mask.tolist(), value.tolist()) == want[selector]
+    v1 = R.select_masks_ref(R.to_words(x), R.SELECTOR_AUTO, version=1)
+    assert (v1[0].tolist(), v1[1].tolist()) == ([0xFFFFFFFF, 0x8000FFFF], [0, 0])
 
 
 # ---------------------------------------------------------------------------
 # 2 + 3. compress() against encode_ref; decode_ref and gather
 # ---------------------------------------------------------------------------
 def _compress_checked(case: Case, mode: str, **kw):
+    """compress(): its tables are the reference's choice (one group, or the
+    k-means groups of mode auto), its arrays encode_ref's with those tables."""
     selector = {"auto": R.SELECTOR_AUTO, "paper": R.SELECTOR_PAPER}[mode]
     ct = ibp_gnn.compress(case.x, mode=mode, threads=1, **kw)
-    _check_header(ct, case, 1, selector)
+    _check_header(ct, case, ct._tables.shape[0], selector)
+    if mode == "paper":
+        assert ct._tables.shape[0] == 1 and ct._fields["mode_rows"][R.SPARSE] == 0
     words = R.to_words(case.xb)
     sample_rows = kw.get("sample_rows", ibp_gnn._tensor.DEFAULT_SAMPLE_ROWS)
     rows = words.shape[0]
@@ -372,10 +386,9 @@ def _compress_checked(case: Case, mode: str, **kw):
     else:  # the documented fixed random subset
         sample = np.sort(np.random.default_rng(0x1B9).choice(rows, size=sample_rows,
                                                               replace=False))
-    rmask, rvalue = R.select_masks_ref(words[sample], selector)
-    tables = R.make_tables((rmask, rvalue))
+    tables = R.choose_tables_ref(words[sample], rows, selector)
     assert ct._tables.shape == tables.shape and np.array_equal(ct._tables, tables)
-    mode_rows = _check_against_encode_ref(ct, words, tables)
+    mode_rows = _check_against_encode_ref(ct, words, tables, allow_sparse=mode == "auto")
     return ct, words, mode_rows
 
 
@@ -386,7 +399,9 @@ def test_compress_matches_encode_ref(name, shape, mode):
     case = make_case(name, *shape, seed=_seed(name, shape) + 1)
     ct, words, mode_rows = _compress_checked(case, mode)
     if shape[0] >= 300 and case.xb.shape[1] >= 8:
-        assert mode_rows[R.RAW] > 0 and mode_rows[R.IBP] > 0, mode_rows
+        # Paper: one group, raw and kIbp rows. Auto fits groups to the random
+        # rows too, so raw rows may vanish.
+        assert mode_rows[R.IBP] > 0 and (mode == "auto" or mode_rows[R.RAW] > 0), mode_rows
 
 
 @pytest.mark.parametrize("mode", ["auto", "paper"])
@@ -472,11 +487,11 @@ def test_compress_file_matches_reference(tmp_path, name, cols):
         src = tmp_path / "x.npy"
         np.save(src, arr)
     words = R.to_words(case.xb)
-    tables = R.make_tables(R.select_masks_ref(words, R.SELECTOR_AUTO))
-    _check_against_encode_ref(ct_mem, words, tables)
+    tables = R.make_tables(R.select_masks_ref(words, R.SELECTOR_AUTO))  # < 256 rows: 1 group
+    _check_against_encode_ref(ct_mem, words, tables, allow_sparse=True)
     saved = ct_mem.save(tmp_path / "mem.ibp")
     ct = ibp_gnn.load(saved)
-    _check_against_encode_ref(ct, words, tables)
+    _check_against_encode_ref(ct, words, tables, allow_sparse=True)
     assert np.array_equal(ct._tables, tables)
     _check_gather(ct, case, _unsorted_ids(np.random.default_rng(1), 200))
     if src is not None:
@@ -516,12 +531,14 @@ def test_property_compress_matches_reference(name, rows, cols, seed, kind, mode)
 # ---------------------------------------------------------------------------
 # 4. several groups, the streaming encoder and threads
 # ---------------------------------------------------------------------------
-def _encode_chunks(xb: np.ndarray, tables: np.ndarray, chunk_blocks, threads: int = 1):
+def _encode_chunks(xb: np.ndarray, tables: np.ndarray, chunk_blocks, threads: int = 1,
+                   allow_sparse: bool = True):
     """Encodes with _C.Encoder in chunks of chunk_blocks[i] * block_rows rows
     (the rest in a last chunk). Returns (encoder, words, rel bytes, bases)."""
     rows, row_bytes = xb.shape
     w = tables.shape[2]
-    enc = _C.Encoder(row_bytes, w, np.ascontiguousarray(tables, np.uint32))
+    enc = _C.Encoder(row_bytes, w, np.ascontiguousarray(tables, np.uint32),
+                     allow_sparse=allow_sparse)
     words, rel, bases = [], [], []
     a = 0
     for nb in list(chunk_blocks) + [None]:
@@ -586,35 +603,42 @@ def _group_tables(words: np.ndarray, kinds: np.ndarray, num_groups: int) -> np.n
     return R.make_tables(*groups)
 
 
+@pytest.mark.parametrize("allow_sparse", [False, True], ids=["nosparse", "sparse"])
 @pytest.mark.parametrize("num_groups", [2, 3, 5])
 @pytest.mark.parametrize("name,cols", [("float32", 6), ("int64", 3), ("float16", 5),
                                        ("uint8", 9), ("int32", 40)])
-def test_multi_group_encoder(name, cols, num_groups):
+def test_multi_group_encoder(name, cols, num_groups, allow_sparse):
     case, kinds = _cluster_case(name, 333, cols, seed=num_groups * 100 + cols)
     words = R.to_words(case.xb)
     tables = _group_tables(words, kinds, num_groups)
-    enc, pw, rel, bases = _encode_chunks(case.xb, tables, chunk_blocks=[1, 0, 2, 1])
+    enc, pw, rel, bases = _encode_chunks(case.xb, tables, chunk_blocks=[1, 0, 2, 1],
+                                         allow_sparse=allow_sparse)
     assert enc.group_bits == R.group_bits_for(num_groups)
     ct = _assemble(case, tables, enc, pw, rel, bases)
-    mode_rows = _check_against_encode_ref(ct, words, tables)
+    mode_rows = _check_against_encode_ref(ct, words, tables, allow_sparse=allow_sparse)
     assert mode_rows[R.IBP] > 0
+    if not allow_sparse:
+        assert mode_rows[R.SPARSE] == 0
     # The reference's group choice really uses several groups, never the
-    # all-zero mask group, and never the duplicate (index 4) of group 0.
-    chosen = [R.choose_mode(words[r], tables)[:2] for r in range(len(words))]
+    # all-zero mask group for kIbp rows, and never the duplicate (index 4) of
+    # group 0.
+    chosen = [R.choose_mode(words[r], tables, allow_sparse=allow_sparse)[:2]
+              for r in range(len(words))]
     used = {g for m, g in chosen if m == R.IBP}
     assert len(used) >= 2, used
     if num_groups >= 3:
         assert (2 if num_groups == 5 else 0) not in used
     if num_groups == 5:
-        assert 4 not in used and 3 in used
-    # The group field in the C++ stream is the reference's choice.
-    br = R.BitReader(ct._payload)
-    b = ct._fields["block_rows"]
-    for r, (m, g) in enumerate(chosen):
-        start = int(ct._bases[r // b]) + int(ct._rel[r])
-        assert br.read(start, 2) == m
-        if m == R.IBP:
-            assert br.read(start + 2, enc.group_bits) == g
+        assert 4 not in {g for m, g in chosen if m != R.RAW}
+        assert allow_sparse or 3 in used
+    # The mode and group fields in the C++ stream are the reference's choice.
+    _, infos = R.decode_rows_ref(ct._fields, ct._tables, ct._bases, ct._rel, ct._payload,
+                                 range(len(words)))
+    for (m, g), info in zip(chosen, infos):
+        assert info.mode == m and (m == R.RAW or info.group == g)
+    # Encoder.row_bits (the cost compress() clusters with) is the reference's.
+    assert np.array_equal(_C.Encoder(case.xb.shape[1], tables.shape[2], tables).row_bits(
+        case.xb, case.xb.shape[1], 1), R.row_bits_ref(words, tables))
     _check_gather(ct, case, _unsorted_ids(np.random.default_rng(9), 333))
 
 
@@ -639,7 +663,7 @@ def test_threads_identical_output():
     for x, y in zip(single[1:], double[1:]):
         assert np.array_equal(x, y)
     ct = _assemble(case, tables, *double)
-    _check_against_encode_ref(ct, words, tables)
+    assert _check_against_encode_ref(ct, words, tables, allow_sparse=True)[R.SPARSE] > 0
     ids = _unsorted_ids(np.random.default_rng(3), 2600)
     _check_gather(ct, case, ids[:600], threads=2)
     full = ct.decompress(threads=2)
@@ -664,30 +688,40 @@ def _crafted_masks(rng) -> list:
     return masks
 
 
-def test_deposit_extract_via_codec():
-    """One group whose word w has a crafted mask; every row's words match it
-    except a few, so each field is extract(word, ~mask) of nvar bits and
-    decoding must deposit it back at exactly the variable bit positions."""
+@pytest.mark.parametrize("value_bits", ["inside", "anywhere"])
+def test_deposit_extract_via_codec(value_bits):
+    """One group whose word w has a crafted mask; every row's words fit it
+    except a few, so each field is extract(word - value, ~mask) of nvar bits
+    and decoding must rebuild value + deposit(field, ~mask). "inside": values
+    within their masks (version 1's tables: value | deposit); "anywhere":
+    arbitrary values (version 2: the sum carries into the masked bits)."""
     rng = np.random.default_rng(123)
     masks = np.array(_crafted_masks(rng), np.uint32)
     w = len(masks)
-    values = rng.integers(0, 1 << 32, w).astype(np.uint32) & masks
+    values = rng.integers(0, 1 << 32, w).astype(np.uint32)
+    if value_bits == "inside":
+        values &= masks
     tables = R.make_tables((masks, values))
     rows = 150
     noise = rng.integers(0, 1 << 32, (rows, w)).astype(np.uint32)
-    words = values[None, :] | (noise & ~masks[None, :])
-    words[:3] = values | ~masks  # all variable bits set
-    words[3:6] = values            # no variable bit set
+    words = values[None, :] + (noise & ~masks[None, :])  # wraps mod 2^32
+    words[:3] = values + ~masks  # all variable bits set
+    words[3:6] = values + (noise[3:6] & ~masks) * (np.arange(w) % 2 == 0)
     miss = rng.random((rows, w)) < 0.05
     miss[:7] = False
     words[miss] = noise[miss]     # a few non-participating words
     words[6] = noise[6]           # probably a raw row
     arr = np.ascontiguousarray(words.view(np.int32))
     case = Case(arr, R.to_bytes(arr), np.int32, 6)
-    enc, pw, rel, bases = _encode_chunks(case.xb, tables, chunk_blocks=[1])
-    ct = _assemble(case, tables, enc, pw, rel, bases)
-    _check_against_encode_ref(ct, words, tables)
-    # The fields of row 0..5 read straight from the C++ stream.
+    for allow_sparse in (False, True):
+        enc, pw, rel, bases = _encode_chunks(case.xb, tables, chunk_blocks=[1],
+                                             allow_sparse=allow_sparse)
+        ct = _assemble(case, tables, enc, pw, rel, bases)
+        _check_against_encode_ref(ct, words, tables, allow_sparse=allow_sparse)
+        _check_gather(ct, case, _unsorted_ids(np.random.default_rng(5), rows))
+    # The fields of row 0..5 read straight from the (kIbp only) C++ stream.
+    ct = _assemble(case, tables, *_encode_chunks(case.xb, tables, chunk_blocks=[1],
+                                                 allow_sparse=False))
     br = R.BitReader(ct._payload)
     for r in range(6):
         start = int(ct._bases[0]) + int(ct._rel[r])
@@ -698,10 +732,13 @@ def test_deposit_extract_via_codec():
             var = ~int(masks[j]) & 0xFFFFFFFF
             k = R.popcount(var)
             field = br.read(pos, k)
-            assert field == R.extract_ref(int(words[r, j]), var)
-            assert int(values[j]) | R.deposit_ref(field, var) == int(words[r, j])
+            diff = (int(words[r, j]) - int(values[j])) & 0xFFFFFFFF
+            assert diff & int(masks[j]) == 0
+            assert field == R.extract_ref(diff, var)
+            assert (int(values[j]) + R.deposit_ref(field, var)) & 0xFFFFFFFF == int(words[r, j])
+            if value_bits == "inside":
+                assert int(values[j]) | R.deposit_ref(field, var) == int(words[r, j])
             pos += k
-    _check_gather(ct, case, _unsorted_ids(np.random.default_rng(5), rows))
 
 
 @pytest.mark.parametrize("pattern", [0x55555555, 0xAAAAAAAA, 0x0000FFFF, 0x80000001,
@@ -752,14 +789,17 @@ def test_cuda_gather_matches_reference(name):
 # ---------------------------------------------------------------------------
 DATA = Path(__file__).resolve().parent / "data"
 FROZEN = sorted(DATA.glob("v1_*.ibp"))
+FROZEN_V2 = sorted(DATA.glob("v2_*.ibp"))
 
 
 @pytest.mark.parametrize("path", FROZEN, ids=[p.stem for p in FROZEN])
 def test_frozen_v1_files_decode_with_reference(path):
     """The frozen v1 files, read and decoded by the reference alone, give the
-    raw bytes saved beside them; re-encoding with their tables gives their
-    payload and index."""
+    raw bytes saved beside them; re-encoding with their tables (no sparse
+    rows in version 1) gives their payload and index; their tables are what
+    the version-1 selector (no frames of reference) picks."""
     fields, tables, bases, rel, payload = R.read_file_ref(path)
+    assert fields["version"] == 1 and fields["num_groups"] == 1
     raw = np.load(path.with_suffix(".raw.npy"))
     rows = fields["rows"]
     words = R.decode_ref(fields, tables, bases, rel, payload, range(rows))
@@ -768,13 +808,51 @@ def test_frozen_v1_files_decode_with_reference(path):
     got = R.to_bytes(R.from_words(words, np.uint8, 4 * fields["row_words"]))[:, :cols * esize]
     if rows:
         assert np.array_equal(got, raw.reshape(rows, cols * esize))
-    rpayload, rbases, rrel, mode_rows = R.encode_ref(words, tables)
+    rpayload, rbases, rrel, mode_rows = R.encode_ref(words, tables, allow_sparse=False)
     assert np.array_equal(rpayload, payload) and np.array_equal(rbases, bases)
     assert np.array_equal(rrel, rel) and mode_rows == fields["mode_rows"]
     assert fields["payload_bits"] == int(bases[-1])
     if rows:  # the tables are the ones the selector picks from all rows
-        mask, value = R.select_masks_ref(words, fields["selector"])
+        mask, value = R.select_masks_ref(words, fields["selector"], version=1)
         assert np.array_equal(tables, R.make_tables((mask, value)))
+    # The C++ reader decodes them to the same words.
+    ct = ibp_gnn.load(path)
+    assert ct.format_version == 1
+    if rows:
+        _check_gather(ct, Case(None, got, np.uint8, fields["dtype"]),
+                      _unsorted_ids(np.random.default_rng(rows), rows))
+
+
+@pytest.mark.parametrize("path", FROZEN_V2, ids=[p.stem for p in FROZEN_V2])
+def test_frozen_v2_files_with_reference(path):
+    """The frozen v2 files: the reference decodes them to the saved bytes,
+    picks the same tables (groups included) from their rows, and re-encodes
+    them to the same payload and index."""
+    fields, tables, bases, rel, payload = R.read_file_ref(path)
+    assert fields["version"] == 2
+    raw = np.load(path.with_suffix(".raw.npy"))
+    rows, cols, w = fields["rows"], fields["cols"], fields["row_words"]
+    row_bytes = cols * R.DTYPE_BYTES[fields["dtype"]]
+    words, infos = R.decode_rows_ref(fields, tables, bases, rel, payload, range(rows))
+    got = R.to_bytes(R.from_words(words, np.uint8, 4 * w))[:, :row_bytes]
+    if rows:
+        assert np.array_equal(got, raw.reshape(rows, row_bytes))
+    selector = fields["selector"]
+    assert np.array_equal(tables, R.choose_tables_ref(words, rows, selector))
+    rpayload, rbases, rrel, mode_rows = R.encode_ref(words, tables,
+                                                     allow_sparse=selector == R.SELECTOR_AUTO)
+    assert np.array_equal(rpayload, payload) and np.array_equal(rbases, bases)
+    assert np.array_equal(rrel, rel) and mode_rows == fields["mode_rows"]
+    # What make_files.py says the files hold.
+    forms = {(i.mode, i.dict > 0, i.bitmap) for i in infos}
+    if path.stem == "v2_float32_rownorm":
+        assert (R.SPARSE, True, True) in forms  # bitmap + one-entry dictionary
+    if path.stem == "v2_float32_tfidf":
+        assert (R.SPARSE, False, False) in forms  # positions + inline values
+    if path.stem == "v2_int32_for":  # frames of reference: values outside the masks
+        assert (tables[0, 1] & ~tables[0, 0]).any()
+    if path.stem == "v2_float32_groups":
+        assert fields["num_groups"] > 1
 
 
 @pytest.mark.parametrize("name,mode", [("float16", "auto"), ("int64", "paper"),

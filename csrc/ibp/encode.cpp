@@ -7,6 +7,7 @@
 #include <string>
 #include <thread>
 
+#include "gather.h"
 #include "parallel.h"
 
 namespace ibp {
@@ -84,11 +85,24 @@ void choose_frame_of_reference(const uint8_t* x, uint64_t row_bytes, uint32_t ro
   }
 }
 
+// extract() by the BMI2 PEXT instruction; only called when the CPU has it.
+inline uint32_t pext32(uint32_t x, uint32_t m) {
+#if defined(__x86_64__)
+  uint32_t out;
+  asm("pextl %2, %1, %0" : "=r"(out) : "r"(x), "rm"(m));
+  return out;
+#else
+  (void)x;
+  (void)m;
+  return 0;
+#endif
+}
+
 }  // namespace
 
 void select_masks(const uint8_t* x, uint64_t row_bytes, uint32_t row_words,
                   const uint64_t* sample, uint64_t n, Selector selector, uint32_t* mask,
-                  uint32_t* value) {
+                  uint32_t* value, bool frames) {
   std::fill(mask, mask + row_words, 0u);
   std::fill(value, value + row_words, 0u);
   if (n == 0 || row_words == 0) return;
@@ -183,7 +197,7 @@ void select_masks(const uint8_t* x, uint64_t row_bytes, uint32_t row_words,
     mask[w] = m;
     value[w] = majority[w] & m;
   }
-  if (selector == Selector::kAuto) {
+  if (selector == Selector::kAuto && frames) {
     for (uint32_t w = 0; w < row_words; ++w) ibp_saved[w] = keep[w] * matches[w][keep[w]];
     choose_frame_of_reference(x, row_bytes, row_words, sample, n, ibp_saved, mask, value);
   }
@@ -348,6 +362,7 @@ void Encoder::encode(const uint8_t* x, uint64_t n, int num_threads,
   std::vector<uint32_t> buf(end_word - first_word, 0);
   buf[0] = tail_;
   const uint64_t origin = first_word * 32;
+  const bool pext = cpu_has_bmi2();
   parallel_for(n, num_threads, n * row_bytes_, [&](uint64_t a, uint64_t b) {
     const uint64_t lo = (start[a] - origin) >> 5;
     const uint64_t hi = ((start[b] - origin) >> 5) + 1;
@@ -369,7 +384,9 @@ void Encoder::encode(const uint8_t* x, uint64_t n, int num_threads,
           const size_t j = base + w;
           if (fits(row[w], j)) {
             put(p + w, 1, 1);
-            put(f, extract(row[w] - value_[j], ~mask_[j], &dep_[j * 5]), nvar_[j]);
+            put(f, pext ? pext32(row[w] - value_[j], ~mask_[j])
+                        : extract(row[w] - value_[j], ~mask_[j], &dep_[j * 5]),
+                nvar_[j]);
             f += nvar_[j];
           } else {
             put(f, row[w], 32);

@@ -22,9 +22,11 @@ namespace ibp {
 //           invariant), t swept over 0.70, 0.71, ..., 1.00 to minimise the
 //           estimated total, as the published algorithm does.
 // mask and value receive row_words words each.
+// frames = false skips the frame-of-reference search (a cheaper kAuto for
+// the rounds of clustering).
 void select_masks(const uint8_t* x, uint64_t row_bytes, uint32_t row_words,
                   const uint64_t* sample, uint64_t n, Selector selector,
-                  uint32_t* mask, uint32_t* value);
+                  uint32_t* mask, uint32_t* value, bool frames = true);
 
 // Streaming row encoder. Rows are fed in chunks; every chunk but the last must
 // hold a multiple of block_rows rows so each chunk starts a new index block.
