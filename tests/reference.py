@@ -212,11 +212,13 @@ def frame_of_reference_ref(col: np.ndarray, saved: int):
     return out
 
 
-def select_masks_ref(words: np.ndarray, selector: int, version: int = FORMAT_VERSION):
+def select_masks_ref(words: np.ndarray, selector: int, frames: bool = True):
     """(mask, value) uint32 [W] chosen from the sample rows `words` [n, W].
 
-    version 1: invariance masks only (value = majority & mask). From version
-    2 the auto selector also tries a frame of reference per word."""
+    The invariance mask of each word (value = majority & mask); with the auto
+    selector and `frames` (version 2; select_masks(..., frames)) a frame of
+    reference replaces it where that saves strictly more. Version-1 files
+    were written with frames = False."""
     words = np.asarray(words, np.uint32)
     n, w_count = words.shape
     mask = np.zeros(w_count, np.uint32)
@@ -237,7 +239,7 @@ def select_masks_ref(words: np.ndarray, selector: int, version: int = FORMAT_VER
                     best_k, best = k, p
             keep[w] = best_k
     elif selector == SELECTOR_PAPER:
-        best_t, best_saved, best_keep = None, -1, None
+        best_saved, best_keep = -1, None
         for t in range(70, 101):
             ks = []
             for w in range(w_count):
@@ -245,7 +247,7 @@ def select_masks_ref(words: np.ndarray, selector: int, version: int = FORMAT_VER
                 ks.append(sum(1 for b in range(32) if share[b] * 100 >= t * n))
             saved = sum(k * matches[w][k] for w, k in enumerate(ks))
             if saved > best_saved:  # ties -> smallest t
-                best_t, best_saved, best_keep = t, saved, ks
+                best_saved, best_keep = saved, ks
         keep = best_keep
     else:
         raise ValueError(f"unknown selector {selector}")
@@ -257,7 +259,7 @@ def select_masks_ref(words: np.ndarray, selector: int, version: int = FORMAT_VER
             assert popcount(m) == keep[w]
         mask[w] = m
         value[w] = maj & m
-        if selector == SELECTOR_AUTO and version >= 2:
+        if selector == SELECTOR_AUTO and frames:
             fr = frame_of_reference_ref(words[:, w], keep[w] * matches[w][keep[w]])
             if fr is not None:
                 mask[w], value[w] = fr
@@ -451,46 +453,54 @@ def payload_bits_of(bases: np.ndarray) -> int:
 
 
 # ---------------------------------------------------------------------------
-# compress(mode="auto")'s choice of groups (ibp_gnn/_tensor.py _choose_tables)
+# compress()'s choice of groups: a heuristic of ibp_gnn/_tensor.py
+# (_choose_tables), not part of the format; mirrored here so a test can pin it.
 # ---------------------------------------------------------------------------
 GROUP_CHOICES = (2, 4, 8, 16)
 CLUSTER_ROWS = 2048
-CLUSTER_ROUNDS = 3
+CLUSTER_ROUNDS = 4
 
 
 def choose_tables_ref(sample_words: np.ndarray, total_rows: int, selector: int) -> np.ndarray:
-    """Tables [G, 2, W] from the sample rows. One group for the paper
-    selector, fewer than 256 sample rows or W = 0. Otherwise G in 2, 4, 8, 16
-    (while 64 G <= the subsample): a fixed random subsample of <= 2048 rows
-    is cut into G equal parts by each row's size under the one-group tables
-    (stable order), then 3 rounds of: fit each part, re-assign each row to its
-    cheapest group (lowest on ties). A G is kept when its estimated size
-    (mean bits of a sample row * total_rows + 32 bits per table word) is
+    """Tables [G, 2, W] from the sample rows. One group (select_masks of the
+    whole sample) for the paper selector, fewer than 256 sample rows or
+    W = 0. Otherwise G in 2, 4, 8, 16 (while 64 G <= the subsample): a fixed
+    random subsample of <= 2048 rows is cut into G equal parts by each row's
+    size under the one-group tables (stable order); then CLUSTER_ROUNDS fits
+    of each part, re-assigning each row to its cheapest group (lowest on
+    ties) after every fit but the last; frames of reference only in the last
+    fit. A G is kept when its estimated size (mean bits of a held-out row --
+    up to 4096 sample rows outside the subsample, or the whole sample when
+    there are none -- times total_rows, plus 32 bits per table word) is
     strictly smaller than the best so far."""
     words = np.asarray(sample_words, np.uint32)
     n, w_count = words.shape
     one = make_tables(select_masks_ref(words, selector))
     if selector == SELECTOR_PAPER or n < 256 or w_count == 0:
         return one
-
-    def estimate(tables):
-        bits = row_bits_ref(words, tables).min(axis=1).sum()
-        return bits / n * total_rows + tables.size * 32
-
-    best, best_size = one, estimate(one)
     sub = np.sort(np.random.default_rng(0x6B9).choice(n, size=min(n, CLUSTER_ROWS),
                                                       replace=False))
     sub_words = words[sub]
+    rest = np.setdiff1d(np.arange(n), sub)
+    held = words[rest[:2 * CLUSTER_ROWS]] if len(rest) else words
+
+    def estimate(tables):
+        bits = row_bits_ref(held, tables).min(axis=1).sum()
+        return bits / len(held) * total_rows + tables.size * 32
+
+    best, best_size = one, estimate(one)
     start = row_bits_ref(sub_words, one)[:, 0]
     for groups in GROUP_CHOICES:
         if groups * 64 > len(sub):
             break
         assign = np.empty(len(sub), np.int64)
         assign[np.argsort(start, kind="stable")] = np.arange(len(sub)) * groups // len(sub)
-        for _ in range(CLUSTER_ROUNDS):
-            tables = make_tables(*[select_masks_ref(sub_words[assign == g], selector)
-                                   for g in range(groups)])
-            assign = row_bits_ref(sub_words, tables).argmin(axis=1)
+        for round_ in range(CLUSTER_ROUNDS):
+            last = round_ == CLUSTER_ROUNDS - 1
+            tables = make_tables(*[select_masks_ref(sub_words[assign == g], selector,
+                                                    frames=last) for g in range(groups)])
+            if not last:
+                assign = row_bits_ref(sub_words, tables).argmin(axis=1)
         size = estimate(tables)
         if size < best_size:
             best, best_size = tables, size

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ibp_gnn
+import ibp_gnn.testing
 from ibp_gnn import _C
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -271,6 +272,12 @@ def test_select_masks_matches_reference(name, shape):
             rmask, rvalue = R.select_masks_ref(words[sample.astype(np.int64)], selector)
             assert np.array_equal(mask, rmask), (selector, mask, rmask)
             assert np.array_equal(value, rvalue), (selector, value, rvalue)
+        # Without frames of reference (compress()'s clustering rounds).
+        mask, value = _C.select_masks(case.xb, row_bytes, w, sample, R.SELECTOR_AUTO, False)
+        rmask, rvalue = R.select_masks_ref(words[sample.astype(np.int64)], R.SELECTOR_AUTO,
+                                           frames=False)
+        assert np.array_equal(mask, rmask) and np.array_equal(value, rvalue)
+        assert not (value & ~mask).any()
 
 
 @pytest.mark.parametrize("name", ["float32", "float16", "int64", "uint8"])
@@ -363,16 +370,20 @@ def test_select_masks_exact_half_is_not_majority():
         rmask, rvalue = R.select_masks_ref(R.to_words(x), selector)
         assert np.array_equal(mask, rmask) and np.array_equal(value, rvalue)
         assert (mask.tolist(), value.tolist()) == want[selector]
-    v1 = R.select_masks_ref(R.to_words(x), R.SELECTOR_AUTO, version=1)
-    assert (v1[0].tolist(), v1[1].tolist()) == ([0xFFFFFFFF, 0x8000FFFF], [0, 0])
+    # Without frames (select_masks(..., frames=False); version 1's selector).
+    want = ([0xFFFFFFFF, 0x8000FFFF], [0, 0])
+    mask, value = _C.select_masks(R.to_bytes(x), 8, 2, sample, R.SELECTOR_AUTO, False)
+    rmask, rvalue = R.select_masks_ref(R.to_words(x), R.SELECTOR_AUTO, frames=False)
+    assert (mask.tolist(), value.tolist()) == (rmask.tolist(), rvalue.tolist()) == want
 
 
 # ---------------------------------------------------------------------------
 # 2 + 3. compress() against encode_ref; decode_ref and gather
 # ---------------------------------------------------------------------------
 def _compress_checked(case: Case, mode: str, **kw):
-    """compress(): its tables are the reference's choice (one group, or the
-    k-means groups of mode auto), its arrays encode_ref's with those tables."""
+    """compress(): one group of tables is select_masks_ref of the sample
+    (several groups are checked by test_group_choice_matches_reference); its
+    arrays are encode_ref's with its tables."""
     selector = {"auto": R.SELECTOR_AUTO, "paper": R.SELECTOR_PAPER}[mode]
     ct = ibp_gnn.compress(case.x, mode=mode, threads=1, **kw)
     _check_header(ct, case, ct._tables.shape[0], selector)
@@ -386,8 +397,12 @@ def _compress_checked(case: Case, mode: str, **kw):
     else:  # the documented fixed random subset
         sample = np.sort(np.random.default_rng(0x1B9).choice(rows, size=sample_rows,
                                                               replace=False))
-    tables = R.choose_tables_ref(words[sample], rows, selector)
-    assert ct._tables.shape == tables.shape and np.array_equal(ct._tables, tables)
+    tables = ct._tables
+    groups = tables.shape[0]
+    assert groups == 1 or (mode == "auto" and len(sample) >= 256 and groups in R.GROUP_CHOICES)
+    if groups == 1:
+        one = R.make_tables(R.select_masks_ref(words[sample], selector))
+        assert np.array_equal(tables, one)
     mode_rows = _check_against_encode_ref(ct, words, tables, allow_sparse=mode == "auto")
     return ct, words, mode_rows
 
@@ -813,7 +828,7 @@ def test_frozen_v1_files_decode_with_reference(path):
     assert np.array_equal(rrel, rel) and mode_rows == fields["mode_rows"]
     assert fields["payload_bits"] == int(bases[-1])
     if rows:  # the tables are the ones the selector picks from all rows
-        mask, value = R.select_masks_ref(words, fields["selector"], version=1)
+        mask, value = R.select_masks_ref(words, fields["selector"], frames=False)
         assert np.array_equal(tables, R.make_tables((mask, value)))
     # The C++ reader decodes them to the same words.
     ct = ibp_gnn.load(path)
@@ -838,7 +853,8 @@ def test_frozen_v2_files_with_reference(path):
     if rows:
         assert np.array_equal(got, raw.reshape(rows, row_bytes))
     selector = fields["selector"]
-    assert np.array_equal(tables, R.choose_tables_ref(words, rows, selector))
+    if rows and fields["num_groups"] == 1:  # tables chosen from all rows
+        assert np.array_equal(tables, R.make_tables(R.select_masks_ref(words, selector)))
     rpayload, rbases, rrel, mode_rows = R.encode_ref(words, tables,
                                                      allow_sparse=selector == R.SELECTOR_AUTO)
     assert np.array_equal(rpayload, payload) and np.array_equal(rbases, bases)
@@ -853,6 +869,10 @@ def test_frozen_v2_files_with_reference(path):
         assert (tables[0, 1] & ~tables[0, 0]).any()
     if path.stem == "v2_float32_groups":
         assert fields["num_groups"] > 1
+    if rows:  # the C++ gather, both CPU kernels, gives the same rows
+        ct = ibp_gnn.load(path)
+        _check_gather(ct, Case(None, got, np.uint8, fields["dtype"]),
+                      _unsorted_ids(np.random.default_rng(rows), rows))
 
 
 @pytest.mark.parametrize("name,mode", [("float16", "auto"), ("int64", "paper"),
@@ -869,3 +889,460 @@ def test_saved_file_matches_reference(tmp_path, name, mode):
         assert fields[k] == ct._fields[k], k
     dec = R.decode_ref(fields, tables, bases, rel, payload, range(150))
     assert np.array_equal(dec, words)
+
+
+# ---------------------------------------------------------------------------
+# 6. version 2: frames of reference
+# ---------------------------------------------------------------------------
+def _select_both(x: np.ndarray, sample=None):
+    """Both selectors, C++ against the reference, on the rows `sample` of x;
+    returns auto's (mask, value). Paper never uses a frame of reference."""
+    xb = R.to_bytes(x)
+    rows, row_bytes = xb.shape
+    w = (row_bytes + 3) // 4
+    sample = np.arange(rows, dtype=np.uint64) if sample is None else sample
+    words = R.to_words(xb)[sample.astype(np.int64)]
+    out = {}
+    for selector in (R.SELECTOR_AUTO, R.SELECTOR_PAPER):
+        mask, value = _C.select_masks(xb, row_bytes, w, sample, selector)
+        rmask, rvalue = R.select_masks_ref(words, selector)
+        assert np.array_equal(mask, rmask), (selector, [hex(v) for v in mask],
+                                             [hex(v) for v in rmask])
+        assert np.array_equal(value, rvalue), (selector, [hex(v) for v in value],
+                                               [hex(v) for v in rvalue])
+        out[selector] = (mask, value)
+    mask, value = out[R.SELECTOR_PAPER]
+    assert not (value & ~mask).any()
+    return out[R.SELECTOR_AUTO]
+
+
+def _column(counts) -> np.ndarray:
+    """An int32 column holding each (uint32 value, count), in a fixed shuffle."""
+    col = np.concatenate([np.full(c, v & 0xFFFFFFFF, np.uint32) for v, c in counts])
+    col = col[np.random.default_rng(len(col)).permutation(len(col))]
+    return np.ascontiguousarray(col.view(np.int32).reshape(-1, 1))
+
+
+# name -> (value counts, expected auto (mask, value)); worked out in the docstring below.
+FOR_CASES = {
+    "pair_1_2": ([(1, 50), (2, 50)], (0xFFFFFFFE, 1)),
+    "wrap_small_ints": ([(v, 10) for v in range(-5, 6)], (0xFFFFFFF0, 0xFFFFFFFB)),
+    "wrap_pair": ([(-1, 7), (0, 7)], (0xFFFFFFFE, 0xFFFFFFFF)),
+    "start_tie_first_in_order": ([(-2, 25), (-1, 25), (100000, 25), (100001, 25)],
+                                 (0xFFFFFFFE, 100000)),
+    "k_tie_keeps_smaller_k": ([(0x0FFFFFFF, 15), (0x10000000, 15), (0x10000001, 1)],
+                              (0xFFFFFFFE, 0x0FFFFFFF)),
+    "tie_with_mask_keeps_mask": ([(0x12345679, 15), (0x1234567A, 15), (0x1234567B, 1)],
+                                 (0xFFFFFFFC, 0x12345678)),
+}
+
+
+@pytest.mark.parametrize("case", list(FOR_CASES))
+def test_select_masks_frame_of_reference_crafted(case):
+    """Hand-computed frames of reference (saving (32 - k) * rows in the window).
+
+    pair_1_2 (n = 100): the mask leaves bits 0, 1 variable (30 * 100); the
+      window [1, 3) holds all (31 * 100): mask ~1, value 1 (outside the mask).
+    wrap_small_ints (-5..5, 10 each): [-5, 11) wraps past 2^32 and holds all
+      110 rows at k = 4 (28 * 110 = 3080; k = 3 holds 80: 2320; the mask at
+      most 32 * 60): value 0xFFFFFFFB.
+    wrap_pair (-1, 0; 7 each): every bit is an exact half, the mask keeps all
+      32 bits for the 7 zero rows (224); [0xFFFFFFFF, 2^32 + 1) holds 14
+      (434), the window starting at 0 only 7.
+    start_tie_first_in_order: [-2, 0) and [100000, 100002) both hold 50 at
+      k = 1 (1550); 100000 comes first in increasing order. (k = 17 from -2
+      wraps to hold all 100: 1500; the mask at most 32 * 25.)
+    k_tie_keeps_smaller_k (n = 31): k = 1 holds 30 (930), k = 2 holds 31
+      (930): a k only replaces with strictly more, so k = 1.
+    tie_with_mask_keeps_mask (n = 31): the mask of the 30 constant bits
+      matches all (930), the window of k = 1 at 0x12345679 holds 30 (930) and
+      of k = 2 all 31 (930): the frame must strictly beat the mask."""
+    counts, (want_mask, want_value) = FOR_CASES[case]
+    x = _column(counts)
+    mask, value = _select_both(x)
+    assert (hex(int(mask[0])), hex(int(value[0]))) == (hex(want_mask), hex(want_value))
+    # Every row in the window fits; the whole column round-trips.
+    ct = ibp_gnn.compress(x, threads=1)
+    assert np.array_equal(ct._tables[0], np.array([[want_mask], [want_value]], np.uint32))
+    _check_against_encode_ref(ct, R.to_words(x), ct._tables, allow_sparse=True)
+    _check_gather(ct, Case(x, R.to_bytes(x), np.int32, 6),
+                  _unsorted_ids(np.random.default_rng(0), len(x)))
+
+
+def test_select_masks_frame_of_reference_columns():
+    """Several columns where a window wins: int32 around 1,000,512 +- 300
+    (crosses a multiple of 1024, so few bits are invariant; the window
+    [min, min + 1024) holds all), float32 in [1.99, 2.01] (exponent changes
+    at 2.0; [min, min + 2^17) holds all), small signed ints around 0 (wraps),
+    a constant column (the mask wins: 32 bits each) and random bits (neither
+    saves much); masks and values from sample subsets with duplicates too."""
+    rng = np.random.default_rng(17)
+    n = 240
+    ints = rng.integers(-300, 301, n) + 1_000_512
+    floats = rng.uniform(1.99, 2.01, n).astype(np.float32).view(np.int32)
+    small = rng.integers(-3, 4, n)
+    const = np.full(n, 123456)
+    rand = rng.integers(-2**31, 2**31, n)
+    x = np.ascontiguousarray(np.stack([ints, floats, small, const, rand], 1).astype(np.int32))
+    mask, value = _select_both(x)
+    u = x.view(np.uint32)
+    assert int(mask[0]) == 0xFFFFFC00 and int(value[0]) == int(u[:, 0].min())
+    assert int(mask[1]) == 0xFFFE0000 and int(value[1]) == int(u[:, 1].min())
+    assert int(mask[2]) == 0xFFFFFFF8 and int(value[2]) == 0xFFFFFFFD
+    assert int(mask[3]) == 0xFFFFFFFF and int(value[3]) == 123456
+    for w in range(3):  # all rows fit their window
+        assert all(R.fits_ref(v, mask[w], value[w]) for v in u[:, w])
+    for sample in (rng.integers(0, n, 100), rng.integers(0, n, 7), np.arange(1)):
+        _select_both(x, np.sort(sample).astype(np.uint64))
+        _select_both(x, sample.astype(np.uint64))
+    case = Case(x, R.to_bytes(x), np.int32, 6)
+    for mode in ("auto", "paper"):
+        ct, _, _ = _compress_checked(case, mode)
+        _check_gather(ct, case, _unsorted_ids(rng, n))
+    # Wider than the 256 columns the C++ search takes per pass over the sample.
+    centres = rng.integers(-2**31, 2**31, 300)
+    spreads = rng.integers(1, 5000, 300)
+    wide = centres + (rng.random((60, 300)) * spreads).astype(np.int64)
+    wide = np.ascontiguousarray(((wide + 2**31) % 2**32 - 2**31).astype(np.int32))
+    mask, value = _select_both(wide)
+    assert ((value & ~mask) != 0).sum() > 200  # mostly frames of reference
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(centre=st.integers(0, 2**32 - 1), spread=st.integers(0, 3000),
+       n=st.integers(1, 120), cols=st.integers(1, 3), seed=st.integers(0, 2**16),
+       dup=st.booleans())
+def test_property_select_masks_frame_of_reference(centre, spread, n, cols, seed, dup):
+    """Clustered integer columns (windows that may wrap past 2^32, ties
+    between starts and between k) against the brute-force reference."""
+    rng = np.random.default_rng(seed)
+    off = rng.integers(-spread, spread + 1, (n, cols))
+    if dup:  # few distinct values, many repeats
+        off = off // max(1, spread // 3)
+    x = ((centre + off) % (1 << 32)).astype(np.uint32).view(np.int32)
+    _select_both(np.ascontiguousarray(x))
+
+
+# ---------------------------------------------------------------------------
+# 7. version 2: sparse rows
+# ---------------------------------------------------------------------------
+def _sparse_infos(ct, rows) -> list:
+    """(mode, c, d, bitmap) of every row, read from the C++ stream by the reference."""
+    _, infos = R.decode_rows_ref(ct._fields, ct._tables, ct._bases, ct._rel, ct._payload,
+                                 range(rows))
+    return [(i.mode, i.count, i.dict, i.bitmap) for i in infos]
+
+
+def _encode_hand(x: np.ndarray, code: int, tables: np.ndarray, allow_sparse: bool = True):
+    case = Case(x, R.to_bytes(x), x.dtype.type, code)
+    ct = _assemble(case, tables, *_encode_chunks(case.xb, tables, chunk_blocks=[],
+                                                 allow_sparse=allow_sparse))
+    words = R.to_words(case.xb)
+    mode_rows = _check_against_encode_ref(ct, words, tables, allow_sparse=allow_sparse)
+    _check_gather(ct, case, _unsorted_ids(np.random.default_rng(len(x)), len(x)))
+    return ct, mode_rows
+
+
+def _changed(template: np.ndarray, rng, spec) -> np.ndarray:
+    """Rows of `template` with words changed: spec[i] = list of new values (one
+    per changed word, at random distinct positions)."""
+    rows = np.repeat(template[None], len(spec), 0)
+    for r, vals in enumerate(spec):
+        pos = rng.choice(template.shape[0], len(vals), replace=False)
+        rows[r, pos] = vals
+    return rows
+
+
+def test_sparse_rows_every_form():
+    """One group (mask 0xFFFFFF00: a word equal to its value still costs 8
+    bits in kIbp), W = 40 words (count fields of 6 bits, positions of 6):
+    each row built for one sparse layout, checked in the C++ stream.
+    List vs bitmap: c * 6 > 40 takes the bitmap, so c = 6 lists and c = 7
+    maps. Dictionary vs inline: 32 d + c * bits(d - 1) < 32 c; one listed
+    word is inline (32 = 32); W = 36 puts c = 6 exactly at 6 * 6 = 36
+    (positions listed, not strictly more than W)."""
+    rng = np.random.default_rng(40)
+    big = lambda k: [int(v) for v in rng.integers(2**24, 2**31, k)]  # noqa: E731
+    for w, spec, want in [
+        (40, [[]], (0, 0, False)),                                    # c = 0
+        (40, [big(1)], (1, 0, False)),                                # list + inline, c = 1
+        (40, [big(2)], (2, 0, False)),                                # list + inline
+        (40, [big(2) * 2], (4, 2, False)),                            # list + dict (68 < 128)
+        (40, [[0x3F800000] * 6], (6, 1, False)),                      # list + dict, d = 1
+        (40, [[0x3F800000] * 7], (7, 1, True)),                       # bitmap + dict, d = 1
+        (40, [big(10)], (10, 0, True)),                               # bitmap + inline
+        (40, [big(3) * 4], (12, 3, True)),                            # bitmap + dict
+        (40, [[0x3E4CCCCD] * 40], (40, 1, True)),                     # every word, d = 1
+        (36, [[0x3F800000] * 6], (6, 1, False)),                      # 36 = W: list
+        (36, [[0x3F800000] * 7], (7, 1, True)),
+    ]:
+        template = rng.integers(-2**31, 2**31, w).astype(np.int32)
+        x = np.ascontiguousarray(_changed(template, rng, spec * 3))
+        tables = R.make_tables((np.full(w, 0xFFFFFF00, np.uint32), template.view(np.uint32)))
+        ct, mode_rows = _encode_hand(x, 6, tables)
+        assert set(_sparse_infos(ct, len(x))) == {(R.SPARSE, *want)}, (w, want)
+        # Without sparse rows the same rows are kIbp or raw.
+        _, mode_rows = _encode_hand(x, 6, tables, allow_sparse=False)
+        assert mode_rows[R.SPARSE] == 0
+
+
+@pytest.mark.parametrize("name,cols", [("uint8", 7), ("float16", 5)])
+def test_sparse_rows_odd_widths(name, cols):
+    """Rows of 7 bytes (W = 2, last word padded: 1-bit positions, never a
+    bitmap; raw = 66 bits) and 10 bytes (W = 3: c = 2 already takes the 3-bit
+    bitmap; raw = 98 bits) under a mask of 0 (no kIbp row beats raw), values
+    the template's words. Sparse head: 2 + 2 * 2 + 1 = 7 bits."""
+    code, storage, unsigned = DTYPES[name]
+    rng = np.random.default_rng(cols)
+    template = _random_bits(rng, unsigned, (cols,))
+    x = np.repeat(template[None], 60, 0)
+    tw = R.to_words(np.ascontiguousarray(template[None]))[0]
+    last_bytes = (cols * np.dtype(unsigned).itemsize) % 4 or 4  # the rest is padding
+    for r in range(60):
+        kind = r % 6
+        words = tw.copy()
+        other = lambda: int(rng.integers(1, 2**(8 * last_bytes)))  # noqa: E731
+        if kind == 1:    # one word changed: 7 + pos + 32
+            words[0] = other()
+        elif kind == 2:  # two words, the same value: 7 + 2 (list) or 3 (bitmap) + 32
+            words[0] = words[1] = other()
+        elif kind == 3:  # every word changed, all different: raw
+            words[:] = [other() ^ (i << 4) for i in range(len(words))]
+        elif kind == 4:  # every word the same value: 7 + 2 or 3 + 32
+            words[:] = other()
+        elif kind == 5:  # two words, different: 7 + 2 + 64 = 73 > 66 (raw) or 7 + 3 + 64
+            words[0], words[1] = other(), other() | 1 << (8 * last_bytes - 1)
+        x[r] = R.from_words(words[None], unsigned, cols)[0]
+    x = np.ascontiguousarray(x.view(storage))
+    tables = R.make_tables((np.zeros(len(tw), np.uint32), tw))
+    ct, mode_rows = _encode_hand(x, code, tables)
+    infos = set(_sparse_infos(ct, len(x)))
+    w = len(tw)
+    want = {(R.SPARSE, 0, 0, False), (R.SPARSE, 1, 0, False), (R.RAW, 0, 0, False)}
+    if w == 2:
+        want |= {(R.SPARSE, 2, 1, False)}
+    else:
+        want |= {(R.SPARSE, 2, 1, True), (R.SPARSE, 3, 1, True), (R.SPARSE, 2, 0, True)}
+    assert infos == want, infos
+    # Through compress(): rows that equal the chosen values become c = 0 rows.
+    rng = np.random.default_rng(3)
+    rows = 200
+    if name == "uint8":
+        noise = rng.integers(0, 16, (rows, cols))
+        noise[rng.random(rows) < 0.4] = 0
+        data = (16 * rng.integers(0, 12, cols) + noise).astype(np.uint8)
+    else:
+        data = (np.float16(0.25) * rng.integers(0, 3, (rows, cols))).astype(np.float16)
+        data[rng.random(rows) < 0.3] = 0
+    case = Case(data, R.to_bytes(data), storage, code)
+    ct, _, mode_rows = _compress_checked(case, "auto")
+    assert mode_rows[R.SPARSE] > 0, mode_rows
+    _check_gather(ct, case, _unsorted_ids(rng, rows))
+
+
+def _rownorm(rows: int, cols: int, seed: int, density: float = 0.4) -> np.ndarray:
+    """Row-normalised 0/1 rows: every nonzero of a row equals 1 / k. Some
+    rows are all zero."""
+    rng = np.random.default_rng(seed)
+    x = (rng.random((rows, cols)) < density).astype(np.float32)
+    x[::7] = 0
+    return np.ascontiguousarray(x / np.maximum(x.sum(1, keepdims=True), 1)).astype(np.float32)
+
+
+def test_sparse_rows_through_compress():
+    """compress() of row-normalised rows (bitmap + one-entry dictionary, and
+    all-zero rows with c = 0), of tf-idf-like rows (few distinct values:
+    positions + inline values) and of counts (positions + dictionary)."""
+    rng = np.random.default_rng(8)
+    tfidf = ((rng.random((150, 200)) < 0.03) * rng.random((150, 200))).astype(np.float32)
+    counts = ((rng.random((150, 64)) < 0.2) * rng.integers(1, 3, (150, 64))).astype(np.int32)
+    tfidf[::10] = 0
+    counts[::10] = 0
+    for x, want in [(_rownorm(150, 40, 1), (R.SPARSE, True, True)),
+                    (tfidf, (R.SPARSE, False, False)),
+                    (counts, (R.SPARSE, True, False))]:
+        case = Case(x, R.to_bytes(x), x.dtype.type, 0 if x.dtype == np.float32 else 6)
+        ct, _, _ = _compress_checked(case, "auto")
+        forms = {(m, d > 0, b) for m, c, d, b in _sparse_infos(ct, len(x))}
+        assert want in forms, forms
+        assert any(m == R.SPARSE and c == 0 for m, c, _, _ in _sparse_infos(ct, len(x)))
+        _check_gather(ct, case, _unsorted_ids(rng, len(x)))
+        # Paper mode: the same data, no sparse rows.
+        ct, _, mode_rows = _compress_checked(case, "paper")
+        assert mode_rows[R.SPARSE] == 0
+
+
+def test_multi_group_sparse_hand_tables():
+    """Four groups with different values (group 3 duplicates group 1) and
+    rows near each template: sparse rows under several groups, the lowest
+    group on ties (a row half template 0, half template 1), the duplicate
+    never."""
+    rng = np.random.default_rng(21)
+    w = 24
+    temps = [rng.integers(-2**31, 2**31, w).astype(np.int32) for _ in range(3)]
+    rows, want = [], []
+    for r in range(300):
+        g = r % 3
+        c = int(rng.integers(0, 5))
+        rows.append(_changed(temps[g], rng, [[int(v) for v in rng.integers(-9, 9, c)]])[0])
+        want.append(g)
+    half = np.concatenate([temps[0][:12], temps[1][12:]])
+    rows.append(half)
+    want.append(0)
+    x = np.ascontiguousarray(np.stack(rows))
+    masks = [np.full(w, m, np.uint32) for m in (0xFFFF0000, 0xFFFFFF00, 0xFFF00000, 0xFFFFFF00)]
+    tables = R.make_tables(*[(m, temps[g].view(np.uint32))
+                             for m, g in zip(masks, (0, 1, 2, 1))])
+    ct, _ = _encode_hand(x, 6, tables)
+    _, infos = R.decode_rows_ref(ct._fields, ct._tables, ct._bases, ct._rel, ct._payload,
+                                 range(len(x)))
+    assert all(i.mode == R.SPARSE for i in infos)
+    assert [i.group for i in infos] == want
+    assert np.array_equal(_C.Encoder(4 * w, w, tables).row_bits(R.to_bytes(x), 4 * w),
+                          R.row_bits_ref(R.to_words(x), tables))
+
+
+def test_multi_group_sparse_through_compress():
+    """compress() of rows near two templates with a few small changes: k-means
+    finds several groups and sparse rows (c = 0 and listed) use more than one
+    of them."""
+    rng = np.random.default_rng(5)
+    w = 24
+    temps = [rng.integers(0, 2**31, w).astype(np.int32) for _ in range(2)]
+    spec = [[int(v) for v in rng.integers(-50, 50, int(rng.integers(0, 6)))] for _ in range(600)]
+    x = np.ascontiguousarray(np.concatenate(
+        [_changed(temps[r % 2], rng, [spec[r]]) for r in range(600)]))
+    case = Case(x, R.to_bytes(x), np.int32, 6)
+    ct, _, mode_rows = _compress_checked(case, "auto")
+    assert ct._tables.shape[0] > 1 and mode_rows[R.SPARSE] > 0
+    _, infos = R.decode_rows_ref(ct._fields, ct._tables, ct._bases, ct._rel, ct._payload,
+                                 range(600))
+    assert len({i.group for i in infos if i.mode == R.SPARSE}) >= 2
+    assert any(i.mode == R.SPARSE and i.count == 0 for i in infos)
+    assert any(i.mode == R.SPARSE and i.count > 0 for i in infos)
+    _check_gather(ct, case, _unsorted_ids(rng, 600))
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(w=st.integers(1, 70), groups=st.integers(1, 5), rows=st.integers(1, 80),
+       seed=st.integers(0, 2**16), allow_sparse=st.booleans())
+def test_property_encoder_random_tables(w, groups, rows, seed, allow_sparse):
+    """The C++ Encoder against encode_ref under random tables (invariance
+    masks, frames of reference, masks of 0 and ~0, values anywhere) and rows
+    near a group's values with 0..W words changed (repeated or distinct
+    values), across widths where the count, position and index fields
+    change size."""
+    rng = np.random.default_rng(seed)
+    masks = []
+    for _ in range(groups):
+        kind = rng.integers(0, 4, w)
+        k = rng.integers(1, 32, w)
+        m = np.where(kind == 0, rng.integers(0, 2**32, w),
+                     np.where(kind == 1, (2**32 - (1 << k)), np.where(kind == 2, 0, 2**32 - 1)))
+        masks.append(m.astype(np.uint32))
+    values = [rng.integers(0, 2**32, w).astype(np.uint32) for _ in range(groups)]
+    tables = R.make_tables(*zip(masks, values))
+    pool = rng.integers(0, 2**32, 4).astype(np.uint32)
+    x = np.empty((rows, w), np.uint32)
+    for r in range(rows):
+        g = int(rng.integers(0, groups))
+        noise = rng.integers(0, 2**32, w).astype(np.uint32) & ~masks[g]
+        x[r] = values[g] + noise * (rng.random(w) < 0.5)  # fitting words
+        c = int(rng.integers(0, w + 1)) if rng.random() < 0.5 else int(rng.integers(0, 4))
+        pos = rng.choice(w, min(c, w), replace=False)
+        x[r, pos] = pool[rng.integers(0, 1 + int(rng.integers(0, 4)), len(pos))] \
+            if rng.random() < 0.5 else rng.integers(0, 2**32, len(pos)).astype(np.uint32)
+        if rng.random() < 0.1:
+            x[r] = values[g]
+    arr = np.ascontiguousarray(x.view(np.int32))
+    case = Case(arr, R.to_bytes(arr), np.int32, 6)
+    ct = _assemble(case, tables, *_encode_chunks(case.xb, tables, chunk_blocks=[1],
+                                                 allow_sparse=allow_sparse))
+    _check_against_encode_ref(ct, x, tables, allow_sparse=allow_sparse)
+    assert np.array_equal(R.decode_ref(ct._fields, tables, ct._bases, ct._rel, ct._payload,
+                                       range(rows)), x)
+    if allow_sparse:
+        assert np.array_equal(_C.Encoder(4 * w, w, tables).row_bits(case.xb, 4 * w),
+                              R.row_bits_ref(x, tables))
+    _check_gather(ct, case, _unsorted_ids(rng, rows))
+
+
+def test_version1_stream_has_no_sparse_rows():
+    """A stream with sparse rows is not a version-1 stream: the reference
+    refuses mode 2 there, and so does the C++ validator."""
+    x = _rownorm(64, 40, 2)
+    ct = ibp_gnn.compress(x, threads=1)
+    assert ct._fields["mode_rows"][R.SPARSE] > 0
+    v1 = dict(ct._fields, version=1)
+    with pytest.raises(ValueError, match="invalid in version 1"):
+        R.decode_ref(v1, ct._tables, ct._bases, ct._rel, ct._payload, range(64))
+    fields = {k: v for k, v in ct._fields.items() if not k.startswith("crc")
+              and k != "header_bytes"}
+    with pytest.raises(ibp_gnn.FormatError):
+        ibp_gnn.CompressedTensor(_C.pack_header(dict(fields, version=1)), ct._tables,
+                                 ct._bases, ct._rel, ct._payload)
+
+
+# ---------------------------------------------------------------------------
+# 8. the real feature matrices (../shared/datasets)
+# ---------------------------------------------------------------------------
+REAL = [("cora", 600), ("inj_amazon", 400), ("tolokers", 600), ("reddit", 600)]
+
+
+@pytest.mark.skipif(ibp_gnn.testing.shared_dir() is None,
+                    reason="../shared/datasets is not present (ibp_gnn.testing.shared_dir())")
+@pytest.mark.parametrize("name,rows", REAL, ids=[n for n, _ in REAL])
+def test_real_datasets_match_reference(name, rows):
+    """The first rows of each real matrix: compress() (auto and, for the
+    narrow ones, paper) writes exactly encode_ref's arrays with its tables,
+    select_masks matches the reference on all of them, and the reference
+    and both CPU kernels decode a random subset back to the input."""
+    x = np.ascontiguousarray(ibp_gnn.testing.load_shared(name)[:rows])
+    case = Case(x, R.to_bytes(x), x.dtype.type, {np.float32: 0}[x.dtype.type])
+    words = R.to_words(case.xb)
+    _select_both(x)
+    ids = _unsorted_ids(np.random.default_rng(rows), rows)[:64]
+    for mode in ("auto", "paper") if words.shape[1] <= 64 else ("auto",):
+        if words.shape[1] <= 64:  # the whole choice of groups too
+            ct, _, mode_rows = _compress_checked(case, mode)
+        else:
+            ct = ibp_gnn.compress(x, mode=mode, threads=1)
+            mode_rows = _check_against_encode_ref(ct, words, ct._tables,
+                                                  allow_sparse=mode == "auto")
+        assert mode_rows[R.SPARSE] == 0 or mode == "auto"
+        _check_gather(ct, case, ids)
+
+
+def _groups_data(seed: int) -> np.ndarray:
+    """600 float32 rows from two scales (as make_files.py's float32_groups)."""
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.random((300, 16)) * 0.01, rng.random((300, 16)) * 100 + 1000])
+    return np.ascontiguousarray(x[rng.permutation(600)].astype(np.float32))
+
+
+@pytest.mark.parametrize("data", ["scales", "templates", "tolokers"])
+def test_group_choice_matches_reference(data):
+    """compress(mode="auto")'s tables equal choose_tables_ref's, a mirror of
+    the k-means heuristic in ibp_gnn/_tensor.py (update both together); the
+    inputs make it keep several groups. The 4500-row input has held-out rows
+    beyond the 2048-row subsample."""
+    if data == "scales":
+        x = _groups_data(1)
+    elif data == "templates":
+        rng = np.random.default_rng(2)
+        temps = [rng.integers(0, 2**31, 12).astype(np.int32) for _ in range(3)]
+        x = np.ascontiguousarray(np.concatenate(
+            [_changed(temps[r % 3], rng, [[int(v) for v in rng.integers(-50, 50, r % 4)]])
+             for r in range(4500)]))
+    else:
+        if ibp_gnn.testing.shared_dir() is None:
+            pytest.skip("../shared/datasets is not present (ibp_gnn.testing.shared_dir())")
+        x = np.ascontiguousarray(ibp_gnn.testing.load_shared("tolokers")[:600])
+    ct = ibp_gnn.compress(x, threads=1)
+    words = R.to_words(x)
+    tables = R.choose_tables_ref(words, len(x), R.SELECTOR_AUTO)
+    assert tables.shape[0] > 1
+    assert ct._tables.shape == tables.shape and np.array_equal(ct._tables, tables)
+    mode_rows = _check_against_encode_ref(ct, words, tables, allow_sparse=True)
+    assert mode_rows[R.IBP] + mode_rows[R.SPARSE] == len(x)
