@@ -7,7 +7,9 @@ BIN    := $(VENV)/bin
 # torch is pinned: the CPU build installs from local disk on our machines,
 # while an unpinned torch may pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
-DEPS   := numpy scipy tqdm pytest hypothesis zstandard lz4 blosc2 scikit-build-core pybind11 torch_geometric
+DEPS   := numpy scipy tqdm pytest hypothesis zstandard lz4 blosc2 scikit-build-core pybind11 \
+          torch_geometric hydra-core hydra-optuna-sweeper hydra-submitit-launcher ogb tensorboard \
+          dgl==2.1.0 pydantic "torchdata<0.10"
 
 export OMP_NUM_THREADS ?= 2
 

@@ -10,15 +10,18 @@ from ._tensor import (
     load,
 )
 from ._C import FORMAT_VERSION
+from .prefetch import EpochStats, Prefetcher
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ChecksumError",
     "CompressedTensor",
+    "EpochStats",
     "FORMAT_VERSION",
     "FormatError",
     "NewerFormatError",
+    "Prefetcher",
     "compress",
     "compress_file",
     "load",
