@@ -1,5 +1,6 @@
 # Two entry points that work on a fresh machine (no GPU, network only to the
-# package registries): `make demo` (the main job) and `make test`.
+# package registries): `make run` (the main job: train on the built-in
+# synthetic graph) and `make test`. `make demo` shows the codec alone.
 # Each creates .venv and installs what it needs first.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -13,7 +14,7 @@ DEPS   := numpy scipy tqdm pytest hypothesis zstandard lz4 blosc2 scikit-build-c
 
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: all venv install demo test bench clean
+.PHONY: all venv install run demo test bench clean
 
 all: test
 
@@ -29,6 +30,9 @@ venv: $(BIN)/.deps
 # Builds the C++/CUDA extension (CUDA when nvcc is on the PATH: sm_80, sm_90).
 install: venv
 	$(BIN)/pip install -q --no-build-isolation -e .
+
+run: install
+	$(BIN)/python train.py
 
 demo: install
 	$(BIN)/python -m ibp_gnn demo --save /tmp/ibp_gnn_demo.ibp

@@ -1,0 +1,220 @@
+"""Feature stores for the training loop: one small interface, ``gather(ids)``
+-> the rows ``x[ids]`` on the store's device, with two implementations that
+return bit-identical rows:
+
+* :class:`IBPStore` -- the features compressed with Invariant Bit Packing
+  (``ibp_gnn.CompressedTensor``), memory-mapped from the cached .ibp file;
+* :class:`RawStore` -- the uncompressed features, memory-mapped from the
+  cached .npy file (``x[ids]``).
+
+Both memory-map their file by default, so the processes of one node (DDP
+ranks, sweep jobs) share one copy of it: the OS page cache.
+
+Each store also reports ``fetch_nbytes(ids)``, the bytes a gather reads from
+host memory (IBP: the compressed rows' bytes; raw: rows x row bytes), and its
+``ratio`` (raw bytes / bytes held in host memory).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+from .data import FeatureSource, GraphData
+
+CODEC_MODES = ("auto", "paper")
+
+
+def _device(device) -> torch.device:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    d = torch.device(device)
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"store.device={str(device)!r} but torch.cuda.is_available() is False "
+                           "(no GPU or a CPU build of torch); use store.device=cpu")
+    if d.type not in ("cpu", "cuda"):
+        raise ValueError(f"store.device must be 'cpu' or 'cuda[:N]', got {str(device)!r}")
+    return d
+
+
+class FeatureStoreBase:
+    """Rows of a node feature matrix by node id."""
+
+    kind = "base"
+
+    def __init__(self, device: Union[str, torch.device] = "cpu"):
+        self.device = _device(device)
+
+    @property
+    def shape(self) -> torch.Size:
+        raise NotImplementedError
+
+    @property
+    def dtype(self) -> torch.dtype:
+        raise NotImplementedError
+
+    @property
+    def raw_nbytes(self) -> int:
+        itemsize = torch.empty(0, dtype=self.dtype).element_size()
+        return int(self.shape[0]) * int(self.shape[1]) * itemsize
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held in host memory."""
+        raise NotImplementedError
+
+    @property
+    def ratio(self) -> float:
+        return self.raw_nbytes / max(1, self.nbytes)
+
+    def gather(self, ids: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def fetch_nbytes(self, ids: torch.Tensor) -> int:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {"store": self.kind, "device": str(self.device), "shape": list(self.shape),
+                "dtype": str(self.dtype).replace("torch.", ""), "nbytes": self.nbytes,
+                "raw_nbytes": self.raw_nbytes, "ratio": self.ratio}
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(shape={tuple(self.shape)}, dtype={self.dtype}, "
+                f"ratio={self.ratio:.2f}, device={self.device})")
+
+
+class RawStore(FeatureStoreBase):
+    """Uncompressed features: ``x[ids]``.
+
+    x: a GraphData (its cached features), a FeatureSource, a numpy array or a
+    tensor. mmap=False reads the whole matrix into memory; pin=True (GPU
+    runs) copies it into page-locked memory so host-to-device copies are
+    asynchronous.
+    """
+
+    kind = "raw"
+
+    def __init__(self, x, *, device: Union[str, torch.device] = "cpu", pin: bool = False,
+                 mmap: bool = True, progress: bool = False):
+        super().__init__(device)
+        if isinstance(x, GraphData):
+            x = x.features
+        if isinstance(x, FeatureSource):
+            arr = x.open()
+            if not mmap:
+                arr = np.array(arr)
+        elif isinstance(x, torch.Tensor):
+            arr = x.contiguous().numpy()
+        elif isinstance(x, np.ndarray):
+            arr = x
+        else:
+            raise TypeError(f"RawStore: x must be GraphData, FeatureSource, numpy array or "
+                            f"tensor, got {type(x).__name__}")
+        if arr.ndim != 2:
+            raise ValueError(f"RawStore: features must be 2-D, got shape {arr.shape}")
+        self._x = arr
+        self._pinned = None
+        if pin:
+            if not torch.cuda.is_available():
+                raise RuntimeError("store.pin=true needs a CUDA build of torch and a GPU")
+            self._pinned = torch.from_numpy(np.ascontiguousarray(arr)).pin_memory()
+        self._dtype = torch.from_numpy(np.zeros(0, arr.dtype)).dtype
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size(self._x.shape)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._dtype
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._x.nbytes)
+
+    def gather(self, ids: torch.Tensor) -> torch.Tensor:
+        ids = ids.cpu()
+        if self._pinned is not None:
+            out = self._pinned.index_select(0, ids)
+        else:
+            out = torch.from_numpy(np.ascontiguousarray(self._x[ids.numpy()]))
+        if self.device.type == "cuda":
+            out = out.pin_memory().to(self.device, non_blocking=True)
+        return out
+
+    def fetch_nbytes(self, ids: torch.Tensor) -> int:
+        return int(ids.numel()) * int(self._x.shape[1]) * self._x.dtype.itemsize
+
+
+class IBPStore(FeatureStoreBase):
+    """Features compressed with Invariant Bit Packing; ``gather`` decodes only
+    the requested rows (CPU threads, or the CUDA kernel reading the
+    compressed rows zero-copy from pinned host memory when device is cuda).
+
+    x: a GraphData (its cached .ibp file, compressed on first use in `mode`),
+    a path to an .ibp file, a CompressedTensor, or a numpy array / tensor
+    (compressed in memory). mmap=True maps the file (shared by the processes
+    of a node through the page cache); pin=True pins the payload for GPU
+    zero-copy reads.
+    """
+
+    kind = "ibp"
+
+    def __init__(self, x, *, mode: str = "auto", device: Union[str, torch.device] = "cpu",
+                 pin: bool = False, mmap: bool = True, verify: bool = True,
+                 threads: Optional[int] = None, progress: bool = False):
+        import ibp_gnn
+
+        super().__init__(device)
+        if mode not in CODEC_MODES:
+            raise ValueError(f"store.mode must be one of {list(CODEC_MODES)}, got {mode!r}")
+        self.path: Optional[Path] = None
+        if isinstance(x, GraphData):
+            x = x.compressed(mode, progress=progress)
+        if isinstance(x, (str, os.PathLike)):
+            self.path = Path(x)
+            ct = ibp_gnn.load(self.path, mmap=mmap, verify=verify)
+        elif isinstance(x, ibp_gnn.CompressedTensor):
+            ct = x
+        elif isinstance(x, (np.ndarray, torch.Tensor)):
+            ct = ibp_gnn.compress(x, mode=mode, progress=progress)
+        else:
+            raise TypeError(f"IBPStore: x must be GraphData, an .ibp path, CompressedTensor, "
+                            f"numpy array or tensor, got {type(x).__name__}")
+        self.ct = ct
+        self.threads = threads
+        if pin:  # GPU runs: the kernel reads the compressed rows zero-copy from here
+            ct.pin_memory()
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.ct.shape
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.ct.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.ct.nbytes)
+
+    @property
+    def raw_nbytes(self) -> int:
+        return int(self.ct.raw_nbytes)
+
+    def gather(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            return self.ct.gather(ids.cpu(), device=self.device)
+        return self.ct.gather(ids.cpu(), threads=self.threads)
+
+    def fetch_nbytes(self, ids: torch.Tensor) -> int:
+        return self.ct.fetch_nbytes(ids.cpu())
+
+    def describe(self) -> dict:
+        d = super().describe()
+        d.update(format_version=self.ct.format_version, mode=self.ct.mode,
+                 path=str(self.path) if self.path else None)
+        return d

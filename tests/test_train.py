@@ -1,0 +1,160 @@
+"""train(cfg) end to end: IBP and raw stores give identical losses (synthetic
+and Cora), the outputs a run writes, a 2-config multirun, a 2-process gloo DDP
+run, and the sweep report."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("hydra")
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from ibp_gnn import report  # noqa: E402
+from ibp_gnn.stores import IBPStore, RawStore  # noqa: E402
+from ibp_gnn.testing import shared_dir  # noqa: E402
+from ibp_gnn.train import train  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ["dataset.num_nodes=3000", "dataset.num_features=128", "trainer.epochs=1",
+         "trainer.progress=false", "model.hidden=32"]
+
+
+def cfg_of(tmp_path, *overrides, out="out"):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=[f"paths.data_dir={tmp_path / 'data'}",
+                                           f"paths.output_dir={tmp_path / out}", *overrides])
+
+
+def _env():
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), HYDRA_FULL_ERROR="1")
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def test_synthetic_ibp_and_raw_give_identical_losses(tmp_path):
+    fast = ["loader.batch_size=128", "optim.lr=0.01"]
+    ibp = train(cfg_of(tmp_path, *SMALL, *fast, "store=ibp", out="ibp"))
+    raw = train(cfg_of(tmp_path, *SMALL, *fast, "store=raw", out="raw"))
+    assert len(ibp["batch_losses"]) == 12  # 1500 training nodes
+    assert ibp["batch_losses"] == raw["batch_losses"]  # bit-identical features
+    assert ibp["test_acc"] == raw["test_acc"] and ibp["best_val_acc"] == raw["best_val_acc"]
+    assert ibp["store"] == "ibp" and raw["store"] == "raw"
+    assert ibp["store_ratio"] > 4 and raw["store_ratio"] == 1.0
+    assert ibp["host_bytes_per_epoch"] < raw["host_bytes_per_epoch"] / 4
+    assert raw["host_bytes_per_epoch"] == raw["raw_bytes_per_epoch"]
+    assert ibp["test_acc"] > 0.2  # 8 classes: chance is 0.125
+
+    # What a run leaves behind.
+    out = tmp_path / "ibp"
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["test_acc"] == ibp["test_acc"] and len(m["epochs"]) == 1
+    for key in ("loss", "train_acc", "val_acc", "epoch_s", "feature_wait_s", "host_bytes",
+                "store_ratio"):
+        assert key in m["epochs"][0]
+    assert (out / "metrics.csv").read_text().startswith("epoch,loss,train_acc,val_acc")
+    ckpt = torch.load(out / "checkpoints" / "best.pt", weights_only=False)
+    assert ckpt["epoch"] == 1 and "model" in ckpt
+
+
+def test_prefetch_depth_does_not_change_the_losses(tmp_path):
+    base = train(cfg_of(tmp_path, *SMALL, "loader.prefetch=0"))
+    deep = train(cfg_of(tmp_path, *SMALL, "loader.prefetch=3"))
+    assert base["batch_losses"] == deep["batch_losses"]
+    assert base["epochs"][0]["sample_s"] is not None and deep["epochs"][0]["sample_s"] is None
+
+
+def test_gat_and_dense_features_train(tmp_path):
+    m = train(cfg_of(tmp_path, *SMALL, "model=gat", "model.heads=2",
+                     "dataset=synthetic-dense", "trainer.epochs=2"))
+    assert m["model"] == "GAT" and len(m["epochs"]) == 2 and m["store_ratio"] < 2
+
+
+def test_cora_ibp_and_raw_give_identical_losses(tmp_path):
+    if shared_dir() is None:
+        pytest.skip("../shared/datasets is absent (Cora's Planetoid files)")
+    common = ["dataset=cora", "trainer.epochs=2", "trainer.progress=false",
+              "loader.batch_size=32", "model.hidden=32"]
+    ibp = train(cfg_of(tmp_path, *common, "store=ibp", out="ibp"))
+    raw = train(cfg_of(tmp_path, *common, "store=raw", out="raw"))
+    assert len(ibp["batch_losses"]) == 10  # 140 training nodes, batches of 32, 2 epochs
+    assert ibp["batch_losses"] == raw["batch_losses"]
+    assert ibp["test_acc"] == raw["test_acc"] > 0.3  # 7 classes
+    assert ibp["num_nodes"] == 2708 and ibp["num_features"] == 1433
+    assert ibp["store_ratio"] > 10
+
+
+def test_stores_return_identical_rows(tmp_path):
+    x = np.random.default_rng(0).random((50, 7)).astype(np.float32)
+    x[x < 0.7] = 0
+    ids = torch.tensor([49, 0, 3, 3, 17])
+    a, b = IBPStore(x), RawStore(x)
+    assert torch.equal(a.gather(ids).view(torch.int32), b.gather(ids).view(torch.int32))
+    assert a.fetch_nbytes(ids) < b.fetch_nbytes(ids) == 5 * 7 * 4
+    assert a.describe()["store"] == "ibp" and a.ratio > 1
+
+
+def test_multirun_and_report_best_first(tmp_path):
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, str(ROOT / "train.py"), "-m", "model=sage,gat",
+           "dataset.num_nodes=2000", "dataset.num_features=64", "trainer.epochs=1",
+           "trainer.progress=false", "model.hidden=16", f"paths.data_dir={tmp_path / 'data'}",
+           f"hydra.sweep.dir={sweep}"]
+    r = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    runs = report.load_runs(sweep)
+    assert len(runs) == 2 and {m["model"] for m in runs} == {"SAGE", "GAT"}
+    for m in runs:
+        assert (sweep / m["_run"] / ".hydra" / "config.yaml").is_file()
+
+    r = subprocess.run([sys.executable, "-m", "ibp_gnn.report", str(sweep)], env=_env(),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if line.startswith(("| 1 ", "| 2 "))]
+    assert len(rows) == 2
+    vals = [float(row.split("|")[4]) for row in rows]
+    assert vals == sorted(vals, reverse=True)
+    assert "model=" in rows[0]
+
+
+def test_report_orders_runs_best_first(tmp_path, capsys):
+    for i, (val, t) in enumerate([(0.5, 2.0), (0.9, 3.0), (0.7, 1.0)]):
+        d = tmp_path / str(i)
+        d.mkdir()
+        (d / "metrics.json").write_text(json.dumps(
+            {"best_val_acc": val, "test_acc": val - 0.01, "epoch_s": t, "feature_wait_s": 0.1,
+             "host_bytes_per_epoch": 1e6, "store_ratio": 3.5,
+             "overrides": [f"optim.lr=0.00{i + 1}23456789", "trainer.epochs=3"]}))
+    assert report.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.index("0.9000") < out.index("0.7000") < out.index("0.5000")
+    assert "all runs: trainer.epochs=3" in out and "optim.lr=0.002235" in out
+    assert report.main([str(tmp_path), "--sort", "epoch_s"]) == 0
+    out = capsys.readouterr().out
+    assert out.index("| 1.00 |") < out.index("| 2.00 |") < out.index("| 3.00 |")
+    assert report.main([str(tmp_path / "0"), "--csv", str(tmp_path / "t.csv")]) == 0
+    assert (tmp_path / "t.csv").read_text().count("\n") == 2
+
+
+def test_ddp_two_gloo_processes(tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed beside this python")
+    run_dir = tmp_path / "ddp"
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", str(ROOT / "train.py"),
+           "trainer.devices=2", "dataset.num_nodes=2000", "dataset.num_features=64",
+           "trainer.epochs=2", "trainer.progress=false", "model.hidden=16",
+           "loader.batch_size=256", f"paths.data_dir={tmp_path / 'data'}",
+           f"hydra.run.dir={run_dir}"]
+    r = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["world_size"] == 2 and m["status"] == "ok" and len(m["epochs"]) == 2
+    # Each rank trains on its half of the 1000 training nodes: 2 steps of 256 per epoch.
+    assert m["epochs"][0]["steps"] == 2
+    # Both ranks mapped the one cached .ibp file (the page cache is the shared copy).
+    assert m["store_info"]["path"].endswith(".ibp")
