@@ -437,6 +437,26 @@ def load(path: Union[str, os.PathLike], *, mmap: bool = False, verify: bool = Tr
         raise FormatError(f"{where}: {e}") from None
 
 
+def index_1d(x, what: str, op: str) -> torch.Tensor:
+    """x as a contiguous 1-D int64/int32 tensor of ids (numpy arrays, memory maps
+    included, are viewed without a copy); TypeError/ValueError naming `what`."""
+    if isinstance(x, np.ndarray):
+        if x.dtype.kind not in "iu":
+            raise TypeError(f"{op}: {what} must hold integer ids, got dtype {x.dtype}")
+        x = np.ascontiguousarray(x)
+        with warnings.catch_warnings():  # read-only memory maps are viewed, never written
+            warnings.filterwarnings("ignore", message=".*not writable.*")
+            x = torch.from_numpy(x)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{op}: {what} must be a torch.Tensor or numpy.ndarray of int64/int32 "
+                        f"ids, got {type(x).__name__}")
+    if x.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"{op}: {what} must be int32 or int64, got {x.dtype}")
+    if x.dim() != 1:
+        raise ValueError(f"{op}: {what} must be 1-D, got shape {tuple(x.shape)}")
+    return x.contiguous()
+
+
 class CompressedTensor:
     """A 2-D tensor compressed with Invariant Bit Packing; any rows can be
     gathered without decoding the others.
@@ -525,16 +545,7 @@ class CompressedTensor:
 
     # ---- row access ----------------------------------------------------------
     def _ids(self, idx, op: str) -> torch.Tensor:
-        if isinstance(idx, np.ndarray):
-            idx = torch.from_numpy(idx)
-        elif not isinstance(idx, torch.Tensor):
-            raise TypeError(f"{op}: idx must be a torch.Tensor or numpy.ndarray of int64/int32 ids, "
-                            f"got {type(idx).__name__}")
-        if idx.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"{op}: idx must hold int64 or int32 ids, got dtype {idx.dtype}")
-        if idx.dim() != 1:
-            raise ValueError(f"{op}: idx must be 1-D, got shape {tuple(idx.shape)}")
-        return idx.contiguous()
+        return index_1d(idx, "idx", op)
 
     def _check_range(self, idx: torch.Tensor, op: str) -> None:
         if idx.numel() == 0:

@@ -54,6 +54,7 @@ from torch_geometric.data.graph_store import EdgeLayout
 from torch_geometric.utils import index_sort
 
 from ._tensor import CompressedTensor, compress, load
+from ._tensor import index_1d as _index_1d
 
 __all__ = ["IBPFeatureStore", "IBPGraphStore", "from_data"]
 
@@ -432,24 +433,6 @@ class IBPFeatureStore(FeatureStore):
 
 
 # ---- graph store ----------------------------------------------------------------------------
-def _index_1d(x, what: str, op: str) -> torch.Tensor:
-    if isinstance(x, np.ndarray):
-        if x.dtype.kind not in "iu":
-            raise TypeError(f"{op}: {what} must hold integer ids, got dtype {x.dtype}")
-        x = np.ascontiguousarray(x)
-        with warnings.catch_warnings():  # read-only memory maps are viewed, never written
-            warnings.filterwarnings("ignore", message=".*not writable.*")
-            x = torch.from_numpy(x)
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{op}: {what} must be a torch.Tensor or numpy.ndarray, "
-                        f"got {type(x).__name__}")
-    if x.dtype not in (torch.int64, torch.int32):
-        raise TypeError(f"{op}: {what} must be int32 or int64, got {x.dtype}")
-    if x.dim() != 1:
-        raise ValueError(f"{op}: {what} must be 1-D, got shape {tuple(x.shape)}")
-    return x.contiguous()
-
-
 def _ptr(counts: torch.Tensor, n: int) -> torch.Tensor:
     ptr = torch.zeros(n + 1, dtype=torch.int64)
     if counts.numel():
