@@ -144,6 +144,13 @@ PYBIND11_MODULE(_C, m) {
   m.def("cuda_built", &cuda_built);
   m.def("cpu_has_bmi2", &cpu_has_bmi2);
   m.def("cuda_device_count", &cuda_device_count);
+  m.def("host_register", [](uintptr_t ptr, uint64_t bytes) {
+    uintptr_t dev = 0;
+    const int err = host_register(reinterpret_cast<void*>(ptr), bytes, &dev);
+    return py::make_tuple(err, dev);
+  });
+  m.def("host_unregister",
+        [](uintptr_t ptr) { return host_unregister(reinterpret_cast<void*>(ptr)); });
 
   m.def("index_geometry", [](uint32_t row_words, uint32_t group_bits) {
     uint32_t b = 0, r = 0;

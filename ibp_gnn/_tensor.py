@@ -477,7 +477,8 @@ class CompressedTensor:
         self._rel = rel
         self._payload = payload
         self._decode_table = _C.build_decode_table(np.ascontiguousarray(tables))
-        self._pinned: Optional[torch.Tensor] = None
+        self._pinned: Optional[torch.Tensor] = None  # pinned copy of the payload
+        self._registered: Optional[tuple] = None  # (host, device) address of the payload
         self._device_cache: dict = {}
 
     # ---- description -------------------------------------------------------
@@ -621,7 +622,7 @@ class CompressedTensor:
         n = idx.numel()
         if n == 0:
             return out
-        if self._pinned is None:
+        if not self.is_pinned():
             warnings.warn(f"{op}: pinning the compressed payload ({self._payload.nbytes} bytes) "
                           "for zero-copy reads; call pin_memory() beforehand to choose when",
                           stacklevel=3)
@@ -632,9 +633,11 @@ class CompressedTensor:
             ids, positions = torch.sort(idx)  # neighbouring rows decode together
             positions = positions.to(torch.int64)
         stream = torch.cuda.current_stream(idx.device).cuda_stream
+        payload = (self._registered[1] if self._registered is not None
+                   else self._pinned.data_ptr())
         with torch.cuda.device(idx.device):
             err = _C.gather_cuda(self._header, table.data_ptr(), bases.data_ptr(),
-                                 rel.data_ptr(), self._pinned.data_ptr(), ids.data_ptr(),
+                                 rel.data_ptr(), payload, ids.data_ptr(),
                                  ids.dtype == torch.int64, n,
                                  positions.data_ptr() if positions is not None else 0,
                                  out.data_ptr(), stream)
@@ -679,18 +682,41 @@ class CompressedTensor:
 
     # ---- memory ---------------------------------------------------------------
     def pin_memory(self) -> "CompressedTensor":
-        """Copy the payload into page-locked memory so the GPU can read it zero-copy."""
-        if self._pinned is None:
-            t = torch.from_numpy(np.asarray(self._payload).view(np.int32))
-            try:
-                self._pinned = t.pin_memory()
-            except RuntimeError as e:
-                raise RuntimeError("CompressedTensor.pin_memory needs a CUDA build of torch and a "
-                                   f"GPU: {e}") from None
+        """Page-lock the payload so the GPU reads the compressed rows zero-copy.
+
+        The payload is registered where it is (cudaHostRegister, read-only): a
+        tensor loaded with mmap=True stays one copy in the page cache, shared by
+        every process that maps the same file (e.g. the DDP ranks of a node).
+        Where registering fails, the payload is copied into pinned memory.
+        """
+        if self.is_pinned():
+            return self
+        if not torch.cuda.is_available():
+            raise RuntimeError("CompressedTensor.pin_memory needs a CUDA build of torch and a GPU "
+                               "(torch.cuda.is_available() is False)")
+        payload = np.asarray(self._payload)
+        if _C.cuda_built() and payload.nbytes:
+            with torch.cuda.device(torch.cuda.current_device()):
+                err, dev = _C.host_register(payload.ctypes.data, payload.nbytes)
+            if err == 0:
+                self._registered = (payload.ctypes.data, dev)
+                return self
+            warnings.warn(f"CompressedTensor.pin_memory: registering the payload in place failed "
+                          f"(cudaError {err}); copying it into pinned memory instead",
+                          stacklevel=2)
+        self._pinned = torch.from_numpy(payload.view(np.int32)).pin_memory()
         return self
 
     def is_pinned(self) -> bool:
-        return self._pinned is not None
+        return self._pinned is not None or self._registered is not None
+
+    def __del__(self):
+        registered = getattr(self, "_registered", None)
+        if registered is not None:
+            try:
+                _C.host_unregister(registered[0])
+            except Exception:  # interpreter shutdown
+                pass
 
     # ---- files ------------------------------------------------------------------
     def save(self, path: Union[str, os.PathLike]) -> Path:

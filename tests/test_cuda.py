@@ -87,3 +87,23 @@ def test_gpu_sparse_for_and_groups(cols):
         ct = ibp_gnn.compress(x).pin_memory()
         idx = torch.randint(0, x.shape[0], (3000,), generator=g)
         assert_bits_equal(ct.gather(idx.cuda()).cpu(), x[idx])
+
+
+@needs_gpu
+def test_mapped_file_is_pinned_in_place(tmp_path):
+    """pin_memory registers a memory-mapped payload where it is: no copy."""
+    x = special_matrix(torch.float32, 500, 40, seed=4)
+    ibp_gnn.compress(x).save(tmp_path / "x.ibp")
+    ct = ibp_gnn.load(tmp_path / "x.ibp", mmap=True).pin_memory()
+    assert ct.is_pinned() and ct._registered is not None and ct._pinned is None
+    idx = torch.randint(0, 500, (800,))
+    assert_bits_equal(ct.gather(idx.cuda()).cpu(), x[idx])
+    assert_bits_equal(ct.gather(idx), x[idx])  # the CPU path reads the same memory
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without a GPU")
+def test_pin_memory_without_gpu_is_explained():
+    ct = ibp_gnn.compress(torch.zeros(4, 4))
+    with pytest.raises(RuntimeError, match="torch.cuda.is_available"):
+        ct.pin_memory()
+    assert not ct.is_pinned()

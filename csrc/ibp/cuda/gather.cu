@@ -145,6 +145,30 @@ int gather_cuda(const CompressedView& c, const void* ids, bool ids64, uint64_t n
   return static_cast<int>(cudaGetLastError());
 }
 
+int host_register(void* ptr, uint64_t bytes, uintptr_t* device_ptr) {
+  cudaError_t e = cudaHostRegister(ptr, bytes, cudaHostRegisterPortable | cudaHostRegisterMapped |
+                                                   cudaHostRegisterReadOnly);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return static_cast<int>(e);
+  }
+  void* dev = nullptr;
+  e = cudaHostGetDevicePointer(&dev, ptr, 0);
+  if (e != cudaSuccess) {
+    cudaHostUnregister(ptr);
+    cudaGetLastError();
+    return static_cast<int>(e);
+  }
+  *device_ptr = reinterpret_cast<uintptr_t>(dev);
+  return 0;
+}
+
+int host_unregister(void* ptr) {
+  const cudaError_t e = cudaHostUnregister(ptr);
+  if (e != cudaSuccess) cudaGetLastError();
+  return static_cast<int>(e);
+}
+
 bool cuda_built() { return true; }
 
 int cuda_device_count() {
