@@ -17,11 +17,10 @@ bit-identical features and, with a fixed seed, give identical losses.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import logging
 import os
-import queue
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -322,14 +321,11 @@ class _Stats:
     rows: int = 0
 
 
-_END = object()
-
-
 def _batches(loader, store, depth: int, stats: _Stats, limit: Optional[int]) -> Iterator:
     """(batch, x) for each batch of `loader`, x = store.gather(batch.n_id).
     depth 0: sample and gather in the loop; the gather time is feature wait.
-    depth > 0: a thread samples and gathers up to `depth` batches ahead; the
-    time the loop blocks for the next batch is the wait."""
+    depth > 0: an ibp_gnn.Prefetcher thread samples and gathers up to `depth`
+    batches ahead; the time the loop blocks for the next batch is the wait."""
     it = iter(loader)  # created here so the shuffle order does not depend on threads
     n = len(loader) if limit is None else min(limit, len(loader))
     if depth == 0:
@@ -345,47 +341,30 @@ def _batches(loader, store, depth: int, stats: _Stats, limit: Optional[int]) -> 
             yield batch, x
         return
 
-    q: "queue.Queue" = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+    from .prefetch import Prefetcher
 
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
+    class _First:  # the first n batches of the loader, iterated once
+        def __iter__(self):
+            return itertools.islice(it, n)
 
-    def produce():
-        try:
-            for _ in range(n):
-                batch = next(it)
-                x = store.gather(batch.n_id)
-                if not put((batch, x, store.fetch_nbytes(batch.n_id))):
-                    return
-            put(_END)
-        except BaseException as e:  # re-raised in the training loop
-            put(e)
+        def __len__(self):
+            return n
 
-    th = threading.Thread(target=produce, name="ibp_gnn-prefetch", daemon=True)
-    th.start()
+    def fetch(batch):
+        return batch, store.gather(batch.n_id), store.fetch_nbytes(batch.n_id)
+
+    # Sampling and the gather run in the prefetcher's thread; `threads=None`
+    # leaves the decoder its usual thread count.
+    prefetcher = Prefetcher(_First(), None, depth, transform=fetch, stores=[], threads=None)
+    batches = iter(prefetcher)
     try:
-        while True:
-            t0 = time.perf_counter()
-            item = q.get()
-            stats.wait_s += time.perf_counter() - t0
-            if item is _END:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            batch, x, nbytes = item
+        for batch, x, nbytes in batches:
             stats.host_bytes += nbytes
             stats.rows += batch.n_id.numel()
             yield batch, x
     finally:
-        stop.set()
-        th.join()
+        batches.close()
+        stats.wait_s += prefetcher.last.wait_s
 
 
 # ---- loaders ------------------------------------------------------------------------------------
