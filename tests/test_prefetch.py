@@ -51,15 +51,28 @@ def test_same_batches_in_order_from_another_thread():
 
 
 def test_overlaps_production_with_consumption():
-    delay, n = 0.04, 10
-    pf = Prefetcher(SlowLoader(n, delay), depth=2)
-    t = time.perf_counter()
-    for _ in pf:
-        time.sleep(delay)  # the "model"
-    elapsed = time.perf_counter() - t
-    assert elapsed < 0.75 * 2 * delay * n, elapsed  # serial would take 2 * delay * n
-    assert pf.last.wait_s < 0.5 * delay * n
-    assert pf.last.produce_s >= delay * n * 0.9
+    """While the consumer still holds batch i, the loader already produces batch
+    i + 1 (a serial loop would not start it until asked: the wait times out)."""
+    n, delay = 6, 0.01
+    started = [threading.Event() for _ in range(n)]
+
+    class Loader:
+        def __len__(self):
+            return n
+
+        def __iter__(self):
+            for i in range(n):
+                started[i].set()
+                time.sleep(delay)  # sampling + gather
+                yield {"i": i}
+
+    pf = Prefetcher(Loader(), depth=2)
+    for b in pf:
+        if b["i"] + 1 < n:
+            assert started[b["i"] + 1].wait(timeout=30), b["i"]
+    assert pf.last.batches == n and pf.last.complete
+    assert pf.last.produce_s >= delay * n  # time.sleep never returns early
+    assert pf.last.wait_s >= 0
 
 
 def test_errors_reach_the_consumer():
