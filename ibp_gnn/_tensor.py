@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import warnings
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional, Union
 
@@ -174,23 +175,27 @@ def _choose_tables(rows: np.ndarray, row_bytes: int, row_words: int, total_rows:
 
     best, best_size = one, estimate(one)
     start = _C.Encoder(row_bytes, row_words, one).row_bits(sub_rows, row_bytes, threads)[:, 0]
-    for groups in GROUP_CHOICES:
-        if groups * 64 > len(sub):
-            break
-        # Start from rows ranked by their size under one group, cut in equal parts.
-        assign = np.empty(len(sub), np.int64)
-        assign[np.argsort(start, kind="stable")] = np.arange(len(sub)) * groups // len(sub)
-        for last in [False] * (CLUSTER_ROUNDS - 1) + [True]:
-            # Frames of reference are searched for the final tables only.
-            tables = np.stack([_fit(sub_rows, row_bytes, row_words, np.flatnonzero(assign == g),
-                                    mode, frames=last) for g in range(groups)])
-            if not last:
-                cost = _C.Encoder(row_bytes, row_words, tables).row_bits(sub_rows, row_bytes,
-                                                                         threads)
-                assign = cost.argmin(axis=1)
-        size = estimate(tables)
-        if size < best_size:
-            best, best_size = tables, size
+    # The fits release the GIL: the groups of a round are fitted in parallel.
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for groups in GROUP_CHOICES:
+            if groups * 64 > len(sub):
+                break
+            # Start from rows ranked by their size under one group, cut in equal parts.
+            assign = np.empty(len(sub), np.int64)
+            assign[np.argsort(start, kind="stable")] = np.arange(len(sub)) * groups // len(sub)
+            for last in [False] * (CLUSTER_ROUNDS - 1) + [True]:
+                # Frames of reference are searched for the final tables only.
+                members = [np.flatnonzero(assign == g) for g in range(groups)]
+                tables = np.stack(list(pool.map(
+                    lambda ids: _fit(sub_rows, row_bytes, row_words, ids, mode, frames=last),
+                    members)))
+                if not last:
+                    cost = _C.Encoder(row_bytes, row_words, tables).row_bits(sub_rows, row_bytes,
+                                                                             threads)
+                    assign = cost.argmin(axis=1)
+            size = estimate(tables)
+            if size < best_size:
+                best, best_size = tables, size
     return best
 
 
