@@ -42,7 +42,7 @@ from . import _C
 try:  # PyG is only needed for NeighborSampler and SampledSubgraph.to_sampler_output.
     import torch_geometric.sampler as _pyg_sampler
     from torch_geometric.sampler import SamplerOutput
-    from torch_geometric.sampler.base import DataType, SubgraphType
+    from torch_geometric.sampler.base import SubgraphType
 
     _PygNeighborSampler = _pyg_sampler.NeighborSampler
 except ImportError:  # pragma: no cover - exercised only without PyG
@@ -531,9 +531,18 @@ class NeighborSampler(_PygNeighborSampler):
 
     The "ibp" backend samples homogeneous graphs (``Data``, or a homogeneous
     ``(FeatureStore, GraphStore)``) uniformly, with or without replacement,
-    with directional or bidirectional subgraphs; heterogeneous, temporal,
-    weighted, disjoint and induced sampling raise NotImplementedError (use
-    ``backend="pyg"``).
+    with directional or bidirectional subgraphs; temporal, weighted, disjoint
+    and induced sampling raise NotImplementedError (use ``backend="pyg"``).
+
+    Heterogeneous graphs (``HeteroData``, or a heterogeneous
+    ``(FeatureStore, GraphStore)``) are sampled on the CPU, forward direction
+    only, like pyg-lib: ``num_neighbors`` is a list (the same fan-outs for
+    every edge type) or a dict edge type -> list; at hop h, for every edge
+    type (src, rel, dst) in turn, each ``dst`` node first reached at hop h - 1
+    (the seeds at hop 0) draws up to ``num_neighbors[edge_type][h]``
+    in-neighbours of type ``src`` (-1 = all); ``src`` nodes not seen before
+    are appended, in order of first appearance, to that type's node list.
+    ``row`` indexes the ``src`` type's nodes, ``col`` the ``dst`` type's.
     """
 
     def __init__(self, data, num_neighbors, subgraph_type="directional", replace=False,
@@ -551,9 +560,6 @@ class NeighborSampler(_PygNeighborSampler):
         self.backend = backend
         if backend == "ibp":
             unsupported = {
-                "sampling heterogeneous graphs": _pyg_sampler is not None
-                and not isinstance(data, tuple)
-                and DataType.from_data(data) == DataType.heterogeneous,
                 "disjoint sampling (disjoint=True)": bool(disjoint),
                 "temporal sampling (time_attr)": time_attr is not None,
                 "weighted sampling (weight_attr)": weight_attr is not None,
@@ -576,8 +582,8 @@ class NeighborSampler(_PygNeighborSampler):
         if backend == "pyg":
             return
         if self.is_hetero:
-            raise NotImplementedError(f"{op}: sampling heterogeneous graphs is not supported by "
-                                      "the 'ibp' backend; pass backend='pyg'")
+            self._init_hetero(device, seed, threads)
+            return
         _fanouts(self.num_neighbors.get_mapped_values(), op)
         self.threads = _threads(threads, op)
         if seed is not None:
@@ -600,6 +606,8 @@ class NeighborSampler(_PygNeighborSampler):
         if self.backend == "pyg":
             return super()._sample(seed, seed_time, **kwargs)
         op = "ibp_gnn.sampler.NeighborSampler"
+        if self.is_hetero:
+            return self._sample_hetero(seed, seed_time)
         if isinstance(seed, dict):
             raise NotImplementedError(f"{op}: heterogeneous seeds are not supported by the "
                                       "'ibp' backend; pass backend='pyg'")
@@ -615,3 +623,204 @@ class NeighborSampler(_PygNeighborSampler):
         return SamplerOutput(node=sub.node, row=row, col=col, edge=sub.edge, batch=None,
                              num_sampled_nodes=sub.num_sampled_nodes,
                              num_sampled_edges=sub.num_sampled_edges)
+
+    # ---- heterogeneous graphs ---------------------------------------------------------------
+    def _init_hetero(self, device, seed, threads) -> None:
+        op = "ibp_gnn.sampler.NeighborSampler"
+        if self.sample_direction != "forward":
+            raise NotImplementedError(f"{op}: backward sampling (sample_direction='backward') of "
+                                      "heterogeneous graphs is not supported by the 'ibp' "
+                                      "backend; pass backend='pyg'")
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        if self.device.type != "cpu":
+            raise NotImplementedError(f"{op}: heterogeneous graphs are sampled on the CPU only "
+                                      f"by the 'ibp' backend (device={self.device} asked); "
+                                      "pass backend='pyg' or device='cpu'")
+        self.threads = _threads(threads, op)
+        if seed is not None:
+            _rng_seed(seed, op)
+        self.seed = seed
+        self._calls = 0
+        self._hetero_fanouts()  # checks num_neighbors now
+        graphs = {}
+        for edge_type in self.edge_types:
+            rel = self.to_rel_type[edge_type]
+            src, _, dst = edge_type
+            # Bipartite CSC: indptr over the dst nodes, indices hold src ids (which
+            # CSCGraph's own check would bound by the dst count); one hop at a
+            # time, so the sampler never reads indptr at a src id.
+            g = CSCGraph(self.colptr_dict[rel], self.row_dict[rel], check=False)
+            p, ix = g.indptr, g.indices
+            n_src, n_dst = int(self.num_nodes[src]), int(self.num_nodes[dst])
+            if (g.num_nodes != n_dst or int(p[0]) != 0 or bool((p[1:] < p[:-1]).any())
+                    or int(p[-1]) != g.num_edges
+                    or (g.num_edges and (int(ix.min()) < 0 or int(ix.max()) >= n_src))):
+                raise ValueError(f"{op}: the CSC of edge type {edge_type!r} is invalid ({n_dst} "
+                                 f"{dst!r} nodes, {n_src} {src!r} nodes, {g.num_edges} edges)")
+            graphs[edge_type] = g
+        self.graphs = graphs
+        self.graph = None
+
+    def _hetero_fanouts(self) -> Tuple[dict, int]:
+        """{edge type: fan-outs per hop} and the number of hops, checked."""
+        op = "ibp_gnn.sampler.NeighborSampler"
+        nn = self.num_neighbors
+        values = nn.values
+        known = {"__".join(et): et for et in self.edge_types}
+        if isinstance(values, dict):
+            for key in values:
+                k = "__".join(key) if isinstance(key, tuple) else str(key)
+                if k not in known:
+                    et = tuple(key) if isinstance(key, tuple) else tuple(k.split("__"))
+                    raise ValueError(f"{op}: num_neighbors names edge type {et!r}, which is not "
+                                     f"in the graph (edge types: {list(self.edge_types)})")
+            default = nn.default
+        else:
+            default = values
+        out = {}
+        for et in self.edge_types:
+            k = "__".join(et)
+            f = None
+            if isinstance(values, dict):
+                for key, v in values.items():
+                    if ("__".join(key) if isinstance(key, tuple) else str(key)) == k:
+                        f = v
+                        break
+            if f is None:
+                f = default
+            if f is None:
+                raise ValueError(f"{op}: num_neighbors gives no fan-outs for edge type {et!r} "
+                                 "(and no default)")
+            out[et] = _fanouts(list(f), f"{op} (edge type {et!r})")
+        hops = {len(v) for v in out.values()}
+        if len(hops) > 1:
+            got = ", ".join(f"{et!r}: {len(v)}" for et, v in out.items())
+            raise ValueError(f"{op}: num_neighbors must give the same number of hops for every "
+                             f"edge type, got {{{got}}}")
+        return out, (hops.pop() if hops else 0)
+
+    def _sample_hetero(self, seed, seed_time=None):
+        from torch_geometric.sampler import HeteroSamplerOutput
+
+        op = "ibp_gnn.sampler.NeighborSampler"
+        if seed_time is not None:
+            raise NotImplementedError(f"{op}: temporal sampling (seed_time) is not supported by "
+                                      "the 'ibp' backend; pass backend='pyg'")
+        if not isinstance(seed, dict):
+            raise TypeError(f"{op}: a heterogeneous graph needs seeds as a dict node type -> "
+                            f"ids, got {type(seed).__name__}")
+        fanouts, num_hops = self._hetero_fanouts()
+        base = self._next_seed()
+        if base is None:
+            base = _rng_seed(None, op)
+        replace = bool(self.replace)
+        i64 = torch.int64
+        node_types = list(self.node_types)
+        nodes = {nt: [] for nt in node_types}
+        nsn = {nt: [] for nt in node_types}
+        count = {nt: 0 for nt in node_types}
+        empty = torch.empty(0, dtype=i64)
+        # Per node type, the ids seen so far (sorted) and their local ids: memory
+        # grows with the sample, not with the graph.
+        known = {nt: (empty, empty) for nt in node_types}
+
+        def lookup(nt, ids):
+            kid, kloc = known[nt]
+            if kid.numel() == 0:
+                return torch.full_like(ids, -1)
+            pos = torch.searchsorted(kid, ids).clamp_(max=kid.numel() - 1)
+            return torch.where(kid[pos] == ids, kloc[pos], torch.full_like(ids, -1))
+
+        def remember(nt, ids, loc):
+            kid, kloc = torch.cat([known[nt][0], ids]), torch.cat([known[nt][1], loc])
+            order = kid.argsort()
+            known[nt] = (kid[order], kloc[order])
+
+        def relabel(nt, ids, pending):
+            """Local ids of `ids` in nt's node list; unseen ids are appended to
+            `pending[nt]` in order of first appearance."""
+            loc = lookup(nt, ids)
+            fresh = loc < 0
+            if bool(fresh.any()):
+                u = ids[fresh]
+                uniq, inv = torch.unique(u, return_inverse=True)
+                first = torch.full((uniq.numel(),), u.numel(), dtype=i64).scatter_reduce_(
+                    0, inv, torch.arange(u.numel(), dtype=i64), "amin")
+                order = first.argsort()
+                new = uniq[order]
+                rank = torch.empty_like(order)
+                rank[order] = torch.arange(order.numel(), dtype=i64)
+                remember(nt, new, count[nt] + torch.arange(new.numel(), dtype=i64))
+                loc[fresh] = count[nt] + rank[inv]
+                count[nt] += new.numel()
+                pending[nt].append(new)
+            return loc
+
+        frontier = {}
+        for nt, s in seed.items():
+            if nt not in self.num_nodes:
+                raise ValueError(f"{op}: seeds of node type {nt!r}, which is not in the graph "
+                                 f"(node types: {node_types})")
+            s = _seed_tensor(s, int(self.num_nodes[nt]), op, True).cpu().to(i64)
+            if s.numel():  # duplicates kept; an id maps to its first position
+                uniq, inv = torch.unique(s, return_inverse=True)
+                first = torch.full((uniq.numel(),), s.numel(), dtype=i64).scatter_reduce_(
+                    0, inv, torch.arange(s.numel(), dtype=i64), "amin")
+                remember(nt, uniq, first)
+            nodes[nt].append(s)
+            count[nt] = s.numel()
+            frontier[nt] = (0, s)
+        for nt in node_types:
+            nsn[nt].append(count[nt])
+
+        rows = {et: [] for et in self.edge_types}
+        cols = {et: [] for et in self.edge_types}
+        edges = {et: [] for et in self.edge_types}
+        nse = {et: [] for et in self.edge_types}
+        for hop in range(num_hops):
+            pending = {nt: [] for nt in node_types}
+            start = dict(count)
+            for k, et in enumerate(self.edge_types):
+                src, _, dst = et
+                first_local, fr = frontier.get(dst, (0, empty))
+                f = fanouts[et][hop]
+                g = self.graphs[et]
+                if fr.numel() == 0 or f == 0 or g.num_edges == 0:
+                    nse[et].append(0)
+                    continue
+                rng = (base + _mix64((hop * len(self.edge_types) + k + 1) * _GOLDEN)) & _SEED_MASK
+                _, _, col, edge, _, _ = _C.neighbor_sample(
+                    g.indptr.numpy(), g.indices.numpy(), fr.numpy(), [f], replace, rng,
+                    self.threads, False)
+                edge = torch.from_numpy(edge).to(i64)
+                col = torch.from_numpy(col).to(i64) + first_local
+                nbr = g.indices[edge].to(i64)
+                rows[et].append(relabel(src, nbr, pending))
+                cols[et].append(col)
+                edges[et].append(edge)
+                nse[et].append(edge.numel())
+            frontier = {}
+            for nt in node_types:
+                new = torch.cat(pending[nt]) if pending[nt] else empty
+                nodes[nt].append(new)
+                nsn[nt].append(new.numel())
+                frontier[nt] = (start[nt], new)
+
+        cat = lambda parts: torch.cat(parts) if parts else empty  # noqa: E731
+        return HeteroSamplerOutput(
+            node={nt: cat(nodes[nt]) for nt in node_types},
+            row={et: cat(rows[et]) for et in self.edge_types},
+            col={et: cat(cols[et]) for et in self.edge_types},
+            edge={et: cat(edges[et]) for et in self.edge_types},
+            batch=None,
+            num_sampled_nodes=nsn,
+            num_sampled_edges=nse,
+        )
+
+
+def _mix64(z: int) -> int:
+    """splitmix64's finaliser, to derive per (hop, edge type) sampling seeds."""
+    z &= _SEED_MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _SEED_MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _SEED_MASK
+    return z ^ (z >> 31)

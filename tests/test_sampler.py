@@ -424,8 +424,8 @@ def test_neighbor_sampler_unsupported_and_backend_pyg():
     hetero = HeteroData()
     hetero["a"].x = torch.randn(3, 2)
     hetero["a", "to", "a"].edge_index = torch.tensor([[0, 1], [1, 2]])
-    with pytest.raises(NotImplementedError, match=r"heterogeneous graphs.*backend='pyg'"):
-        NeighborSampler(hetero, [2])
+    with pytest.raises(NotImplementedError, match=r"backward sampling.*heterogeneous.*'pyg'"):
+        NeighborSampler(hetero, [2], sample_direction="backward")
     with pytest.raises(NotImplementedError, match=r"disjoint=True"):
         NeighborSampler(data, [2], disjoint=True)
     with pytest.raises(NotImplementedError, match=r"induced subgraphs"):
@@ -464,6 +464,247 @@ def test_same_structure_as_pyg_backend():
     ours = NeighborSampler(data, [3, 2], seed=0).sample_from_nodes(inp)
     theirs = NeighborSampler(data, [3, 2], backend="pyg").sample_from_nodes(inp)
     assert int((ours.col < 4).sum()) == int((theirs.col < 4).sum())  # hop-1 sizes: min(3, deg)
+
+
+# ---- PyG, heterogeneous graphs -----------------------------------------------------------------
+CITES, WRITES, REV = ("paper", "cites", "paper"), ("author", "writes", "paper"), \
+    ("paper", "rev_writes", "author")
+
+
+def small_hetero(num_papers=40, num_authors=25, seed=0):
+    from torch_geometric.data import HeteroData
+
+    g = torch.Generator().manual_seed(seed)
+    data = HeteroData()
+    data["paper"].x = torch.randn(num_papers, 3, generator=g)
+    data["author"].x = torch.randn(num_authors, 3, generator=g)
+    data[CITES].edge_index = torch.randint(0, num_papers, (2, 120), generator=g)
+    writes = torch.stack([torch.randint(0, num_authors, (70,), generator=g),
+                          torch.randint(0, num_papers, (70,), generator=g)])
+    data[WRITES].edge_index = writes
+    data[REV].edge_index = writes.flip(0)
+    return data
+
+
+def hetero_edge_sets(data):
+    return {et: set(zip(*data[et].edge_index.tolist())) for et in data.edge_types}
+
+
+def check_hetero_output(out, sampler, data):
+    """Every sampled edge is a real edge of its type, (CSC position) unique
+    per edge type, and lies between nodes of the right types."""
+    for et in data.edge_types:
+        src, _, dst = et
+        row, col, e = out.row[et], out.col[et], out.edge[et]
+        assert row.numel() == col.numel() == e.numel() == sum(out.num_sampled_edges[et])
+        perm = sampler.perm.get(et) if sampler.perm is not None else None
+        eid = e if perm is None else perm[e]
+        ei = data[et].edge_index[:, eid]
+        assert torch.equal(ei[0], out.node[src][row]) and torch.equal(ei[1], out.node[dst][col])
+        assert e.unique().numel() == e.numel()
+    for nt in data.node_types:
+        n = out.node[nt]
+        assert n.unique().numel() == n.numel() and n.numel() == sum(out.num_sampled_nodes[nt])
+
+
+def bfs_levels(data, seeds, hops):
+    """Per node type, the nodes first reached at each hop, taking every
+    in-edge of each edge type, as pyg-lib does (frontier fixed per hop)."""
+    ins = {et: {} for et in data.edge_types}
+    for et in data.edge_types:
+        for u, v in zip(*data[et].edge_index.tolist()):
+            ins[et].setdefault(v, []).append(u)
+    seen = {nt: set() for nt in data.node_types}
+    levels = {nt: [set()] for nt in data.node_types}
+    seen["paper"] |= set(seeds)
+    levels["paper"][0] = set(seeds)
+    frontier = {nt: set(levels[nt][0]) for nt in data.node_types}
+    for _ in range(hops):
+        new = {nt: set() for nt in data.node_types}
+        for et in data.edge_types:
+            src, _, dst = et
+            for v in frontier[dst]:
+                for u in ins[et].get(v, []):
+                    if u not in seen[src]:
+                        seen[src].add(u)
+                        new[src].add(u)
+        for nt in data.node_types:
+            levels[nt].append(new[nt])
+        frontier = new
+    return levels
+
+
+def hops_of(out, nt):
+    bounds = np.cumsum([0] + list(out.num_sampled_nodes[nt])).tolist()
+    n = out.node[nt].tolist()
+    return [set(n[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def hetero_sample(sampler, seeds):
+    from torch_geometric.sampler import NodeSamplerInput
+
+    return sampler.sample_from_nodes(NodeSamplerInput(input_id=None, node=torch.tensor(seeds),
+                                                      input_type="paper"))
+
+
+def test_hetero_full_neighbourhood_equals_bfs():
+    data = small_hetero()
+    seeds = [0, 7, 13, 21]
+    for hops in (1, 2, 3):
+        sampler = NeighborSampler(data, [-1] * hops, seed=0)
+        out = hetero_sample(sampler, seeds)
+        assert out.node["paper"][:4].tolist() == seeds
+        levels = bfs_levels(data, seeds, hops)
+        for nt in data.node_types:
+            assert len(out.num_sampled_nodes[nt]) == hops + 1
+            assert hops_of(out, nt) == levels[nt], (hops, nt)
+        check_hetero_output(out, sampler, data)
+        # All in-edges of every frontier node were taken.
+        edges = hetero_edge_sets(data)
+        for et in data.edge_types:
+            src, _, dst = et
+            got = set(zip(out.node[src][out.row[et]].tolist(), out.node[dst][out.col[et]].tolist()))
+            reached = set().union(*levels[dst][:hops])
+            assert got == {(u, v) for (u, v) in edges[et] if v in reached}
+
+
+@pytest.mark.parametrize("num_neighbors", [[2, 3], {CITES: [1, 2], WRITES: [3, 0], REV: [2, 2]}])
+def test_hetero_finite_fanouts(num_neighbors):
+    data = small_hetero(seed=1)
+    sampler = NeighborSampler(data, num_neighbors, seed=5)
+    out = hetero_sample(sampler, [1, 2, 3, 5, 8, 13, 34])
+    check_hetero_output(out, sampler, data)
+    fan = num_neighbors if isinstance(num_neighbors, dict) else \
+        {et: num_neighbors for et in data.edge_types}
+    for et in data.edge_types:
+        src, _, dst = et
+        indeg = torch.bincount(data[et].edge_index[1], minlength=data[dst].num_nodes)
+        bounds = np.cumsum([0] + list(out.num_sampled_nodes[dst])).tolist()
+        ebounds = np.cumsum([0] + list(out.num_sampled_edges[et])).tolist()
+        for hop, f in enumerate(fan[et]):
+            col = out.col[et][ebounds[hop]:ebounds[hop + 1]]
+            a, b = bounds[hop], bounds[hop + 1]  # the dst nodes first reached at hop - 1
+            assert bool(((col >= a) & (col < b)).all())
+            got = torch.bincount(col - a, minlength=b - a)
+            want = indeg[out.node[dst][a:b]].clamp(max=f)
+            assert torch.equal(got, want), (et, hop)
+
+
+def test_hetero_determinism():
+    data = small_hetero(seed=2)
+    seeds = list(range(0, 40, 3))
+
+    def run(seed):
+        return hetero_sample(NeighborSampler(data, [2, 2], seed=seed), seeds)
+
+    a, b, c = run(11), run(11), run(12)
+    for key in ("node", "row", "col", "edge"):
+        da, db = getattr(a, key), getattr(b, key)
+        assert da.keys() == db.keys() and all(torch.equal(da[k], db[k]) for k in da)
+    assert a.num_sampled_nodes == b.num_sampled_nodes
+    assert a.num_sampled_edges == b.num_sampled_edges
+    assert any(not torch.equal(a.edge[k], c.edge[k]) for k in a.edge)
+    # The same sampler object: the i-th batch is reproducible, batches differ.
+    s1, s2 = NeighborSampler(data, [2, 2], seed=3), NeighborSampler(data, [2, 2], seed=3)
+    x1, y1 = hetero_sample(s1, seeds), hetero_sample(s1, seeds)
+    x2 = hetero_sample(s2, seeds)
+    assert all(torch.equal(x1.edge[k], x2.edge[k]) for k in x1.edge)
+    assert any(not torch.equal(x1.edge[k], y1.edge[k]) for k in x1.edge)
+
+
+def check_hetero_batch(batch, data, edges):
+    for nt in data.node_types:
+        n_id = batch[nt].n_id
+        assert bool(((n_id >= 0) & (n_id < data[nt].num_nodes)).all())
+        assert n_id.unique().numel() == n_id.numel()
+        assert torch.equal(batch[nt].x, data[nt].x[n_id])
+    for et in data.edge_types:
+        src, _, dst = et
+        ei = batch[et].edge_index
+        s, d = batch[src].n_id[ei[0]], batch[dst].n_id[ei[1]]
+        assert all(e in edges[et] for e in zip(s.tolist(), d.tolist()))
+        orig = data[et].edge_index[:, batch[et].e_id]
+        assert torch.equal(orig[0], s) and torch.equal(orig[1], d)
+
+
+@pytest.mark.parametrize("num_neighbors", [[3, 2], {CITES: [2, 1], WRITES: [-1, 2], REV: [1, 1]}])
+def test_hetero_neighbor_loader_end_to_end(num_neighbors):
+    from torch_geometric.loader import NeighborLoader
+
+    data = small_hetero(seed=3)
+    edges = hetero_edge_sets(data)
+    idx = torch.arange(0, 40, 2)
+    sampler = NeighborSampler(data, num_neighbors, seed=0)
+    loader = NeighborLoader(data, num_neighbors=num_neighbors, input_nodes=("paper", idx),
+                            batch_size=6, shuffle=True, neighbor_sampler=sampler)
+    seen = []
+    for batch in loader:
+        check_hetero_batch(batch, data, edges)
+        bs = batch["paper"].batch_size
+        seen.append(batch["paper"].n_id[:bs])
+        assert batch["paper"].num_sampled_nodes[0] == bs
+        for et in data.edge_types:
+            assert sum(batch[et].num_sampled_edges) == batch[et].edge_index.size(1)
+    assert torch.equal(torch.cat(seen).sort().values, idx)
+    # Bidirectional subgraphs are valid too.
+    s = NeighborSampler(data, num_neighbors, seed=1, subgraph_type="bidirectional")
+    batch = next(iter(NeighborLoader(data, num_neighbors, input_nodes=("paper", idx),
+                                     batch_size=8, neighbor_sampler=s)))
+    for nt in data.node_types:
+        assert torch.equal(batch[nt].x, data[nt].x[batch[nt].n_id])
+
+
+def test_hetero_feature_store_graph_store_tuple():
+    from torch_geometric.loader import NeighborLoader
+    from torch_geometric.testing import MyFeatureStore, MyGraphStore
+
+    data = small_hetero(seed=4)
+    fs, gs = MyFeatureStore(), MyGraphStore()
+    for nt in data.node_types:
+        fs.put_tensor(data[nt].x, group_name=nt, attr_name="x", index=None)
+    for et in data.edge_types:
+        src, _, dst = et
+        gs.put_edge_index(data[et].edge_index, edge_type=et, layout="coo",
+                          size=(data[src].num_nodes, data[dst].num_nodes))
+    sampler = NeighborSampler((fs, gs), [3, 2], seed=0)
+    batch = next(iter(NeighborLoader((fs, gs), [3, 2], batch_size=10, neighbor_sampler=sampler,
+                                     input_nodes=("paper", torch.arange(10)))))
+    edges = hetero_edge_sets(data)
+    assert batch["paper"].n_id[:10].tolist() == list(range(10))
+    for nt in data.node_types:
+        assert torch.equal(batch[nt].x, data[nt].x[batch[nt].n_id])
+    n = 0
+    for et in data.edge_types:
+        src, _, dst = et
+        ei = batch[et].edge_index
+        s, d = batch[src].n_id[ei[0]], batch[dst].n_id[ei[1]]
+        assert all(e in edges[et] for e in zip(s.tolist(), d.tolist()))
+        n += ei.size(1)
+    assert n > 0
+
+
+def test_hetero_errors():
+    data = small_hetero()
+    with pytest.raises(ValueError, match=r"\('paper', 'likes', 'author'\).*not in the graph"):
+        NeighborSampler(data, {CITES: [2], WRITES: [2], REV: [2],
+                               ("paper", "likes", "author"): [1]})
+    with pytest.raises(ValueError, match=r"no fan-outs for edge type \('author', 'writes'"):
+        NeighborSampler(data, {CITES: [2], REV: [2]})
+    with pytest.raises(ValueError, match=r"same number of hops"):
+        NeighborSampler(data, {CITES: [2], WRITES: [2, 1], REV: [2]})
+    with pytest.raises(ValueError, match=r"edge type \('paper', 'cites', 'paper'\).*>= -1"):
+        NeighborSampler(data, {CITES: [-2], WRITES: [2], REV: [2]})
+    with pytest.raises(NotImplementedError, match=r"CPU only"):
+        NeighborSampler(data, [2], device="cuda")
+    s = NeighborSampler(data, [2], seed=0)
+    from torch_geometric.sampler import NodeSamplerInput
+
+    with pytest.raises(IndexError, match=r"out of range"):
+        s.sample_from_nodes(NodeSamplerInput(input_id=None, node=torch.tensor([0, 40]),
+                                             input_type="paper"))
+    with pytest.raises(ValueError, match=r"node type 'venue'"):
+        s.sample_from_nodes(NodeSamplerInput(input_id=None, node=torch.tensor([0]),
+                                             input_type="venue"))
 
 
 # ---- DGL --------------------------------------------------------------------------------------
