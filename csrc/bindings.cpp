@@ -144,11 +144,14 @@ PYBIND11_MODULE(_C, m) {
   m.def("cuda_built", &cuda_built);
   m.def("cpu_has_bmi2", &cpu_has_bmi2);
   m.def("cuda_device_count", &cuda_device_count);
-  m.def("host_register", [](uintptr_t ptr, uint64_t bytes) {
-    uintptr_t dev = 0;
-    const int err = host_register(reinterpret_cast<void*>(ptr), bytes, &dev);
-    return py::make_tuple(err, dev);
-  });
+  m.def(
+      "host_register",
+      [](uintptr_t ptr, uint64_t bytes, bool read_only) {
+        uintptr_t dev = 0;
+        const int err = host_register(reinterpret_cast<void*>(ptr), bytes, read_only, &dev);
+        return py::make_tuple(err, dev);
+      },
+      py::arg("ptr"), py::arg("bytes"), py::arg("read_only") = false);
   m.def("host_unregister",
         [](uintptr_t ptr) { return host_unregister(reinterpret_cast<void*>(ptr)); });
 

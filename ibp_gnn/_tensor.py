@@ -702,7 +702,7 @@ class CompressedTensor:
         payload = np.asarray(self._payload)
         if _C.cuda_built() and payload.nbytes:
             with torch.cuda.device(torch.cuda.current_device()):
-                err, dev = _C.host_register(payload.ctypes.data, payload.nbytes)
+                err, dev = _C.host_register(payload.ctypes.data, payload.nbytes, read_only=True)
             if err == 0:
                 self._registered = (payload.ctypes.data, dev)
                 return self

@@ -232,9 +232,9 @@ class _HostRegistration:
         if t.numel() == 0 or t.is_pinned():
             self.device_ptr = t.data_ptr()  # nothing to read, or torch's pinned memory (UVA)
             return
-        err, self.device_ptr = _C.host_register_cuda(t.data_ptr(), t.numel() * t.element_size())
+        err, self.device_ptr = _C.host_register(t.data_ptr(), t.numel() * t.element_size())
         if err == 0:
-            weakref.finalize(self, _C.host_unregister_cuda, t.data_ptr())
+            weakref.finalize(self, _C.host_unregister, t.data_ptr())
         else:
             self.tensor = t.pin_memory()  # mapped at the same address (UVA)
             self.device_ptr = self.tensor.data_ptr()

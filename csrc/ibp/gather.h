@@ -40,11 +40,13 @@ void gather_cpu(const CompressedView& c, const void* ids, bool ids64, uint64_t n
 int gather_cuda(const CompressedView& c, const void* ids, bool ids64, uint64_t n,
                 const int64_t* positions, uint8_t* out, void* stream);
 
-// Page-locks `bytes` bytes at `ptr` where they are (read-only, mapped for the
-// GPU) and sets *device_ptr to the address a kernel reads them at. Memory
-// mapped from a file stays one copy, shared by every process mapping the file.
-// host_unregister undoes it. Return 0 or a cudaError_t; -1 without CUDA.
-int host_register(void* ptr, uint64_t bytes, uintptr_t* device_ptr);
+// Page-locks `bytes` bytes at `ptr` where they are (mapped for the GPU;
+// read-only when asked, as a read-only file mapping needs) and sets
+// *device_ptr to the address a kernel reads them at. Memory mapped from a file
+// stays one copy, shared by every process mapping the file. host_unregister
+// undoes it. Return 0 or a cudaError_t; -1 without CUDA. Used by the codec's
+// payload and the sampler's graph arrays.
+int host_register(void* ptr, uint64_t bytes, bool read_only, uintptr_t* device_ptr);
 int host_unregister(void* ptr);
 
 // Whether the CUDA gather was compiled in, and the visible device count (0

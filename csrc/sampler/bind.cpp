@@ -245,11 +245,4 @@ void bind_sampler(py::module_& m) {
   bind_steps<true>(m, "_cuda");
   bind_steps<false>(m, "_host");
 
-  m.def("host_register_cuda", [](uintptr_t ptr, uint64_t bytes) {
-    uint64_t dev = 0;
-    const int err = host_register_cuda(reinterpret_cast<void*>(ptr), bytes, &dev);
-    return py::make_tuple(err, dev);
-  });
-  m.def("host_unregister_cuda",
-        [](uintptr_t ptr) { return host_unregister_cuda(reinterpret_cast<void*>(ptr)); });
 }

@@ -160,11 +160,7 @@ int relabel_finish_host(const RelabelTable& t, const int64_t* ids, uint64_t n, u
 int relabel_commit_host(const RelabelTable& t, const int64_t* ids, uint64_t n, uint64_t base,
                         const int64_t* rank);
 
-// Page-locks [ptr, ptr + bytes) in place and maps it for the device
-// (cudaHostRegister); *device_ptr receives the address kernels use. Returns a
-// cudaError_t value, -1 without CUDA.
-int host_register_cuda(void* ptr, uint64_t bytes, uint64_t* device_ptr);
-int host_unregister_cuda(void* ptr);
+// Pinning the graph arrays in place is ibp::host_register (csrc/ibp/gather.h).
 
 }  // namespace sampler
 }  // namespace ibp

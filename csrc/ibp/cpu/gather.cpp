@@ -138,7 +138,7 @@ int gather_cuda(const CompressedView&, const void*, bool, uint64_t, const int64_
                 void*) {
   return -1;
 }
-int host_register(void*, uint64_t, uintptr_t*) { return -1; }
+int host_register(void*, uint64_t, bool, uintptr_t*) { return -1; }
 int host_unregister(void*) { return -1; }
 bool cuda_built() { return false; }
 int cuda_device_count() { return 0; }

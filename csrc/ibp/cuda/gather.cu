@@ -145,9 +145,10 @@ int gather_cuda(const CompressedView& c, const void* ids, bool ids64, uint64_t n
   return static_cast<int>(cudaGetLastError());
 }
 
-int host_register(void* ptr, uint64_t bytes, uintptr_t* device_ptr) {
-  cudaError_t e = cudaHostRegister(ptr, bytes, cudaHostRegisterPortable | cudaHostRegisterMapped |
-                                                   cudaHostRegisterReadOnly);
+int host_register(void* ptr, uint64_t bytes, bool read_only, uintptr_t* device_ptr) {
+  const unsigned flags = cudaHostRegisterPortable | cudaHostRegisterMapped |
+                         (read_only ? cudaHostRegisterReadOnly : 0u);
+  cudaError_t e = cudaHostRegister(ptr, bytes, flags);
   if (e != cudaSuccess) {
     cudaGetLastError();
     return static_cast<int>(e);

@@ -76,8 +76,6 @@ int relabel_commit_cuda(const RelabelTable&, const int64_t*, uint64_t, uint64_t,
                         void*) {
   return -1;
 }
-int host_register_cuda(void*, uint64_t, uint64_t*) { return -1; }
-int host_unregister_cuda(void*) { return -1; }
 #endif
 
 }  // namespace sampler

@@ -138,28 +138,5 @@ int relabel_commit_cuda(const RelabelTable& t, const int64_t* ids, uint64_t n, u
   return launched();
 }
 
-int host_register_cuda(void* ptr, uint64_t bytes, uint64_t* device_ptr) {
-  cudaError_t e = cudaHostRegister(ptr, bytes, cudaHostRegisterMapped | cudaHostRegisterPortable);
-  if (e != cudaSuccess) {
-    cudaGetLastError();
-    return static_cast<int>(e);
-  }
-  void* d = nullptr;
-  e = cudaHostGetDevicePointer(&d, ptr, 0);
-  if (e != cudaSuccess) {
-    cudaGetLastError();
-    cudaHostUnregister(ptr);
-    return static_cast<int>(e);
-  }
-  *device_ptr = reinterpret_cast<uint64_t>(d);
-  return 0;
-}
-
-int host_unregister_cuda(void* ptr) {
-  const cudaError_t e = cudaHostUnregister(ptr);
-  if (e != cudaSuccess) cudaGetLastError();
-  return static_cast<int>(e);
-}
-
 }  // namespace sampler
 }  // namespace ibp
