@@ -20,16 +20,16 @@ all: test
 
 $(BIN)/.deps: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q $(DEPS)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q $(DEPS)
 	touch $@
 
 venv: $(BIN)/.deps
 
 # Builds the C++/CUDA extension (CUDA when nvcc is on the PATH: sm_80, sm_90).
 install: venv
-	$(BIN)/pip install -q --no-build-isolation -e .
+	$(BIN)/python -m pip install -q --no-build-isolation -e .
 
 run: install
 	$(BIN)/python train.py
