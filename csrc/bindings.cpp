@@ -13,6 +13,7 @@
 #include "ibp/encode.h"
 #include "ibp/format.h"
 #include "ibp/gather.h"
+#include "ibp/runtime.h"
 #include "ibp/validate.h"
 
 namespace py = pybind11;
@@ -144,6 +145,15 @@ PYBIND11_MODULE(_C, m) {
   m.def("cuda_built", &cuda_built);
   m.def("cpu_has_bmi2", &cpu_has_bmi2);
   m.def("cuda_device_count", &cuda_device_count);
+  m.def("cuda_versions", [] {
+    const CudaVersions v = cuda_versions();
+    py::dict d;
+    d["driver"] = v.driver;
+    d["runtime"] = v.runtime;
+    d["device_count"] = v.device_count;
+    d["count_error"] = v.count_error;
+    return d;
+  });
   m.def(
       "host_register",
       [](uintptr_t ptr, uint64_t bytes, bool read_only) {
