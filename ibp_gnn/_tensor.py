@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from . import _C
+from . import _cuda
 from ._dtypes import code_of, itemsize, torch_dtype
 
 MODES = {"auto": 0, "paper": 1}
@@ -624,6 +625,7 @@ class CompressedTensor:
         if not _C.cuda_built():
             raise RuntimeError(f"{op}: ibp_gnn was built without CUDA (nvcc was not found at "
                                "build time); reinstall it where nvcc is available")
+        _cuda.require_runtime(op)
         n = idx.numel()
         if n == 0:
             return out
@@ -637,7 +639,7 @@ class CompressedTensor:
         if n > 1:
             ids, positions = torch.sort(idx)  # neighbouring rows decode together
             positions = positions.to(torch.int64)
-        stream = torch.cuda.current_stream(idx.device).cuda_stream
+        stream = torch.cuda.current_stream(idx.device)
         payload = (self._registered[1] if self._registered is not None
                    else self._pinned.data_ptr())
         with torch.cuda.device(idx.device):
@@ -645,9 +647,15 @@ class CompressedTensor:
                                  rel.data_ptr(), payload, ids.data_ptr(),
                                  ids.dtype == torch.int64, n,
                                  positions.data_ptr() if positions is not None else 0,
-                                 out.data_ptr(), stream)
+                                 out.data_ptr(), stream.cuda_stream)
         if err != 0:
             raise RuntimeError(f"{op}: CUDA kernel launch failed with cudaError {err}")
+        # The kernel reads the tables on `stream` (perhaps not the one they were
+        # allocated on) and the payload until it ends: keep both until then.
+        for t in (table, bases, rel):
+            t.record_stream(stream)
+        uses = self.__dict__.get("_uses") or self.__dict__.setdefault("_uses", _cuda.StreamUses())
+        uses.record(stream)
         return out
 
     def _device_arrays(self, device: torch.device):
@@ -701,6 +709,7 @@ class CompressedTensor:
                                "(torch.cuda.is_available() is False)")
         payload = np.asarray(self._payload)
         if _C.cuda_built() and payload.nbytes:
+            _cuda.require_runtime("CompressedTensor.pin_memory")
             with torch.cuda.device(torch.cuda.current_device()):
                 err, dev = _C.host_register(payload.ctypes.data, payload.nbytes, read_only=True)
             if err == 0:
@@ -716,12 +725,17 @@ class CompressedTensor:
         return self._pinned is not None or self._registered is not None
 
     def __del__(self):
+        uses = getattr(self, "_uses", None)
         registered = getattr(self, "_registered", None)
-        if registered is not None:
-            try:
+        try:
+            if uses is not None:
+                # Queued gathers still read the payload (registered or pinned
+                # copy) and the device tables: let them end first.
+                uses.wait()
+            if registered is not None:
                 _C.host_unregister(registered[0])
-            except Exception:  # interpreter shutdown
-                pass
+        except Exception:  # interpreter shutdown, or a CUDA context already lost
+            pass
 
     # ---- files ------------------------------------------------------------------
     def save(self, path: Union[str, os.PathLike]) -> Path:

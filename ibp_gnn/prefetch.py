@@ -17,7 +17,9 @@ A background thread iterates the loader -- sampling, the feature gather-decode
 ``device`` -- and keeps up to ``depth`` finished batches ready. The decoders
 release the GIL, so on the CPU the decode of batch i+1 runs beside the model's
 work on batch i. On a GPU that work is issued on a side CUDA stream; the
-consumer's stream waits for an event recorded after it (no host sync), and every
+consumer's stream waits for an event recorded after it (no host sync; with
+``device=None`` and a loader that puts batches on a GPU itself, e.g. a store
+decoding there, after the work on the background thread's current stream), and every
 tensor of the batch is marked as used by the consumer's stream
 (``record_stream``) so the caching allocator never recycles its memory early.
 The background thread runs torch with ``threads`` intra-op threads (default 1),
@@ -103,10 +105,62 @@ def _to_device(obj: Any, device: torch.device) -> Any:
     return obj
 
 
-def _record_stream(obj: Any, stream) -> None:
-    """Marks every CUDA tensor of obj as used by `stream`."""
+def _cuda_devices(obj: Any, found: Optional[set] = None) -> set:
+    """The CUDA devices holding tensors of obj (tensors, lists/tuples/dicts, PyG
+    Data/HeteroData through their stores, objects with a ``device``: DGL graphs)."""
+    found = set() if found is None else found
     if isinstance(obj, torch.Tensor):
         if obj.is_cuda:
+            found.add(obj.device)
+    elif isinstance(obj, (list, tuple)):
+        for o in obj:
+            _cuda_devices(o, found)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            _cuda_devices(o, found)
+    else:
+        stores = getattr(obj, "stores", None)
+        if isinstance(stores, (list, tuple)):
+            for st in stores:
+                _cuda_devices(dict(st.items()) if hasattr(st, "items") else st, found)
+        device = getattr(obj, "device", None)
+        if isinstance(device, torch.device) and device.type == "cuda":
+            found.add(device)
+    return found
+
+
+def _handoff(batch: Any, device: Optional[torch.device], stream) -> list:
+    """Producer side: (device, event) pairs, an event recorded after the work
+    that made `batch` on each CUDA device it uses: on `stream` for `device`
+    (the side stream), else on this thread's current stream of that device
+    (a loader or store that decodes on a GPU with device=None)."""
+    devices = set()
+    if device is not None and device.type == "cuda":
+        devices.add(device)
+    if torch.cuda.is_initialized():  # no CUDA tensor can exist otherwise
+        _cuda_devices(batch, devices)
+    out = []
+    for d in sorted(devices, key=lambda d: d.index or 0):
+        s = stream if stream is not None and d == device else torch.cuda.current_stream(d)
+        event = torch.cuda.Event()
+        event.record(s)
+        out.append((d, event))
+    return out
+
+
+def _adopt(batch: Any, events: list) -> None:
+    """Consumer side: its current stream of each device waits for the batch's
+    event (no host sync), and the batch's tensors are marked as used there."""
+    for d, event in events:
+        consumer = torch.cuda.current_stream(d)
+        consumer.wait_event(event)
+        _record_stream(batch, consumer)
+
+
+def _record_stream(obj: Any, stream) -> None:
+    """Marks every CUDA tensor of obj on the stream's device as used by `stream`."""
+    if isinstance(obj, torch.Tensor):
+        if obj.is_cuda and obj.device == stream.device:
             obj.record_stream(stream)
     elif isinstance(obj, (list, tuple)):
         for o in obj:
@@ -223,12 +277,9 @@ class Prefetcher:
                             batch = self.transform(batch)
                         if self.device is not None:
                             batch = _to_device(batch, self.device)
-                        event = None
-                        if cuda:
-                            event = torch.cuda.Event()
-                            event.record(stream)
+                        events = _handoff(batch, self.device, stream)
                         produced[0] += time.perf_counter() - t
-                        if not put((batch, event)):
+                        if not put((batch, events)):
                             return
                 put(_End)
             except BaseException as e:  # handed to the consumer, raised there
@@ -250,11 +301,8 @@ class Prefetcher:
                     break
                 if isinstance(item, _Failed):
                     raise item.exc
-                batch, event = item
-                if event is not None:
-                    consumer = torch.cuda.current_stream(self.device)
-                    consumer.wait_event(event)
-                    _record_stream(batch, consumer)
+                batch, events = item
+                _adopt(batch, events)
                 n += 1
                 yield batch
         finally:

@@ -232,7 +232,8 @@ class _HostRegistration:
         if t.numel() == 0 or t.is_pinned():
             self.device_ptr = t.data_ptr()  # nothing to read, or torch's pinned memory (UVA)
             return
-        err, self.device_ptr = _C.host_register(t.data_ptr(), t.numel() * t.element_size())
+        err, self.device_ptr = _C.host_register(t.data_ptr(), t.numel() * t.element_size(),
+                                                read_only=True)  # a read-only mmap needs it
         if err == 0:
             weakref.finalize(self, _C.host_unregister, t.data_ptr())
         else:

@@ -107,3 +107,94 @@ def test_pin_memory_without_gpu_is_explained():
     with pytest.raises(RuntimeError, match="torch.cuda.is_available"):
         ct.pin_memory()
     assert not ct.is_pinned()
+
+
+def test_ibp_sees_the_gpus_torch_sees():
+    """Never skipped: where torch sees a GPU, _C must see it too (a CUDA runtime
+    in _C newer than the driver would otherwise skip every GPU test)."""
+    from ibp_gnn import _cuda
+
+    problem = _cuda.current_problem()
+    assert problem is None, problem
+    if torch.cuda.is_available() and _C.cuda_built():
+        v = _C.cuda_versions()
+        assert v["device_count"] == torch.cuda.device_count(), v
+        assert v["driver"] >= v["runtime"] or v["device_count"] > 0, v  # forward compatibility
+
+
+@needs_gpu
+def test_gpu_teardown_waits_for_queued_gathers(tmp_path):
+    """The tensor (its registered payload and device tables) dies while its
+    gathers are still queued on a side stream: they finish first."""
+    import gc
+
+    x = special_matrix(torch.float32, 50000, 129, seed=5)
+    ibp_gnn.compress(x).save(tmp_path / "x.ibp")
+    g = torch.Generator().manual_seed(5)
+    idx = torch.randint(0, 50000, (200000,), generator=g)
+    want = x[idx]
+    s = torch.cuda.Stream()
+    for mmap in (True, False):
+        ct = ibp_gnn.load(tmp_path / "x.ibp", mmap=mmap).pin_memory()
+        ct.gather(idx[:10].cuda())  # tables cached from the default stream
+        ids = idx.cuda()
+        torch.cuda.synchronize()
+        with torch.cuda.stream(s):
+            torch.cuda._sleep(50_000_000)  # the gathers below queue behind this
+            outs = [ct.gather(ids) for _ in range(3)]
+        del ct
+        gc.collect()
+        junk = [torch.full((1 << 20,), -1, dtype=torch.int32, device="cuda") for _ in range(8)]
+        s.synchronize()
+        for out in outs:
+            assert_bits_equal(out.cpu(), want)
+        del junk
+
+
+@needs_gpu
+def test_prefetcher_without_device_waits_for_gpu_decodes():
+    """A loader that decodes on the GPU itself (device=None) and a consumer on
+    its own stream: every batch arrives complete."""
+    x = special_matrix(torch.float16, 20000, 768, seed=6)
+    ct = ibp_gnn.compress(x).pin_memory()
+    g = torch.Generator().manual_seed(6)
+    ids = [torch.randint(0, 20000, (8192,), generator=g) for _ in range(6)]
+
+    def loader():
+        for i in ids:
+            torch.cuda._sleep(20_000_000)  # a slow producer stream
+            yield ct.gather(i.cuda())
+
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s):
+        got = [b.clone() for b in ibp_gnn.Prefetcher(_Iter(loader))]
+    s.synchronize()
+    for b, i in zip(got, ids):
+        assert_bits_equal(b.cpu(), x[i])
+
+
+class _Iter:
+    def __init__(self, make):
+        self.make = make
+
+    def __iter__(self):
+        return self.make()
+
+
+@needs_gpu
+def test_read_only_mapped_graph_is_registered_in_place(tmp_path):
+    import numpy as np
+
+    from ibp_gnn.sampler import CSCGraph
+
+    indptr = np.array([0, 2, 3, 5], dtype=np.int64)
+    indices = np.array([1, 2, 0, 0, 1], dtype=np.int64)
+    np.save(tmp_path / "p.npy", indptr)
+    np.save(tmp_path / "i.npy", indices)
+    g = CSCGraph(np.load(tmp_path / "p.npy", mmap_mode="r"),
+                 np.load(tmp_path / "i.npy", mmap_mode="r"))
+    ptrs = (g.indptr.data_ptr(), g.indices.data_ptr())
+    g.pin_memory()
+    assert tuple(p.tensor.data_ptr() for p in g._pins) == ptrs  # no pinned copy
+    sub = g.sample(torch.tensor([0, 1, 2], device="cuda"), [-1], seed=0)
+    assert sub.node.is_cuda
