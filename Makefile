@@ -46,3 +46,10 @@ bench: install
 
 clean:
 	rm -rf build $(VENV) .pytest_cache
+
+# On a GPU machine, with its own CUDA torch and no network: build with nvcc, run the GPU
+# tests, compute-sanitizer (memcheck, racecheck, synccheck) and benchmarks/gpu.py; figures
+# and a summary go to benchmarks/results/ (scripts/gpu_check.sh; under 8 minutes).
+.PHONY: gpu-check
+gpu-check:
+	bash scripts/gpu_check.sh
