@@ -80,14 +80,14 @@ class StreamUses:
 
     def __init__(self, event_factory: Optional[Callable[[], object]] = None):
         self._new = event_factory or torch.cuda.Event
-        self._events: Dict[int, object] = {}
+        self._events: Dict[tuple, object] = {}
         self._lock = threading.Lock()
 
     def record(self, stream) -> None:
         """Marks the work queued on `stream` so far as a user of the buffer."""
         event = self._new()
         event.record(stream)
-        key = int(stream.cuda_stream)
+        key = (str(getattr(stream, "device", "")), int(stream.cuda_stream))  # handles repeat per device
         with self._lock:
             # Streams whose work has finished need no event any more.
             done = [k for k, e in self._events.items() if k != key and e.query()]

@@ -10,7 +10,8 @@
 # GPU_CHECK_LOGS (log folder, build/gpu-check), GPU_CHECK_OUT (also copy the logs and
 # results there), IBP_WHEELS (folder of wheels for missing pure-Python packages such as
 # hydra-core, installed with --no-index; default .whl), GPU_CHECK_REQUIRE=1 (no GPU is an
-# error, not a skip), GPU_CHECK_SELFTEST=1 (run the step machinery on fake steps; no GPU).
+# error, not a skip), GPU_CHECK_SELFTEST=1 (run the step machinery on fake steps; no GPU),
+# GPU_CHECK_ASSUME_GPU=1 (skip the GPU probe: the plumbing on a CPU machine).
 set -u
 cd "$(dirname "$0")/.."
 
@@ -109,7 +110,10 @@ if [[ ${GPU_CHECK_SELFTEST:-0} == 1 ]]; then
 fi
 
 # ---- is there a GPU? ------------------------------------------------------------------------
-if ! probe=$("$PYTHON" -c "
+# GPU_CHECK_ASSUME_GPU=1 skips this probe (to try the script's plumbing on a CPU machine).
+if [[ ${GPU_CHECK_ASSUME_GPU:-0} == 1 ]]; then
+  probe="assumed GPU (GPU_CHECK_ASSUME_GPU=1)"
+elif ! probe=$("$PYTHON" -c "
 import torch
 if not torch.cuda.is_available():
     raise SystemExit(f'torch {torch.__version__}: torch.cuda.is_available() is False')
@@ -123,7 +127,7 @@ print(f'{p.name} (sm_{p.major}{p.minor}), torch {torch.__version__}, CUDA {torch
 fi
 DEVICE=$probe
 echo "gpu-check on $DEVICE, budget ${BUDGET} s"
-ARCH=$("$PYTHON" -c "import torch; p = torch.cuda.get_device_properties(0); print(f'{p.major}{p.minor}')")
+ARCH=$("$PYTHON" -c "import torch; p = torch.cuda.get_device_properties(0); print(f'{p.major}{p.minor}')" 2>/dev/null || echo "80;90")
 
 step environment 30 "nvidia-smi; command -v nvcc && nvcc --version; command -v compute-sanitizer && compute-sanitizer --version; '$PYTHON' -m pip list 2>/dev/null | grep -iE '^(torch|torch.geometric|numpy|scikit.build.core|pybind11|pytest|pytest.timeout|hydra.core|omegaconf) '"
 
@@ -141,7 +145,7 @@ if ! "$PY" -c "import hydra, omegaconf" 2>/dev/null; then
     note wheels "not run: hydra-core is missing and $WHEELS/ holds no wheels (no epoch benchmark)"
   fi
 fi
-if ! step build 150 "command -v nvcc && PATH=\$(dirname '$PY'):\$PATH '$PY' -m pip install -v --no-build-isolation --no-deps --no-index -e . --config-settings=cmake.define.CMAKE_CUDA_ARCHITECTURES=$ARCH"; then
+if ! step build 150 "command -v nvcc && PATH=\$(dirname '$PY'):\$PATH '$PY' -m pip install -v --no-build-isolation --no-deps --no-index -e . '--config-settings=cmake.define.CMAKE_CUDA_ARCHITECTURES=$ARCH'"; then
   finish
 fi
 step runtime 30 "'$PY' -c \"

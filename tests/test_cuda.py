@@ -119,7 +119,7 @@ def test_ibp_sees_the_gpus_torch_sees():
     if torch.cuda.is_available() and _C.cuda_built():
         v = _C.cuda_versions()
         assert v["device_count"] == torch.cuda.device_count(), v
-        assert v["driver"] >= v["runtime"] or v["device_count"] > 0, v  # forward compatibility
+        assert v["driver"] > 0 and v["runtime"] > 0, v
 
 
 @needs_gpu
@@ -141,7 +141,7 @@ def test_gpu_teardown_waits_for_queued_gathers(tmp_path):
         torch.cuda.synchronize()
         with torch.cuda.stream(s):
             torch.cuda._sleep(50_000_000)  # the gathers below queue behind this
-            outs = [ct.gather(ids) for _ in range(3)]
+            outs = [ct.gather(ids, check=False) for _ in range(3)]  # no sync: all three queue
         del ct
         gc.collect()
         junk = [torch.full((1 << 20,), -1, dtype=torch.int32, device="cuda") for _ in range(8)]
@@ -162,8 +162,9 @@ def test_prefetcher_without_device_waits_for_gpu_decodes():
 
     def loader():
         for i in ids:
-            torch.cuda._sleep(20_000_000)  # a slow producer stream
-            yield ct.gather(i.cuda())
+            d = i.cuda()
+            torch.cuda._sleep(20_000_000)  # the decode below ends well after it is queued
+            yield ct.gather(d, check=False)
 
     s = torch.cuda.Stream()
     with torch.cuda.stream(s):

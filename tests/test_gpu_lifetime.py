@@ -320,3 +320,11 @@ def test_conftest_turns_gpu_skips_into_failures(tmp_path):
     assert r.returncode == 1, out
     assert "1 skipped, 1 error" in out, out  # the skip at setup becomes a setup error
     assert "driver 12.4" in out and "runtime 13.0" in out, out
+
+
+def test_stream_uses_tells_default_streams_of_two_devices_apart():
+    log = Log()
+    uses = _cuda.StreamUses(lambda: FakeEvent(log))
+    uses.record(FakeStream("d0", 0, torch.device("cuda", 0)))  # handle 0 on both devices
+    uses.record(FakeStream("d1", 0, torch.device("cuda", 1)))
+    assert uses.pending() == 2
