@@ -91,7 +91,7 @@ finish() {
   summary "$RESULTS"
   if [[ -n ${GPU_CHECK_OUT:-} ]]; then
     mkdir -p "$GPU_CHECK_OUT"
-    tar -czf "$GPU_CHECK_OUT/gpu-check-logs.tar.gz" -C "$LOGS" --exclude=venv . 2>/dev/null
+    tar -czf "$GPU_CHECK_OUT/gpu-check-logs.tar.gz" -C "$LOGS" --exclude=venv --exclude=cmake . 2>/dev/null
     cp "$RESULTS"/gpu-check.md "$GPU_CHECK_OUT"/ 2>/dev/null
     cp "$RESULTS"/gpu.md "$GPU_CHECK_OUT"/ 2>/dev/null
   fi
@@ -132,6 +132,7 @@ ARCH=$("$PYTHON" -c "import torch; p = torch.cuda.get_device_properties(0); prin
 step environment 30 "nvidia-smi; command -v nvcc && nvcc --version; command -v compute-sanitizer && compute-sanitizer --version; '$PYTHON' -m pip list 2>/dev/null | grep -iE '^(torch|torch.geometric|numpy|scikit.build.core|pybind11|pytest|pytest.timeout|hydra.core|omegaconf) '"
 
 # ---- the python environment and the build -----------------------------------------------------
+# The build has its own folder ($LOGS/cmake): a CMake cache from another python stays apart.
 # A python inside a virtual environment (the GPU machine's own) is used as it is; a system
 # python gets a venv that sees its packages, so nothing is installed into the system.
 PY=$PYTHON
@@ -145,7 +146,7 @@ if ! "$PY" -c "import hydra, omegaconf" 2>/dev/null; then
     note wheels "not run: hydra-core is missing and $WHEELS/ holds no wheels (no epoch benchmark)"
   fi
 fi
-if ! step build 150 "command -v nvcc && PATH=\$(dirname '$PY'):\$PATH '$PY' -m pip install -v --no-build-isolation --no-deps --no-index -e . '--config-settings=cmake.define.CMAKE_CUDA_ARCHITECTURES=$ARCH'"; then
+if ! step build 150 "command -v nvcc && PATH=\$(dirname '$PY'):\$PATH '$PY' -m pip install -v --no-build-isolation --no-deps --no-index -e . '--config-settings=cmake.define.CMAKE_CUDA_ARCHITECTURES=$ARCH' '--config-settings=build-dir=$LOGS/cmake'"; then
   finish
 fi
 step runtime 30 "'$PY' -c \"

@@ -328,3 +328,30 @@ def test_stream_uses_tells_default_streams_of_two_devices_apart():
     uses.record(FakeStream("d0", 0, torch.device("cuda", 0)))  # handle 0 on both devices
     uses.record(FakeStream("d1", 0, torch.device("cuda", 1)))
     assert uses.pending() == 2
+
+
+def test_handoff_uses_the_side_stream_for_the_target_device(monkeypatch):
+    """device="cuda:0": the event goes on the prefetcher's side stream; a tensor
+    the loader left on cuda:1 gets an event on that device's current stream."""
+    log = Log()
+    current = {}
+
+    def current_stream(device=None):
+        d = torch.device(device)
+        return current.setdefault(d, FakeStream(f"current-{d}", 10 + len(current), d))
+
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_stream", current_stream)
+    monkeypatch.setattr(torch.cuda, "Event", lambda: FakeEvent(log))
+    side = FakeStream("side", 5)
+
+    class OnOne(CudaBatch):
+        device = torch.device("cuda", 1)
+
+    batch = {"a": CudaBatch(0), "b": OnOne(1)}
+    events = prefetch._handoff(batch, torch.device("cuda", 0), side)
+    assert [(d.index, e.stream) for d, e in events] == [
+        (0, side), (1, current[torch.device("cuda", 1)])]
+    prefetch._adopt(batch, events)
+    assert current[torch.device("cuda", 0)].waited == [events[0][1]]
+    assert current[torch.device("cuda", 1)].waited == [events[1][1]]
