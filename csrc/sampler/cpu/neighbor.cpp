@@ -18,6 +18,7 @@
 #include <condition_variable>
 #include <exception>
 #include <mutex>
+#include <new>
 #include <thread>
 #include <vector>
 
@@ -41,6 +42,9 @@ constexpr uint64_t kMaxThreads = 256;
 // Elements reserved up front per output array at most; beyond, they grow on
 // demand (the estimate of the sample size can be far too high).
 constexpr uint64_t kMaxReserve = 1ull << 22;
+// More sampled edges than this cannot be stored (8 bytes each, three arrays):
+// std::bad_alloc (MemoryError) before any counter could overflow.
+constexpr uint64_t kMaxEdges = 1ull << 60;
 // Prefetch distance of the streaming loops, in iterations.
 constexpr uint64_t kAhead = 16;
 
@@ -269,6 +273,7 @@ void start_output(const int64_t* seeds, uint64_t num_seeds, const Plan& p, Neigh
 // kept, the rest uninitialised); grows geometrically.
 void ensure_edges(NeighborSample* out, uint64_t n) {
   if (out->row.size() >= n) return;
+  if (n > kMaxEdges) throw std::bad_alloc();
   const uint64_t m = std::max<uint64_t>(n, 2 * out->row.size());
   for (auto* v : {&out->row, &out->col, &out->edge}) v->resize(m);
 }
@@ -326,6 +331,7 @@ void sample_serial(const Ptr* indptr, const Id* indices, const int64_t* seeds,
       const uint64_t deg = static_cast<uint64_t>(indptr[v + 1]) - b0;
       const uint64_t k = pick_count(deg, fanout, opt.replace);
       if (k == 0) continue;
+      if (k > kMaxEdges - ne) throw std::bad_alloc();
       ensure_edges(out, ne + k);
       pick_positions(b0, deg, fanout, opt.replace, pick_key(opt.seed, hop, i),
                      out->edge.data() + ne, opt.replace ? nullptr : scratch.for_picks(k));
@@ -377,7 +383,12 @@ void sample_parallel(const Ptr* indptr, const Id* indices, const int64_t* seeds,
       });
       tm.phase([&] {
         if (t != 0) return;
-        for (uint64_t i = 0; i < n; ++i) offs[i + 1] += offs[i];
+        for (uint64_t i = 0; i < n; ++i) {
+          if (static_cast<uint64_t>(offs[i + 1]) > kMaxEdges - static_cast<uint64_t>(offs[i])) {
+            throw std::bad_alloc();
+          }
+          offs[i + 1] += offs[i];
+        }
         ensure_edges(out, e0 + static_cast<uint64_t>(offs[n]));
       });
       tm.phase([&] {  // (1) positions and col, then (2) the neighbours, for a slice
