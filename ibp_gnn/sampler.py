@@ -252,8 +252,10 @@ class CSCGraph:
     ``indices[indptr[v]:indptr[v + 1]]`` (pass CSR arrays to sample
     out-neighbours). ``indptr`` is int32 or int64 (int64 beyond 2^31 edges),
     ``indices`` int32 or int64, as torch tensors or numpy arrays (viewed, not
-    copied). The structure is checked once here (``check=False`` skips it for
-    arrays known to be valid).
+    copied): numpy memmaps of a prepared CSC (``np.load(..., mmap_mode="r")``)
+    are sampled in place, with no copy and no edge permutation. The structure
+    is checked once here, one pass over both arrays on ``threads`` threads
+    (``check=False`` skips it for arrays known to be valid).
 
     Placement: on the CPU by default; :meth:`pin_memory` page-locks the CPU
     arrays in place so a GPU samples them zero-copy over the bus (the graph
