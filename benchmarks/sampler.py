@@ -1,38 +1,37 @@
 #!/usr/bin/env python
-"""Neighbour-sampling benchmark: ibp_gnn's sampler side by side with DGL's CPU
-sampler and PyG's pyg-lib / torch-sparse sampler, where they can be imported.
+"""Neighbour-sampling benchmark: ibp_gnn's CPU sampler side by side with DGL
+2.1's CPU sampler (and pyg-lib / torch-sparse where importable) on a
+papers100M-shaped graph.
 
-    python benchmarks/sampler.py                  # ~1 min on 2 cores
-    python benchmarks/sampler.py --quick          # smoke run
+    python benchmarks/sampler.py                  # 1/100 scale (1.1M nodes, 16M edges)
+    python benchmarks/sampler.py --scale 0.1      # 1/10: 11.1M nodes, 161.6M edges
+    python benchmarks/sampler.py --quick          # fewer batches and passes
     python benchmarks/sampler.py --json out.json
+    python benchmarks/sampler.py --clean          # delete the cached graphs
 
-Two cases, each a uniform random graph (fixed seed) in CSC form and the same
-fixed list of random seed batches for every sampler, fan-out --fanouts 10,5:
-  small  --nodes 20000, --edges 200000, --batch-size 256 (the graph fits in
-         the caches);
-  large  --big-nodes 200000, --big-edges 4000000, --large-batch 4096 (it does
-         not; --no-large skips this case).
-Reported: ms per batch and sampled edges per second (edges in the sampler's
-own output), from the fastest of --repeat passes over all batches after a
-warm-up pass (the best of several passes, as the machine may be shared).
+The graph: ogbn-papers100M's node and edge counts times --scale (111,059,956
+nodes, 1,615,685,872 directed edges at scale 1), in-degrees drawn from a
+power law (Pareto, shape 1.5, scaled to the mean degree), sources a random
+matching of the same degree sequence (so out-degrees follow the same law, as
+in an undirected graph), in CSC form with int64 indptr and int32 indices. It
+is generated once with numpy straight into .npy files under --cache-dir
+(default /tmp/samp; peak RSS about the size of indices) and memory-mapped by
+every run and every sampler, read in place.
 
-  ibp cpu tN        CSCGraph.sample(seeds, fanouts, threads=N): the sample in
-                    PyG's layout (node/row/col/edge + per-hop counts).
-  ibp pyg tN        the same through ibp_gnn.sampler.NeighborSampler
-                    .sample_from_nodes (what NeighborLoader calls).
-  ibp 2 batches     two Python threads sampling different batches at once
-                    (threads=1 each; the GIL is released while sampling).
-  dgl ompN          dgl.dataloading.NeighborSampler(fanouts).sample_blocks
-                    in a subprocess with OMP_NUM_THREADS=N (DGL's blocks redraw
-                    the seeds' neighbours at every layer, so its edge count is
-                    a little higher).
-  pyg-lib/torch-sparse  torch_geometric NeighborSampler when either is installed.
-  ibp gpu           when a CUDA GPU is present: the graph read zero-copy from
-                    pinned host memory, and from GPU memory.
+Each sampler gets the same --batches batches of --batch-size uniform random
+seeds (default 1024), fan-outs --fanouts seed side first (default 15,10,5;
+DGL takes them input layer first, so it is handed the reverse), one warm-up
+pass, then --repeat passes; the fastest pass is reported (the machine may be
+shared), with ms per batch, sampled edges per batch and the ratio to DGL with
+the same number of threads, all measured in this run.
 
-Within one batch our sampler uses extra threads only for large samples of
-graphs larger than the caches (see csrc/sampler/cpu/neighbor.cpp), so "t2"
-equals "t1" in the small case; the large case runs the multi-threaded path.
+  ibp cpu tN     CSCGraph(indptr, indices).sample(seeds, fanouts, threads=N),
+                 the graph arrays numpy memmaps (no copy): the sample in PyG's
+                 layout (node/row/col/edge + per-hop counts).
+  dgl ompN       dgl.dataloading.NeighborSampler(fanouts).sample_blocks on
+                 dgl.graph(("csc", ...)) of the same arrays, in a subprocess
+                 with OMP_NUM_THREADS=N (DGL's blocks redraw the seeds'
+                 neighbours at every layer, so its edge count is higher).
 """
 from __future__ import annotations
 
@@ -40,24 +39,82 @@ import argparse
 import json
 import os
 import platform
+import resource
+import shutil
 import subprocess
 import sys
-import threading
 import time
 
-import torch
+import numpy as np
 
 DGL_WORKER_FLAG = "--dgl-worker"
+PAPERS_NODES = 111_059_956
+PAPERS_EDGES = 1_615_685_872
+PARETO_SHAPE = 1.5
 
 
-def make_graph(nodes: int, edges: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, nodes, (2, edges), generator=g)
+# ---- the graph --------------------------------------------------------------------------------
+def graph_dir(args) -> str:
+    return os.path.join(args.cache_dir, f"papers-{args.scale:g}-seed{args.seed}")
 
 
-def make_batches(nodes: int, batch_size: int, count: int, seed: int) -> list:
-    g = torch.Generator().manual_seed(seed + 1)
-    return [torch.randint(0, nodes, (batch_size,), generator=g) for _ in range(count)]
+def build_graph(path: str, scale: float, seed: int) -> None:
+    """Writes indptr.npy (int64) and indices.npy (int32) of a power-law CSC to
+    `path` (published by renaming a temporary directory)."""
+    n = max(2, round(PAPERS_NODES * scale))
+    e = max(1, round(PAPERS_EDGES * scale))
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    w = rng.pareto(PARETO_SHAPE, n) + 1.0
+    w *= e / w.sum()
+    deg = np.floor(w).astype(np.int64)
+    del w
+    short = e - int(deg.sum())
+    deg[rng.choice(n, size=short, replace=False)] += 1
+    tmp = f"{path}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    indptr = np.lib.format.open_memmap(os.path.join(tmp, "indptr.npy"), "w+", np.int64, (n + 1,))
+    indptr[0] = 0
+    np.cumsum(deg, out=indptr[1:])
+    indices = np.lib.format.open_memmap(os.path.join(tmp, "indices.npy"), "w+", np.int32, (e,))
+    step = 1 << 20
+    for a in range(0, n, step):  # the degree sequence as sources, then a random matching
+        b = min(n, a + step)
+        indices[indptr[a]:indptr[b]] = np.repeat(np.arange(a, b, dtype=np.int32), deg[a:b])
+    rng.shuffle(np.asarray(indices))  # a memmap would take numpy's slow generic path
+    indptr.flush()
+    indices.flush()
+    for f in ("indptr.npy", "indices.npy"):
+        fd = os.open(os.path.join(tmp, f), os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+    with open(os.path.join(tmp, "meta.json"), "w") as f:
+        json.dump({"nodes": n, "edges": e, "scale": scale, "seed": seed,
+                   "pareto_shape": PARETO_SHAPE, "max_in_degree": int(deg.max()),
+                   "build_s": time.perf_counter() - t0}, f)
+    del indptr, indices
+    os.rename(tmp, path)
+
+
+def load_graph(args) -> tuple:
+    """(indptr, indices, meta): read-only memmaps of the cached graph, built first if absent."""
+    path = graph_dir(args)
+    if not os.path.exists(os.path.join(path, "meta.json")):
+        os.makedirs(args.cache_dir, exist_ok=True)
+        print(f"# building the graph once into {path} ...", flush=True)
+        build_graph(path, args.scale, args.seed)
+    with open(os.path.join(path, "meta.json")) as f:
+        meta = json.load(f)
+    indptr = np.load(os.path.join(path, "indptr.npy"), mmap_mode="r")
+    indices = np.load(os.path.join(path, "indices.npy"), mmap_mode="r")
+    return indptr, indices, meta
+
+
+def make_batches(num_nodes: int, args) -> list:
+    rng = np.random.default_rng(args.seed + 1)
+    return [rng.integers(0, num_nodes, args.batch_size, dtype=np.int64)
+            for _ in range(args.batches)]
 
 
 def timed(fn, batches, repeat: int) -> tuple:
@@ -72,183 +129,138 @@ def timed(fn, batches, repeat: int) -> tuple:
     return min(times), edges
 
 
-def row(name: str, seconds: float, edges: int, batches: int) -> dict:
-    r = {"sampler": name, "ms_per_batch": 1e3 * seconds / batches,
-         "edges_per_batch": edges / batches, "edges_per_s": edges / seconds}
-    print(f"  {name:<26} {r['ms_per_batch']:9.3f} ms/batch  {r['edges_per_batch']:9.0f} edges/batch"
-          f"  {r['edges_per_s'] / 1e6:8.2f} M edges/s", flush=True)
-    return r
-
-
-def skip(name: str, why: str) -> None:
-    print(f"  {name:<26} skipped: {why}", flush=True)
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 # ---- DGL, in a subprocess (its import needs a stub and OpenMP settings of its own) ----------
-def cases(args) -> list:
-    """(label, nodes, edges, batch size, batches) of each benchmark case."""
-    out = [("small", args.nodes, args.edges, args.batch_size, args.batches)]
-    if args.large:
-        out.append(("large", args.big_nodes, args.big_edges, args.large_batch,
-                     max(2, args.batches // 8)))
-    return out
-
-
 def dgl_worker(args) -> None:
-    import types
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import torch
 
-    sys.modules.setdefault("dgl.graphbolt", types.ModuleType("dgl.graphbolt"))
     try:
-        import dgl
+        from ibp_gnn.dgl import import_dgl
+
+        dgl = import_dgl(without_graphbolt=True)
     except Exception as e:  # noqa: BLE001 - report any import failure as a skip
         print(json.dumps({"skip": f"dgl does not import: {type(e).__name__}: {e}"[:300]}))
         return
-    out = {"version": dgl.__version__}
-    for label, nodes, edges, bs, count in cases(args):
-        ei = make_graph(nodes, edges, args.seed)
-        g = dgl.graph((ei[0], ei[1]), num_nodes=nodes)
-        g.create_formats_()
-        sampler = dgl.dataloading.NeighborSampler(args.fanouts)
-        batches = make_batches(nodes, bs, count, args.seed)
-        fn = lambda s: sum(b.num_edges() for b in sampler.sample_blocks(g, s)[2])  # noqa: E731
-        sec, n_edges = timed(fn, batches, args.repeat)
-        out[label] = [sec, n_edges, len(batches)]
-    print(json.dumps(out))
+    indptr, indices, meta = load_graph(args)
+    # DGL's CSC needs one id type for all arrays: int64 copies (its own memory).
+    ip = torch.from_numpy(np.asarray(indptr, dtype=np.int64).copy())
+    ix = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+    g = dgl.graph(("csc", (ip, ix, torch.empty(0, dtype=torch.int64))),
+                  num_nodes=meta["nodes"])
+    sampler = dgl.dataloading.NeighborSampler(list(reversed(args.fanouts)))
+    batches = [torch.from_numpy(b) for b in make_batches(meta["nodes"], args)]
+    fn = lambda s: sum(b.num_edges() for b in sampler.sample_blocks(g, s)[2])  # noqa: E731
+    sec, n_edges = timed(fn, batches, args.repeat)
+    print(json.dumps({"version": dgl.__version__, "seconds": sec, "edges": n_edges,
+                      "batches": len(batches), "peak_rss_gb": peak_rss_gb()}))
 
 
 def run_dgl(args, omp: int) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), DGL_WORKER_FLAG] + args.argv
     env = dict(os.environ, OMP_NUM_THREADS=str(omp))
     try:
-        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
     except subprocess.TimeoutExpired:
         return {"skip": "timed out"}
     for line in reversed(p.stdout.strip().splitlines()):
         if line.startswith("{"):
             return json.loads(line)
     err = (p.stderr.strip().splitlines() or ["no output"])[-1]
-    return {"skip": "dgl is not importable" if "No module named 'dgl'" in p.stderr else err[:300]}
+    return {"skip": err[:300]}
 
 
 # ---- main -------------------------------------------------------------------------------------
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--nodes", type=int, default=20000)
-    p.add_argument("--edges", type=int, default=200000)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--large-batch", type=int, default=4096)
-    p.add_argument("--big-nodes", type=int, default=200000)
-    p.add_argument("--big-edges", type=int, default=4000000)
-    p.add_argument("--fanouts", type=lambda s: [int(x) for x in s.split(",")], default=[10, 5])
-    p.add_argument("--batches", type=int, default=200)
-    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--scale", type=float, default=0.01,
+                   help="fraction of ogbn-papers100M's node and edge counts (default 0.01)")
+    p.add_argument("--cache-dir", default="/tmp/samp")
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--fanouts", type=lambda s: [int(x) for x in s.split(",")],
+                   default=[15, 10, 5], help="seed side first (default 15,10,5)")
+    p.add_argument("--batches", type=int, default=20)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--threads", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-large", dest="large", action="store_false",
-                   help="skip the large case")
-    p.add_argument("--quick", action="store_true", help="20 batches, 2 repeats")
+    p.add_argument("--no-dgl", dest="dgl", action="store_false")
+    p.add_argument("--quick", action="store_true", help="5 batches, 2 passes")
+    p.add_argument("--clean", action="store_true", help="delete --cache-dir's graphs and exit")
     p.add_argument("--json", help="write the results here")
     p.add_argument(DGL_WORKER_FLAG, action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.quick:
-        args.batches, args.repeat = 20, 2
-    args.argv = ["--nodes", str(args.nodes), "--edges", str(args.edges), "--batch-size",
-                 str(args.batch_size), "--large-batch", str(args.large_batch), "--big-nodes",
-                 str(args.big_nodes), "--big-edges", str(args.big_edges), "--fanouts",
-                 ",".join(map(str, args.fanouts)), "--batches", str(args.batches), "--repeat",
-                 str(args.repeat), "--seed", str(args.seed)]
-    if not args.large:
-        args.argv.append("--no-large")
+        args.batches, args.repeat = 5, 2
+    args.argv = ["--scale", repr(args.scale), "--cache-dir", args.cache_dir, "--batch-size",
+                 str(args.batch_size), "--fanouts", ",".join(map(str, args.fanouts)),
+                 "--batches", str(args.batches), "--repeat", str(args.repeat),
+                 "--seed", str(args.seed)]
+    if args.clean:
+        for d in os.listdir(args.cache_dir) if os.path.isdir(args.cache_dir) else []:
+            if d.startswith("papers-"):
+                shutil.rmtree(os.path.join(args.cache_dir, d))
+        return
     if args.dgl_worker:
         dgl_worker(args)
         return
 
-    from ibp_gnn import _C
-    from ibp_gnn.sampler import CSCGraph, NeighborSampler
-    from torch_geometric.data import Data
-    from torch_geometric.sampler import NodeSamplerInput
+    import torch
 
+    from ibp_gnn.sampler import CSCGraph
+
+    indptr, indices, meta = load_graph(args)
     print(f"# {platform.node()} {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, torch {torch.__version__}, OMP_NUM_THREADS="
-          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}")
-    print(f"# fan-out {args.fanouts}; {args.repeat} passes per row, the fastest reported")
-    results = {"config": {k: v for k, v in vars(args).items() if k != "argv"}, "rows": []}
-    dgl_runs = {omp: run_dgl(args, omp) for omp in (1, 2)}
+          f"{os.cpu_count()} CPUs, torch {torch.__version__}")
+    print(f"# graph: scale {args.scale:g}: {meta['nodes']} nodes, {meta['edges']} edges, "
+          f"power-law in-degrees (max {meta['max_in_degree']}), indptr int64 + indices int32 "
+          f"memory-mapped from {graph_dir(args)}")
+    print(f"# {args.batches} batches of {args.batch_size} seeds, fan-outs {args.fanouts} "
+          f"(seed side first); fastest of {args.repeat} passes", flush=True)
+    t0 = time.perf_counter()
+    graph = CSCGraph(indptr, indices, threads=2)
+    check_s = time.perf_counter() - t0
+    assert graph.indices.data_ptr() == indices.ctypes.data, "CSCGraph copied the memmap"
+    batches = make_batches(meta["nodes"], args)
+    results = {"config": {k: v for k, v in vars(args).items() if k != "argv"}, "graph": meta,
+               "check_s": check_s, "rows": []}
+    ours = {}
+    for t in args.threads:
+        fn = lambda s, t=t: graph.sample(s, args.fanouts, seed=1, threads=t).row.numel()  # noqa
+        ours[t] = timed(fn, batches, args.repeat)
+    dgl = {t: run_dgl(args, t) for t in args.threads} if args.dgl else {}
+    for t in args.threads:  # a second ibp pass after DGL's, the faster one kept
+        fn = lambda s, t=t: graph.sample(s, args.fanouts, seed=1, threads=t).row.numel()  # noqa
+        sec, n = timed(fn, batches, args.repeat)
+        ours[t] = (min(sec, ours[t][0]), n)
 
-    try:
-        import torch_geometric.typing as tgt
+    def show(name, sec, edges, nb, ratio=None, rss=None):
+        r = {"sampler": name, "ms_per_batch": 1e3 * sec / nb, "edges_per_batch": edges / nb,
+             "edges_per_s": edges / sec}
+        extra = f"  {ratio:5.2f}x DGL's speed" if ratio else ""
+        extra += f"  peak RSS {rss:.2f} GB" if rss else ""
+        print(f"  {name:<18} {r['ms_per_batch']:9.2f} ms/batch  {r['edges_per_batch']:9.0f} "
+              f"edges/batch  {r['edges_per_s'] / 1e6:7.2f} M edges/s{extra}", flush=True)
+        results["rows"].append(dict(r, speedup_vs_dgl=ratio, peak_rss_gb=rss))
 
-        pyg_backend = ("pyg-lib" if tgt.WITH_PYG_LIB
-                       else "torch-sparse" if tgt.WITH_TORCH_SPARSE else None)
-    except ImportError:
-        pyg_backend = None
-
-    for label, nodes, edges, bs, count in cases(args):
-        ei = make_graph(nodes, edges, args.seed)
-        graph = CSCGraph.from_edge_index(ei, nodes)
-        data = Data(edge_index=ei, num_nodes=nodes)
-        batches = make_batches(nodes, bs, count, args.seed)
-        print(f"\n{label}: {nodes} nodes, {edges} edges (uniform random, seed {args.seed}); "
-              f"{count} batches of {bs} seeds, fan-out {args.fanouts}:")
-        rows = []
-        for t in (1, 2):
-            fn = lambda s, t=t: (  # noqa: E731
-                graph.sample(s, args.fanouts, seed=1, threads=t).row.numel())
-            rows.append(row(f"ibp cpu t{t}", *timed(fn, batches, args.repeat), len(batches)))
-        for t in (1, 2):
-            ns = NeighborSampler(data, args.fanouts, seed=1, threads=t)
-            fn = lambda s, ns=ns: ns.sample_from_nodes(  # noqa: E731
-                NodeSamplerInput(input_id=None, node=s)).row.numel()
-            rows.append(row(f"ibp pyg t{t}", *timed(fn, batches, args.repeat), len(batches)))
-
-        def two_at_once(_unused):  # one pass over all batches, split between two threads
-            half = len(batches) // 2
-            counts = [0, 0]
-
-            def work(k):
-                for s in batches[k * half:(k + 1) * half]:
-                    counts[k] += graph.sample(s, args.fanouts, seed=1, threads=1).row.numel()
-            ths = [threading.Thread(target=work, args=(k,)) for k in (0, 1)]
-            for th in ths:
-                th.start()
-            for th in ths:
-                th.join()
-            return sum(counts)
-
-        sec, n_edges = timed(two_at_once, [None], args.repeat)
-        rows.append(row("ibp 2 batches at once", sec, n_edges, 2 * (len(batches) // 2)))
-
-        for omp, res in dgl_runs.items():
-            if "skip" in res:
-                skip(f"dgl omp{omp}", res["skip"])
-            elif label in res:
-                rows.append(row(f"dgl {res['version']} omp{omp}", *res[label]))
-        if pyg_backend:
-            ns = NeighborSampler(data, args.fanouts, backend="pyg")
-            fn = lambda s: ns.sample_from_nodes(  # noqa: E731
-                NodeSamplerInput(input_id=None, node=s)).row.numel()
-            rows.append(row(pyg_backend, *timed(fn, batches, args.repeat), len(batches)))
+    print(f"  CSCGraph check of the memmapped arrays: {check_s:.2f} s (once per graph)")
+    for t in args.threads:
+        d = dgl.get(t, {"skip": "--no-dgl"})
+        ratio = None
+        if "skip" not in d:
+            ratio = (d["seconds"] / d["batches"]) / (ours[t][0] / len(batches))
+        show(f"ibp cpu t{t}", *ours[t], len(batches), ratio)
+    for t in args.threads:
+        d = dgl.get(t, {"skip": "--no-dgl"})
+        if "skip" in d:
+            print(f"  dgl omp{t:<14} skipped: {d['skip']}")
         else:
-            skip("pyg-lib / torch-sparse", "neither is installed")
-
-        gpu = torch.cuda.is_available() and _C.cuda_built() and _C.cuda_device_count() > 0
-        if gpu:
-            dev_batches = [b.cuda() for b in batches]
-            for placement in ("pinned", "device"):
-                gg = (CSCGraph.from_edge_index(ei, nodes).pin_memory() if placement == "pinned"
-                      else graph.to("cuda"))
-
-                def fn(s, gg=gg):
-                    n = gg.sample(s, args.fanouts, seed=1, check=False).row.numel()
-                    torch.cuda.synchronize()
-                    return n
-                rows.append(row(f"ibp gpu ({placement})", *timed(fn, dev_batches, args.repeat),
-                                len(batches)))
-        else:
-            skip("ibp gpu", "no CUDA GPU here (or the CUDA sampler was not built)")
-        results["rows"].append({"case": label, "nodes": nodes, "edges": edges,
-                                "batch_size": bs, "results": rows})
-
+            show(f"dgl {d['version']} omp{t}", d["seconds"], d["edges"], d["batches"],
+                 rss=d["peak_rss_gb"])
+    print(f"  ibp peak RSS {peak_rss_gb():.2f} GB (memmapped graph pages included)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -63,12 +63,16 @@ _STEP_SUFFIX = {"cuda": "_cuda", "host": "_host"}
 
 
 # ---- input checks ---------------------------------------------------------------------------
+_MAX_THREADS = 2**31 - 1  # the C++ side takes an int; it uses at most 256
+
+
 def _threads(threads: Optional[int], op: str) -> int:
     if threads is None:
         return max(1, torch.get_num_threads())
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"{op}: threads must be a positive int, got {threads!r}")
-    return threads
+    if (isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1
+            or threads > _MAX_THREADS):
+        raise ValueError(f"{op}: threads must be a positive int below 2**31, got {threads!r}")
+    return int(threads)
 
 
 def _index_tensor(x: Any, name: str, op: str) -> torch.Tensor:
@@ -77,7 +81,10 @@ def _index_tensor(x: Any, name: str, op: str) -> torch.Tensor:
         if x.dtype.kind not in "iu":
             raise TypeError(f"{op}: {name} must hold integer ids (int32 or int64), "
                             f"got dtype {x.dtype}")
-        x = torch.from_numpy(np.ascontiguousarray(x))
+        x = np.ascontiguousarray(x)  # a view of a contiguous array or memmap: no copy
+        with warnings.catch_warnings():  # read-only memmaps: the sampler never writes them
+            warnings.filterwarnings("ignore", message=".*not writable.*")
+            x = torch.from_numpy(x)
     elif not isinstance(x, torch.Tensor):
         raise TypeError(f"{op}: {name} must be a torch.Tensor or numpy.ndarray, "
                         f"got {type(x).__name__}")
@@ -124,9 +131,9 @@ def _fanouts(num_neighbors: Any, op: str) -> List[int]:
                         f"neighbours), got {type(num_neighbors).__name__}")
     out = []
     for i, f in enumerate(num_neighbors):
-        if isinstance(f, bool) or not isinstance(f, (int, np.integer)) or f < -1:
+        if isinstance(f, bool) or not isinstance(f, (int, np.integer)) or not -1 <= f < 2**63:
             raise ValueError(f"{op}: num_neighbors[{i}] must be an int >= -1 (-1 = all "
-                             f"neighbours), got {f!r}")
+                             f"neighbours) and below 2**63, got {f!r}")
         out.append(int(f))
     return out
 
@@ -246,8 +253,10 @@ class CSCGraph:
     ``indices[indptr[v]:indptr[v + 1]]`` (pass CSR arrays to sample
     out-neighbours). ``indptr`` is int32 or int64 (int64 beyond 2^31 edges),
     ``indices`` int32 or int64, as torch tensors or numpy arrays (viewed, not
-    copied). The structure is checked once here (``check=False`` skips it for
-    arrays known to be valid).
+    copied): numpy memmaps of a prepared CSC (``np.load(..., mmap_mode="r")``)
+    are sampled in place, with no copy and no edge permutation. The structure
+    is checked once here, one pass over both arrays on ``threads`` threads
+    (``check=False`` skips it for arrays known to be valid).
 
     Placement: on the CPU by default; :meth:`pin_memory` page-locks the CPU
     arrays in place so a GPU samples them zero-copy over the bus (the graph
@@ -283,6 +292,10 @@ class CSCGraph:
         if index_dtype not in _INDEX_DTYPES:
             raise TypeError(f"{op}: index_dtype must be torch.int32 or torch.int64, "
                             f"got {index_dtype}")
+        if (edge_index.is_floating_point() or edge_index.is_complex()
+                or edge_index.dtype == torch.bool):
+            raise TypeError(f"{op}: edge_index must hold integer node ids, got "
+                            f"{edge_index.dtype}")
         src, dst = edge_index[0].long(), edge_index[1].long()
         if num_nodes is None:
             num_nodes = int(edge_index.max()) + 1 if edge_index.numel() else 0
@@ -397,7 +410,8 @@ class CSCGraph:
         the result lies there. ``seed`` (None: drawn from torch's generator)
         fixes the sample; ``threads`` applies to the CPU sampler (default
         ``torch.get_num_threads()``). ``check=False`` skips the seed range
-        check (which costs a device sync for GPU seeds).
+        check of GPU seeds (which costs a device sync); seeds on the CPU are
+        always checked (it is cheap, and a bad id would read out of bounds).
         """
         op = "CSCGraph.sample"
         fanouts = _fanouts(num_neighbors, op)
@@ -409,7 +423,8 @@ class CSCGraph:
             on_gpu = isinstance(seeds, torch.Tensor) and seeds.is_cuda
             device = seeds.device if on_gpu else self.device
         device = torch.device(device)
-        s = _seed_tensor(seeds, self.num_nodes, op, check)
+        on_cpu = not (isinstance(seeds, torch.Tensor) and seeds.is_cuda)
+        s = _seed_tensor(seeds, self.num_nodes, op, check or on_cpu)
         if device.type == "cpu":
             if self.device.type != "cpu":
                 raise ValueError(f"{op}: the graph is on {self.device}; sample there or move it "

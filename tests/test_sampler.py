@@ -42,11 +42,13 @@ def ref_picks(seed, hop, local, begin, deg, fanout, replace):
     draw = lambda t: mix64((key + (t + 1) * GOLDEN) & M64)  # noqa: E731
     if replace:
         return [begin + ((draw(t) * deg) >> 64) for t in range(fanout if deg else 0)]
-    out = []
+    out, taken = [], set()  # Floyd's algorithm
     for t in range(fanout):
         j = deg - fanout + t
         p = begin + ((draw(t) * (j + 1)) >> 64)
-        out.append(begin + j if p in out else p)
+        p = begin + j if p in taken else p
+        taken.add(p)
+        out.append(p)
     return out
 
 
@@ -292,7 +294,7 @@ def test_errors_name_argument_and_value():
         g.sample([0], [2, -2])
     with pytest.raises(ValueError, match=r"num_neighbors\[0\] must be an int >= -1.*got 1.5"):
         g.sample([0], [1.5])
-    with pytest.raises(ValueError, match=r"threads must be a positive int, got 0"):
+    with pytest.raises(ValueError, match=r"threads must be a positive int below 2\*\*31, got 0"):
         g.sample([0], [1], threads=0)
     with pytest.raises(ValueError, match=r"device must be cpu or cuda, got meta"):
         g.sample([0], [1], device="meta")

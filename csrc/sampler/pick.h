@@ -53,13 +53,50 @@ IBP_SAMPLER_HD uint64_t pick_count(uint64_t deg, int64_t fanout, bool replace) {
   return f < deg ? f : deg;
 }
 
+// Floyd's membership test beyond this many picks uses a hash set (when the
+// caller lends one, see PickSet); up to it a scan of the picks so far is faster.
+constexpr uint64_t kScanPicks = 32;
+
+// Scratch for Floyd's algorithm: an open-addressing set of offsets in
+// [0, deg), `slots` holding at least 2k entries, a power of two (1 << bits).
+// pick_positions clears it before use.
+struct PickSet {
+  uint64_t* slots;
+  uint32_t bits;
+};
+
+// Slots a PickSet needs for k picks (0 when the scan is used).
+IBP_SAMPLER_HD uint32_t pick_set_bits(uint64_t k) {
+  if (k <= kScanPicks) return 0;
+  uint32_t b = 6;
+  while ((1ull << b) < 2 * k) ++b;
+  return b;
+}
+
+// Adds r to the set; returns whether it was there already.
+IBP_SAMPLER_HD bool pick_set_test_and_add(const PickSet& s, uint64_t r) {
+  const uint64_t mask = (1ull << s.bits) - 1;
+  uint64_t h = (r * kGolden) >> (64 - s.bits);
+  for (;;) {
+    const uint64_t v = s.slots[h];
+    if (v == r) return true;
+    if (v == ~0ull) {
+      s.slots[h] = r;
+      return false;
+    }
+    h = (h + 1) & mask;
+  }
+}
+
 // Writes the CSC positions of the k = pick_count(deg, fanout, replace) picks
 // of a node whose neighbours sit at [begin, begin + deg). Taking all keeps the
 // CSC order; without replacement Floyd's algorithm draws a uniform k-subset in
-// k draws (membership by a scan of the picks so far: O(k^2), meant for the
-// usual fan-outs of 5 to a few dozen).
+// k draws. Its membership test scans the picks so far (O(k^2), fine for the
+// usual fan-outs up to a few dozen) unless `set` is given with room for this
+// k (pick_set_bits(k) bits): then it is O(k) expected. The picks are the same
+// either way.
 IBP_SAMPLER_HD void pick_positions(uint64_t begin, uint64_t deg, int64_t fanout, bool replace,
-                                   uint64_t key, int64_t* out) {
+                                   uint64_t key, int64_t* out, const PickSet* set = nullptr) {
   const uint64_t k = pick_count(deg, fanout, replace);
   if (fanout < 0 || (!replace && k == deg)) {
     for (uint64_t j = 0; j < deg; ++j) out[j] = static_cast<int64_t>(begin + j);
@@ -68,6 +105,19 @@ IBP_SAMPLER_HD void pick_positions(uint64_t begin, uint64_t deg, int64_t fanout,
   if (replace) {
     for (uint64_t t = 0; t < k; ++t) {
       out[t] = static_cast<int64_t>(begin + pick_bounded(pick_draw(key, t), deg));
+    }
+    return;
+  }
+  if (set != nullptr && k > kScanPicks) {
+    for (uint64_t s = 0; s < (1ull << set->bits); ++s) set->slots[s] = ~0ull;
+    for (uint64_t t = 0; t < k; ++t) {
+      const uint64_t j = deg - k + t;
+      uint64_t r = pick_bounded(pick_draw(key, t), j + 1);
+      if (pick_set_test_and_add(*set, r)) {
+        r = j;  // j > every offset so far: never in the set
+        pick_set_test_and_add(*set, r);
+      }
+      out[t] = static_cast<int64_t>(begin + r);
     }
     return;
   }
