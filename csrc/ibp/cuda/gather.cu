@@ -5,9 +5,8 @@
 // warp scan gives the field offsets, the warp loads the chunk's span of
 // payload words once, and each lane picks its field out of the span with
 // shuffles before rebuilding its word with the shared bits.h helpers.
-#include <cuda_runtime.h>
-
 #include "../gather.h"
+#include "launch.h"
 
 namespace ibp {
 namespace {
@@ -31,9 +30,11 @@ __device__ __forceinline__ uint32_t span_word(uint32_t a, uint32_t b, uint32_t j
   return j < 32 ? from_a : from_b;
 }
 
+// Word w of an output row: one 4-byte store where the row is 4-byte aligned
+// and whole words, else bytes (out= may be a view at any element offset).
 __device__ __forceinline__ void store_word(uint8_t* row, uint64_t row_bytes, uint32_t w,
                                            uint32_t word) {
-  if ((row_bytes & 3) == 0) {
+  if (((reinterpret_cast<uintptr_t>(row) | row_bytes) & 3) == 0) {
     reinterpret_cast<uint32_t*>(row)[w] = word;
     return;
   }
@@ -112,8 +113,8 @@ __global__ void gather_kernel(CompressedView c, const Id* __restrict__ ids, uint
       const uint32_t shift0 = static_cast<uint32_t>(field & 31);
       const uint64_t span = field >> 5;
       const uint32_t needed = (shift0 + total + 31) >> 5;  // at most 33 words
-      const uint32_t a = lane < needed ? p[span + lane] : 0;
-      const uint32_t b = lane + 32 < needed ? p[span + 32 + lane] : 0;
+      const uint32_t a = static_cast<uint32_t>(lane) < needed ? IBP_LOAD(p, span + lane) : 0;
+      const uint32_t b = static_cast<uint32_t>(lane) + 32 < needed ? IBP_LOAD(p, span + 32 + lane) : 0;
 
       const uint32_t q = shift0 + incl - len;
       const uint32_t lo = span_word(a, b, q >> 5);
@@ -136,11 +137,11 @@ int gather_cuda(const CompressedView& c, const void* ids, bool ids64, uint64_t n
   const unsigned blocks = static_cast<unsigned>(want < (1u << 20) ? want : (1u << 20));
   auto s = static_cast<cudaStream_t>(stream);
   if (ids64) {
-    gather_kernel<int64_t><<<blocks, kWarpsPerBlock * 32, 0, s>>>(
-        c, static_cast<const int64_t*>(ids), n, positions, out);
+    IBP_LAUNCH(gather_kernel<int64_t>, blocks, kWarpsPerBlock * 32, 0, s, c,
+               static_cast<const int64_t*>(ids), n, positions, out);
   } else {
-    gather_kernel<int32_t><<<blocks, kWarpsPerBlock * 32, 0, s>>>(
-        c, static_cast<const int32_t*>(ids), n, positions, out);
+    IBP_LAUNCH(gather_kernel<int32_t>, blocks, kWarpsPerBlock * 32, 0, s, c,
+               static_cast<const int32_t*>(ids), n, positions, out);
   }
   return static_cast<int>(cudaGetLastError());
 }

@@ -1,0 +1,75 @@
+"""Shared pieces of the emulated-CUDA tests (tests/test_emulated*.py).
+
+The kernels run from build/emu/libibp_emu.so (`make emu`), built under
+ASan/UBSan. Such a library only loads into a process whose ASan runtime comes
+first, so when this pytest process has none, the emulated tests skip here and
+test_emulated_run.py reruns them in a child pytest with the runtime preloaded.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from ibp_gnn import emulation
+
+INFO = emulation.info()
+REQUIRED = os.environ.get("IBP_EMU_REQUIRED") == "1"
+CHILD = os.environ.get("IBP_EMU_CHILD") == "1"
+NEEDS_CHILD = bool(INFO and INFO.get("asan_runtime")) and not emulation.asan_loaded()
+
+
+def _skip_reason():
+    if INFO is None:
+        return "the emulated CUDA build is missing: run `make emu` (make test does)"
+    if NEEDS_CHILD:
+        return "runs in the sanitized child process of test_emulated_run.py"
+    return None
+
+
+def emulator() -> emulation.Emulator:
+    if INFO is None and REQUIRED:
+        pytest.fail("IBP_EMU_REQUIRED=1 but build/emu has no emulated CUDA build")
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    return emulation.Emulator.load()
+
+
+@pytest.fixture(scope="module")
+def emu():
+    return emulator()
+
+
+def gather(emu, ct, ids, *, sort: bool = True, out: torch.Tensor = None,
+           counters: bool = False):
+    """ct's rows `ids` by the emulated CUDA kernel, called as
+    CompressedTensor._gather_cuda calls _C.gather_cuda (ids sorted, output
+    positions), on host arrays. Returns the output (and the counters)."""
+    ids = np.ascontiguousarray(np.asarray(ids))
+    n = len(ids)
+    cols = ct.shape[1]
+    if out is None:
+        out = torch.empty((n, cols), dtype=ct.dtype)
+    positions = None
+    run_ids = ids
+    if sort and n > 1:
+        order = np.argsort(ids, kind="stable")
+        run_ids, positions = np.ascontiguousarray(ids[order]), order.astype(np.int64)
+    table = np.ascontiguousarray(ct._decode_table)
+    payload = np.ascontiguousarray(ct._payload)
+    if counters:
+        emu.reset_counters()
+    err = emu.gather_cuda(ct._header, table.ctypes.data, ct._bases.ctypes.data,
+                          ct._rel.ctypes.data, payload.ctypes.data, run_ids.ctypes.data,
+                          run_ids.dtype == np.int64, n,
+                          positions.ctypes.data if positions is not None else 0,
+                          out.data_ptr() if out.numel() else 0, 0)
+    assert err == 0, f"gather_cuda returned cudaError {err}"
+    return (out, emu.counters()) if counters else out
+
+
+def raw_bits(t: torch.Tensor) -> np.ndarray:
+    return t.contiguous().view(torch.uint8).numpy()
