@@ -161,6 +161,32 @@ class Emulator:
         self._check(self._call("ibp_emu_relabel_commit", *table, ids, n, base, rank),
                     "relabel_commit_cuda")
 
+    def gather(self, ct, ids, *, sort: bool = True, out=None):
+        """Rows `ids` of CompressedTensor `ct` by the emulated CUDA kernel, called
+        as CompressedTensor._gather_cuda calls _C.gather_cuda (ids sorted, with
+        output positions) but on host arrays; `out` a contiguous CPU tensor."""
+        import numpy as np
+        import torch
+
+        ids = np.ascontiguousarray(np.asarray(ids))
+        n = len(ids)
+        if out is None:
+            out = torch.empty((n, ct.shape[1]), dtype=ct.dtype)
+        run_ids, positions = ids, None
+        if sort and n > 1:
+            order = np.argsort(ids, kind="stable")
+            run_ids, positions = np.ascontiguousarray(ids[order]), order.astype(np.int64)
+        table = np.ascontiguousarray(ct._decode_table)
+        payload = np.ascontiguousarray(ct._payload)
+        err = self.gather_cuda(ct._header, table.ctypes.data, ct._bases.ctypes.data,
+                               ct._rel.ctypes.data, payload.ctypes.data, run_ids.ctypes.data,
+                               run_ids.dtype == np.int64, n,
+                               positions.ctypes.data if positions is not None else 0,
+                               out.data_ptr() if out.numel() else 0)
+        if err != 0:
+            raise RuntimeError(f"gather_cuda: CUDA kernel launch failed with cudaError {err}")
+        return out
+
     @staticmethod
     def _check(err: int, op: str) -> None:
         if err != 0:

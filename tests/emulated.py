@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import pytest
 import torch
 
@@ -45,31 +44,11 @@ def emu():
 
 def gather(emu, ct, ids, *, sort: bool = True, out: torch.Tensor = None,
            counters: bool = False):
-    """ct's rows `ids` by the emulated CUDA kernel, called as
-    CompressedTensor._gather_cuda calls _C.gather_cuda (ids sorted, output
-    positions), on host arrays. Returns the output (and the counters)."""
-    ids = np.ascontiguousarray(np.asarray(ids))
-    n = len(ids)
-    cols = ct.shape[1]
-    if out is None:
-        out = torch.empty((n, cols), dtype=ct.dtype)
-    positions = None
-    run_ids = ids
-    if sort and n > 1:
-        order = np.argsort(ids, kind="stable")
-        run_ids, positions = np.ascontiguousarray(ids[order]), order.astype(np.int64)
-    table = np.ascontiguousarray(ct._decode_table)
-    payload = np.ascontiguousarray(ct._payload)
+    """ct's rows `ids` by the emulated CUDA kernel (Emulator.gather), with the
+    launch's counters when asked."""
     if counters:
         emu.reset_counters()
-    err = emu.gather_cuda(ct._header, table.ctypes.data, ct._bases.ctypes.data,
-                          ct._rel.ctypes.data, payload.ctypes.data, run_ids.ctypes.data,
-                          run_ids.dtype == np.int64, n,
-                          positions.ctypes.data if positions is not None else 0,
-                          out.data_ptr() if out.numel() else 0, 0)
-    assert err == 0, f"gather_cuda returned cudaError {err}"
+    out = emu.gather(ct, ids, sort=sort, out=out)
     return (out, emu.counters()) if counters else out
 
 
-def raw_bits(t: torch.Tensor) -> np.ndarray:
-    return t.contiguous().view(torch.uint8).numpy()

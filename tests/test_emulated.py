@@ -63,6 +63,24 @@ def test_raw_rows_with_33_word_spans(emu):
     check(emu, ct, x, np.arange(119, -1, -2))
 
 
+def test_rows_longer_than_the_buffer(emu):
+    """Rows of more than 4 KiB compressed (raw, kIbp and kSparse) are decoded
+    straight from host memory."""
+    g = torch.Generator().manual_seed(8)
+    raw = torch.randint(-2**31, 2**31 - 1, (64, 1100), generator=g, dtype=torch.int64).int()
+    dense = torch.randn(64, 2000, generator=g)
+    sparse = torch.zeros(64, 40000)
+    for r in range(64):
+        sparse[r, torch.randperm(40000, generator=g)[:1100]] = torch.rand(1100, generator=g)
+    for x, mode in ((raw, "raw"), (dense, "ibp"), (sparse, "sparse")):
+        ct = ibp_gnn.compress(x)
+        assert set(ct.stats()["rows_per_mode"]) == {mode}
+        ids = np.array([63, 0, 31, 31])
+        start, end = ct._row_spans(ids)
+        assert np.all((end - start) // 8 > 4096)
+        check(emu, ct, x, ids)
+
+
 def test_zero_columns_one_row_and_no_ids(emu):
     x = torch.zeros((5, 0))
     ct = ibp_gnn.compress(x)
@@ -113,3 +131,19 @@ def test_shared_datasets(emu, name):
     ids = g.integers(0, len(x), 40)
     ids[-4:] = ids[0]
     check(emu, ct, x, ids)
+    # Traffic targets (the emulation's counts are deterministic): one round
+    # trip per row of up to 4 KiB compressed, at most ceil(span / 32) + 1
+    # sectors per row, never more than the raw rows.
+    start, end = ct._row_spans(ids)
+    span = (end + 7) // 8 - start // 8
+    assert span.max() <= 4096
+    row_bytes = x.shape[1] * x.element_size()
+    raw = ((ids + 1) * row_bytes - 1) // 32 - ids * row_bytes // 32 + 1
+    _, c = gather(emu, ct, ids, counters=True)
+    assert c["round_trips"] <= len(ids)
+    assert c["sector_requests"] <= raw.sum()
+    for k in range(4):
+        _, c = gather(emu, ct, ids[k:k + 1], counters=True)
+        assert c["round_trips"] == 1
+        assert c["sector_requests"] <= -(-span[k] // 32) + 1
+        assert c["sector_requests"] <= raw[k] + 1  # +1: a compressed span starts anywhere

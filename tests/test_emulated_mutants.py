@@ -30,16 +30,14 @@ CXX = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
 
 # name -> (line in gather.cu, its planted replacement, how it must be caught)
 MUTANTS = {
-    "scan_off_by_one": ("    if (lane >= d) v += up;",
-                        "    if (lane > d) v += up;", "wrong"),
-    "dropped_span_word": (
-        "const uint32_t b = static_cast<uint32_t>(lane) + 32 < needed ?",
-        "const uint32_t b = static_cast<uint32_t>(lane) + 33 < needed ?", "wrong"),
-    "removed_syncwarp": ("  __syncwarp();  // the listed words overwrite the values",
+    "scan_off_by_one": ("    if (g >= d) v += up;", "    if (g > d) v += up;", "wrong"),
+    "dropped_span_word": ("        for (uint64_t k = g; k < blocks; k += G) {",
+                          "        for (uint64_t k = g; k + 1 < blocks; k += G) {", "wrong"),
+    "removed_syncwarp": ("  __syncwarp(mask);  // the listed words overwrite the values",
                          "  // the listed words overwrite the values", "wrong"),
     "shuffle_in_divergent_branch": (
-        "const uint32_t total = __shfl_sync(kFullMask, incl, 31);",
-        "const uint32_t total = active ? __shfl_sync(kFullMask, incl, 31) : 0;", "error"),
+        "    const uint32_t total = __shfl_sync(mask, incl, G - 1, G);",
+        "    const uint32_t total = active ? __shfl_sync(mask, incl, G - 1, G) : 0;", "error"),
 }
 
 CHILD = r"""
@@ -70,9 +68,9 @@ print(json.dumps(result))
 def _cases():
     g = torch.Generator().manual_seed(11)
     mats = {
-        "ibp_45": special_matrix(torch.float32, 150, 45, seed=3),  # words in 2 chunks, 13 idle lanes
+        "ibp_45": special_matrix(torch.float32, 150, 45, seed=3),  # 2 chunks, 19 idle lanes
         "raw_70": torch.randint(-2**31, 2**31 - 1, (60, 70), generator=g,
-                                dtype=torch.int64).int(),  # 33-word spans
+                                dtype=torch.int64).int(),  # spans of 17+ 16-byte loads
         "sparse_300": sparse_forms_matrix()[:100].contiguous(),  # listed positions
     }
     arrays = {}

@@ -467,8 +467,8 @@ uint64_t collective(Op op, unsigned mask, uint64_t value, int arg, int width, co
   size_t i = 0;
   for (; i < w.slots.size(); ++i) {
     const Slot& s = w.slots[i];
-    if (s.op == op && s.mask == mask && s.width == width && s.line == line && s.call == call &&
-        s.file == file && !(s.arrived & bit)) {
+    if (s.op == op && s.mask == mask && s.width == width && s.line == line &&
+        (s.file == file || std::strcmp(s.file, file) == 0) && !(s.arrived & bit)) {
       break;
     }
   }
@@ -490,7 +490,7 @@ void syncthreads(const char* file, int line, const void* call) {
   if (!g_launch || !g_launch->cur) throw Error("__syncthreads outside a kernel");
   Launch& L = *g_launch;
   Fiber& f = *L.cur;
-  if (L.bar_file && (L.bar_line != line || L.bar_call != call || L.bar_file != file)) {
+  if (L.bar_file && (L.bar_line != line || std::strcmp(L.bar_file, file) != 0)) {
     fail(f, "ibp_emu: " + where(L, f.warp) + ": thread " + std::to_string(f.index) +
                 " reaches __syncthreads at " + file + ":" + std::to_string(line) + " while " +
                 std::to_string(L.bar_arrived) + " threads wait at __syncthreads at " +

@@ -5,7 +5,7 @@
 // fiber runs until it reaches a warp collective (__shfl*_sync, __ballot_sync,
 // __syncwarp, ...), __syncthreads or an atomic, then switches. A collective
 // completes when every lane its mask names has reached the same call site
-// (file, line and inlined call) with the same mask; a named lane that exited,
+// (file and line: the compiler may duplicate a call's code) with the same mask; a named lane that exited,
 // lanes stuck at different sites, or a mask that leaves out the calling lane
 // raise ibp_emu::Error naming file:line. __shared__ variables are statics,
 // which is exact because blocks never overlap.
