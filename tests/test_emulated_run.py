@@ -39,3 +39,20 @@ def test_sanitized_emulation():
     out = r.stdout + r.stderr
     assert r.returncode == 0, f"sanitized emulated tests failed (rc {r.returncode}):\n{out[-20000:]}"
     assert " passed" in out and "skipped" not in out.split("\n")[-2], out[-3000:]
+
+
+@pytest.mark.parametrize("name", ["gather_cuda", "neighbor_count_cuda", "neighbor_pick_cuda",
+                                  "relabel_insert_cuda", "relabel_mark_cuda",
+                                  "relabel_finish_cuda", "relabel_commit_cuda"])
+def test_emulated_entry_points_match_C(name):
+    """The emulated entry points take the arguments of ibp_gnn._C's CUDA ones
+    (the ones ibp_gnn._tensor and ibp_gnn.sampler call), in the same order."""
+    import inspect
+    import re
+
+    from ibp_gnn import _C
+
+    doc = getattr(_C, name).__doc__.split("\n")[0]
+    c_args = re.findall(r"(\w+): ", doc[doc.index("(") + 1:])
+    emu_args = list(inspect.signature(getattr(emulation.Emulator, name)).parameters)[1:]
+    assert emu_args == c_args
