@@ -36,10 +36,12 @@ install: venv
 EMU_DIR      ?= build/emu
 EMU_SANITIZE ?= address,undefined
 emu: install
+	@mkdir -p $(EMU_DIR)
 	cmake -S . -B $(EMU_DIR) -DIBP_CUDA_EMU=ON -DIBP_WITH_CUDA=OFF -DCMAKE_BUILD_TYPE=Debug \
 	  -DIBP_EMU_SANITIZE=$(EMU_SANITIZE) -DPython_EXECUTABLE=$(abspath $(BIN)/python) \
-	  -Dpybind11_DIR="$$($(BIN)/python -m pybind11 --cmakedir)" > $(EMU_DIR).log
-	cmake --build $(EMU_DIR) --target ibp_emu -j2 >> $(EMU_DIR).log
+	  -Dpybind11_DIR="$$($(BIN)/python -m pybind11 --cmakedir)" > $(EMU_DIR)/make.log 2>&1 \
+	  && cmake --build $(EMU_DIR) --target ibp_emu -j2 >> $(EMU_DIR)/make.log 2>&1 \
+	  || (tail -40 $(EMU_DIR)/make.log; exit 1)
 
 run: install
 	$(BIN)/python train.py
