@@ -14,7 +14,7 @@ DEPS   := numpy scipy tqdm pytest hypothesis zstandard lz4 blosc2 scikit-build-c
 
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: all venv install run demo test bench clean
+.PHONY: all venv install emu run demo test bench clean
 
 all: test
 
@@ -31,6 +31,18 @@ venv: $(BIN)/.deps
 install: venv
 	$(BIN)/python -m pip install -q --no-build-isolation -e .
 
+# The CUDA kernels compiled for the CPU under ASan/UBSan (csrc/testing): what
+# tests/test_emulated*.py run in every `make test`.
+EMU_DIR      ?= build/emu
+EMU_SANITIZE ?= address,undefined
+emu: install
+	@mkdir -p $(EMU_DIR)
+	cmake -S . -B $(EMU_DIR) -DIBP_CUDA_EMU=ON -DIBP_WITH_CUDA=OFF -DCMAKE_BUILD_TYPE=Debug \
+	  -DIBP_EMU_SANITIZE=$(EMU_SANITIZE) -DPython_EXECUTABLE=$(abspath $(BIN)/python) \
+	  -Dpybind11_DIR="$$($(BIN)/python -m pybind11 --cmakedir)" > $(EMU_DIR)/make.log 2>&1 \
+	  && cmake --build $(EMU_DIR) --target ibp_emu -j2 >> $(EMU_DIR)/make.log 2>&1 \
+	  || (tail -40 $(EMU_DIR)/make.log; exit 1)
+
 run: install
 	$(BIN)/python train.py
 
@@ -38,8 +50,8 @@ demo: install
 	$(BIN)/python -m ibp_gnn demo --save /tmp/ibp_gnn_demo.ibp
 	$(BIN)/python -m ibp_gnn info /tmp/ibp_gnn_demo.ibp
 
-test: install
-	$(BIN)/python -m pytest -q tests
+test: install emu
+	IBP_EMU_REQUIRED=1 $(BIN)/python -m pytest -q tests
 
 bench: install
 	$(BIN)/python benchmarks/codec.py

@@ -18,6 +18,17 @@
 #define IBP_UNROLL
 #endif
 
+// A load of payload words. The CUDA-on-CPU emulation (csrc/testing/cuda_emu.h)
+// counts the host-memory traffic of the loads made through it.
+#if defined(IBP_CUDA_EMU) && defined(__CUDA_ARCH__)
+namespace ibp_emu {
+uint32_t load_u32(const uint32_t* p);
+}
+#define IBP_LOAD(p, i) ::ibp_emu::load_u32((p) + (i))
+#else
+#define IBP_LOAD(p, i) ((p)[i])
+#endif
+
 namespace ibp {
 
 IBP_HD uint32_t popc32(uint32_t x) {
@@ -44,7 +55,8 @@ IBP_HD uint32_t low_mask(uint32_t k) { return k >= 32 ? 0xFFFFFFFFu : (1u << k) 
 // Reads words pos/32 and pos/32 + 1, which the payload padding keeps in bounds.
 IBP_HD uint32_t read_bits(const uint32_t* p, uint64_t pos, uint32_t k) {
   const uint64_t i = pos >> 5;
-  const uint64_t window = (static_cast<uint64_t>(p[i]) | (static_cast<uint64_t>(p[i + 1]) << 32));
+  const uint64_t window =
+      (static_cast<uint64_t>(IBP_LOAD(p, i)) | (static_cast<uint64_t>(IBP_LOAD(p, i + 1)) << 32));
   return static_cast<uint32_t>(window >> (pos & 31)) & low_mask(k);
 }
 

@@ -5,8 +5,7 @@
 // memory mapped into the device address space (zero-copy over the bus, so a
 // graph larger than the GPU's memory can be sampled). Nothing here
 // synchronises; the driver in ibp_gnn.sampler reads two counts per hop.
-#include <cuda_runtime.h>
-
+#include "../../ibp/cuda/launch.h"
 #include "../neighbor.h"
 #include "../relabel.h"
 
@@ -84,11 +83,11 @@ int neighbor_count_cuda(const CscView& g, const int64_t* frontier, uint64_t n, i
   if (n == 0) return 0;
   auto s = static_cast<cudaStream_t>(stream);
   if (g.indptr64) {
-    count_kernel<<<blocks_for(n), kThreads, 0, s>>>(static_cast<const int64_t*>(g.indptr),
-                                                    frontier, n, fanout, replace, counts);
+    IBP_LAUNCH(count_kernel, blocks_for(n), kThreads, 0, s,
+               static_cast<const int64_t*>(g.indptr), frontier, n, fanout, replace, counts);
   } else {
-    count_kernel<<<blocks_for(n), kThreads, 0, s>>>(static_cast<const int32_t*>(g.indptr),
-                                                    frontier, n, fanout, replace, counts);
+    IBP_LAUNCH(count_kernel, blocks_for(n), kThreads, 0, s,
+               static_cast<const int32_t*>(g.indptr), frontier, n, fanout, replace, counts);
   }
   return launched();
 }
@@ -100,9 +99,8 @@ int neighbor_pick_cuda(const CscView& g, const int64_t* frontier, uint64_t n,
   if (n == 0) return 0;
   auto s = static_cast<cudaStream_t>(stream);
   with_csc_types(g, [&](const auto* indptr, const auto* indices) {
-    pick_kernel<<<blocks_for(n), kThreads, 0, s>>>(indptr, indices, frontier, n, first_local,
-                                                   fanout, replace, seed, hop, offsets, edge,
-                                                   nbr, col);
+    IBP_LAUNCH(pick_kernel, blocks_for(n), kThreads, 0, s, indptr, indices, frontier, n,
+               first_local, fanout, replace, seed, hop, offsets, edge, nbr, col);
   });
   return launched();
 }
@@ -110,31 +108,32 @@ int neighbor_pick_cuda(const CscView& g, const int64_t* frontier, uint64_t n,
 int relabel_insert_cuda(const RelabelTable& t, const int64_t* ids, uint64_t n, uint64_t base,
                         void* stream) {
   if (n == 0) return 0;
-  insert_kernel<<<blocks_for(n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(t, ids, n, base);
+  IBP_LAUNCH(insert_kernel, blocks_for(n), kThreads, 0, static_cast<cudaStream_t>(stream), t, ids,
+             n, base);
   return launched();
 }
 
 int relabel_mark_cuda(const RelabelTable& t, const int64_t* ids, uint64_t n, uint64_t base,
                       int64_t* first, void* stream) {
   if (n == 0) return 0;
-  mark_kernel<<<blocks_for(n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(t, ids, n, base,
-                                                                                 first);
+  IBP_LAUNCH(mark_kernel, blocks_for(n), kThreads, 0, static_cast<cudaStream_t>(stream), t, ids,
+             n, base, first);
   return launched();
 }
 
 int relabel_finish_cuda(const RelabelTable& t, const int64_t* ids, uint64_t n, uint64_t base,
                         const int64_t* rank, int64_t* row, int64_t* new_nodes, void* stream) {
   if (n == 0) return 0;
-  finish_kernel<<<blocks_for(n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-      t, ids, n, base, rank, row, new_nodes);
+  IBP_LAUNCH(finish_kernel, blocks_for(n), kThreads, 0, static_cast<cudaStream_t>(stream), t, ids,
+             n, base, rank, row, new_nodes);
   return launched();
 }
 
 int relabel_commit_cuda(const RelabelTable& t, const int64_t* ids, uint64_t n, uint64_t base,
                         const int64_t* rank, void* stream) {
   if (n == 0) return 0;
-  commit_kernel<<<blocks_for(n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(t, ids, n,
-                                                                                   base, rank);
+  IBP_LAUNCH(commit_kernel, blocks_for(n), kThreads, 0, static_cast<cudaStream_t>(stream), t, ids,
+             n, base, rank);
   return launched();
 }
 
