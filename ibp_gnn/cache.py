@@ -38,8 +38,10 @@ def _view(ct: CompressedTensor):
     return ct._header, ct._decode_table, ct._bases, ct._rel, payload
 
 
-def _rows_np(ct: CompressedTensor, rows, op: str) -> np.ndarray:
-    rows = index_1d(rows, "rows", op)
+def _rows_np(ct: CompressedTensor, rows, op: str, what: str = "rows") -> np.ndarray:
+    if isinstance(rows, (list, tuple, range)):
+        rows = np.asarray(rows, np.int64).reshape(-1)
+    rows = index_1d(rows, what, op)
     if rows.device.type != "cpu":
         rows = rows.cpu()
     ct._check_range(rows, op)
@@ -93,13 +95,15 @@ def subset(ct: CompressedTensor, rows, *, threads: Optional[int] = None,
 
 def subset_nbytes(ct: CompressedTensor, order: np.ndarray) -> np.ndarray:
     """Bytes a cache of the first k rows of ``order`` occupies, for k = 0..len:
-    payload (padding included), index and mask tables."""
+    payload (padding included), index and mask tables (0 for k = 0)."""
     start, end = ct._row_spans(np.asarray(order, np.int64))
     bits = np.concatenate([[0], np.cumsum(end - start)])
     k = np.arange(len(bits))
     nb, rel = _index_sizes(ct, k)
-    return (4 * ((bits + 31) // 32 + _C.PAYLOAD_PAD_WORDS) + 8 * nb + rel
-            + ct._tables.nbytes + ct._decode_table.nbytes)
+    sizes = (4 * ((bits + 31) // 32 + _C.PAYLOAD_PAD_WORDS) + 8 * nb + rel
+             + ct._tables.nbytes + ct._decode_table.nbytes)
+    sizes[0] = 0  # no cache
+    return sizes
 
 
 # ---- bytes over the bus -------------------------------------------------------------------------
@@ -238,7 +242,7 @@ class CachedFeature:
         self.budget = _budget_bytes(budget, self.device, op)
         rows = len(ct)
         order = (np.arange(rows, dtype=np.int64) if hot is None
-                 else _rows_np(ct, hot, op))
+                 else _rows_np(ct, hot, op, "hot"))
         sizes = subset_nbytes(ct, order)
         k = int(np.searchsorted(sizes, self.budget, side="right")) - 1
         self.whole = k >= rows and len(np.unique(order)) == rows
