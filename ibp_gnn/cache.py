@@ -399,3 +399,57 @@ class CachedFeature:
         views = (table, dev[at["bases"]:], dev[at["rel"]:], dev[at["payload"]:])
         arange = torch.arange(len(rows), device=out.device)
         self._launch(header, views, arange, pos, out)
+
+
+# ---- configuration (store.cache / store.transfer) -----------------------------------------------
+def config_errors(st: dict) -> list:
+    """(key, value, allowed) for each bad cache setting of a store config."""
+    bad = []
+    budget = st.get("cache")
+    if budget is not None and budget != "auto" and (isinstance(budget, bool)
+                                                    or not isinstance(budget, int) or budget < 0):
+        bad.append(("cache", budget, "null (no cache), an int >= 0 (bytes) or 'auto'"))
+    if st.get("transfer", "zero_copy") not in TRANSFERS:
+        bad.append(("transfer", st.get("transfer"), f"allowed values: {list(TRANSFERS)}"))
+    if st.get("cache_hot", "presample") not in HOT_METHODS:
+        bad.append(("cache_hot", st.get("cache_hot"), f"allowed values: {list(HOT_METHODS)}"))
+    for key in ("cache_batch_size", "cache_batches"):
+        v = st.get(key, 1)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            bad.append((key, v, "a positive int"))
+    fan = st.get("cache_fanouts", [1])
+    if not isinstance(fan, (list, tuple)) or not fan or not all(
+            isinstance(f, int) and not isinstance(f, bool) and (f >= 1 or f == -1) for f in fan):
+        bad.append(("cache_fanouts", fan, "a non-empty list of ints >= 1 or -1"))
+    return bad
+
+
+def cached_feature(ct: CompressedTensor, graph=None, *, cache=None, cache_hot: str = "presample",
+                   cache_fanouts: Sequence[int] = (15, 10, 5), cache_batch_size: int = 1024,
+                   cache_batches: int = 64, transfer: str = "zero_copy",
+                   device: Union[str, torch.device] = "cpu",
+                   threads: Optional[int] = None) -> CachedFeature:
+    """The CachedFeature a store config asks for; `graph` is the prepared
+    ``GraphData`` (its edges and training split choose the hot rows)."""
+    st = dict(cache=cache, cache_hot=cache_hot, cache_fanouts=list(cache_fanouts),
+              cache_batch_size=cache_batch_size, cache_batches=cache_batches, transfer=transfer)
+    bad = config_errors(st)
+    if bad:
+        key, value, allowed = bad[0]
+        raise ValueError(f"store.{key}={value!r} is not allowed: {allowed}")
+    hot = None
+    if cache not in (None, 0):
+        if graph is None:
+            raise ValueError(f"store.cache={cache!r} needs the dataset's graph to choose hot "
+                             "rows (pass a GraphData, not bare features)")
+        from .sampler import CSCGraph
+
+        csc = CSCGraph.from_edge_index(graph.edge_index, graph.num_nodes)
+        if cache_hot == "degree":
+            hot = degree_hot_rows(csc)
+        else:
+            hot = presample_hot_rows(csc, graph.split["train"], list(cache_fanouts),
+                                     batch_size=cache_batch_size, num_batches=cache_batches,
+                                     threads=threads)
+    return CachedFeature(ct, hot, budget=cache or 0, device=device, transfer=transfer,
+                         threads=threads)

@@ -35,6 +35,7 @@ def mixed_matrix(rows: int = 600, cols: int = 37, seed: int = 0) -> torch.Tensor
 
 def check_subset(ct, x, rows, threads=2):
     s = cache.subset(ct, rows, threads=threads, validate=True)
+    assert np.array_equal(ct.subset(rows)._payload, s._payload)
     assert len(s) == len(rows) and s.shape[1] == ct.shape[1] and s.dtype == ct.dtype
     assert_bits_equal(s.gather(torch.arange(len(rows))), x[torch.as_tensor(rows, dtype=torch.long)])
     # Rows keep their encoding: the subset's payload is the sum of the spans.
@@ -326,3 +327,52 @@ def test_bus_bytes_benchmark_runs_as_a_script(tmp_path):
                         "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "IBP + compressed cache" in out.read_text()
+
+
+# ---- Hydra / stores --------------------------------------------------------------------------------
+def _cfg(tmp_path, *overrides):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=[
+            f"paths.data_dir={tmp_path / 'data'}", f"paths.output_dir={tmp_path / 'out'}",
+            "dataset.num_nodes=2000", "dataset.num_features=64", "trainer.epochs=1",
+            "trainer.progress=false", "model.hidden=16", "loader.batch_size=128",
+            "store=ibp", *overrides])
+
+
+def test_train_with_a_cache_and_staged_misses_gives_the_same_losses(tmp_path):
+    from ibp_gnn.train import train
+
+    plain = train(_cfg(tmp_path))
+    cached = train(_cfg(tmp_path, "store.cache=20000", "store.transfer=staged",
+                        "store.cache_batches=4"))
+    assert cached["batch_losses"] == plain["batch_losses"]  # bit-identical features
+    ep = cached["epochs"][0]
+    assert 0 < ep["cache_hit_rate"] < 1
+    assert 0 < ep["bus_bytes"] < ep["raw_bus_bytes"]
+    assert cached["store_info"]["cache"]["cache_nbytes"] <= 20000
+    assert "cache_hit_rate" not in plain["epochs"][0]
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("store.cache", "-3", "store.cache=-3"), ("store.transfer", "dma", "store.transfer='dma'"),
+    ("store.cache_hot", "random", "store.cache_hot='random'"),
+    ("store.cache_batches", "0", "store.cache_batches=0")])
+def test_cache_config_errors_name_key_and_value(tmp_path, key, value, match):
+    from ibp_gnn.train import ConfigError, validate
+
+    with pytest.raises(ConfigError, match=match.replace("[", r"\[")):
+        validate(_cfg(tmp_path, "store.cache=1000", f"{key}={value}"))
+
+
+def test_ibp_store_cache_from_arrays_needs_a_graph():
+    from ibp_gnn.stores import IBPStore
+
+    x = mixed_matrix(200)
+    with pytest.raises(ValueError, match="store.cache=1000 needs the dataset's graph"):
+        IBPStore(x, cache=1000)
+    s = IBPStore(x, transfer="staged")  # no cache: staged misses only
+    idx = torch.tensor([5, 3, 5, 199])
+    assert_bits_equal(s.gather(idx), x[idx])
+    assert s.cache_stats()["cache_hit_rate"] == 0
