@@ -376,3 +376,19 @@ def test_ibp_store_cache_from_arrays_needs_a_graph():
     idx = torch.tensor([5, 3, 5, 199])
     assert_bits_equal(s.gather(idx), x[idx])
     assert s.cache_stats()["cache_hit_rate"] == 0
+
+
+def test_pyg_feature_store_with_a_cache():
+    pytest.importorskip("torch_geometric")
+    from ibp_gnn.pyg import IBPFeatureStore
+
+    x = mixed_matrix(500)
+    store = IBPFeatureStore(compress="always")
+    store.put_tensor(x, group_name=None, attr_name="x", index=None)
+    store.put_tensor(torch.arange(500), group_name=None, attr_name="y", index=None)
+    cf = store.set_cache("x", hot=np.arange(0, 500, 2), budget=20000, transfer="staged")
+    idx = torch.randint(0, 500, (700,), generator=torch.Generator().manual_seed(0))
+    assert_bits_equal(store.get_tensor(group_name=None, attr_name="x", index=idx), x[idx])
+    assert cf.requests == 700 and 0 < cf.hits < 700
+    with pytest.raises(ValueError, match="stored raw"):
+        store.set_cache("y")
