@@ -14,7 +14,7 @@ Paths, for the feature rows of every mini-batch (``SampledSubgraph.node``):
   IBP + compressed cache     the longest presampled prefix whose compressed
                              subset (payload, index, tables) fits the budget;
                              misses zero-copy, or staged ("+ staged")
-Budgets are fractions of the raw feature bytes. Presampling runs 4 epochs'
+Budgets are fractions of the raw feature bytes. Presampling runs 16 epochs'
 worth of batches from a different seed than the measured epoch.
 
   python benchmarks/bus_bytes.py                 # real graphs + synthetic papers-like
@@ -46,7 +46,7 @@ SECTOR = cache.SECTOR
 BUDGETS = (0.05, 0.10, 0.20, 0.40)
 FANOUTS = [15, 10, 5]
 PRESAMPLE_SEED = 12345
-PRESAMPLE_EPOCHS = 4  # presampled batches, in epochs' worth
+PRESAMPLE_EPOCHS = 16  # presampled batches, in epochs' worth
 REAL = ("cora", "citeseer", "cora_ml", "actor", "chameleon", "squirrel", "tolokers",
         "reddit", "inj_amazon", "enron", "books", "disney")
 

@@ -183,11 +183,15 @@ def presample_counts(graph, seeds, num_neighbors: Sequence[int], *, batch_size: 
 
 
 def presample_hot_rows(graph, seeds, num_neighbors: Sequence[int], **kwargs) -> np.ndarray:
-    """All node ids, most often sampled first (:func:`presample_counts`); ties
-    by in-degree, then id, so rows never sampled follow in degree order."""
+    """All node ids, most valuable first: the presampled access counts
+    (:func:`presample_counts`) smoothed by an in-degree prior of the same
+    total weight, score = counts + deg * sum(counts) / sum(deg) (few batches
+    leave counts noisy; in-degree is what a node's access rate grows with).
+    Ties by counts, then in-degree, then id."""
     counts = presample_counts(graph, seeds, num_neighbors, **kwargs)
     deg = _in_degree(graph)
-    return np.lexsort((np.arange(len(deg)), -deg, -counts)).astype(np.int64)
+    score = counts + deg * (counts.sum() / max(1, deg.sum()))
+    return np.lexsort((np.arange(len(deg)), -deg, -counts, -score)).astype(np.int64)
 
 
 # ---- the cached feature -------------------------------------------------------------------------
