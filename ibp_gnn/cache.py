@@ -168,17 +168,16 @@ def presample_counts(graph, seeds, num_neighbors: Sequence[int], *, batch_size: 
     seeds = np.asarray(index_1d(seeds, "seeds", op).cpu().numpy(), np.int64)
     counts = np.zeros(graph.num_nodes, np.int64)
     rng = np.random.default_rng(seed)
-    order = rng.permutation(seeds)
     step = 0
-    while step < num_batches and len(order):
-        a = (step * batch_size) % len(order)
-        if a == 0 and step:
-            order = rng.permutation(seeds)
-        batch = torch.from_numpy(order[a:a + batch_size])
-        sub = graph.sample(batch, list(num_neighbors), seed=seed * 1_000_003 + step,
-                           threads=threads)
-        counts += np.bincount(sub.node.numpy(), minlength=graph.num_nodes)
-        step += 1
+    while step < num_batches and len(seeds):  # epochs: each a fresh shuffle of the seeds
+        order = rng.permutation(seeds)
+        for a in range(0, len(order), batch_size):
+            if step == num_batches:
+                break
+            sub = graph.sample(torch.from_numpy(order[a:a + batch_size]), list(num_neighbors),
+                               seed=seed * 1_000_003 + step, threads=threads)
+            counts += np.bincount(sub.node.numpy(), minlength=graph.num_nodes)
+            step += 1
     return counts
 
 

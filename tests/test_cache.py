@@ -236,17 +236,21 @@ def test_hot_rows_presample_and_degree():
     assert sorted(order.tolist()) == list(range(400))
     assert np.all(np.diff(deg[order]) <= 0)
     seeds = torch.arange(0, 400, 2)
-    counts = cache.presample_counts(graph, seeds, [3, 2], batch_size=32, num_batches=5, seed=1)
+    # 200 seeds in batches of 64: 4 batches an epoch (the last of 8), 9 batches.
+    counts = cache.presample_counts(graph, seeds, [3, 2], batch_size=64, num_batches=9, seed=1)
     # Reference: the same batches, sampled here and counted.
     rng = np.random.default_rng(1)
-    perm = rng.permutation(seeds.numpy())
     want = np.zeros(400, np.int64)
-    for step in range(5):
-        sub = graph.sample(torch.from_numpy(perm[32 * step:32 * step + 32]), [3, 2],
-                           seed=1 * 1_000_003 + step)
+    batches = []
+    for epoch in range(3):
+        perm = rng.permutation(seeds.numpy())
+        batches += [perm[a:a + 64] for a in range(0, 200, 64)]
+    assert [len(b) for b in batches[:5]] == [64, 64, 64, 8, 64]
+    for step in range(9):
+        sub = graph.sample(torch.from_numpy(batches[step]), [3, 2], seed=1 * 1_000_003 + step)
         want[sub.node.numpy()] += 1
     assert np.array_equal(counts, want)
-    hot = cache.presample_hot_rows(graph, seeds, [3, 2], batch_size=32, num_batches=5, seed=1)
+    hot = cache.presample_hot_rows(graph, seeds, [3, 2], batch_size=64, num_batches=9, seed=1)
     score = counts + deg * counts.sum() / deg.sum()
     assert np.all(np.diff(score[hot]) <= 0)
     assert sorted(hot.tolist()) == list(range(400))
