@@ -1,6 +1,7 @@
 """The subset op, the compressed cache in front of the host tier (CPU-resident
 cache: the same split, packing and scatter the GPU path runs) and the
 bus-byte counts of benchmarks/bus_bytes.py on hand-computed examples."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -326,6 +327,8 @@ def test_bus_bytes_benchmark_tiny(tmp_path):
             batches, k, row_bytes)
 
 
+@pytest.mark.skipif(not os.environ.get("IBP_LONG_TESTS"),
+                    reason="runs the benchmark script (~30 s); set IBP_LONG_TESTS=1")
 def test_bus_bytes_benchmark_runs_as_a_script(tmp_path):
     out = tmp_path / "t.md"
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bus_bytes.py"), "--tiny",
