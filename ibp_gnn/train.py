@@ -533,6 +533,7 @@ def train(cfg) -> Dict[str, Any]:
         for epoch in range(1, tr.epochs + 1):
             net.train()
             stats = _Stats()
+            getattr(store, "cache_stats", dict)()  # cache counters from this epoch's start
             loss_sum = correct = seen = 0.0
             steps = 0
             t0 = time.perf_counter()
