@@ -14,6 +14,7 @@
 #include "ibp/format.h"
 #include "ibp/gather.h"
 #include "ibp/runtime.h"
+#include "ibp/subset.h"
 #include "ibp/validate.h"
 
 namespace py = pybind11;
@@ -336,6 +337,54 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("header"), py::arg("table"), py::arg("bases"), py::arg("rel"), py::arg("payload"),
       py::arg("ids"), py::arg("out"), py::arg("threads") = 1, py::arg("kernel") = 0);
+
+  // subset: the size bound, then the call writing into caller-provided arrays
+  // (numpy views of pinned buffers for the staged transfer).
+  m.def(
+      "subset_payload_bits",
+      [](const py::bytes& header, const Array<uint32_t>& table, const Array<uint64_t>& bases,
+         const py::array& rel, const Array<uint32_t>& payload, const Array<int64_t>& rows,
+         int threads) {
+        const CompressedView c = cpu_view(header_from_bytes(header), table, bases, rel, payload);
+        const int64_t* rp = rows.data();
+        const auto n = static_cast<uint64_t>(rows.size());
+        py::gil_scoped_release nogil;
+        return subset_payload_bits(c, rp, n, threads);
+      },
+      py::arg("header"), py::arg("table"), py::arg("bases"), py::arg("rel"), py::arg("payload"),
+      py::arg("rows"), py::arg("threads") = 1);
+  m.def(
+      "subset",
+      [](const py::bytes& header, const Array<uint32_t>& table, const Array<uint64_t>& bases,
+         const py::array& rel, const Array<uint32_t>& payload, const Array<int64_t>& rows,
+         Array<uint64_t>& out_bases, py::array& out_rel, Array<uint32_t>& out_payload,
+         uint64_t payload_bits, int threads) {
+        const FileHeader h = header_from_bytes(header);
+        const CompressedView c = cpu_view(h, table, bases, rel, payload);
+        const auto n = static_cast<uint64_t>(rows.size());
+        require(static_cast<uint64_t>(out_bases.size()) == (n + h.block_rows - 1) / h.block_rows + 1,
+                "ibp subset: out_bases must hold ceil(n / block_rows) + 1 entries");
+        require((out_rel.flags() & py::array::c_style) && out_rel.writeable() &&
+                    static_cast<uint64_t>(out_rel.nbytes()) == n * h.rel_bytes,
+                "ibp subset: out_rel must be a writeable contiguous array of n * rel_bytes bytes");
+        require(static_cast<uint64_t>(out_payload.size()) == payload_words(payload_bits),
+                "ibp subset: out_payload must hold payload_words(payload_bits) words");
+        const int64_t* rp = rows.data();
+        uint64_t* bp = out_bases.mutable_data();
+        void* relp = out_rel.mutable_data();
+        uint32_t* pp = out_payload.mutable_data();
+        uint64_t modes[4];
+        {
+          py::gil_scoped_release nogil;
+          require(subset_payload_bits(c, rp, n, threads) == payload_bits,
+                  "ibp subset: payload_bits is not subset_payload_bits of these rows");
+          subset(c, rp, n, bp, relp, pp, modes, threads);
+        }
+        return py::make_tuple(modes[0], modes[1], modes[2], modes[3]);
+      },
+      py::arg("header"), py::arg("table"), py::arg("bases"), py::arg("rel"), py::arg("payload"),
+      py::arg("rows"), py::arg("out_bases"), py::arg("out_rel"), py::arg("out_payload"),
+      py::arg("payload_bits"), py::arg("threads") = 1);
 
   m.def(
       "gather_cuda",

@@ -689,6 +689,13 @@ class CompressedTensor:
                       + self._rel[nxt[inner]].astype(np.int64))
         return start, end
 
+    def subset(self, rows, *, threads: Optional[int] = None) -> "CompressedTensor":
+        """The tensor of rows `rows` of this one, their compressed bits copied
+        as they are (``ibp_gnn.cache.subset``)."""
+        from .cache import subset
+
+        return subset(self, rows, threads=threads)
+
     def decompress(self, *, threads: Optional[int] = None) -> torch.Tensor:
         """The whole tensor, bit-identical to the original."""
         return self.gather(torch.arange(len(self), dtype=torch.int64), threads=threads)

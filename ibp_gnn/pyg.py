@@ -97,6 +97,7 @@ class _Entry:
     ct: Optional[CompressedTensor]
     raw: Optional[torch.Tensor]
     reason: str
+    cached: Any = None  # ibp_gnn.cache.CachedFeature in front of ct (set_cache)
 
     @property
     def compressed(self) -> bool:
@@ -284,6 +285,23 @@ class IBPFeatureStore(FeatureStore):
                 e.raw = e.raw.pin_memory()
         return e
 
+    def set_cache(self, attr_name, group_name=None, *, hot=None, budget=0,
+                  transfer: str = "auto"):
+        """Puts a compressed cache of rows `hot` (most valuable first, e.g.
+        ``ibp_gnn.cache.presample_hot_rows``) within `budget` bytes on the store's
+        device in front of a compressed tensor (``ibp_gnn.cache.CachedFeature``),
+        misses travelling by `transfer`; returns it (its counters report hits and
+        bus bytes)."""
+        from .cache import CachedFeature
+
+        e = self._entry(self._attr(group_name, attr_name), "set_cache")
+        if not e.compressed:
+            raise ValueError(f"IBPFeatureStore.set_cache: {_key_name((group_name, attr_name))!r} "
+                             f"is stored raw ({e.reason}); only compressed tensors are cached")
+        e.cached = CachedFeature(e.ct, hot, budget=budget, device=self.device, transfer=transfer,
+                                 threads=self.threads)
+        return e.cached
+
     # ---- get ------------------------------------------------------------------------------
     def _entry(self, attr: TensorAttr, op: str) -> _Entry:
         key = (attr.group_name, attr.attr_name)
@@ -365,6 +383,8 @@ class IBPFeatureStore(FeatureStore):
             self.raw_bytes_read += n * e.row_bytes
             self.bytes_read += (e.ct.fetch_nbytes(ids_cpu()) if e.compressed
                                 else n * e.row_bytes)
+        if e.cached is not None:
+            return e.cached.gather(ids_dev if ids_dev is not None else ids_cpu())
         if e.compressed:
             if dev.type == "cuda":
                 return e.ct.gather(ids_dev if ids_dev is not None else ids_cpu(), device=dev,

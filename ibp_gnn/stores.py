@@ -158,17 +158,23 @@ class IBPStore(FeatureStoreBase):
     a path to an .ibp file, a CompressedTensor, or a numpy array / tensor
     (compressed in memory). mmap=True maps the file (shared by the processes
     of a node through the page cache); pin=True pins the payload for GPU
-    zero-copy reads.
+    zero-copy reads. cache (bytes, "auto" or None) / cache_hot / cache_* /
+    transfer: a compressed cache of hot rows and how misses travel
+    (``ibp_gnn.cache.cached_feature``).
     """
 
     kind = "ibp"
 
     def __init__(self, x, *, mode: str = "auto", device: Union[str, torch.device] = "cpu",
                  pin: bool = False, mmap: bool = True, verify: bool = True,
-                 threads: Optional[int] = None, progress: bool = False):
+                 threads: Optional[int] = None, progress: bool = False, cache=None,
+                 cache_hot: str = "presample", cache_fanouts=(15, 10, 5),
+                 cache_batch_size: int = 1024, cache_batches: int = 64,
+                 transfer: str = "zero_copy"):
         import ibp_gnn
 
         super().__init__(device)
+        graph = x if isinstance(x, GraphData) else None
         if mode not in CODEC_MODES:
             raise ValueError(f"store.mode must be one of {list(CODEC_MODES)}, got {mode!r}")
         self.path: Optional[Path] = None
@@ -188,6 +194,14 @@ class IBPStore(FeatureStoreBase):
         self.threads = threads
         if pin:  # GPU runs: the kernel reads the compressed rows zero-copy from here
             ct.pin_memory()
+        self.cached = None
+        if cache is not None or transfer != "zero_copy":
+            from .cache import cached_feature
+
+            self.cached = cached_feature(
+                ct, graph, cache=cache, cache_hot=cache_hot, cache_fanouts=list(cache_fanouts),
+                cache_batch_size=cache_batch_size, cache_batches=cache_batches,
+                transfer=transfer, device=self.device, threads=threads)
 
     @property
     def shape(self) -> torch.Size:
@@ -206,15 +220,33 @@ class IBPStore(FeatureStoreBase):
         return int(self.ct.raw_nbytes)
 
     def gather(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.cached is not None:
+            return self.cached.gather(ids.cpu())
         if self.device.type == "cuda":
             return self.ct.gather(ids.cpu(), device=self.device)
         return self.ct.gather(ids.cpu(), threads=self.threads)
 
     def fetch_nbytes(self, ids: torch.Tensor) -> int:
+        if self.cached is not None:  # the rows the cache misses
+            ids = ids.cpu().long()
+            return self.ct.fetch_nbytes(ids[self.cached._slot[ids] < 0])
         return self.ct.fetch_nbytes(ids.cpu())
+
+    def cache_stats(self) -> dict:
+        """Hit rate and bus bytes (32-byte sectors) since the last call, and the
+        sectors a raw gather would have read; {} without a cache."""
+        c = self.cached
+        if c is None:
+            return {}
+        d = {"cache_hit_rate": c.hit_rate, "bus_bytes": c.bus_bytes,
+             "raw_bus_bytes": c.raw_bytes}
+        c.reset_counters()
+        return d
 
     def describe(self) -> dict:
         d = super().describe()
         d.update(format_version=self.ct.format_version, mode=self.ct.mode,
                  path=str(self.path) if self.path else None)
+        if self.cached is not None:
+            d["cache"] = self.cached.describe()
         return d

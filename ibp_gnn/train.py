@@ -189,6 +189,11 @@ def validate(cfg) -> None:
     if "mode" in st and st["mode"] not in CODEC_MODES:
         _fail("store.mode", st["mode"], f"allowed values: {list(CODEC_MODES)}")
     _check_device("store.device", st.get("device", "cpu"))
+    if st.get("cache") is not None or st.get("transfer", "zero_copy") != "zero_copy":
+        from .cache import config_errors
+
+        for key, value, allowed in config_errors(st):
+            _fail(f"store.{key}", value, allowed)
     dev = _resolve_device(tr["device"])
     sdev = _resolve_device(st.get("device", "cpu"))
     if sdev.type != dev.type:
@@ -528,6 +533,7 @@ def train(cfg) -> Dict[str, Any]:
         for epoch in range(1, tr.epochs + 1):
             net.train()
             stats = _Stats()
+            getattr(store, "cache_stats", dict)()  # cache counters from this epoch's start
             loss_sum = correct = seen = 0.0
             steps = 0
             t0 = time.perf_counter()
@@ -565,6 +571,7 @@ def train(cfg) -> Dict[str, Any]:
                    "steps": steps, "host_bytes": int(host_bytes),
                    "raw_bytes": int(rows * row_bytes),
                    "store_ratio": store.ratio}
+            rec.update(getattr(store, "cache_stats", dict)())  # hit rate, bus bytes
             if epoch % tr.eval_every == 0 or epoch == tr.epochs:
                 rec["val_acc"] = _evaluate(model, val_loader, store, d, tr.amp,
                                            tr.limit_eval_batches, progress, "val")

@@ -1,0 +1,329 @@
+"""Host-to-device bytes per epoch of each feature path, counted in 32-byte
+sectors while replaying the project's sampler (no GPU needed, deterministic).
+
+Paths, for the feature rows of every mini-batch (``SampledSubgraph.node``):
+  raw UVA                    sectors covering each raw row (row r at r * row_bytes)
+  raw + cache (presampled)   raw UVA of the rows outside a static cache of
+                             budget // row_bytes raw rows, hottest by presampling
+  raw + cache (degree)       the same, hottest by in-degree
+  raw + cache (LRU)          a dynamic LRU cache of as many raw rows, updated per
+                             batch (GraphBolt-like baseline)
+  IBP zero-copy              sectors covering each row's compressed span at its
+                             byte address in the payload
+  IBP staged                 the packed spans + index of the batch, one copy
+  IBP + compressed cache     the longest presampled prefix whose compressed
+                             subset (payload, index, tables) fits the budget;
+                             misses zero-copy, or staged ("+ staged")
+Budgets are fractions of the raw feature bytes. Presampling runs 16 epochs'
+worth of batches from a different seed than the measured epoch.
+
+  python benchmarks/bus_bytes.py                 # real graphs + synthetic papers-like
+  python benchmarks/bus_bytes.py --tiny          # seconds: a small synthetic graph
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import tempfile
+import time
+import types
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import ibp_gnn  # noqa: E402
+from ibp_gnn import cache  # noqa: E402
+from ibp_gnn.sampler import CSCGraph  # noqa: E402
+
+SECTOR = cache.SECTOR
+BUDGETS = (0.05, 0.10, 0.20, 0.40)
+FANOUTS = [15, 10, 5]
+PRESAMPLE_SEED = 12345
+PRESAMPLE_EPOCHS = 16  # presampled batches, in epochs' worth
+REAL = ("cora", "citeseer", "cora_ml", "actor", "chameleon", "squirrel", "tolokers",
+        "reddit", "inj_amazon", "enron", "books", "disney")
+
+
+# ---- the epoch ------------------------------------------------------------------------------------
+def epoch_batches(graph, train, fanouts, batch_size, seed, limit=None):
+    """Feature rows (node ids, int64) of each batch of one epoch over `train`."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(np.asarray(train, np.int64))
+    out = []
+    for step, a in enumerate(range(0, len(order), batch_size)):
+        if limit is not None and step >= limit:
+            break
+        sub = graph.sample(torch.from_numpy(order[a:a + batch_size]), list(fanouts),
+                           seed=seed * 1_000_003 + step)
+        out.append(sub.node.numpy().astype(np.int64))
+    return out
+
+
+def lru_miss_sectors(batches, capacity, row_bytes, num_nodes):
+    """Raw sectors of the misses of an LRU cache of `capacity` rows: a batch
+    looks every row up, then its misses are admitted, recency = (batch,
+    position in batch); the cache holds the `capacity` most recent rows."""
+    stamp = np.full(num_nodes, -1, np.int64)
+    seq, total = 0, 0
+    for b in batches:
+        if capacity > 0:
+            seen = np.flatnonzero(stamp >= 0)
+            if len(seen) > capacity:
+                tau = np.partition(stamp[seen], len(seen) - capacity)[len(seen) - capacity]
+            else:
+                tau = 0
+            hit = stamp[b] >= tau
+            hit &= stamp[b] >= 0
+        else:
+            hit = np.zeros(len(b), bool)
+        total += cache.raw_sectors(b[~hit], row_bytes)
+        stamp[b] = seq + np.arange(len(b))
+        seq += len(b)
+    return SECTOR * total
+
+
+def reference_lru(batches, capacity, row_bytes):
+    """The same LRU, one row at a time (tests check the vectorised one against it)."""
+    od: OrderedDict = OrderedDict()
+    total = 0
+    for b in batches:
+        miss = np.array([r for r in b.tolist() if r not in od], np.int64)
+        total += cache.raw_sectors(miss, row_bytes)
+        for r in b.tolist():
+            od[r] = None
+            od.move_to_end(r)
+            while len(od) > capacity:
+                od.popitem(last=False)
+    return SECTOR * total
+
+
+def run_graph(name, x, graph, train, *, fanouts=FANOUTS, batch_size=1024, budgets=BUDGETS,
+              presample_batches=None, seed=0, ct=None, log=print):
+    """One row per (budget, path): bytes over the bus for one epoch."""
+    x = np.ascontiguousarray(x)
+    n, row_bytes = x.shape[0], x.shape[1] * x.dtype.itemsize
+    raw_total = n * row_bytes
+    t = time.time()
+    ct = ct if ct is not None else ibp_gnn.compress(x, progress=False)
+    t_comp = time.time() - t
+    t = time.time()
+    batches = epoch_batches(graph, train, fanouts, batch_size, seed)
+    pre = (presample_batches if presample_batches is not None
+           else PRESAMPLE_EPOCHS * len(batches))
+    hot = cache.presample_hot_rows(graph, train, fanouts, batch_size=batch_size,
+                                   num_batches=pre, seed=PRESAMPLE_SEED)
+    t_samp = time.time() - t
+    deg = cache.degree_hot_rows(graph)
+    sizes = cache.subset_nbytes(ct, hot)
+    requests = sum(len(b) for b in batches)
+    rows = []
+
+    def add(budget, path, nbytes, hit=None):
+        rows.append({"dataset": name, "budget": budget, "path": path, "bytes": int(nbytes),
+                     "hit_rate": hit, "requests": requests, "raw_table": raw_total,
+                     "ibp_table": int(sizes[-1]), "batches": len(batches)})
+
+    uva = SECTOR * sum(cache.raw_sectors(b, row_bytes) for b in batches)
+    zc = SECTOR * sum(cache.span_sectors(ct, b) for b in batches)
+    st = sum(cache.staged_bytes(ct, b) for b in batches)
+    add(0.0, "raw UVA", uva)
+    add(0.0, "IBP zero-copy", zc)
+    add(0.0, "IBP staged", st)
+
+    def static(order, k):
+        cached = np.zeros(n, bool)
+        cached[order[:k]] = True
+        miss = [b[~cached[b]] for b in batches]
+        hit = 1 - sum(len(m) for m in miss) / max(1, requests)
+        return miss, hit
+
+    for frac in budgets:
+        budget = int(frac * raw_total)
+        k = min(n, budget // max(1, row_bytes))
+        miss, hit = static(hot, k)
+        add(frac, "raw + cache (presampled)",
+            SECTOR * sum(cache.raw_sectors(m, row_bytes) for m in miss), hit)
+        dmiss, dhit = static(deg, k)
+        add(frac, "raw + cache (degree)",
+            SECTOR * sum(cache.raw_sectors(m, row_bytes) for m in dmiss), dhit)
+        add(frac, "raw + cache (LRU)", lru_miss_sectors(batches, k, row_bytes, n))
+        kc = int(np.searchsorted(sizes, budget, side="right")) - 1
+        cmiss, chit = static(hot, kc)
+        add(frac, "IBP + compressed cache",
+            SECTOR * sum(cache.span_sectors(ct, m) for m in cmiss), chit)
+        add(frac, "IBP + compressed cache + staged",
+            sum(cache.staged_bytes(ct, m) for m in cmiss), chit)
+    log(f"{name}: {n} nodes, {graph.num_edges} edges, {x.shape[1]} x {x.dtype}, ratio "
+        f"{ct.ratio:.2f}, {len(batches)} batches, {requests} rows; compress {t_comp:.1f}s, "
+        f"sample {t_samp:.1f}s")
+    return rows
+
+
+# ---- graphs ---------------------------------------------------------------------------------------
+def _pygod_edges(path: Path):
+    from ibp_gnn import testing
+
+    with zipfile.ZipFile(path) as z:
+        inner = z.read(z.namelist()[0])
+    mod = types.ModuleType("stub_pickle")
+    mod.Unpickler = testing._StubUnpickler
+    mod.load = __import__("pickle").load
+    data = torch.load(io.BytesIO(inner), pickle_module=mod, weights_only=False)
+    return testing._find_tensor(data, "edge_index")
+
+
+def real_graph(name, tmp: Path):
+    """(x, CSCGraph, train ids): features and edges of a dataset in ../shared/datasets,
+    made undirected; a random 60% of the nodes are the training seeds."""
+    from ibp_gnn import data, testing
+
+    root = testing.shared_dir()
+    if name in ("cora", "citeseer"):
+        g = data.Planetoid(tmp, name).prepare(progress=False)
+        x, ei = np.asarray(g.features.open()), g.edge_index
+    elif name in ("cora_ml",) or name in ("actor", "chameleon", "squirrel", "tolokers"):
+        path = (root / "cora_ml" / "cora_ml.npz" if name == "cora_ml"
+                else root / "heterophilous_npz" / f"{name}.npz")
+        g = data.NPZ(tmp, path, name=name).prepare(progress=False)
+        x, ei = np.asarray(g.features.open()), g.edge_index
+    else:
+        x = testing.load_shared(name)
+        ei = _pygod_edges(root / "pygod" / f"{name}.pt.zip")
+        ei = torch.cat([ei, ei.flip(0)], 1)
+    n = x.shape[0]
+    graph = CSCGraph.from_edge_index(torch.as_tensor(ei).long(), n)
+    train = np.sort(np.random.default_rng(0).permutation(n)[:int(0.6 * n)])
+    return np.ascontiguousarray(x), graph, train
+
+
+def synthetic_papers(n: int, avg_degree: int = 15, train_frac: float = 0.011, seed: int = 0):
+    """A papers100M-like graph: power-law in-degrees (targets drawn by a Zipf
+    law, edges made undirected), 128 fp32 embedding-like features (low-rank
+    projections, unit norm), 1.1% of the nodes training seeds."""
+    rng = np.random.default_rng(seed)
+    e = n * avg_degree // 2
+    weights = 1.0 / np.arange(1, n + 1) ** 0.8
+    cdf = np.cumsum(weights)
+    cdf /= cdf[-1]
+    perm = rng.permutation(n)  # popular nodes spread over the id space
+    dst = perm[np.minimum(np.searchsorted(cdf, rng.random(e)), n - 1)]
+    src = rng.integers(0, n, e)
+    ei = torch.from_numpy(np.stack([np.concatenate([src, dst]), np.concatenate([dst, src])]))
+    del src, dst
+    graph = CSCGraph.from_edge_index(ei, n, index_dtype=torch.int32)
+    del ei
+    x = np.empty((n, 128), np.float32)
+    basis = rng.standard_normal((32, 128)).astype(np.float32)
+    for a in range(0, n, 1 << 18):
+        z = rng.standard_normal((min(n, a + (1 << 18)) - a, 32)).astype(np.float32)
+        y = z @ basis
+        x[a:a + len(y)] = y / np.linalg.norm(y, axis=1, keepdims=True)
+    train = np.sort(rng.choice(n, max(1, int(train_frac * n)), replace=False))
+    return x, graph, train
+
+
+# ---- report ---------------------------------------------------------------------------------------
+def table(rows) -> str:
+    """Markdown: per dataset and budget, bytes as a ratio of raw UVA."""
+    out = ["| dataset | budget | raw cache presampled | raw cache LRU | IBP zero-copy | "
+           "IBP staged | IBP + cc | IBP + cc + staged | IBP+cc / best raw cache | "
+           "IBP+cc+staged / best raw cache | "
+           "hit rate presampled / degree / compressed |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    by = {}
+    for r in rows:
+        by[(r["dataset"], r["budget"], r["path"])] = r
+    for name in dict.fromkeys(r["dataset"] for r in rows):
+        uva = by[(name, 0.0, "raw UVA")]["bytes"]
+        zc = by[(name, 0.0, "IBP zero-copy")]["bytes"] / uva
+        st = by[(name, 0.0, "IBP staged")]["bytes"] / uva
+        for b in sorted({r["budget"] for r in rows if r["dataset"] == name and r["budget"]}):
+            g = lambda p: by[(name, b, p)]  # noqa: E731
+            pre, lru = g("raw + cache (presampled)")["bytes"], g("raw + cache (LRU)")["bytes"]
+            cc, ccs = g("IBP + compressed cache")["bytes"], g("IBP + compressed cache + staged")
+            best = min(pre, lru)
+            def rel(v):
+                return v / best if best else (0.0 if v == 0 else float("inf"))
+            out.append(
+                f"| {name} | {int(b * 100)}% | {pre / uva:.3f} | {lru / uva:.3f} | {zc:.3f} | "
+                f"{st:.3f} | {cc / uva:.3f} | {ccs['bytes'] / uva:.3f} | {rel(cc):.3f} | "
+                f"{rel(ccs['bytes']):.3f} | "
+                f"{g('raw + cache (presampled)')['hit_rate']:.3f} / "
+                f"{g('raw + cache (degree)')['hit_rate']:.3f} / "
+                f"{g('IBP + compressed cache')['hit_rate']:.3f} |")
+    return "\n".join(out)
+
+
+def check_targets(rows):
+    """The issue's targets; returns a list of failures (strings)."""
+    fails = []
+    by = {(r["dataset"], r["budget"], r["path"]): r for r in rows}
+    for (name, b, path), r in by.items():
+        if path != "IBP + compressed cache" or not b:
+            continue
+        best = min(by[(name, b, "raw + cache (presampled)")]["bytes"],
+                   by[(name, b, "raw + cache (LRU)")]["bytes"])
+        ibp = min(r["bytes"], by[(name, b, "IBP + compressed cache + staged")]["bytes"])
+        if ibp > 0.85 * best:
+            fails.append(f"{name} {b:.0%}: IBP + compressed cache {ibp / best:.3f}x the best "
+                         "raw cache (target 0.85)")
+        pre = by[(name, b, "raw + cache (presampled)")]["hit_rate"]
+        deg = by[(name, b, "raw + cache (degree)")]["hit_rate"]
+        if pre < deg:
+            fails.append(f"{name} {b:.0%}: presampled hit rate {pre:.3f} < degree {deg:.3f}")
+    return fails
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--tiny", action="store_true", help="one small synthetic graph (seconds)")
+    p.add_argument("--datasets", default=",".join(REAL), help="real graphs ('' for none)")
+    p.add_argument("--synthetic-nodes", type=int, default=2_000_000,
+                   help="nodes of the papers-like graph (0: skip)")
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--out", type=Path, default=None, help="write the markdown table here")
+    a = p.parse_args(argv)
+    torch.set_num_threads(2)
+    rows = []
+    if a.tiny:
+        x, graph, train = synthetic_papers(5000, train_frac=0.2)
+        rows += run_graph("synthetic-papers-5k", x, graph, train, fanouts=[5, 5],
+                          batch_size=128)
+    else:
+        from ibp_gnn import testing
+
+        names = [s for s in a.datasets.split(",") if s]
+        if names and testing.shared_dir() is None:
+            print("../shared/datasets is not present: skipping the real graphs")
+            names = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in names:
+                x, graph, train = real_graph(name, Path(tmp))
+                rows += run_graph(name, x, graph, train, batch_size=a.batch_size)
+        if a.synthetic_nodes:
+            t = time.time()
+            x, graph, train = synthetic_papers(a.synthetic_nodes)
+            print(f"synthetic graph built in {time.time() - t:.1f}s")
+            rows += run_graph(f"synthetic-papers-{a.synthetic_nodes // 1000}k", x, graph, train,
+                              batch_size=a.batch_size)
+    md = table(rows)
+    fails = check_targets(rows)
+    text = (f"Bus bytes per epoch as a ratio of raw UVA (32-byte sectors), fan-out "
+            f"{[5, 5] if a.tiny else FANOUTS}, batch {128 if a.tiny else a.batch_size}; cc = "
+            f"compressed cache.\n\n{md}\n\nTargets: "
+            + ("all met" if not fails else "; ".join(fails)) + "\n")
+    print(text)
+    if a.out:
+        a.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

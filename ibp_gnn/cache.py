@@ -1,0 +1,458 @@
+"""A compressed cache of hot rows in device memory, in front of the compressed
+host tier, and the staged transfer of missed rows.
+
+* :func:`subset` -- the compressed tensor of some rows of another, made by
+  copying the rows' compressed bits (``_C.subset``): rows keep their encoding
+  and the mask tables are shared, so a byte budget holds ratio-times more rows
+  than a cache of raw rows.
+* :func:`presample_hot_rows` / :func:`degree_hot_rows` -- the rows to cache,
+  most valuable first: by the accesses of the real sampler over training
+  batches (default) or by in-degree.
+* :class:`CachedFeature` -- ``gather(idx)`` bit-identical to ``x[idx]``: hits
+  decode from the cache, misses from the host tier, either read zero-copy by
+  the kernel or packed by CPU threads into one staging buffer (``subset``
+  again), copied once and decoded from device memory. With ``device="cpu"``
+  the same split, packing and scatter run on the CPU decoder.
+* :func:`raw_sectors` / :func:`span_sectors` / :func:`staged_bytes` -- the
+  host-to-device bytes of each path in 32-byte sectors (benchmarks/bus_bytes.py).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from . import _C
+from ._tensor import CompressedTensor, _rel_dtype, _threads, index_1d
+
+SECTOR = 32
+TRANSFERS = ("zero_copy", "staged", "auto")
+HOT_METHODS = ("presample", "degree")
+AUTO_FRACTION = 0.5  # of free GPU memory, for budget="auto"
+
+
+# ---- subset -------------------------------------------------------------------------------------
+def _view(ct: CompressedTensor):
+    payload = (ct._pinned.numpy().view(np.uint32) if ct._pinned is not None else ct._payload)
+    return ct._header, ct._decode_table, ct._bases, ct._rel, payload
+
+
+def _rows_np(ct: CompressedTensor, rows, op: str, what: str = "rows") -> np.ndarray:
+    if isinstance(rows, (list, tuple, range)):
+        rows = np.asarray(rows, np.int64).reshape(-1)
+    rows = index_1d(rows, what, op)
+    if rows.device.type != "cpu":
+        rows = rows.cpu()
+    ct._check_range(rows, op)
+    return np.ascontiguousarray(rows.numpy().astype(np.int64, copy=False))
+
+
+def _index_sizes(ct: CompressedTensor, n: int):
+    """(entries of bases, bytes of rel) of an n-row tensor of ct's geometry."""
+    b = ct._fields["block_rows"]
+    return (n + b - 1) // b + 1, n * ct._fields["rel_bytes"]
+
+
+def _subset_into(ct: CompressedTensor, rows: np.ndarray, threads: int, alloc=None):
+    """(header, bases, rel, payload) of the subset; `alloc(name, nbytes)`
+    returns the uint8 buffer an array is written into (default: new arrays)."""
+    view = _view(ct)
+    bits = _C.subset_payload_bits(*view, rows, threads)
+    nb, rel_bytes = _index_sizes(ct, len(rows))
+    rdt = _rel_dtype(ct._fields["rel_bytes"])
+
+    def buf(name, dtype, count):
+        if alloc is None:
+            return np.empty(count, dtype)
+        return alloc(name, count * np.dtype(dtype).itemsize).view(dtype)
+
+    bases = buf("bases", np.uint64, nb)
+    rel = buf("rel", rdt, len(rows))
+    payload = buf("payload", np.uint32, _C.payload_words(bits))
+    modes = _C.subset(*view, rows, bases, rel, payload, bits, threads)
+    fields = {k: v for k, v in ct._fields.items() if not k.startswith("crc")
+              and k != "header_bytes"}
+    fields.update(rows=len(rows), payload_bits=bits, mode_rows=modes)
+    return _C.pack_header(fields), bases, rel, payload
+
+
+def subset(ct: CompressedTensor, rows, *, threads: Optional[int] = None,
+           validate: bool = False) -> CompressedTensor:
+    """The compressed tensor whose row i is row ``rows[i]`` of ``ct``
+    (duplicates allowed), bit for bit, without decoding: ``subset(ct,
+    rows).gather(arange) == ct.gather(rows)``. validate=True re-checks every
+    row of the result (the copy cannot change a row, so it is off by default)."""
+    op = "ibp_gnn.cache.subset"
+    if not isinstance(ct, CompressedTensor):
+        raise TypeError(f"{op}: ct must be a CompressedTensor, got {type(ct).__name__}")
+    r = _rows_np(ct, rows, op)
+    threads = _threads(threads)
+    header, bases, rel, payload = _subset_into(ct, r, threads)
+    return CompressedTensor(header, ct._tables, bases, rel, payload, validate=validate,
+                            threads=threads)
+
+
+def subset_nbytes(ct: CompressedTensor, order: np.ndarray) -> np.ndarray:
+    """Bytes a cache of the first k rows of ``order`` occupies, for k = 0..len:
+    payload (padding included), index and mask tables (0 for k = 0)."""
+    start, end = ct._row_spans(np.asarray(order, np.int64))
+    bits = np.concatenate([[0], np.cumsum(end - start)])
+    k = np.arange(len(bits))
+    nb, rel = _index_sizes(ct, k)
+    sizes = (4 * ((bits + 31) // 32 + _C.PAYLOAD_PAD_WORDS) + 8 * nb + rel
+             + ct._tables.nbytes + ct._decode_table.nbytes)
+    sizes[0] = 0  # no cache
+    return sizes
+
+
+# ---- bytes over the bus -------------------------------------------------------------------------
+def raw_sectors(ids: np.ndarray, row_bytes: int) -> int:
+    """32-byte sectors a raw gather of rows `ids` reads from a row-major
+    host table (each row at ids * row_bytes; every id counts)."""
+    ids = np.asarray(ids, np.int64)
+    if row_bytes == 0 or ids.size == 0:
+        return 0
+    first = ids * row_bytes // SECTOR
+    last = ((ids + 1) * row_bytes - 1) // SECTOR
+    return int((last - first + 1).sum())
+
+
+def span_sectors(ct: CompressedTensor, ids: np.ndarray) -> int:
+    """32-byte sectors covering each row's compressed span at its byte address
+    in the payload (a zero-copy read of each row once)."""
+    ids = np.asarray(ids, np.int64)
+    if ids.size == 0:
+        return 0
+    start, end = ct._row_spans(ids)
+    first = start // 8 // SECTOR
+    last = ((end + 7) // 8 - 1) // SECTOR
+    return int(np.where(end > start, last - first + 1, 0).sum())
+
+
+def staged_bytes(ct: CompressedTensor, ids: np.ndarray) -> int:
+    """Bytes one staged copy of rows `ids` moves: their packed payload words and
+    the packed tensor's index, rounded up to whole sectors."""
+    ids = np.asarray(ids, np.int64)
+    if ids.size == 0:
+        return 0
+    start, end = ct._row_spans(ids)
+    nb, rel = _index_sizes(ct, len(ids))
+    total = 4 * ((int((end - start).sum()) + 31) // 32) + 8 * nb + rel
+    return -(-total // SECTOR) * SECTOR
+
+
+# ---- hot rows -----------------------------------------------------------------------------------
+def _in_degree(graph) -> np.ndarray:
+    indptr = graph.indptr.cpu().numpy().astype(np.int64)
+    return np.diff(indptr)
+
+
+def degree_hot_rows(graph) -> np.ndarray:
+    """All node ids by in-degree, highest first (ties: lower id first).
+    `graph` is an ``ibp_gnn.sampler.CSCGraph``."""
+    deg = _in_degree(graph)
+    return np.lexsort((np.arange(len(deg)), -deg)).astype(np.int64)
+
+
+def presample_counts(graph, seeds, num_neighbors: Sequence[int], *, batch_size: int = 1024,
+                     num_batches: int = 8, seed: int = 0,
+                     threads: Optional[int] = None) -> np.ndarray:
+    """How often each node is a row of a mini-batch's features over
+    `num_batches` batches of the real sampler (``CSCGraph.sample``) from
+    shuffled `seeds` (the training nodes), seeded by `seed`."""
+    op = "ibp_gnn.cache.presample_counts"
+    for name, v, lo in (("batch_size", batch_size, 1), ("num_batches", num_batches, 0)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ValueError(f"{op}: {name} must be an int >= {lo}, got {v!r}")
+    seeds = np.asarray(index_1d(seeds, "seeds", op).cpu().numpy(), np.int64)
+    counts = np.zeros(graph.num_nodes, np.int64)
+    rng = np.random.default_rng(seed)
+    step = 0
+    while step < num_batches and len(seeds):  # epochs: each a fresh shuffle of the seeds
+        order = rng.permutation(seeds)
+        for a in range(0, len(order), batch_size):
+            if step == num_batches:
+                break
+            sub = graph.sample(torch.from_numpy(order[a:a + batch_size]), list(num_neighbors),
+                               seed=seed * 1_000_003 + step, threads=threads)
+            counts += np.bincount(sub.node.numpy(), minlength=graph.num_nodes)
+            step += 1
+    return counts
+
+
+def presample_hot_rows(graph, seeds, num_neighbors: Sequence[int], **kwargs) -> np.ndarray:
+    """All node ids, most valuable first: the presampled access counts
+    (:func:`presample_counts`) smoothed by an in-degree prior of the same
+    total weight, score = counts + deg * sum(counts) / sum(deg) (few batches
+    leave counts noisy; in-degree is what a node's access rate grows with).
+    Ties by counts, then in-degree, then id."""
+    counts = presample_counts(graph, seeds, num_neighbors, **kwargs)
+    deg = _in_degree(graph)
+    score = counts + deg * (counts.sum() / max(1, deg.sum()))
+    return np.lexsort((np.arange(len(deg)), -deg, -counts, -score)).astype(np.int64)
+
+
+# ---- the cached feature -------------------------------------------------------------------------
+def _budget_bytes(budget, device: torch.device, op: str) -> int:
+    if budget == "auto":
+        if device.type != "cuda":
+            raise ValueError(f"{op}: budget='auto' sizes the cache from free GPU memory; on "
+                             f"device {device} give the budget in bytes")
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * AUTO_FRACTION)
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
+        raise ValueError(f"{op}: budget must be an int >= 0 (bytes) or 'auto', got {budget!r}")
+    return budget
+
+
+class CachedFeature:
+    """Rows of a :class:`CompressedTensor` through a compressed cache of hot rows.
+
+    ct: the host tier (pinned for zero-copy reads on a GPU).
+    hot: node ids, most valuable first (:func:`presample_hot_rows`,
+        :func:`degree_hot_rows`); the cache takes the longest prefix that fits
+        `budget` bytes (int, or "auto": half the free GPU memory). Every row
+        fits: the whole tensor is placed on the device as it is.
+    device: where rows are decoded and returned ("cpu" runs the same split,
+        packing and scatter with the CPU decoder).
+    transfer: how misses travel: "zero_copy" (the kernel reads the host
+        payload), "staged" (CPU threads pack them with :func:`subset` into one
+        buffer, copied once) or "auto" (staged on a GPU, whose copy engine
+        outruns kernel reads of host memory; zero_copy on the CPU).
+    Counters (``reset_counters``): requests, hits, bus_bytes (sectors of
+    missed rows' compressed spans, or the staged copies), raw_bytes (the
+    sectors a raw gather of the same ids would read).
+    """
+
+    def __init__(self, ct: CompressedTensor, hot=None, *, budget: Union[int, str] = 0,
+                 device: Union[str, torch.device] = "cpu", transfer: str = "auto",
+                 threads: Optional[int] = None):
+        op = "CachedFeature"
+        if not isinstance(ct, CompressedTensor):
+            raise TypeError(f"{op}: ct must be a CompressedTensor, got {type(ct).__name__}")
+        if transfer not in TRANSFERS:
+            raise ValueError(f"{op}: transfer must be one of {list(TRANSFERS)}, got {transfer!r}")
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"{op}: device {self.device} but torch.cuda.is_available() is "
+                               "False; use device='cpu'")
+        if self.device.type not in ("cpu", "cuda"):
+            raise ValueError(f"{op}: device must be cpu or cuda, got {self.device}")
+        if transfer == "auto":
+            transfer = "staged" if self.device.type == "cuda" else "zero_copy"
+        self.ct, self.transfer, self.threads = ct, transfer, _threads(threads)
+        self.budget = _budget_bytes(budget, self.device, op)
+        rows = len(ct)
+        order = (np.arange(rows, dtype=np.int64) if hot is None
+                 else _rows_np(ct, hot, op, "hot"))
+        sizes = subset_nbytes(ct, order)
+        k = int(np.searchsorted(sizes, self.budget, side="right")) - 1
+        self.whole = k >= rows and len(np.unique(order)) == rows
+        if self.whole:
+            self.cached_ids = np.arange(rows, dtype=np.int64)
+            self.cache = ct
+        else:
+            self.cached_ids = np.unique(order[:max(k, 0)])  # sorted: neighbours decode together
+            self.cache = subset(ct, self.cached_ids, threads=self.threads)
+        slot = np.full(rows, -1, np.int64)
+        slot[self.cached_ids] = np.arange(len(self.cached_ids))
+        self._slot = torch.from_numpy(slot)
+        self._dev_slot = self._slot.to(self.device) if self.device.type == "cuda" else self._slot
+        self._dev_cache = self._place(self.cache) if self.device.type == "cuda" else None
+        self._stage = None  # pinned staging buffer (torch uint8) and its event
+        self.reset_counters()
+
+    # ---- description ----------------------------------------------------------------------------
+    @property
+    def shape(self):
+        return self.ct.shape
+
+    @property
+    def dtype(self):
+        return self.ct.dtype
+
+    @property
+    def cache_nbytes(self) -> int:
+        return int(subset_nbytes(self.ct, self.cached_ids)[-1]) if not self.whole \
+            else self.ct.nbytes
+
+    def reset_counters(self) -> None:
+        self.requests = self.hits = self.bus_bytes = self.raw_bytes = 0
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hits / self.requests if self.requests else 0.0
+
+    def describe(self) -> dict:
+        return {"cache_rows": len(self.cached_ids), "cache_nbytes": self.cache_nbytes,
+                "whole": self.whole, "budget": self.budget, "transfer": self.transfer,
+                "device": str(self.device)}
+
+    def __repr__(self) -> str:
+        return (f"CachedFeature(rows={len(self.ct)}, cached={len(self.cached_ids)}, "
+                f"cache_nbytes={self.cache_nbytes}, transfer={self.transfer!r}, "
+                f"device={self.device})")
+
+    # ---- gather -----------------------------------------------------------------------------------
+    def gather(self, idx, out: Optional[torch.Tensor] = None, *,
+               count_bytes: bool = True) -> torch.Tensor:
+        """Rows `idx` (on any device), bit-identical to ``x[idx]``, on ``self.device``."""
+        op = "CachedFeature.gather"
+        idx = index_1d(idx, "idx", op)
+        self.ct._check_range(idx, op)
+        n = idx.numel()
+        out = self.ct._check_out(out, n, self._out_device(), op)
+        idx = idx.to(self._dev_slot.device).to(torch.int64)
+        slots = self._dev_slot[idx]
+        hit = slots >= 0
+        hpos = hit.nonzero().squeeze(1)
+        mpos = (~hit).nonzero().squeeze(1)
+        if count_bytes:
+            miss_ids = idx[mpos].cpu().numpy()
+            self.requests += n
+            self.hits += hpos.numel()
+            self.raw_bytes += SECTOR * raw_sectors(idx.cpu().numpy(), self._row_bytes())
+            self.bus_bytes += (staged_bytes(self.ct, miss_ids) if self.transfer == "staged"
+                               else SECTOR * span_sectors(self.ct, miss_ids))
+        if hpos.numel():
+            self._decode(self.cache, self._dev_cache, slots[hpos], hpos, out)
+        if mpos.numel():
+            if self.transfer == "staged":
+                self._staged(idx[mpos], mpos, out)
+            else:
+                self._decode(self.ct, None, idx[mpos], mpos, out)
+        return out
+
+    def _row_bytes(self) -> int:
+        return self.ct.raw_nbytes // max(1, len(self.ct))
+
+    def _out_device(self) -> torch.device:
+        if self.device.type == "cuda" and self.device.index is None:
+            return torch.device("cuda", torch.cuda.current_device())
+        return self.device
+
+    def _decode(self, ct: CompressedTensor, dev, ids: torch.Tensor, pos: torch.Tensor,
+                out: torch.Tensor) -> None:
+        """out[pos[i]] = row ids[i] of ct; `dev` holds ct's device arrays (None:
+        its payload is read from pinned host memory)."""
+        if self.device.type == "cpu":
+            out.index_copy_(0, pos, ct.gather(ids, threads=self.threads))
+            return
+        if dev is None:
+            if not ct.is_pinned():
+                ct.pin_memory()
+            table, bases, rel = ct._device_arrays(out.device)
+            payload = (ct._registered[1] if ct._registered is not None
+                       else ct._pinned.data_ptr())
+            dev = (table, bases, rel, payload)
+        self._launch(ct._header, dev, ids, pos, out)
+
+    def _launch(self, header: bytes, dev, ids, pos, out) -> None:
+        table, bases, rel, payload = dev
+        ids, order = torch.sort(ids)
+        pos = pos[order].to(torch.int64).contiguous()
+        ids = ids.contiguous()
+        ptr = payload if isinstance(payload, int) else payload.data_ptr()
+        with torch.cuda.device(out.device):
+            stream = torch.cuda.current_stream(out.device).cuda_stream
+            err = _C.gather_cuda(header, table.data_ptr(), bases.data_ptr(), rel.data_ptr(), ptr,
+                                 ids.data_ptr(), True, ids.numel(), pos.data_ptr(),
+                                 out.data_ptr(), stream)
+        if err != 0:
+            raise RuntimeError(f"CachedFeature.gather: CUDA kernel launch failed with "
+                               f"cudaError {err}")
+
+    def _place(self, ct: CompressedTensor):
+        """ct's decode table, index and payload in device memory."""
+        def up(a):
+            return torch.from_numpy(np.ascontiguousarray(a).view(np.uint8)).to(self.device)
+        return (up(ct._decode_table), up(ct._bases), up(ct._rel), up(ct._payload))
+
+    def _staged(self, ids: torch.Tensor, pos: torch.Tensor, out: torch.Tensor) -> None:
+        """Packs rows `ids` of the host tier into one buffer, moves it in one copy
+        and decodes it into out[pos]."""
+        rows = np.ascontiguousarray(ids.cpu().numpy().astype(np.int64, copy=False))
+        cuda = self.device.type == "cuda"
+        if cuda and self._stage is not None:
+            self._stage[1].synchronize()  # the previous copy has left the buffer
+        # Sections at 64-byte offsets: bases, rel, payload.
+        nb, rel_bytes = _index_sizes(self.ct, len(rows))
+        bits = _C.subset_payload_bits(*_view(self.ct), rows, self.threads)
+        offs = np.cumsum([0, -(-8 * nb // 64) * 64, -(-rel_bytes // 64) * 64])
+        total = int(offs[2] + 4 * _C.payload_words(bits))
+        if self._stage is None or self._stage[0].numel() < total:
+            buf = torch.empty(max(total, 1 << 20), dtype=torch.uint8, pin_memory=cuda)
+            self._stage = (buf, torch.cuda.Event() if cuda else None)
+        host = self._stage[0].numpy()
+        at = dict(zip(("bases", "rel", "payload"), offs))
+
+        def alloc(name, nbytes):
+            return host[at[name]:at[name] + nbytes]
+        header, bases, rel, payload = _subset_into(self.ct, rows, self.threads, alloc)
+        if not cuda:
+            packed = CompressedTensor(header, self.ct._tables, bases, rel, payload,
+                                      validate=False)
+            out.index_copy_(0, pos, packed.gather(torch.arange(len(rows)),
+                                                  threads=self.threads))
+            return
+        dev = self._stage[0][:total].to(out.device, non_blocking=True)
+        self._stage[1].record(torch.cuda.current_stream(out.device))
+        table = self.ct._device_arrays(out.device)[0]
+        views = (table, dev[at["bases"]:], dev[at["rel"]:], dev[at["payload"]:])
+        arange = torch.arange(len(rows), device=out.device)
+        self._launch(header, views, arange, pos, out)
+
+
+# ---- configuration (store.cache / store.transfer) -----------------------------------------------
+def config_errors(st: dict) -> list:
+    """(key, value, allowed) for each bad cache setting of a store config."""
+    bad = []
+    budget = st.get("cache")
+    if budget is not None and budget != "auto" and (isinstance(budget, bool)
+                                                    or not isinstance(budget, int) or budget < 0):
+        bad.append(("cache", budget, "null (no cache), an int >= 0 (bytes) or 'auto'"))
+    if st.get("transfer", "zero_copy") not in TRANSFERS:
+        bad.append(("transfer", st.get("transfer"), f"allowed values: {list(TRANSFERS)}"))
+    if st.get("cache_hot", "presample") not in HOT_METHODS:
+        bad.append(("cache_hot", st.get("cache_hot"), f"allowed values: {list(HOT_METHODS)}"))
+    for key in ("cache_batch_size", "cache_batches"):
+        v = st.get(key, 1)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            bad.append((key, v, "a positive int"))
+    fan = st.get("cache_fanouts", [1])
+    if not isinstance(fan, (list, tuple)) or not fan or not all(
+            isinstance(f, int) and not isinstance(f, bool) and (f >= 1 or f == -1) for f in fan):
+        bad.append(("cache_fanouts", fan, "a non-empty list of ints >= 1 or -1"))
+    return bad
+
+
+def cached_feature(ct: CompressedTensor, graph=None, *, cache=None, cache_hot: str = "presample",
+                   cache_fanouts: Sequence[int] = (15, 10, 5), cache_batch_size: int = 1024,
+                   cache_batches: int = 64, transfer: str = "zero_copy",
+                   device: Union[str, torch.device] = "cpu",
+                   threads: Optional[int] = None) -> CachedFeature:
+    """The CachedFeature a store config asks for; `graph` is the prepared
+    ``GraphData`` (its edges and training split choose the hot rows)."""
+    st = dict(cache=cache, cache_hot=cache_hot, cache_fanouts=list(cache_fanouts),
+              cache_batch_size=cache_batch_size, cache_batches=cache_batches, transfer=transfer)
+    bad = config_errors(st)
+    if bad:
+        key, value, allowed = bad[0]
+        raise ValueError(f"store.{key}={value!r} is not allowed: {allowed}")
+    hot = None
+    if cache not in (None, 0):
+        if graph is None:
+            raise ValueError(f"store.cache={cache!r} needs the dataset's graph to choose hot "
+                             "rows (pass a GraphData, not bare features)")
+        from .sampler import CSCGraph
+
+        csc = CSCGraph.from_edge_index(graph.edge_index, graph.num_nodes)
+        if cache_hot == "degree":
+            hot = degree_hot_rows(csc)
+        else:
+            hot = presample_hot_rows(csc, graph.split["train"], list(cache_fanouts),
+                                     batch_size=cache_batch_size, num_batches=cache_batches,
+                                     threads=threads)
+    return CachedFeature(ct, hot, budget=cache or 0, device=device, transfer=transfer,
+                         threads=threads)
