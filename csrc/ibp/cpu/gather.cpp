@@ -1,5 +1,6 @@
 #include "../gather.h"
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -165,8 +166,15 @@ bool cpu_has_bmi2() {
 #endif
 }
 
+int gather_threads(uint64_t n, uint64_t row_bytes, int num_threads) {
+  const uint64_t work = n * row_bytes / kGatherBytesPerThread;
+  if (num_threads < 1 || work < 2) return 1;
+  return static_cast<int>(std::min<uint64_t>(work, static_cast<uint64_t>(num_threads)));
+}
+
 void gather_cpu(const CompressedView& c, const void* ids, bool ids64, uint64_t n, uint8_t* out,
                 int num_threads, CpuKernel kernel) {
+  num_threads = gather_threads(n, c.geo.row_bytes, num_threads);
 #if defined(__x86_64__)
   if (kernel == CpuKernel::kBmi2 || (kernel == CpuKernel::kAuto && cpu_has_bmi2())) {
     gather_any<Bmi2Deposit>(c, ids, ids64, n, out, num_threads);
