@@ -10,7 +10,7 @@ be lossless on the dataset before anything is timed.
 
     python benchmarks/codec.py                      # shared real datasets (~3 min on 2 cores)
     python benchmarks/codec.py --quick              # smoke run (~30 s)
-    python benchmarks/codec.py --synthetic          # adds two labelled SYNTHETIC scale cases
+    python benchmarks/codec.py --synthetic          # adds labelled SYNTHETIC scale cases
     python benchmarks/codec.py --datasets cora,reddit --json out.json
 
 Throughputs are GB/s (1e9 B/s) of OUTPUT bytes for gathers and MB/s (1e6 B/s)
@@ -44,7 +44,8 @@ import zstandard
 
 FIRST = ("cora", "citeseer", "actor", "inj_amazon", "tolokers", "reddit")
 DEFAULT_DATASETS = FIRST + tuple(d for d in SHARED_DATASETS if d not in FIRST)
-SYNTHETIC = ("syn_embed", "syn_bow")
+SYNTHETIC = ("syn_embed", "syn_bow", "syn_lowrank32", "syn_lowrank16")
+SPEED_BATCHES = (1024, 100_000)
 SEED = 0x5EED
 ZSTD_LEVEL = 3
 BLOSC_ROWS = 64
@@ -163,6 +164,21 @@ def synthetic(name: str, quick: bool) -> tuple[np.ndarray, str]:
         x[r, c] = vals
         desc = (f"SYNTHETIC sparse bag-of-words float32 {rows}x{cols}: ~1% nonzero word counts "
                 f"(1+Poisson(0.4)), Zipf-like column frequencies, density {np.count_nonzero(x) / x.size:.4f}")
+        return x, desc
+    if name in ("syn_lowrank32", "syn_lowrank16"):
+        fp16 = name.endswith("16")
+        rows, cols = (20_000 if quick else 200_000), (768 if fp16 else 128)
+        if fp16:
+            rows //= 4
+        k, clusters = 16, 32
+        basis = rng.standard_normal((k, cols), dtype=np.float32)
+        centers = rng.standard_normal((clusters, cols), dtype=np.float32) * np.float32(0.5)
+        z = rng.standard_normal((rows, k), dtype=np.float32)
+        noise = rng.standard_normal((rows, cols), dtype=np.float32) * np.float32(0.1)
+        x = (z @ basis) / np.float32(np.sqrt(k)) + centers[rng.integers(0, clusters, rows)] + noise
+        x = np.ascontiguousarray((x * np.float32(0.2)).astype(np.float16 if fp16 else np.float32))
+        desc = (f"SYNTHETIC embedding-like {x.dtype} {rows}x{cols}: rank-{k} gaussian + {clusters} "
+                "cluster centres + 0.1 gaussian noise, scaled by 0.2")
         return x, desc
     raise ValueError(name)
 
@@ -309,6 +325,8 @@ def bench_dataset(name: str, x_np: np.ndarray, desc: str, args, gpu: tuple[bool,
     s, _ = measure(lambda: lz4_rows(mv, rows, rb), emt, erep, key="encode lz4_row_t1")
     encode["lz4_row_t1"] = mbs(s)
 
+    speed = bench_speed(x, xb, args)
+
     # --- GPU -------------------------------------------------------------------------
     gpu_res: dict = {}
     if gpu[0]:
@@ -351,6 +369,12 @@ def bench_dataset(name: str, x_np: np.ndarray, desc: str, args, gpu: tuple[bool,
     if noisy:
         print("  noisy (slowest/fastest measurement > 1.3): "
               + ", ".join(f"{k} x{v:.2f}" for k, v in noisy.items()))
+    print(f"  speed (1 thread): table choice {speed['tables_s']:.2f} s (fixed, from "
+          f"{speed['sample_rows']} sample rows), then encode {speed['encode_MBps']:.0f} MB/s")
+    for b, r in speed["gather"].items():
+        print(f"  speed batch {b:>6}: ibp {r['ibp_t1']:.3f} GB/s vs x[idx] {r['x_idx_t1']:.3f} GB/s "
+              f"(ratio {r['ibp_t1'] / r['x_idx_t1']:.2f}); threads=None -> {r['threads_auto']} "
+              f"thread(s) {r['ibp_auto']:.3f} GB/s ({r['ibp_auto'] / r['ibp_t1']:.2f}x one thread)")
     if gpu_res:
         print(f"  GPU: {gpu_res['note']}")
     else:
@@ -358,8 +382,66 @@ def bench_dataset(name: str, x_np: np.ndarray, desc: str, args, gpu: tuple[bool,
     sys.stdout.flush()
     return dict(name=name, desc=desc, shape=[rows, cols], dtype=str(x.dtype), raw_bytes=raw,
                 ratio=ratio, gather_GBps=gather, encode_MBps=encode, gpu_gather_GBps=gpu_res,
+                speed=speed,
                 torch_threads=torch_threads, calls_per_measurement=calls, spread=spread,
                 synthetic=name in SYNTHETIC, seconds=time.perf_counter() - t_start)
+
+
+# ---------------------------------------------------------------------------- speed
+def bench_speed(x: torch.Tensor, xb: np.ndarray, args) -> dict:
+    """Encode split into its fixed table choice and the per-row encode rate, and
+    1-thread CPU gather of random batches of SPEED_BATCHES rows against
+    torch.index_select, alternated in one loop (fresh batches every call), plus
+    threads=None (the thread count the gather picks from the work size)."""
+    from ibp_gnn import _tensor as T
+
+    torch.set_num_threads(1)
+    rows = x.shape[0]
+    ids = T._sample_ids(rows, T.DEFAULT_SAMPLE_ROWS)
+    t0 = time.perf_counter()
+    b = T._Build(xb, ids, ibp_gnn._dtypes.code_of(x.dtype, "bench"), tuple(x.shape), "auto", 1)
+    tables_s = time.perf_counter() - t0
+
+    def encode():
+        e = _C.Encoder(b.row_bytes, b.row_words, b.tables, allow_sparse=True)
+        step = b.chunk_rows(T.DEFAULT_CHUNK_BYTES)
+        for a in range(0, rows, step):
+            e.encode(xb[a:a + step], b.row_bytes, 1)
+
+    s, _ = measure(encode, args.min_time, max(1, min(args.repeat, args.encode_repeat)),
+                   key="encode-only ibp_auto_t1")
+    res = dict(tables_s=tables_s, sample_rows=len(ids), encode_MBps=xb.nbytes / s / 1e6,
+               gather={})
+    ct = ibp_gnn.compress(x, threads=2, progress=False)
+    gen = torch.Generator().manual_seed(SEED + 1)
+    rb = xb.shape[1]
+    for batch in SPEED_BATCHES:
+        n_batches = max(2, min(8, (64 << 20) // max(1, batch * rb)))
+        bs = [torch.randint(0, rows, (batch,), generator=gen) for _ in range(n_batches)]
+        out = torch.empty((batch, x.shape[1]), dtype=x.dtype)
+        if not torch.equal(ct.gather(bs[0], out=out, threads=1).view(torch.uint8),
+                           x.view(torch.uint8)[bs[0]]):
+            fail("speed: ibp gather != x[idx]")
+        best = {"ibp_t1": math.inf, "x_idx_t1": math.inf, "ibp_auto": math.inf}
+        calls = max(1, math.ceil(args.min_time * 4e8 / (batch * rb)))
+        for _ in range(args.repeat):  # alternate methods, keep each one's fastest
+            for key, fn in (("ibp_t1", lambda i: ct.gather(i, out=out, threads=1)),
+                            ("x_idx_t1", lambda i: torch.index_select(x, 0, i, out=out))):
+                t0 = time.perf_counter()
+                for c in range(calls):
+                    fn(bs[c % n_batches])
+                best[key] = min(best[key], (time.perf_counter() - t0) / calls)
+            torch.set_num_threads(args.torch_threads)
+            t0 = time.perf_counter()
+            for c in range(calls):
+                ct.gather(bs[c % n_batches], out=out)
+            best["ibp_auto"] = min(best["ibp_auto"], (time.perf_counter() - t0) / calls)
+            torch.set_num_threads(1)
+        gbs = {k: batch * rb / v / 1e9 for k, v in best.items()}
+        gbs["threads_auto"] = _C.gather_threads(batch, rb, args.torch_threads)
+        res["gather"][batch] = gbs
+    torch.set_num_threads(args.torch_threads)
+    return res
 
 
 # ---------------------------------------------------------------------------- GPU
@@ -453,7 +535,8 @@ def main() -> None:
                    help="cap on measurements per encode number (default 3)")
     p.add_argument("--quick", action="store_true", help="fast smoke run")
     p.add_argument("--synthetic", action="store_true",
-                   help="add SYNTHETIC scale cases: 200k x 128 float32 embedding-like and "
+                   help="add SYNTHETIC scale cases: 200k x 128 float32 embedding-like (clipped gaussian; "
+                        "low-rank + clusters), 50k x 768 float16 low-rank + clusters, and "
                         "100k x 1000 float32 sparse bag-of-words (10x smaller with --quick)")
     p.add_argument("--paper-gather", action="store_true",
                    help="also time CPU gather of the mode='paper' tensor (1 thread)")
@@ -523,14 +606,18 @@ def main() -> None:
     print(f"\n=== summary (ratios: raw/compressed; gather GB/s of output, 1 thread, batch "
           f"{args.batch}) ===")
     print(f"{'dataset':<14}{'ibp host':>9}{'ibp fetch':>10}{'paper':>8}{'zstd':>8}{'lz4':>8}"
-          f"{'blosc2':>8}{'ibp GB/s':>10}{'x[idx]':>9}{'ibp/x[idx]':>11}")
+          f"{'blosc2':>8}{'ibp GB/s':>10}{'x[idx]':>9}{'ibp/x[idx]':>11}{'tables s':>9}"
+          f"{'enc MB/s':>9}{'/x 1024':>8}{'/x 100k':>8}")
     for r in results:
         ra, ga = r["ratio"], r["gather_GBps"]
         label = r["name"] + ("*" if r["synthetic"] else "")
         print(f"{label:<14}" + fmt(ra["ibp_auto_host"], ".2f", 9) + fmt(ra["ibp_auto_fetch"], ".2f", 10)
               + fmt(ra["ibp_paper_host"]) + fmt(ra["zstd_row"]) + fmt(ra["lz4_row"])
               + fmt(ra["blosc2"]) + fmt(ga["ibp_auto_t1"], ".3f", 10)
-              + fmt(ga["x_idx_t1"], ".3f", 9) + fmt(ga["ibp_auto_t1"] / ga["x_idx_t1"], ".3f", 11))
+              + fmt(ga["x_idx_t1"], ".3f", 9) + fmt(ga["ibp_auto_t1"] / ga["x_idx_t1"], ".3f", 11)
+              + fmt(r["speed"]["tables_s"], ".2f", 9) + fmt(r["speed"]["encode_MBps"], ".0f", 9)
+              + "".join(fmt(v["ibp_t1"] / v["x_idx_t1"], ".2f", 8)
+                        for v in r["speed"]["gather"].values()))
     if any(r["synthetic"] for r in results):
         print("* SYNTHETIC data (generated in this script, not a real dataset)")
     for name, why in skipped:

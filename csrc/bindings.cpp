@@ -145,6 +145,8 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("cuda_built", &cuda_built);
   m.def("cpu_has_bmi2", &cpu_has_bmi2);
+  m.def("gather_threads", &gather_threads, py::arg("n"), py::arg("row_bytes"),
+        py::arg("threads"), "Threads a CPU gather of n rows of row_bytes bytes uses when allowed `threads`.");
   m.def("cuda_device_count", &cuda_device_count);
   m.def("cuda_versions", [] {
     const CudaVersions v = cuda_versions();

@@ -235,13 +235,55 @@ Encoder::Encoder(uint64_t row_bytes, uint32_t row_words, uint32_t num_groups,
   }
 }
 
-uint64_t Encoder::ibp_bits(const uint32_t* x, uint32_t g) const {
+uint64_t Encoder::ibp_bits(const uint32_t* x, uint32_t g, uint32_t* listed) const {
   const size_t base = static_cast<size_t>(g) * row_words_;
-  uint64_t bits = kModeBits + group_bits_ + row_words_;
+  const uint32_t* mask = mask_.data() + base;
+  const uint32_t* value = value_.data() + base;
+  const uint32_t* nvar = nvar_.data() + base;
+  // 32-bit sums cannot overflow: a row has fewer than 2^32 bits (index_geometry).
+  uint32_t bits = 0, c = 0;
+  // Branch-free so the compiler vectorises it: this runs once per row and group.
   for (uint32_t w = 0; w < row_words_; ++w) {
-    bits += fits(x[w], base + w) ? nvar_[base + w] : 32;
+    const uint32_t miss = static_cast<uint32_t>(((x[w] - value[w]) & mask[w]) != 0);
+    bits += nvar[w] + miss * (32u - nvar[w]);
+    c += static_cast<uint32_t>(x[w] != value[w]);
   }
-  return bits;
+  *listed = c;
+  return kModeBits + group_bits_ + row_words_ + static_cast<uint64_t>(bits);
+}
+
+// A kSparse row with c listed words of d distinct values takes
+//   head + min(c * pos_bits, row_words) + min(32 c, 32 d + c * count_bits(d - 1))
+// bits (format.h), nondecreasing in d. The d of a group is at least the row's
+// number of distinct words less the row_words - c words left out, and that
+// number is at least the count of distinct hashes of the words, found without
+// sorting. Rows whose bound reaches `limit` skip the exact plan; the plan, when
+// made, is the same as without the bound, so the output does not change.
+bool Encoder::sparse_may_win(const uint32_t* x, uint32_t c, uint64_t limit,
+                             SparseTrial* t) const {
+  const uint32_t W = row_words_;
+  const uint64_t head = kModeBits + group_bits_ + 2ull * count_bits(W) + 1;
+  if (c == 0) return head < limit;
+  const uint64_t where = std::min<uint64_t>(static_cast<uint64_t>(c) * count_bits(W - 1), W);
+  if (head + where + 32 >= limit) return false;  // even one dictionary entry loses
+  if (head + where + 32ull * c < limit) return true;  // values inline may win: d is moot
+  if (t->distinct < 0) {
+    const uint32_t log_bits = std::min<uint32_t>(16, std::max<uint32_t>(6, count_bits(8ull * W)));
+    t->seen.resize(std::max<size_t>(t->seen.size(), size_t{1} << (log_bits - 6)), 0);
+    uint64_t* seen = t->seen.data();
+    int64_t d = 0;
+    for (uint32_t w = 0; w < W; ++w) {
+      const uint32_t h = (x[w] * 0x9E3779B1u) >> (32 - log_bits);
+      const uint64_t bit = 1ull << (h & 63);
+      d += (seen[h >> 6] & bit) == 0;
+      seen[h >> 6] |= bit;
+    }
+    for (uint32_t w = 0; w < W; ++w) seen[((x[w] * 0x9E3779B1u) >> (32 - log_bits)) >> 6] = 0;
+    t->distinct = d;
+  }
+  const uint64_t d = static_cast<uint64_t>(std::max<int64_t>(1, t->distinct - (W - c)));
+  const uint64_t values = std::min<uint64_t>(32ull * c, 32 * d + c * count_bits(d - 1));
+  return head + where + values < limit;
 }
 
 // The cheapest kSparse layout of row x under group g, or false when no sparse
@@ -274,21 +316,27 @@ bool Encoder::sparse_plan(const uint32_t* x, uint32_t g, uint64_t limit, SparseP
 }
 
 uint64_t Encoder::row_cost(const uint32_t* row, uint32_t g, uint64_t limit, SparsePlan* plan,
-                           std::vector<uint32_t>* scratch) const {
-  uint64_t best = std::min(limit, ibp_bits(row, g));
-  if (allow_sparse_ && sparse_plan(row, g, best, plan, scratch)) best = plan->bits;
+                           SparseTrial* trial) const {
+  uint32_t c;
+  uint64_t best = std::min(limit, ibp_bits(row, g, &c));
+  if (allow_sparse_ && sparse_may_win(row, c, best, trial) &&
+      sparse_plan(row, g, best, plan, &trial->scratch)) {
+    best = plan->bits;
+  }
   return best;
 }
 
 void Encoder::row_bits(const uint8_t* x, uint64_t n, int num_threads, uint64_t* out) const {
   const uint64_t raw_bits = raw_row_bits(row_words_, group_bits_);
   parallel_for(n, num_threads, n * row_bytes_ * num_groups_, [&](uint64_t a, uint64_t b) {
-    std::vector<uint32_t> row(row_words_), scratch;
+    std::vector<uint32_t> row(row_words_);
+    SparseTrial trial;
     SparsePlan plan;
     for (uint64_t i = a; i < b; ++i) {
       load_row(x + i * row_bytes_, row_bytes_, row_words_, row.data());
+      trial.distinct = -1;
       for (uint32_t g = 0; g < num_groups_; ++g) {
-        out[i * num_groups_ + g] = row_cost(row.data(), g, raw_bits, &plan, &scratch);
+        out[i * num_groups_ + g] = row_cost(row.data(), g, raw_bits, &plan, &trial);
       }
     }
   });
@@ -305,21 +353,24 @@ void Encoder::encode(const uint8_t* x, uint64_t n, int num_threads,
   std::vector<uint32_t> tag(n);  // group << 2 | mode
   std::vector<SparsePlan> plans(allow_sparse_ ? n : 0);
   parallel_for(n, num_threads, n * row_bytes_, [&](uint64_t a, uint64_t b) {
-    std::vector<uint32_t> row(row_words_), scratch;
+    std::vector<uint32_t> row(row_words_), listed(num_groups_);
+    SparseTrial trial;
     for (uint64_t i = a; i < b; ++i) {
       load_row(x + i * row_bytes_, row_bytes_, row_words_, row.data());
       uint64_t best = raw_bits;
       uint32_t best_tag = static_cast<uint32_t>(RowMode::kRaw);
       for (uint32_t g = 0; g < num_groups_; ++g) {
-        const uint64_t bits = ibp_bits(row.data(), g);
+        const uint64_t bits = ibp_bits(row.data(), g, &listed[g]);
         if (bits < best) {
           best = bits;
           best_tag = g << 2 | static_cast<uint32_t>(RowMode::kIbp);
         }
       }
+      trial.distinct = -1;
       for (uint32_t g = 0; allow_sparse_ && g < num_groups_; ++g) {
         SparsePlan plan;
-        if (sparse_plan(row.data(), g, best, &plan, &scratch)) {
+        if (sparse_may_win(row.data(), listed[g], best, &trial) &&
+            sparse_plan(row.data(), g, best, &plan, &trial.scratch)) {
           best = plan.bits;
           best_tag = g << 2 | static_cast<uint32_t>(RowMode::kSparse);
           plans[i] = plan;

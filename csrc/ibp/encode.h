@@ -71,14 +71,24 @@ class Encoder {
 
   // Whether word x fits word j (= g * row_words + w) of the tables.
   bool fits(uint32_t x, size_t j) const { return ((x - value_[j]) & mask_[j]) == 0; }
-  // Bits of row `x` under group g in kIbp mode.
-  uint64_t ibp_bits(const uint32_t* x, uint32_t g) const;
+  // Bits of row `x` under group g in kIbp mode; *listed receives the number
+  // of words that differ from the group's values (the c of a kSparse row).
+  uint64_t ibp_bits(const uint32_t* x, uint32_t g, uint32_t* listed) const;
+  // Per-thread state of the kSparse trial of one row.
+  struct SparseTrial {
+    std::vector<uint32_t> scratch;  // listed values
+    std::vector<uint64_t> seen;     // hash bitmap for the distinct-value bound
+    int64_t distinct = -1;          // lower bound of the row's distinct words, -1 = not yet
+  };
+  // Whether a kSparse layout of a row with `c` listed words could beat
+  // `limit` bits, from a lower bound of its size that needs no sort.
+  bool sparse_may_win(const uint32_t* x, uint32_t c, uint64_t limit, SparseTrial* t) const;
   bool sparse_plan(const uint32_t* x, uint32_t g, uint64_t limit, SparsePlan* plan,
                    std::vector<uint32_t>* scratch) const;
   // Bits of the row's cheapest kIbp or kSparse layout under group g, capped at
   // `limit` (plan is set when kSparse wins).
   uint64_t row_cost(const uint32_t* row, uint32_t g, uint64_t limit, SparsePlan* plan,
-                    std::vector<uint32_t>* scratch) const;
+                    SparseTrial* trial) const;
   template <typename Put>
   void write_sparse(const uint32_t* x, size_t base, const SparsePlan& plan, uint64_t p,
                     const Put& put, std::vector<uint32_t>* dict) const;

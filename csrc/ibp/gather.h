@@ -26,7 +26,17 @@ struct CompressedView {
 enum class CpuKernel : int { kAuto = 0, kPortable = 1, kBmi2 = 2 };
 bool cpu_has_bmi2();
 
-// Multithreaded CPU gather-decode (releases nothing itself; the binding drops
+// Output bytes each thread of a CPU gather gets at least: starting a thread
+// costs tens of microseconds, about what decoding this much takes, so smaller
+// calls run on fewer threads (one below 2x this) and are never slower than one.
+constexpr uint64_t kGatherBytesPerThread = 1ull << 20;
+
+// Threads gather_cpu uses for n rows of row_bytes bytes when allowed
+// num_threads: min(num_threads, n * row_bytes / kGatherBytesPerThread), >= 1.
+int gather_threads(uint64_t n, uint64_t row_bytes, int num_threads);
+
+// Multithreaded CPU gather-decode on gather_threads(n, row_bytes, num_threads)
+// threads (releases nothing itself; the binding drops
 // the GIL around it). ids are int64 when ids64, else int32.
 void gather_cpu(const CompressedView& c, const void* ids, bool ids64, uint64_t n, uint8_t* out,
                 int num_threads, CpuKernel kernel = CpuKernel::kAuto);
