@@ -205,6 +205,11 @@ class IBPStore(FeatureStoreBase):
     def raw_nbytes(self) -> int:
         return int(self.ct.raw_nbytes)
 
+    def check_files(self) -> None:
+        """Raises ibp_gnn.FileChangedError when the memory-mapped .ibp file changed
+        since it was loaded (a few stat calls: meant for the start of an epoch)."""
+        self.ct.check_file()
+
     def gather(self, ids: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cuda":
             return self.ct.gather(ids.cpu(), device=self.device)
