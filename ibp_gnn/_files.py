@@ -98,6 +98,10 @@ def atomic_write(dst: Path):
     """Yields an open binary file; on a clean exit its contents are fsynced and
     renamed over dst, otherwise the temporary is removed and dst is untouched."""
     dst = Path(dst)
+    folder = dst.parent if str(dst.parent) else Path(".")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot write {str(dst)!r}: its folder {str(folder)!r} does not "
+                                "exist")
     clean_stale_temporaries(dst)
     tmp = temp_path(dst)
     f = open(tmp, "xb")

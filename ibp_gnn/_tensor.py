@@ -3,6 +3,7 @@ row by row on the CPU or the GPU. The public functions check their inputs once
 here; `ibp_gnn._C` below trusts them."""
 from __future__ import annotations
 
+import ctypes
 import errno
 import mmap as _mmap
 import operator
@@ -601,21 +602,25 @@ def _unpickle_arrays(header, tables, bases, rel, payload) -> "CompressedTensor":
     if not isinstance(header, bytes) or len(header) != _C.HEADER_BYTES:
         raise FormatError("unpickling CompressedTensor: the header is not "
                           f"{_C.HEADER_BYTES} bytes")
-    for name, a in (("tables", tables), ("bases", bases), ("rel", rel), ("payload", payload)):
+    for name, a, dtypes in (("tables", tables, (np.uint32,)), ("bases", bases, (np.uint64,)),
+                            ("rel", rel, (np.uint16, np.uint32)),
+                            ("payload", payload, (np.uint32,))):
         if not isinstance(a, np.ndarray):
             raise FormatError(f"unpickling CompressedTensor: {name} is a "
                               f"{type(a).__name__}, not a numpy array")
+        if a.dtype not in [np.dtype(d) for d in dtypes]:
+            raise FormatError(f"unpickling CompressedTensor: {name} has dtype {a.dtype}")
     return CompressedTensor(header, tables, bases, rel, payload, validate=True)
 
 
 _DEV_ZERO: Optional[int] = None
 
 
-def _writable(buf: np.ndarray) -> bool:
-    """False when the first or last byte of the uint8 array `buf` is in memory
-    mapped without write permission. Reading a byte of /dev/zero into it makes
-    the kernel check (EFAULT instead of a fault); the byte becomes 0, which is
-    harmless for an output about to be overwritten."""
+def _writable(address: int, nbytes: int) -> bool:
+    """False when the first or last byte of [address, address + nbytes) is in
+    memory mapped without write permission. Reading a byte of /dev/zero into it
+    makes the kernel check (EFAULT instead of a fault); the byte becomes 0,
+    which is harmless for an output about to be overwritten."""
     global _DEV_ZERO
     if _DEV_ZERO is None:
         try:
@@ -624,9 +629,9 @@ def _writable(buf: np.ndarray) -> bool:
             _DEV_ZERO = -1
     if _DEV_ZERO < 0:
         return True
-    for view in (buf[:1], buf[-1:]):
+    for at in (address, address + nbytes - 1):
         try:
-            os.readv(_DEV_ZERO, [view])
+            os.readv(_DEV_ZERO, [(ctypes.c_char * 1).from_address(at)])
         except OSError as e:
             if e.errno == errno.EFAULT:
                 return False
@@ -782,7 +787,7 @@ class CompressedTensor:
         if not out.is_contiguous():
             raise ValueError(f"{op}: out must be contiguous")
         if out.device.type == "cpu" and out.numel() and not _writable(
-                out.view(torch.uint8).reshape(-1).numpy()):
+                out.data_ptr(), out.numel() * out.element_size()):
             raise ValueError(f"{op}: out lies in read-only memory (e.g. a tensor over a "
                              "read-only memory map); pass a writeable tensor")
         return out
