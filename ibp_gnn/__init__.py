@@ -3,6 +3,7 @@ gathered row by row on the CPU or straight from pinned host memory on the GPU.""
 from ._tensor import (
     ChecksumError,
     CompressedTensor,
+    FileChangedError,
     FormatError,
     NewerFormatError,
     compress,
@@ -19,6 +20,7 @@ __all__ = [
     "CompressedTensor",
     "EpochStats",
     "FORMAT_VERSION",
+    "FileChangedError",
     "FormatError",
     "NewerFormatError",
     "Prefetcher",

@@ -111,13 +111,16 @@ def main(argv=None) -> int:
     d.add_argument("--save", default=None, help="also save and reload through this .ibp path")
     d.set_defaults(fn=_demo)
     args = p.parse_args(argv)
-    from . import FormatError
-
     try:
         return args.fn(args)
-    except (FormatError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ValueError, TypeError, OSError, MemoryError) as e:
+        # Bad input (FormatError is a ValueError; missing files, directories, FIFOs, full
+        # disks are OSErrors): one line, no traceback.
+        print(f"error: {e or type(e).__name__}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -3,6 +3,10 @@ row by row on the CPU or the GPU. The public functions check their inputs once
 here; `ibp_gnn._C` below trusts them."""
 from __future__ import annotations
 
+import ctypes
+import errno
+import mmap as _mmap
+import operator
 import os
 import warnings
 import zlib
@@ -13,8 +17,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from . import _C
-from . import _cuda
+from . import _C, _cuda, _files
 from ._dtypes import code_of, itemsize, torch_dtype
 
 MODES = {"auto": 0, "paper": 1}
@@ -39,12 +42,35 @@ class NewerFormatError(FormatError):
     """A file written by a newer format version than this ibp_gnn reads."""
 
 
-def _threads(threads: Optional[int]) -> int:
+class FileChangedError(RuntimeError):
+    """The file under a tensor loaded with mmap=True changed after it was loaded."""
+
+
+def _cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+# More decode/encode threads than this never help and may not be creatable.
+MAX_THREADS = min(256, 4 * _cpu_count())
+
+
+def _threads(threads: Optional[int], op: str = "ibp_gnn") -> int:
+    """A thread count: None = torch.get_num_threads(); any positive integer
+    (numpy integers included) is accepted and capped at MAX_THREADS."""
     if threads is None:
-        return max(1, torch.get_num_threads())
-    if not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be a positive int, got {threads!r}")
-    return threads
+        return max(1, min(torch.get_num_threads(), MAX_THREADS))
+    if isinstance(threads, (bool, np.bool_)):
+        raise ValueError(f"{op}: threads must be a positive int, got {threads!r}")
+    try:
+        n = operator.index(threads)
+    except TypeError:
+        raise ValueError(f"{op}: threads must be a positive int, got {threads!r}") from None
+    if n < 1:
+        raise ValueError(f"{op}: threads must be a positive int, got {threads!r}")
+    return min(n, MAX_THREADS)
 
 
 def _as_bytes_2d(x, op: str):
@@ -177,7 +203,7 @@ def _choose_tables(rows: np.ndarray, row_bytes: int, row_words: int, total_rows:
     best, best_size = one, estimate(one)
     start = _C.Encoder(row_bytes, row_words, one).row_bits(sub_rows, row_bytes, threads)[:, 0]
     # The fits release the GIL: the groups of a round are fitted in parallel.
-    with ThreadPoolExecutor(max_workers=threads) as pool:
+    with ThreadPoolExecutor(max_workers=min(threads, GROUP_CHOICES[-1])) as pool:
         for groups in GROUP_CHOICES:
             if groups * 64 > len(sub):
                 break
@@ -204,9 +230,22 @@ def _rel_dtype(rel_bytes: int):
     return np.uint16 if rel_bytes == 2 else np.uint32
 
 
-def _check_sample_rows(sample_rows) -> None:
-    if not isinstance(sample_rows, int) or sample_rows < 1:
-        raise ValueError(f"compress: sample_rows must be a positive int, got {sample_rows!r}")
+# The widest row the format holds: one raw row (a 2-bit tag, up to 4 group bits and
+# 32 bits per word) must fit the 32-bit row offsets; 2^27 - 1 words.
+MAX_ROW_WORDS = (0xFFFFFFFF - 2 - 4) // 32
+
+
+def _check_row_width(shape, code: int, op: str) -> None:
+    words = (shape[1] * itemsize(code) + 3) // 4
+    if words > MAX_ROW_WORDS:
+        raise ValueError(f"{op}: rows of {shape[1]} {str(torch_dtype(code)).replace('torch.', '')} "
+                         f"values are {words} 32-bit words wide; the format holds rows of at "
+                         f"most {MAX_ROW_WORDS} words (2^27 - 1)")
+
+
+def _check_sample_rows(sample_rows, op: str = "compress") -> None:
+    if isinstance(sample_rows, bool) or not isinstance(sample_rows, int) or sample_rows < 1:
+        raise ValueError(f"{op}: sample_rows must be a positive int, got {sample_rows!r}")
 
 
 def compress(x, *, mode: str = "auto", sample_rows: int = DEFAULT_SAMPLE_ROWS,
@@ -218,8 +257,9 @@ def compress(x, *, mode: str = "auto", sample_rows: int = DEFAULT_SAMPLE_ROWS,
     Masks are chosen from `sample_rows` rows (all rows when fewer).
     """
     xb, code, shape = _as_bytes_2d(x, "compress")
+    _check_row_width(shape, code, "compress")
     _check_sample_rows(sample_rows)
-    threads = _threads(threads)
+    threads = _threads(threads, "compress")
     b = _Build(xb, _sample_ids(shape[0], sample_rows), code, shape, mode, threads)
     step = b.chunk_rows(DEFAULT_CHUNK_BYTES)
     words = []
@@ -238,26 +278,37 @@ class _NpyRows:
     memory use stays at one chunk however large the file is."""
 
     def __init__(self, path: Path):
-        self.f = open(path, "rb")
+        self.f, st = _files.open_regular_file(path, "compress_file", "src")
+        try:
+            self._open(path, st)
+        except BaseException:
+            self.f.close()
+            raise
+
+    def _open(self, path: Path, st: os.stat_result) -> None:
+        where = f"compress_file: src {str(path)!r}"
         try:
             version = np.lib.format.read_magic(self.f)
             read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                            else np.lib.format.read_array_header_2_0)
             shape, fortran, dtype = read_header(self.f)
-        except ValueError as e:
-            self.f.close()
-            raise ValueError(f"compress_file: src {str(path)!r} is not a readable .npy: {e}")
-        if len(shape) != 2:
-            self.f.close()
-            raise ValueError(f"compress_file: src must hold a 2-D array, got shape {shape}")
+        except (ValueError, SyntaxError, TypeError) as e:
+            raise ValueError(f"{where} is not a readable .npy file: {e}") from None
+        if not isinstance(shape, tuple) or len(shape) != 2:
+            raise ValueError(f"{where} must hold a 2-D array, got shape {shape}")
+        if any(not isinstance(d, int) or d < 0 for d in shape):
+            raise ValueError(f"{where} has an invalid shape {shape} in its .npy header "
+                             "(negative dimension)")
         if fortran:
-            self.f.close()
-            raise ValueError(f"compress_file: src {str(path)!r} is in Fortran order; "
-                             "save it C-contiguous")
+            raise ValueError(f"{where} is in Fortran order; save it C-contiguous")
         self.code = code_of(dtype, "compress_file: src")
         self.shape = (int(shape[0]), int(shape[1]))
         self.row_bytes = self.shape[1] * itemsize(self.code)
         self.offset = self.f.tell()
+        if st.st_size < self.offset + self.shape[0] * self.row_bytes:
+            raise ValueError(f"{where} is truncated: {st.st_size} bytes, its .npy header "
+                             f"describes {self.offset + self.shape[0] * self.row_bytes}")
+        self.identity = _files.FileIdentity.of(st)
 
     def read(self, start: int, count: int) -> np.ndarray:
         self.f.seek(self.offset + start * self.row_bytes)
@@ -297,51 +348,78 @@ def compress_file(src, dst: Union[str, os.PathLike], *, mode: str = "auto",
     size. The file appears under `dst` only once complete. Returns `dst` as a
     Path. The output is byte-identical to `compress(x).save(dst)`.
     """
-    if not isinstance(chunk_bytes, int) or chunk_bytes < 1:
+    if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes < 1:
         raise ValueError(f"compress_file: chunk_bytes must be a positive int, got {chunk_bytes!r}")
-    _check_sample_rows(sample_rows)
+    _check_sample_rows(sample_rows, "compress_file")
+    if not isinstance(dst, (str, os.PathLike)):
+        raise TypeError(f"compress_file: dst must be a str or os.PathLike, got "
+                        f"{type(dst).__name__}")
+    dst = Path(dst)
+    threads = _threads(threads, "compress_file")
     if isinstance(src, (str, os.PathLike)):
-        src_path = Path(src)
-        if not src_path.is_file():
-            raise FileNotFoundError(f"compress_file: src {str(src_path)!r} does not exist")
-        reader = _NpyRows(src_path)
+        reader = _NpyRows(Path(src))
+        src_file = Path(src)
     elif isinstance(src, np.ndarray):
         reader = _ArrayRows(*_as_bytes_2d(src, "compress_file"))
+        src_file = _mapped_filename(src)
     else:
         raise TypeError(f"compress_file: src must be an .npy path or a numpy array, "
                         f"got {type(src).__name__}")
-    threads = _threads(threads)
+    try:
+        _check_row_width(reader.shape, reader.code, "compress_file")
+        if src_file is not None and _same_file(src_file, dst):
+            raise ValueError(f"compress_file: dst {str(dst)!r} is the source file itself "
+                             f"({str(src_file)!r}); compressing in place would destroy the "
+                             "input: choose another dst")
+        if dst.is_dir():
+            raise IsADirectoryError(f"compress_file: dst {str(dst)!r} is a directory; "
+                                    "name the .ibp file to write")
+        return _compress_to(reader, dst, mode, sample_rows, chunk_bytes, threads, progress)
+    finally:
+        if isinstance(reader, _NpyRows):
+            reader.f.close()
+
+
+def _mapped_filename(x: np.ndarray) -> Optional[Path]:
+    """The file a numpy memory map (or a view of one) maps, if any."""
+    while x is not None:
+        name = getattr(x, "filename", None)
+        if isinstance(x, np.memmap) and name:
+            return Path(name)
+        x = x.base if isinstance(x.base, np.ndarray) else None
+    return None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # b does not exist yet
+        return False
+
+
+def _compress_to(reader, dst: Path, mode: str, sample_rows: int, chunk_bytes: int,
+                 threads: int, progress: Optional[bool]) -> Path:
     shape = reader.shape
     ids = _sample_ids(shape[0], sample_rows)
     b = _Build(reader.rows(ids), np.arange(len(ids), dtype=np.uint64), reader.code, shape, mode,
                threads)
     step = b.chunk_rows(chunk_bytes)
-    dst = Path(dst)
-    tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")
     crc = 0
-    try:
-        with open(tmp, "wb") as f, _progress(shape[0], progress, f"compress {dst.name}") as bar:
-            # The payload's offset depends on the shape alone: write it first,
-            # then the header and index once they are known.
-            f.seek(_C.file_layout(_C.pack_header(b.fields()))["payload"][0])
-            for a in range(0, shape[0], step):
-                count = min(step, shape[0] - a)
-                w = memoryview(b.encode(reader.read(a, count), threads)).cast("B")
-                f.write(w)
-                crc = zlib.crc32(w, crc)
-                bar.update(count)
-            last, fields, bases, rel = b.finish()
-            w = memoryview(last).cast("B")
+    with _files.atomic_write(dst) as f, \
+            _progress(shape[0], progress, f"compress {dst.name}") as bar:
+        # The payload's offset depends on the shape alone: write it first,
+        # then the header and index once they are known.
+        f.seek(_C.file_layout(_C.pack_header(b.fields()))["payload"][0])
+        for a in range(0, shape[0], step):
+            count = min(step, shape[0] - a)
+            w = memoryview(b.encode(reader.read(a, count), threads)).cast("B")
             f.write(w)
-            _write_head(f, fields, b.tables, bases, rel, zlib.crc32(w, crc))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    finally:
-        if isinstance(reader, _NpyRows):
-            reader.f.close()
-        if tmp.exists():
-            tmp.unlink()
+            crc = zlib.crc32(w, crc)
+            bar.update(count)
+        last, fields, bases, rel = b.finish()
+        w = memoryview(last).cast("B")
+        f.write(w)
+        _write_head(f, fields, b.tables, bases, rel, zlib.crc32(w, crc))
     return dst
 
 
@@ -379,17 +457,38 @@ def load(path: Union[str, os.PathLike], *, mmap: bool = False, verify: bool = Tr
          threads: Optional[int] = None) -> "CompressedTensor":
     """Load a compressed tensor saved with `CompressedTensor.save` or `compress_file`.
 
-    mmap=True maps the file instead of reading it into memory. verify=True
-    checks the CRC-32 of every section; the structure (offsets, row lengths) is
-    always checked, so a damaged file raises FormatError rather than crash.
+    mmap=True maps the file instead of reading it into memory: the processes
+    that map one file share one copy of it (the page cache), and pickling the
+    tensor sends its path, not its bytes. The file must then stay as it is
+    while the tensor is in use: replace it only atomically (write elsewhere and
+    rename over it, as `save` and `compress_file` do: the tensor keeps reading
+    the file it mapped). A file truncated or rewritten in place (`cp` over it,
+    an editor, a half-finished copy) would make reads fault (SIGBUS) or return
+    wrong rows; every gather first checks the file's size and modification
+    time and raises FileChangedError instead, and `check_file()` also reports
+    a path that now names another file.
+
+    verify=True checks the CRC-32 of every section; the structure (offsets,
+    row lengths) is always checked, so a damaged file raises FormatError rather
+    than crash.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"load: path must be a str or os.PathLike, got {type(path).__name__}")
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"load: {str(path)!r} does not exist")
-    size = path.stat().st_size
+    threads = _threads(threads, "load")
+    f, st = _files.open_regular_file(path, "load", "")
+    try:
+        return _load_open(f, st, path, mmap, verify, threads)
+    finally:
+        f.close()
+
+
+def _load_open(f, st: os.stat_result, path: Path, mmap: bool, verify: bool,
+               threads: int) -> "CompressedTensor":
+    """load() from an open file; every section is read from (or mapped through) f."""
+    size = st.st_size
     hb = _C.HEADER_BYTES
-    with open(path, "rb") as f:
-        header = f.read(hb)
+    header = f.read(hb)
     where = f"load({str(path)!r})"
     if len(header) < 16:
         raise FormatError(f"{where}: file is truncated ({size} bytes): no header")
@@ -411,16 +510,20 @@ def load(path: Union[str, os.PathLike], *, mmap: bool = False, verify: bool = Tr
         raise FormatError(f"{where}: file has {size - layout['total']} unexpected trailing bytes")
 
     rel_dtype = np.uint16 if fields["rel_bytes"] == 2 else np.uint32
+    mapping = _mmap.mmap(f.fileno(), 0, access=_mmap.ACCESS_READ) if mmap and size else None
 
     def section(name, dtype, shape=None):
         offset, nbytes = layout[name]
         count = nbytes // np.dtype(dtype).itemsize
         if count == 0:
             a = np.zeros(0, dtype)
-        elif mmap:
-            a = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(count,))
+        elif mapping is not None:
+            a = np.frombuffer(mapping, dtype=dtype, count=count, offset=offset)
         else:
-            a = np.fromfile(path, dtype=dtype, count=count, offset=offset)
+            f.seek(offset)
+            a = np.fromfile(f, dtype=dtype, count=count)
+            if a.size != count:
+                raise FormatError(f"{where}: file is truncated: the {name} section ends early")
         return a.reshape(shape) if shape is not None else a
 
     groups, words = fields["num_groups"], fields["row_words"]
@@ -438,9 +541,102 @@ def load(path: Union[str, os.PathLike], *, mmap: bool = False, verify: bool = Tr
                 raise ChecksumError(f"{where}: {name} checksum mismatch (the file is corrupt)")
     plain = _C.pack_header(dict(fields, crc_tables=0, crc_index=0, crc_payload=0, crc_header=0))
     try:
-        return CompressedTensor(plain, tables, bases, rel, payload, threads=threads)
+        ct = CompressedTensor(plain, tables, bases, rel, payload, threads=threads)
     except FormatError as e:
         raise FormatError(f"{where}: {e}") from None
+    if mmap:
+        ct._source = _MappedFile(path, f, _files.FileIdentity.of(st), verify)
+    return ct
+
+
+class _MappedFile:
+    """The file under a tensor loaded with mmap=True: its path, a descriptor of
+    the file that was mapped (kept open so that checks stat the same file)
+    and the identity it had when loaded."""
+
+    def __init__(self, path: Path, f, identity: "_files.FileIdentity", verify: bool):
+        self.path, self.identity, self.verify = Path(os.path.abspath(path)), identity, verify
+        self.fd = os.dup(f.fileno())
+
+    def check(self, op: str, path_too: bool = False) -> None:
+        st = os.fstat(self.fd)
+        if (st.st_size, st.st_mtime_ns) != (self.identity.size, self.identity.mtime_ns):
+            raise FileChangedError(
+                f"{op}: {str(self.path)!r} was modified in place after it was loaded with "
+                f"mmap=True (size {self.identity.size} -> {st.st_size} bytes, mtime changed: "
+                f"{st.st_mtime_ns != self.identity.mtime_ns}); reading it could fault or return "
+                "wrong rows. Replace such files atomically (write elsewhere, then rename) and "
+                "load them again")
+        if path_too:
+            try:
+                now = _files.FileIdentity.of(os.stat(self.path))
+            except OSError as e:
+                raise FileChangedError(f"{op}: {str(self.path)!r}, loaded with mmap=True, can no "
+                                       f"longer be read from its path ({e.strerror})") from None
+            if now != self.identity:
+                raise FileChangedError(
+                    f"{op}: {str(self.path)!r} names another file than the one loaded with "
+                    "mmap=True (it was replaced); this tensor still reads the old contents: "
+                    "load the path again for the new ones")
+
+    def __del__(self):
+        try:
+            os.close(self.fd)
+        except (OSError, AttributeError, TypeError):
+            pass
+
+
+def _unpickle_mapped(path: str, identity: tuple) -> "CompressedTensor":
+    op = "unpickling CompressedTensor"
+    f, st = _files.open_regular_file(Path(path), op, "mapped file")
+    try:
+        if _files.FileIdentity.of(st) != _files.FileIdentity(*identity):
+            raise FileChangedError(f"{op}: {path!r} changed since the tensor was pickled (it maps "
+                                   "a file by path); load it again")
+        return _load_open(f, st, Path(path), True, False, _threads(None))
+    finally:
+        f.close()
+
+
+def _unpickle_arrays(header, tables, bases, rel, payload) -> "CompressedTensor":
+    if not isinstance(header, bytes) or len(header) != _C.HEADER_BYTES:
+        raise FormatError("unpickling CompressedTensor: the header is not "
+                          f"{_C.HEADER_BYTES} bytes")
+    for name, a, dtypes in (("tables", tables, (np.uint32,)), ("bases", bases, (np.uint64,)),
+                            ("rel", rel, (np.uint16, np.uint32)),
+                            ("payload", payload, (np.uint32,))):
+        if not isinstance(a, np.ndarray):
+            raise FormatError(f"unpickling CompressedTensor: {name} is a "
+                              f"{type(a).__name__}, not a numpy array")
+        if a.dtype not in [np.dtype(d) for d in dtypes]:
+            raise FormatError(f"unpickling CompressedTensor: {name} has dtype {a.dtype}")
+    return CompressedTensor(header, tables, bases, rel, payload, validate=True)
+
+
+_DEV_ZERO: Optional[int] = None
+
+
+def _writable(address: int, nbytes: int) -> bool:
+    """False when the first or last byte of [address, address + nbytes) is in
+    memory mapped without write permission. Reading a byte of /dev/zero into it
+    makes the kernel check (EFAULT instead of a fault); the byte becomes 0,
+    which is harmless for an output about to be overwritten."""
+    global _DEV_ZERO
+    if _DEV_ZERO is None:
+        try:
+            _DEV_ZERO = os.open("/dev/zero", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            _DEV_ZERO = -1
+    if _DEV_ZERO < 0:
+        return True
+    for at in (address, address + nbytes - 1):
+        try:
+            os.readv(_DEV_ZERO, [(ctypes.c_char * 1).from_address(at)])
+        except OSError as e:
+            if e.errno == errno.EFAULT:
+                return False
+            raise
+    return True
 
 
 def index_1d(x, what: str, op: str) -> torch.Tensor:
@@ -474,7 +670,7 @@ class CompressedTensor:
                  payload: np.ndarray, *, validate: bool = True, threads: Optional[int] = None):
         if validate:
             status, msg = _C.validate_arrays(header, tables, bases, rel, payload,
-                                             _threads(threads))
+                                             _threads(threads, "load"))
             _check(status, msg, "CompressedTensor")
         self._header = header
         self._fields = _C.unpack_header(header)
@@ -486,6 +682,7 @@ class CompressedTensor:
         self._pinned: Optional[torch.Tensor] = None  # pinned copy of the payload
         self._registered: Optional[tuple] = None  # (host, device) address of the payload
         self._device_cache: dict = {}
+        self._source: Optional[_MappedFile] = None  # the file, when mapped
 
     # ---- description -------------------------------------------------------
     @property
@@ -569,8 +766,18 @@ class CompressedTensor:
         cols = self._fields["cols"]
         if out is None:
             return torch.empty((n, cols), dtype=self.dtype, device=device)
+        if isinstance(out, np.ndarray):
+            if not out.flags.writeable:
+                raise ValueError(f"{op}: out is a read-only numpy array (flags.writeable is "
+                                 "False); pass a writeable array")
+            try:
+                out = torch.from_numpy(out)
+            except TypeError as e:
+                raise TypeError(f"{op}: out is a numpy array of dtype {out.dtype}, expected "
+                                f"{self.dtype}: {e}") from None
         if not isinstance(out, torch.Tensor):
-            raise TypeError(f"{op}: out must be a torch.Tensor, got {type(out).__name__}")
+            raise TypeError(f"{op}: out must be a torch.Tensor or numpy array, got "
+                            f"{type(out).__name__}")
         if out.dtype != self.dtype:
             raise TypeError(f"{op}: out has dtype {out.dtype}, expected {self.dtype}")
         if tuple(out.shape) != (n, cols):
@@ -579,6 +786,10 @@ class CompressedTensor:
             raise ValueError(f"{op}: out is on {out.device}, expected {device}")
         if not out.is_contiguous():
             raise ValueError(f"{op}: out must be contiguous")
+        if out.device.type == "cpu" and out.numel() and not _writable(
+                out.data_ptr(), out.numel() * out.element_size()):
+            raise ValueError(f"{op}: out lies in read-only memory (e.g. a tensor over a "
+                             "read-only memory map); pass a writeable tensor")
         return out
 
     def gather(self, idx, out: Optional[torch.Tensor] = None, *,
@@ -596,6 +807,14 @@ class CompressedTensor:
         """
         op = "CompressedTensor.gather"
         idx = self._ids(idx, op)
+        if idx.device.type == "cpu":
+            # A private copy: the ids checked are the ids decoded, even when the caller's
+            # memory is shared with `out` or changed by another thread meanwhile.
+            idx = idx.clone()
+        nthreads = _threads(threads, op)
+        if self._source is not None:
+            self._source.check(op)
+        result = out
         target = idx.device if device is None else torch.device(device)
         if target.type == "cuda":
             if not torch.cuda.is_available():
@@ -614,9 +833,8 @@ class CompressedTensor:
                 payload = (self._pinned.numpy().view(np.uint32) if self._pinned is not None
                            else self._payload)
                 _C.gather(self._header, self._decode_table, self._bases, self._rel, payload,
-                          idx.numpy(), out.view(torch.uint8).reshape(-1).numpy(),
-                          _threads(threads))
-            return out
+                          idx.numpy(), out.view(torch.uint8).reshape(-1).numpy(), nthreads)
+            return result if isinstance(result, np.ndarray) else out
         if target.type != "cuda":
             raise ValueError(f"{op}: device must be cpu or cuda, got {target}")
         return self._gather_cuda(idx.to(target, non_blocking=True), out, op)
@@ -746,19 +964,46 @@ class CompressedTensor:
 
     # ---- files ------------------------------------------------------------------
     def save(self, path: Union[str, os.PathLike]) -> Path:
-        """Write the tensor to `path` (atomically: a complete file or none)."""
+        """Write the tensor to `path` atomically: readers (and tensors that
+        mapped the old file) see the old file or the complete new one, and
+        threads or processes saving to one path each publish a complete file.
+        Temporaries left beside `path` by killed processes are removed."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"CompressedTensor.save: path must be a str or os.PathLike, got "
+                            f"{type(path).__name__}")
         path = Path(path)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                layout = _C.file_layout(self._header)
-                f.seek(layout["payload"][0])
-                f.write(np.ascontiguousarray(self._payload).tobytes())
-                fields = {k: v for k, v in self._fields.items()
-                          if not k.startswith("crc") and k not in ("header_bytes", "version")}
-                _write_head(f, fields, self._tables, self._bases, self._rel, _crc(self._payload))
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        with _files.atomic_write(path) as f:
+            layout = _C.file_layout(self._header)
+            f.seek(layout["payload"][0])
+            flat = self._payload.reshape(-1).view(np.uint8)
+            for i in range(0, flat.size, DEFAULT_CHUNK_BYTES):
+                f.write(memoryview(np.ascontiguousarray(flat[i:i + DEFAULT_CHUNK_BYTES])))
+            fields = {k: v for k, v in self._fields.items()
+                      if not k.startswith("crc") and k not in ("header_bytes", "version")}
+            _write_head(f, fields, self._tables, self._bases, self._rel, _crc(self._payload))
         return path
+
+    # ---- pickling -----------------------------------------------------------------
+    def __reduce__(self):
+        """A tensor loaded with mmap=True pickles as its path and file identity
+        (the receiver maps the same file, e.g. spawned DataLoader workers share
+        the page cache); others pickle their arrays. Unpickling re-validates
+        the structure either way; pinning is not carried over."""
+        if self._source is not None:
+            return (_unpickle_mapped, (str(self._source.path), tuple(self._source.identity)))
+        return (_unpickle_arrays, (self._header, np.asarray(self._tables),
+                                   np.asarray(self._bases), np.asarray(self._rel),
+                                   np.asarray(self._payload)))
+
+    def check_file(self) -> None:
+        """For a tensor loaded with mmap=True: raises FileChangedError when its
+        file was modified in place, or when its path now names another file
+        (replaced since the load; this tensor still reads the old one). A few
+        stat calls: stores call it when an epoch starts. No-op otherwise."""
+        if self._source is not None:
+            self._source.check("CompressedTensor.check_file", path_too=True)
+
+    @property
+    def path(self) -> Optional[Path]:
+        """The file a tensor loaded with mmap=True maps (None otherwise)."""
+        return self._source.path if self._source is not None else None

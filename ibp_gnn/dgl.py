@@ -167,6 +167,11 @@ class _CompressedRows:
         self.mmap = mmap
         self.reset_counters()
 
+    def check_files(self) -> None:
+        """Raises ibp_gnn.FileChangedError when the memory-mapped .ibp file changed
+        since it was loaded (ibp_gnn.Prefetcher calls it when an epoch starts)."""
+        self.ct.check_file()
+
     def reset_counters(self) -> None:
         """Zero ``bytes_read`` (host bytes the gathers read) and ``raw_bytes_read``
         (what they would read uncompressed)."""
@@ -203,9 +208,10 @@ class _CompressedRows:
         n = ids.numel()
         if n:
             row_bytes = self.ct.raw_nbytes // max(1, self.ct.shape[0])
+            # fetch_nbytes also range-checks the ids, on the CPU: counters move only after it
+            fetched = self.ct.fetch_nbytes(ids if ids.device.type == "cpu" else ids.cpu())
             self.raw_bytes_read += n * row_bytes
-            # fetch_nbytes also range-checks the ids, on the CPU
-            self.bytes_read += self.ct.fetch_nbytes(ids if ids.device.type == "cpu" else ids.cpu())
+            self.bytes_read += fetched
         if target.type == "cuda":
             self.ct.pin_memory()
             return self.ct.gather(ids, out, device=target, check=False)
@@ -352,6 +358,10 @@ class _FeatureImpl(_CompressedRows):
                                      mmap=self.mmap, op=op)
             return
         ids = self._ids(ids).cpu()
+        rows = int(self.ct.shape[0])
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= rows):
+            bad = int(ids.min()) if int(ids.min()) < 0 else int(ids.max())
+            raise IndexError(f"{op}: ids holds id {bad}, out of range for {rows} rows")
         value = torch.as_tensor(value).cpu()
         if value.shape != (ids.numel(),) + tuple(self.ct.shape[1:]):
             raise ValueError(f"{op}: value has shape {tuple(value.shape)}, expected "

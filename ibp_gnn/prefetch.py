@@ -244,6 +244,9 @@ class Prefetcher:
         stream = torch.cuda.Stream(self.device) if cuda else None
         start = time.perf_counter()
         b0, r0 = self._counters()
+        for s in self.stores:  # a memory-mapped file changed underneath: fail now, clearly
+            if callable(getattr(s, "check_files", None)):
+                s.check_files()
         it = iter(self.loader)  # here, so a shuffling loader draws its order in this thread
         q: "queue.Queue" = queue.Queue(maxsize=self.depth)
         stop = threading.Event()

@@ -184,6 +184,14 @@ class IBPFeatureStore(FeatureStore):
         self.reset_counters()
 
     # ---- counters ------------------------------------------------------------------------
+    def check_files(self) -> None:
+        """Raises ibp_gnn.FileChangedError when the .ibp file under a memory-mapped
+        tensor changed since it was loaded (a few stat calls; ibp_gnn.Prefetcher
+        calls it when an epoch starts)."""
+        for e in self._entries.values():
+            if e.compressed:
+                e.ct.check_file()
+
     def reset_counters(self) -> None:
         """Zero ``bytes_read``, ``raw_bytes_read`` and ``rows_read``."""
         self.bytes_read = 0
@@ -329,6 +337,11 @@ class IBPFeatureStore(FeatureStore):
             return None, False
         if isinstance(index, slice):
             return torch.arange(rows)[index], False
+        if isinstance(index, (torch.Tensor, np.ndarray)) and index.ndim == 0 \
+                and index.dtype not in (torch.bool, np.bool_) \
+                and not (index.dtype.is_floating_point if isinstance(index, torch.Tensor)
+                         else index.dtype.kind not in "iu"):
+            index = int(index.item())  # a 0-d integer index selects one row, as an int does
         if isinstance(index, (int, np.integer)) and not isinstance(index, bool):
             i = int(index)
             if not -rows <= i < rows:
@@ -441,8 +454,10 @@ class IBPFeatureStore(FeatureStore):
             return None
         if attr.index is None or not attr.is_set("index"):
             return tuple(e.shape)
-        ids, scalar = self._ids(attr.index, e.shape[0], _key_name((attr.group_name,
-                                                                   attr.attr_name)), "size")
+        name = _key_name((attr.group_name, attr.attr_name))
+        ids, scalar = self._ids(attr.index, e.shape[0], name, "size")
+        if ids is not None and not scalar:
+            self._check_range(ids, e.shape[0], name, "size")
         return tuple(e.shape[1:]) if scalar else (ids.numel(),) + tuple(e.shape[1:])
 
     def _remove_tensor(self, attr: TensorAttr) -> bool:
@@ -515,6 +530,10 @@ class IBPGraphStore(GraphStore):
         a = _index_1d(edge_index[0], names[0], op)
         b = _index_1d(edge_index[1], names[1], op)
         size = edge_attr.size
+        for what, t in ((names[0], a), (names[1], b)):
+            if t.numel() and int(t.min()) < 0:
+                raise ValueError(f"{op}: {what} holds negative id {int(t.min())}; node ids and "
+                                 "pointers must be >= 0")
         if layout == "coo":
             if a.numel() != b.numel():
                 raise ValueError(f"{op}: row and col have {a.numel()} and {b.numel()} entries")

@@ -219,6 +219,11 @@ class IBPStore(FeatureStoreBase):
     def raw_nbytes(self) -> int:
         return int(self.ct.raw_nbytes)
 
+    def check_files(self) -> None:
+        """Raises ibp_gnn.FileChangedError when the memory-mapped .ibp file changed
+        since it was loaded (a few stat calls: meant for the start of an epoch)."""
+        self.ct.check_file()
+
     def gather(self, ids: torch.Tensor) -> torch.Tensor:
         if self.cached is not None:
             return self.cached.gather(ids.cpu())

@@ -70,7 +70,9 @@ def test_out_of_range_ids_are_caught_before_any_decoding(ct):
     (torch.empty(2, 6, dtype=torch.float16), TypeError, "float16"),
     (torch.empty(6, 2).t(), ValueError, "contiguous"),
     (torch.empty(2, 6, device="meta"), ValueError, "meta"),
-    (np.empty((2, 6), np.float32), TypeError, "ndarray"),
+    (np.empty((2, 6), np.float16), TypeError, "float16"),
+    (np.empty((2, 6), np.float32)[:, ::2], ValueError, r"shape \(2, 3\)"),
+    ([[0.0] * 6] * 2, TypeError, "list"),
 ])
 def test_gather_rejects_out(ct, out, exc, words):
     with pytest.raises(exc, match=words):

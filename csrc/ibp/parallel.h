@@ -1,9 +1,16 @@
 // A minimal fork-join helper: std::thread only, so the module never brings an
 // OpenMP runtime that could clash with the one torch loads.
+//
+// Contract: parallel_for never ends the process. A thread that cannot be
+// created (thread limits, address-space limits) leaves its slice to the
+// calling thread; an exception thrown by fn in any slice is rethrown to the
+// caller after every started thread has been joined (the first one wins).
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
+#include <exception>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -12,25 +19,57 @@ namespace ibp {
 // Bytes of work below which spawning threads costs more than it saves.
 constexpr uint64_t kMinParallelBytes = 1ull << 18;
 
+// Threads a single call may start, whatever it is asked for.
+constexpr uint64_t kMaxThreads = 256;
+
 // Calls fn(begin, end) on contiguous slices of [0, n), one per thread.
 template <typename Fn>
 void parallel_for(uint64_t n, int num_threads, uint64_t work_bytes, const Fn& fn) {
   uint64_t t = num_threads < 1 ? 1 : static_cast<uint64_t>(num_threads);
   if (work_bytes < kMinParallelBytes) t = 1;
-  t = std::min<uint64_t>(t, n);
+  t = std::min<uint64_t>(std::min<uint64_t>(t, n), kMaxThreads);
   if (t <= 1) {
     if (n) fn(0, n);
     return;
   }
-  std::vector<std::thread> pool;
-  pool.reserve(t - 1);
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  auto run = [&fn, &error, &error_mutex](uint64_t a, uint64_t b) {
+    try {
+      fn(a, b);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mutex);
+      if (!error) error = std::current_exception();
+    }
+  };
   const uint64_t step = (n + t - 1) / t;
+  std::vector<std::thread> pool;
+  std::vector<uint64_t> left;  // slices no thread could be started for
+  try {
+    pool.reserve(t - 1);
+    left.reserve(t - 1);
+  } catch (...) {
+  }
   for (uint64_t k = 1; k < t; ++k) {
     const uint64_t a = std::min(n, k * step), b = std::min(n, a + step);
-    if (a < b) pool.emplace_back([&fn, a, b] { fn(a, b); });
+    if (a >= b) continue;
+    try {
+      pool.emplace_back(run, a, b);
+    } catch (...) {  // std::system_error or std::bad_alloc: run it here instead
+      try {
+        left.push_back(k);
+      } catch (...) {
+        run(a, b);
+      }
+    }
   }
-  fn(0, std::min(n, step));
+  run(0, std::min(n, step));
+  for (uint64_t k : left) {
+    const uint64_t a = std::min(n, k * step);
+    run(a, std::min(n, a + step));
+  }
   for (auto& th : pool) th.join();
+  if (error) std::rethrow_exception(error);
 }
 
 }  // namespace ibp
