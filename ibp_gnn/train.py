@@ -496,10 +496,12 @@ def train(cfg) -> Dict[str, Any]:
                                f"({graph.num_nodes}, {graph.num_features})")
         if d.main:
             log.info("dataset %s: %d nodes, %d edges, %d features, %d classes; store %s",
-                     graph.name, graph.num_nodes, graph.edge_index.shape[1], graph.num_features,
+                     graph.name, graph.num_nodes, graph.num_edges, graph.num_features,
                      graph.num_classes, store)
 
-        data = graph.to_pyg()
+        # The loaders sample the cached CSC in place (memory-mapped, no COO copy, no
+        # sort, no edge permutation); labels come from a small feature store.
+        data = graph.to_remote()
         labeled = graph.y >= 0
         split = {s: ids[labeled[ids]] for s, ids in graph.split.items()}
         loaders = _Loaders(data, loader_spec, tr.seed + 7919 * d.rank)
