@@ -17,6 +17,7 @@ host memory (IBP: the compressed rows' bytes; raw: rows x row bytes), and its
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Optional, Union
 
@@ -159,6 +160,13 @@ class IBPStore(FeatureStoreBase):
     (compressed in memory). mmap=True maps the file (shared by the processes
     of a node through the page cache); pin=True pins the payload for GPU
     zero-copy reads.
+
+    verify: how the file's CRC-32s are checked (they read every byte, about a
+    second per GB): True checks them before the store is returned; "background"
+    returns at once and checks them in a thread while training starts
+    (:meth:`check_verified` waits for it and raises ``ChecksumError`` if one
+    fails; ``train()`` calls it at the end of the first epoch); False skips
+    them (the structure is always checked).
     """
 
     kind = "ibp"
@@ -171,12 +179,20 @@ class IBPStore(FeatureStoreBase):
         super().__init__(device)
         if mode not in CODEC_MODES:
             raise ValueError(f"store.mode must be one of {list(CODEC_MODES)}, got {mode!r}")
+        if verify not in (True, False, "background"):
+            raise ValueError(f"store.verify must be true, false or 'background', got {verify!r}")
         self.path: Optional[Path] = None
+        self._verifier: Optional[threading.Thread] = None
+        self._verify_error: Optional[BaseException] = None
         if isinstance(x, GraphData):
             x = x.compressed(mode, progress=progress)
         if isinstance(x, (str, os.PathLike)):
             self.path = Path(x)
-            ct = ibp_gnn.load(self.path, mmap=mmap, verify=verify)
+            ct = ibp_gnn.load(self.path, mmap=mmap, verify=verify is True)
+            if verify == "background":
+                self._verifier = threading.Thread(target=self._verify, daemon=True,
+                                                  name="ibp-verify")
+                self._verifier.start()
         elif isinstance(x, ibp_gnn.CompressedTensor):
             ct = x
         elif isinstance(x, (np.ndarray, torch.Tensor)):
@@ -188,6 +204,29 @@ class IBPStore(FeatureStoreBase):
         self.threads = threads
         if pin:  # GPU runs: the kernel reads the compressed rows zero-copy from here
             ct.pin_memory()
+
+    def _verify(self) -> None:
+        import ibp_gnn
+
+        try:
+            ibp_gnn.load(self.path, mmap=True, verify=True)
+        except BaseException as e:  # reported by check_verified
+            self._verify_error = e
+
+    def check_verified(self, wait: bool = True) -> bool:
+        """Whether the background CRC check (verify="background") has passed;
+        raises its error if it failed. wait=True blocks until it is done."""
+        if self._verifier is None:
+            return True
+        if wait:
+            self._verifier.join()
+        if self._verifier.is_alive():
+            return False
+        if self._verify_error is not None:
+            raise type(self._verify_error)(
+                f"IBPStore: the background check of {self.path} failed: "
+                f"{self._verify_error}") from self._verify_error
+        return True
 
     @property
     def shape(self) -> torch.Size:

@@ -234,6 +234,16 @@ def validate(cfg) -> None:
 
         if ds["size"] not in IGB_NODES:
             _fail("dataset.size", ds["size"], f"allowed values: {list(IGB_NODES)}")
+    if ds.get("memory_budget") is not None:
+        from .datasets import DatasetError, memory_budget
+
+        try:
+            memory_budget(ds["memory_budget"])
+        except DatasetError as e:
+            raise ConfigError(str(e)) from None
+    if "scale" in ds and (not isinstance(ds["scale"], (int, float)) or isinstance(ds["scale"], bool)
+                          or not 0 < ds["scale"] <= 4):
+        _fail("dataset.scale", ds["scale"], "a fraction of papers100M's size in (0, 4]")
     if "path" in ds and ds["path"] in (None, "", "???"):
         _fail("dataset.path", ds["path"], "the path of your dataset (dataset.path=/data/mine)")
     for name, lg in (c.get("logger") or {}).items():
@@ -556,6 +566,8 @@ def train(cfg) -> Dict[str, Any]:
                 bar.update(1)
                 bar.set_postfix(loss=f"{lv:.3f}")
             bar.close()
+            if epoch == 1 and hasattr(store, "check_verified"):
+                store.check_verified(wait=True)  # store.verify=background: CRCs done by now
             epoch_s = time.perf_counter() - t0
             loss_sum, correct, seen, host_bytes, rows = _all_sum(
                 [loss_sum, correct, seen, stats.host_bytes, stats.rows], d)
