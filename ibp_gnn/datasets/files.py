@@ -29,7 +29,7 @@ class Planetoid(Dataset):
     def folder(self) -> Path:
         if self.root is not None:
             return Path(os.path.expanduser(str(self.root)))
-        from .testing import shared_dir
+        from ..testing import shared_dir
 
         shared = shared_dir()
         if shared is None:
