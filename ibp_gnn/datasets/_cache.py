@@ -12,7 +12,7 @@ import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 import numpy as np
 import torch
@@ -222,7 +222,3 @@ def _read_cache(folder: Path, source: dict) -> Optional[dict]:
         if file_identity(name) != ident:
             return None
     return meta
-
-
-def _ensure_dict(d: Optional[Dict]) -> Dict:
-    return {} if d is None else d

@@ -8,7 +8,8 @@ Cache files (both ``.npy``, memory-mapped read-only by training):
 * ``csc_indices.npy`` -- int32 when N < 2^31, else int64; each node's
   neighbours in ascending order.
 
-``build_csc`` is a two-pass counting build whose peak memory is set by a budget
+``build_csc`` is a counting build that reads its source twice (then its own spill
+files once); its peak memory is set by a budget
 (``memory_budget``), not by the number of edges:
 
 1. count: stream the edges once, check their ids, count each node's entries
@@ -29,15 +30,14 @@ killed later (or during it) redoes only what it had not finished.
 """
 from __future__ import annotations
 
-import os
 import time
 import zipfile
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 import numpy as np
 
-from ._cache import (DatasetError, PathLike, _fsync_dir, _log, _progress, _publish,
+from ._cache import (DatasetError, PathLike, _log, _progress, _publish,
                      _read_phase, _tmp, _write_phase, file_identity, memory_budget)
 
 CSC_VERSION = 1

@@ -4,7 +4,6 @@ converters that turn OGB's raw files into one (``data.npz`` members unpacked in
 chunks, ``node-feat.csv.gz`` parsed in chunks)."""
 from __future__ import annotations
 
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path

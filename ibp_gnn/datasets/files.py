@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from ._cache import SPLITS, DatasetError, PathLike, _save_npy, file_identity
+from ._cache import SPLITS, DatasetError, PathLike, _save_npy
 from .base import Dataset, GraphData, _labels, _split_random, _write_cache
 from .csc import npy_edges
 from .features import FeatureSource
