@@ -20,8 +20,9 @@ inside a node's class. The features behave like averaged word embeddings
 rather than noise: a low-rank latent part, a class centroid, per-column scale
 and offset, and a little isotropic noise (their float32 exponents carry about
 2.6 bits of entropy, as real text embeddings do). Everything is written in
-chunks straight into the zip members: memory is O(nodes) for the per-node
-arrays plus the chunk budget, never O(edges) or O(features).
+chunks of fixed size straight into the zip members: memory is O(nodes) for
+the per-node arrays plus ~300 MB of chunk temporaries, never O(edges) or
+O(features), and the data does not depend on the memory budget.
 """
 from __future__ import annotations
 
@@ -34,12 +35,16 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ._cache import DatasetError, PathLike, _locked, _log, _progress, _tmp, memory_budget
+from ._cache import DatasetError, PathLike, _locked, _log, _progress, _tmp
 from .ogb import OGBNodeDataset
 
 #: The real ogbn-papers100M (OGB's statistics).
 PAPERS100M = {"num_nodes": 111_059_956, "num_edges": 1_615_685_872, "num_features": 128,
               "num_classes": 172, "train": 1_207_179, "valid": 125_265, "test": 214_338}
+
+
+GEN_EDGE_CHUNK = 1 << 21  # edges per generated chunk (~150 B of temporaries per edge)
+GEN_ROW_CHUNK = 1 << 17   # feature rows per generated chunk (~5 arrays of 512 B rows)
 
 
 def _npy_header(dtype, shape) -> bytes:
@@ -189,15 +194,15 @@ class SyntheticPapers(OGBNodeDataset):
     def generate(self, out: Path, meta: dict, progress: bool) -> None:
         """Writes the raw layout into the folder `out`."""
         n, E, F = self.num_nodes, self.num_edges, PAPERS100M["num_features"]
-        budget = memory_budget(self.memory_budget)
         raw = out / "raw"
         raw.mkdir(parents=True)
         _log(f"generating {self.name} at scale {self.scale:g}: {n:,} nodes, {E:,} edges, "
              f"{n:,} x {F} float32 features ({n * F * 4 / 2**30:.2f} GiB) -> {out}", progress)
         y, labeled, year = self._nodes()
         order, cw, lo, hi = self._weights(y)
-        edge_chunk = max(1 << 12, budget // 96)
-        row_chunk = max(1 << 10, budget // (F * 4 * 6))
+        # Fixed chunk sizes (~300 MB of temporaries each), so the data never depends on
+        # the memory budget: chunk k is a pure function of (seed, k).
+        edge_chunk, row_chunk = GEN_EDGE_CHUNK, GEN_ROW_CHUNK
         comp = zipfile.ZIP_DEFLATED if self.compress_raw else zipfile.ZIP_STORED
         level = 1 if self.compress_raw else None
         dst_spill = out / "dst.bin"
