@@ -326,6 +326,19 @@ def test_train_on_tiny_synthetic_papers(tmp_path):
     assert m["epochs"][0]["steps"] == len(m["batch_losses"]) > 0
     assert np.isfinite(m["final_loss"])
 
+    # Bit rot in the cached .ibp (same size, inode and mtime: the cache still trusts it)
+    # is caught by the background CRC check before the first epoch ends.
+    (ibp,) = (tmp_path / "data" / "prepared").glob("synthetic-papers-*/features.ibp-*.ibp")
+    st = ibp.stat()
+    with open(ibp, "r+b") as f:
+        f.seek(st.st_size - 7)
+        b = f.read(1)
+        f.seek(st.st_size - 7)
+        f.write(bytes([b[0] ^ 0x10]))
+    os.utime(ibp, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(ibp_gnn.ChecksumError, match="background check"):
+        train(cfg)
+
 
 def test_training_views_the_cached_csc_and_verifies_in_the_background(tmp_path):
     from ibp_gnn.sampler import NeighborSampler
