@@ -218,48 +218,58 @@ def table(res: dict) -> str:
     return "\n".join(lines)
 
 
+# O(N) arrays a phase holds besides its budget-bound chunks, in bytes per node (upper
+# bounds read off the code): generation keeps class, year, labeled mask, weights, order and
+# cumulative weights; the CSC build the degree counts and a bincount temporary; the other
+# phases labels and splits.
+PER_NODE = {"generate raw": 56, "CSC build": 24}
+BUDGET_BOUND = ("CSC build",)
+
+
 def project(res: dict) -> str:
-    """The real papers100M from this run's per-row and per-edge costs. Memory: the
-    anonymous peak of each phase, split into a per-node part (the O(N) arrays:
-    labels, degree counts, sampler tables) scaled to N and the budget-bound rest."""
+    """The real papers100M from this run's per-row and per-edge costs. Memory, an
+    upper bound per phase: the measured anonymous peak, plus its O(N) arrays grown to
+    N, plus the whole budget for the phases whose chunks the budget sizes."""
     from ibp_gnn.datasets import PAPERS100M
 
     N, E = PAPERS100M["num_nodes"], PAPERS100M["num_edges"]
     fn, fe = N / res["nodes"], E / res["source_edges"]
     rows = {r["phase"].split(" (")[0]: r for r in res["rows"]}
-    per_row = ("generate raw (OGB layout)", "unpack node_feat", "labels, splits, meta",
-               "compress features (.ibp)")
+    per_row = ("generate raw", "unpack node_feat", "labels, splits, meta",
+               "compress features")
     t = 0.0
     lines = ["", f"Projection for ogbn-papers100M ({N:,} nodes, {E:,} edges) from scale "
-             f"{res['scale']:g} (times scale linearly with rows or edges; x{fn:.0f}):", "",
+             f"{res['scale']:g} (times scale linearly with rows or edges, x{fn:.0f}; memory is "
+             "an upper bound):", "",
              "| phase | projected time | projected peak anon |", "|---|---:|---:|"]
     peak_prep = 0.0
     for name, r in rows.items():
         if name.startswith("train"):
             continue
-        f = fn if name in per_row else fe
-        secs = r["s"] * f
-        if name == "CSC build":  # sort: n log n; a bucket holds a fixed number of entries
-            secs = r["s"] * fe
-        # anonymous memory: 24 B per node of O(N) arrays at most scaled; the rest is bounded
-        base = min(r["peak_anon"], res["budget"] + 24 * res["nodes"])
-        anon = base + 24 * (N - res["nodes"])
-        peak_prep = max(peak_prep, anon)
-        t += secs
+        secs = r["s"] * (fn if name in per_row else fe)
+        anon = r["peak_anon"] + PER_NODE.get(name, 16) * (N - res["nodes"]) \
+            + (res["budget"] if name in BUDGET_BOUND else 0)
+        if name != "generate raw":  # generating the synthetic raw files is not preparation
+            peak_prep = max(peak_prep, anon)
+            t += secs
         lines.append(f"| {name} | {secs / 60:.0f} min | {anon / 2**30:.1f} GiB |")
     csc_full = res["csc_bytes"] * fe
     ibp_full = res["feature_bytes"] * fn / (res["ratio"] or 1.0)
-    lines += ["", f"- preparation: ~{t / 3600:.1f} h on this 2-core machine, peak anonymous "
-              f"memory ~{peak_prep / 2**30:.1f} GiB (budget {fmt_bytes(res['budget'])} + "
-              f"O(N) arrays) -> {'fits' if peak_prep < 56 * 2**30 else 'does NOT fit'} a 64 GB "
-              "machine; temporary disk ~8 B per directed edge "
+    train = rows.get(next((k for k in rows if k.startswith("train ") and "batches" in k), ""))
+    batch_anon = train["peak_anon"] if train else 2 << 30
+    train_need = csc_full + ibp_full + 16 * N + batch_anon
+    lines += ["", f"- preparation (without generating the raw files): ~{t / 3600:.1f} h on this "
+              f"2-core machine; peak anonymous memory <= {peak_prep / 2**30:.1f} GiB "
+              f"(budget {fmt_bytes(res['budget'])}) -> "
+              f"{'fits' if peak_prep < 56 * 2**30 else 'does NOT fit'} a 64 GB machine; "
+              f"temporary disk ~8 B per directed entry "
               f"({8 * res['csc_entries'] * fe / 2**30:.0f} GiB) during the CSC build",
-              f"- training holds the CSC ({csc_full / 2**30:.1f} GiB, memory-mapped) and the "
-              f".ibp file ({ibp_full / 2**30:.1f} GiB, memory-mapped, page cache shared by the "
-              f"ranks of a node) plus labels (~{8 * N / 2**30:.1f} GiB) and a few GB of "
-              f"batches: ~{(csc_full + ibp_full + 8 * N) / 2**30 + 4:.0f} GiB -> "
-              f"{'fits' if csc_full + ibp_full + 8 * N + (4 << 30) < 120 * 2**30 else 'does NOT fit'}"
-              " a 128 GB machine"]
+              f"- training maps the CSC ({csc_full / 2**30:.1f} GiB) and the "
+              f"{'.ibp file' if res['ratio'] else 'raw features'} "
+              f"({ibp_full / 2**30:.1f} GiB; page cache shared by the ranks of a node), holds "
+              f"labels and splits (~{16 * N / 2**30:.1f} GiB) and a batch's working set "
+              f"(~{batch_anon / 2**30:.1f} GiB measured): ~{train_need / 2**30:.0f} GiB -> "
+              f"{'fits' if train_need < 120 * 2**30 else 'does NOT fit'} a 128 GB machine"]
     if "startup_s" in res:
         lines.append(f"- start-up to the first batch: {res['startup_s']:.1f} s here (no COO, "
                      f"no sort, CRCs in the background); per batch (1024 seeds, [15, 10, 5], "
@@ -291,7 +301,15 @@ def main(argv=None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the scratch data")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--from-json", type=Path, default=None,
+                   help="print the tables of a saved --json run instead of running")
     a = p.parse_args(argv)
+    if a.from_json:
+        for res in json.loads(a.from_json.read_text()):
+            print(table(res))
+            print(project(res))
+            print()
+        return 0
     os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
     results = []
     for s in a.scale:
