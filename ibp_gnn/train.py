@@ -84,12 +84,14 @@ class CSVLogger:
         for r in self.rows:
             keys += [k for k in r if k not in keys]
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
+        from .datasets._cache import _publish, _tmp
+
+        tmp = _tmp(self.path)
         with open(tmp, "w") as f:
             f.write(",".join(keys) + "\n")
             for r in self.rows:
                 f.write(",".join("" if r.get(k) is None else str(r.get(k)) for k in keys) + "\n")
-        os.replace(tmp, self.path)
+        _publish(tmp, self.path)
 
     def close(self) -> None:
         pass
@@ -486,6 +488,8 @@ def train(cfg) -> Dict[str, Any]:
     from omegaconf import OmegaConf
     from tqdm.auto import tqdm
 
+    from .datasets._cache import _publish, _tmp
+
     validate(cfg)
     loader_spec: LoaderSpec = instantiate(cfg.loader, _convert_="all")
     tr: TrainerSpec = instantiate(cfg.trainer, _convert_="all")
@@ -587,10 +591,10 @@ def train(cfg) -> Dict[str, Any]:
                     best_state = copy.deepcopy(model.state_dict())
                     if d.main:
                         ckpt_dir.mkdir(parents=True, exist_ok=True)
-                        tmp = ckpt_dir / "best.pt.tmp"
+                        tmp = _tmp(ckpt_dir / "best.pt")
                         torch.save({"model": best_state, "epoch": epoch, "val_acc": best_val,
                                     "config": OmegaConf.to_container(cfg, resolve=True)}, tmp)
-                        os.replace(tmp, ckpt_dir / "best.pt")
+                        _publish(tmp, ckpt_dir / "best.pt")
             epochs.append(rec)
             if d.main:
                 val = "-" if rec["val_acc"] is None else f"{rec['val_acc']:.4f}"
@@ -620,9 +624,9 @@ def train(cfg) -> Dict[str, Any]:
             "epochs": epochs, "overrides": _overrides(), "store_info": store.describe(),
         }
         if d.main:
-            tmp = out_dir / "metrics.json.tmp"
+            tmp = _tmp(out_dir / "metrics.json")
             tmp.write_text(json.dumps(metrics, indent=1, default=_json_default))
-            os.replace(tmp, out_dir / "metrics.json")
+            _publish(tmp, out_dir / "metrics.json")
             log.info("test_acc %.4f (best val_acc %.4f at epoch %d); metrics in %s", test_acc,
                      best_val, best_epoch, out_dir / "metrics.json")
             for lg in loggers:

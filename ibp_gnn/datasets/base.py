@@ -168,7 +168,8 @@ def _write_cache(folder: Path, source: dict, name: str, num_classes: int, edges,
     undirected without duplicates or self loops when `undirected`), writes the
     labels and splits, then meta.json (the completion marker). `inputs` are
     files outside the folder whose identity the cache depends on."""
-    y = torch.as_tensor(np.asarray(y), dtype=torch.int64).reshape(-1)
+    y = torch.as_tensor(y.numpy() if isinstance(y, torch.Tensor) else np.asarray(y),
+                        dtype=torch.int64).reshape(-1)
     n = int(features.shape[0])
     if y.numel() != n:
         raise DatasetError(f"{name}: {y.numel()} labels for {n} feature rows")
@@ -176,7 +177,8 @@ def _write_cache(folder: Path, source: dict, name: str, num_classes: int, edges,
                     budget=budget, progress=progress)
     files = {"y.npy": y}
     for s in SPLITS:
-        files[f"split_{s}.npy"] = torch.from_numpy(np.array(split[s], dtype=np.int64).reshape(-1))
+        ids = split[s].numpy() if isinstance(split[s], torch.Tensor) else split[s]
+        files[f"split_{s}.npy"] = torch.from_numpy(np.array(ids, dtype=np.int64).reshape(-1))
     sizes = {}
     for fname, arr in files.items():
         sizes[fname] = _save_npy(folder / fname, arr).stat().st_size
