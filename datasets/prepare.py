@@ -34,7 +34,7 @@ def prepare(overrides, progress=True) -> dict:
     mode = cfg.store.get("mode", "auto")
     path = graph.compressed(mode, progress=progress)
     ct = ibp_gnn.load(path, mmap=True)
-    return {"name": graph.name, "nodes": graph.num_nodes, "edges": int(graph.edge_index.shape[1]),
+    return {"name": graph.name, "nodes": graph.num_nodes, "edges": graph.num_edges,
             "features": f"{graph.num_features} x {graph.features.dtype}",
             "classes": graph.num_classes, "raw_mb": ct.raw_nbytes / 2**20,
             "ibp_mb": ct.nbytes / 2**20, "ratio": ct.ratio, "mode": mode,

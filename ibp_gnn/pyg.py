@@ -563,6 +563,32 @@ class IBPGraphStore(GraphStore):
             del self._derived[k]
         return True
 
+    def put_csc(self, indptr, indices, *, size: Tuple[int, int], edge_type=None,
+                check: bool = True) -> None:
+        """Stores a CSC (``indices`` of the in-neighbours of node v at
+        ``indptr[v]:indptr[v + 1]``) viewed in place: numpy memory maps of a
+        prepared dataset are never copied, and samplers use the layout as is
+        (no edge permutation). ``check=False`` trusts the ids of ``indices``
+        (e.g. a cache written by ``ibp_gnn.datasets.build_csc``) and skips
+        their O(E) scan; the pointer array's ends and length are always checked."""
+        op = f"IBPGraphStore.put_csc(edge_type={edge_type!r})"
+        ptr = _index_1d(indptr, "indptr", op)
+        idx = _index_1d(indices, "indices", op)
+        size = (int(size[0]), int(size[1]))
+        if ptr.numel() != size[1] + 1:
+            raise ValueError(f"{op}: indptr has {ptr.numel()} entries, size={size} needs "
+                             f"{size[1] + 1}")
+        if int(ptr[0]) != 0 or int(ptr[-1]) != idx.numel():
+            raise ValueError(f"{op}: indptr must start at 0 and end at the number of edges "
+                             f"({idx.numel()}), got {int(ptr[0])} .. {int(ptr[-1])}")
+        if check:
+            self.put_edge_index((idx, ptr), edge_type=edge_type, layout="csc", size=size)
+            return
+        attr = EdgeAttr(edge_type, "csc", is_sorted=True, size=size)
+        self._stored[(edge_type, "csc")] = ((idx, ptr), attr)
+        for k in [k for k in self._derived if k[0] == edge_type]:
+            del self._derived[k]
+
     def _get_edge_index(self, edge_attr: EdgeAttr):
         hit = self._stored.get((edge_attr.edge_type, EdgeLayout(edge_attr.layout).value))
         return hit[0] if hit is not None else None

@@ -17,6 +17,7 @@ host memory (IBP: the compressed rows' bytes; raw: rows x row bytes), and its
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Optional, Union
 
@@ -161,6 +162,13 @@ class IBPStore(FeatureStoreBase):
     zero-copy reads. cache (bytes, "auto" or None) / cache_hot / cache_* /
     transfer: a compressed cache of hot rows and how misses travel
     (``ibp_gnn.cache.cached_feature``).
+
+    verify: how the file's CRC-32s are checked (they read every byte, about a
+    second per GB): True checks them before the store is returned; "background"
+    returns at once and checks them in a thread while training starts
+    (:meth:`check_verified` waits for it and raises ``ChecksumError`` if one
+    fails; ``train()`` calls it at the end of the first epoch); False skips
+    them (the structure is always checked).
     """
 
     kind = "ibp"
@@ -177,12 +185,20 @@ class IBPStore(FeatureStoreBase):
         graph = x if isinstance(x, GraphData) else None
         if mode not in CODEC_MODES:
             raise ValueError(f"store.mode must be one of {list(CODEC_MODES)}, got {mode!r}")
+        if verify not in (True, False, "background"):
+            raise ValueError(f"store.verify must be true, false or 'background', got {verify!r}")
         self.path: Optional[Path] = None
+        self._verifier: Optional[threading.Thread] = None
+        self._verify_error: Optional[BaseException] = None
         if isinstance(x, GraphData):
             x = x.compressed(mode, progress=progress)
         if isinstance(x, (str, os.PathLike)):
             self.path = Path(x)
-            ct = ibp_gnn.load(self.path, mmap=mmap, verify=verify)
+            ct = ibp_gnn.load(self.path, mmap=mmap, verify=verify is True)
+            if verify == "background":
+                self._verifier = threading.Thread(target=self._verify, daemon=True,
+                                                  name="ibp-verify")
+                self._verifier.start()
         elif isinstance(x, ibp_gnn.CompressedTensor):
             ct = x
         elif isinstance(x, (np.ndarray, torch.Tensor)):
@@ -202,6 +218,29 @@ class IBPStore(FeatureStoreBase):
                 ct, graph, cache=cache, cache_hot=cache_hot, cache_fanouts=list(cache_fanouts),
                 cache_batch_size=cache_batch_size, cache_batches=cache_batches,
                 transfer=transfer, device=self.device, threads=threads)
+
+    def _verify(self) -> None:
+        import ibp_gnn
+
+        try:
+            ibp_gnn.load(self.path, mmap=True, verify=True)
+        except BaseException as e:  # reported by check_verified
+            self._verify_error = e
+
+    def check_verified(self, wait: bool = True) -> bool:
+        """Whether the background CRC check (verify="background") has passed;
+        raises its error if it failed. wait=True blocks until it is done."""
+        if self._verifier is None:
+            return True
+        if wait:
+            self._verifier.join()
+        if self._verifier.is_alive():
+            return False
+        if self._verify_error is not None:
+            raise type(self._verify_error)(
+                f"IBPStore: the background check of {self.path} failed: "
+                f"{self._verify_error}") from self._verify_error
+        return True
 
     @property
     def shape(self) -> torch.Size:

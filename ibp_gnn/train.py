@@ -84,12 +84,14 @@ class CSVLogger:
         for r in self.rows:
             keys += [k for k in r if k not in keys]
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
+        from .datasets._cache import _publish, _tmp
+
+        tmp = _tmp(self.path)
         with open(tmp, "w") as f:
             f.write(",".join(keys) + "\n")
             for r in self.rows:
                 f.write(",".join("" if r.get(k) is None else str(r.get(k)) for k in keys) + "\n")
-        os.replace(tmp, self.path)
+        _publish(tmp, self.path)
 
     def close(self) -> None:
         pass
@@ -239,6 +241,16 @@ def validate(cfg) -> None:
 
         if ds["size"] not in IGB_NODES:
             _fail("dataset.size", ds["size"], f"allowed values: {list(IGB_NODES)}")
+    if ds.get("memory_budget") is not None:
+        from .datasets import DatasetError, memory_budget
+
+        try:
+            memory_budget(ds["memory_budget"])
+        except DatasetError as e:
+            raise ConfigError(str(e)) from None
+    if "scale" in ds and (not isinstance(ds["scale"], (int, float)) or isinstance(ds["scale"], bool)
+                          or not 0 < ds["scale"] <= 4):
+        _fail("dataset.scale", ds["scale"], "a fraction of papers100M's size in (0, 4]")
     if "path" in ds and ds["path"] in (None, "", "???"):
         _fail("dataset.path", ds["path"], "the path of your dataset (dataset.path=/data/mine)")
     for name, lg in (c.get("logger") or {}).items():
@@ -481,6 +493,8 @@ def train(cfg) -> Dict[str, Any]:
     from omegaconf import OmegaConf
     from tqdm.auto import tqdm
 
+    from .datasets._cache import _publish, _tmp
+
     validate(cfg)
     loader_spec: LoaderSpec = instantiate(cfg.loader, _convert_="all")
     tr: TrainerSpec = instantiate(cfg.trainer, _convert_="all")
@@ -501,10 +515,12 @@ def train(cfg) -> Dict[str, Any]:
                                f"({graph.num_nodes}, {graph.num_features})")
         if d.main:
             log.info("dataset %s: %d nodes, %d edges, %d features, %d classes; store %s",
-                     graph.name, graph.num_nodes, graph.edge_index.shape[1], graph.num_features,
+                     graph.name, graph.num_nodes, graph.num_edges, graph.num_features,
                      graph.num_classes, store)
 
-        data = graph.to_pyg()
+        # The loaders sample the cached CSC in place (memory-mapped, no COO copy, no
+        # sort, no edge permutation); labels come from a small feature store.
+        data = graph.to_remote()
         labeled = graph.y >= 0
         split = {s: ids[labeled[ids]] for s, ids in graph.split.items()}
         loaders = _Loaders(data, loader_spec, tr.seed + 7919 * d.rank)
@@ -560,6 +576,8 @@ def train(cfg) -> Dict[str, Any]:
                 bar.update(1)
                 bar.set_postfix(loss=f"{lv:.3f}")
             bar.close()
+            if epoch == 1 and hasattr(store, "check_verified"):
+                store.check_verified(wait=True)  # store.verify=background: CRCs done by now
             epoch_s = time.perf_counter() - t0
             loss_sum, correct, seen, host_bytes, rows = _all_sum(
                 [loss_sum, correct, seen, stats.host_bytes, stats.rows], d)
@@ -580,10 +598,10 @@ def train(cfg) -> Dict[str, Any]:
                     best_state = copy.deepcopy(model.state_dict())
                     if d.main:
                         ckpt_dir.mkdir(parents=True, exist_ok=True)
-                        tmp = ckpt_dir / "best.pt.tmp"
+                        tmp = _tmp(ckpt_dir / "best.pt")
                         torch.save({"model": best_state, "epoch": epoch, "val_acc": best_val,
                                     "config": OmegaConf.to_container(cfg, resolve=True)}, tmp)
-                        os.replace(tmp, ckpt_dir / "best.pt")
+                        _publish(tmp, ckpt_dir / "best.pt")
             epochs.append(rec)
             if d.main:
                 val = "-" if rec["val_acc"] is None else f"{rec['val_acc']:.4f}"
@@ -613,9 +631,9 @@ def train(cfg) -> Dict[str, Any]:
             "epochs": epochs, "overrides": _overrides(), "store_info": store.describe(),
         }
         if d.main:
-            tmp = out_dir / "metrics.json.tmp"
+            tmp = _tmp(out_dir / "metrics.json")
             tmp.write_text(json.dumps(metrics, indent=1, default=_json_default))
-            os.replace(tmp, out_dir / "metrics.json")
+            _publish(tmp, out_dir / "metrics.json")
             log.info("test_acc %.4f (best val_acc %.4f at epoch %d); metrics in %s", test_acc,
                      best_val, best_epoch, out_dir / "metrics.json")
             for lg in loggers:

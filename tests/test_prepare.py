@@ -12,6 +12,8 @@ import torch
 
 import ibp_gnn
 import ibp_gnn.data as D
+import ibp_gnn.datasets.base as DB
+import ibp_gnn.datasets.ogb as DO
 from ibp_gnn.stores import IBPStore, RawStore
 
 pytest.importorskip("ogb")
@@ -140,14 +142,15 @@ def test_ogb_csv_layout_converts_caches_and_trains(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("the cache should have been used")
 
-    monkeypatch.setattr(D, "_csv_features", boom)
+    monkeypatch.setattr(DO, "_csv_features", boom)
+    monkeypatch.setattr(DB, "build_csc", boom)
     monkeypatch.setattr(ibp_gnn, "compress_file", boom)
     g2 = ds.prepare(progress=False)
     assert g2.compressed("auto", progress=False) == path
     monkeypatch.undo()
 
     # A new codec format version compresses again (and drops the old file).
-    monkeypatch.setattr(D, "FORMAT_VERSION", ibp_gnn.FORMAT_VERSION + 1)
+    monkeypatch.setattr(DB, "FORMAT_VERSION", ibp_gnn.FORMAT_VERSION + 1)
     new = g2.compressed("auto", progress=False)
     assert new != path and new.is_file() and not path.exists()
     monkeypatch.undo()
@@ -171,7 +174,11 @@ def test_ogb_binary_layout_streams_npz(tmp_path):
                          undirected=False).prepare(progress=False)
     assert np.array_equal(g.features.open(), x)
     assert g.features.path.name == "features.npy"  # compressed npz member: unpacked in chunks
-    assert torch.equal(g.edge_index, torch.from_numpy(e))
+    # Directed: the CSC holds every edge as given (repeats too), each node's sources sorted.
+    ip, ix = D.csc_reference(e, 400, undirected=False)
+    assert np.array_equal(g.indptr, ip) and np.array_equal(g.indices, ix)
+    assert g.indices.dtype == np.int32 and isinstance(g.indptr, np.memmap)
+    assert sorted(map(tuple, g.edge_index.T.tolist())) == sorted(map(tuple, e.T.tolist()))
     assert (g.y[::3] == -1).all() and (g.y[1::3] >= 0).all()
     assert all((g.y[ids] >= 0).all() for ids in g.split.values())
     assert g.num_classes == 172
@@ -212,7 +219,7 @@ def test_interrupted_preparation_is_not_trusted(tmp_path, monkeypatch):
         ds.prepare(progress=False)
     folder = ds.cache_folder
     assert (folder / "features.npy").is_file() and not (folder / "meta.json").exists()
-    (folder / "edge_index.npy.tmp999").write_bytes(b"half a file")  # as if killed mid-write
+    (folder / "csc_indices.npy.tmp999").write_bytes(b"half a file")  # as if killed mid-write
     monkeypatch.undo()
     assert D._read_cache(folder, ds.source()) is None
     g = ds.prepare(progress=False)
@@ -320,7 +327,7 @@ def test_synthetic_is_deterministic_cached_and_has_structure(tmp_path):
     g = ds.prepare(progress=False)
     g2 = D.Synthetic(tmp_path / "other", num_nodes=3000, num_features=64, feature_kind="dense",
                      seed=3).prepare(progress=False)
-    assert torch.equal(g.edge_index, g2.edge_index)
+    assert np.array_equal(g.indptr, g2.indptr) and np.array_equal(g.indices, g2.indices)
     assert np.array_equal(g.features.open(), g2.features.open())
     deg = torch.bincount(g.edge_index[1], minlength=g.num_nodes).float()
     assert deg.max() > 8 * deg.mean()  # heavy-tailed degrees
