@@ -447,7 +447,7 @@ def cached_feature(ct: CompressedTensor, graph=None, *, cache=None, cache_hot: s
                              "rows (pass a GraphData, not bare features)")
         from .sampler import CSCGraph
 
-        csc = CSCGraph.from_edge_index(graph.edge_index, graph.num_nodes)
+        csc = CSCGraph(graph.indptr, graph.indices)  # the prepared CSC, in place
         if cache_hot == "degree":
             hot = degree_hot_rows(csc)
         else:
