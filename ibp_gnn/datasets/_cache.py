@@ -10,12 +10,13 @@ import json
 import os
 import re
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
 import numpy as np
 import torch
+
+from .._files import _fsync_dir, atomic_write, temp_path
 
 CACHE_VERSION = 2  # bump when the layout of the cache folder changes
 SPLITS = ("train", "val", "test")
@@ -90,22 +91,8 @@ def _locked(folder: Path) -> Iterator[None]:
 
 
 def _tmp(path: Path) -> Path:
-    """A temporary name beside `path`, unique across processes and threads."""
-    path = Path(path)
-    return path.with_name(f"{path.name}.tmp{os.getpid()}.{uuid.uuid4().hex[:12]}")
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
+    """A temporary name beside `path`, unique across threads, processes and hosts."""
+    return temp_path(Path(path))
 
 
 def _publish(tmp: Path, path: Path) -> Path:
@@ -130,32 +117,14 @@ def _remove_stale(folder: Path) -> None:
 def _save_npy(path: Path, a) -> Path:
     if isinstance(a, torch.Tensor):
         a = a.numpy()
-    path = Path(path)
-    tmp = _tmp(path)
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, np.ascontiguousarray(a))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    with atomic_write(Path(path)) as f:
+        np.save(f, np.ascontiguousarray(a))
+    return Path(path)
 
 
 def _save_json(path: Path, obj) -> None:
-    path = Path(path)
-    tmp = _tmp(path)
-    try:
-        with open(tmp, "w") as f:
-            f.write(json.dumps(obj, indent=1, sort_keys=True))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(Path(path)) as f:
+        f.write(json.dumps(obj, indent=1, sort_keys=True).encode())
 
 
 def _key(obj) -> str:
