@@ -108,10 +108,10 @@ def _sample_ids(rows: int, sample_rows: int) -> np.ndarray:
 
 
 def _progress(total: int, enabled: Optional[bool], desc: str):
-    from tqdm.auto import tqdm
+    from ._progress import progress_bar
 
-    return tqdm(total=total, unit="row", unit_scale=True, desc=desc,
-                disable=not enabled if enabled is not None else total < (1 << 22))
+    return progress_bar(total=total, unit="row", unit_scale=True, desc=desc,
+                        disable=not enabled if enabled is not None else total < (1 << 22))
 
 
 class _Build:

@@ -433,13 +433,13 @@ def _step_inputs(batch, x, device):
 
 @torch.no_grad()
 def _evaluate(model, loader, store, d: _Dist, amp, limit, progress: bool, desc: str):
-    from tqdm.auto import tqdm
+    from ._progress import progress_bar
 
     model.eval()
     correct = total = 0
     stats = _Stats()
-    bar = tqdm(total=len(loader) if limit is None else min(limit, len(loader)), desc=desc,
-               leave=False, disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(loader) if limit is None else min(limit, len(loader)),
+                       desc=desc, leave=False, disable=not progress, dynamic_ncols=True)
     for batch, x in _batches(loader, store, 0, stats, limit):
         with _autocast(d.device, amp):
             out = model(*_step_inputs(batch, x, d.device))[: batch.batch_size]
@@ -491,7 +491,7 @@ def train(cfg) -> Dict[str, Any]:
     ``<paths.output_dir>/metrics.json``)."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
-    from tqdm.auto import tqdm
+    from ._progress import progress_bar
 
     from .datasets._cache import _publish, _tmp
 
@@ -554,9 +554,10 @@ def train(cfg) -> Dict[str, Any]:
             steps = 0
             t0 = time.perf_counter()
             limit = tr.limit_train_batches
-            bar = tqdm(total=len(train_loader) if limit is None else min(limit, len(train_loader)),
-                       desc=f"epoch {epoch}/{tr.epochs}", leave=False, disable=not progress,
-                       dynamic_ncols=True)
+            bar = progress_bar(total=len(train_loader) if limit is None
+                               else min(limit, len(train_loader)),
+                               desc=f"epoch {epoch}/{tr.epochs}", leave=False,
+                               disable=not progress, dynamic_ncols=True)
             for batch, x in _batches(train_loader, store, loader_spec.prefetch, stats, limit):
                 bs = batch.batch_size
                 with _autocast(d.device, tr.amp):

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .._files import _fsync_dir, atomic_write, temp_path
+from .._progress import progress_bar
 
 CACHE_VERSION = 2  # bump when the layout of the cache folder changes
 SPLITS = ("train", "val", "test")
@@ -33,10 +34,8 @@ class DatasetError(RuntimeError):
 
 
 def _progress(total: Optional[int], desc: str, enabled: bool, unit: str = "row"):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, disable=not enabled,
-                dynamic_ncols=True, leave=False)
+    return progress_bar(total=total, desc=desc, unit=unit, unit_scale=True,
+                        disable=not enabled, dynamic_ncols=True, leave=False)
 
 
 def _log(msg: str, enabled: bool = True) -> None:
