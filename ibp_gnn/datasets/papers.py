@@ -37,6 +37,7 @@ import numpy as np
 
 from ._cache import DatasetError, PathLike, _locked, _log, _progress, _tmp
 from .ogb import OGBNodeDataset
+from .synthetic import community_edges
 
 #: The real ogbn-papers100M (OGB's statistics).
 PAPERS100M = {"num_nodes": 111_059_956, "num_edges": 1_615_685_872, "num_features": 128,
@@ -160,15 +161,8 @@ class SyntheticPapers(OGBNodeDataset):
 
     def _edges(self, k: int, m: int, y, order, cw, lo, hi):
         """Chunk k (m edges) of the edge list: a pure function of (seed, k)."""
-        n = self.num_nodes
         rng = np.random.default_rng([self.seed, 2, k])
-        total = cw[-1]
-        src = order[np.minimum(np.searchsorted(cw, rng.random(m) * total), n - 1)]
-        inside = rng.random(m) < self.p_in
-        u = rng.random(m)
-        cs = y[src]
-        pos = np.where(inside, lo[cs] + u * (hi[cs] - lo[cs]), u * total)
-        dst = order[np.minimum(np.searchsorted(cw, pos), n - 1)]
+        src, dst = community_edges(rng, m, y, order, cw, lo, hi, self.p_in)
         return src.astype(np.int64), dst.astype(np.int64)
 
     def _feature_model(self):

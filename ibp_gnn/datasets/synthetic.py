@@ -72,18 +72,12 @@ class Synthetic(Dataset):
         theta = np.minimum(theta, np.sqrt(n) * 4)
         order = np.argsort(y, kind="stable")
         cw = np.cumsum(theta[order])
-        total = cw[-1]
         # community c is order[bounds[c]:bounds[c + 1]]
         bounds = np.searchsorted(y[order], np.arange(c + 1))
         lo = np.where(bounds[:-1] > 0, cw[np.maximum(bounds[:-1] - 1, 0)], 0.0)
         hi = cw[np.maximum(bounds[1:] - 1, 0)]
         m = int(n * self.avg_degree / 2)
-        src = order[np.minimum(np.searchsorted(cw, rng.random(m) * total), n - 1)]
-        inside = rng.random(m) < self.p_in
-        u = rng.random(m)
-        cs = y[src]
-        pos = np.where(inside, lo[cs] + u * (hi[cs] - lo[cs]), u * total)
-        dst = order[np.minimum(np.searchsorted(cw, pos), n - 1)]
+        src, dst = community_edges(rng, m, y, order, cw, lo, hi, self.p_in)
         return np.stack([src, dst]), y
 
     def _features(self, path: Path, y: np.ndarray, progress: bool) -> FeatureSource:
@@ -138,3 +132,16 @@ class Synthetic(Dataset):
         return g
 
 
+def community_edges(rng, m: int, y, order, cw, lo, hi, p_in: float):
+    """m directed edges of a degree-corrected community graph: the source is
+    drawn by weight (`cw`: cumulative weights of the nodes in `order`, sorted
+    by community), the destination by weight inside the source's community
+    (weights lo[c]..hi[c]) with probability p_in, else from the whole graph."""
+    n, total = len(order), cw[-1]
+    src = order[np.minimum(np.searchsorted(cw, rng.random(m) * total), n - 1)]
+    inside = rng.random(m) < p_in
+    u = rng.random(m)
+    cs = y[src]
+    pos = np.where(inside, lo[cs] + u * (hi[cs] - lo[cs]), u * total)
+    dst = order[np.minimum(np.searchsorted(cw, pos), n - 1)]
+    return src, dst
