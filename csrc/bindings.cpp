@@ -88,20 +88,6 @@ py::bytes pack_header(const py::dict& d) {
   return py::bytes(reinterpret_cast<const char*>(&h), sizeof(h));
 }
 
-Geometry geometry_of(const FileHeader& h) {
-  Geometry g;
-  g.rows = h.rows;
-  g.row_bytes = h.cols * dtype_bytes(h.dtype);
-  g.row_words = h.row_words;
-  g.num_groups = h.num_groups;
-  g.group_bits = h.group_bits;
-  g.block_shift = 0;
-  while ((1u << g.block_shift) < h.block_rows) ++g.block_shift;
-  g.rel_bytes = h.rel_bytes;
-  g.payload_words = payload_words(h.payload_bits);
-  return g;
-}
-
 void require(bool ok, const std::string& what) {
   if (!ok) throw std::invalid_argument(what);
 }

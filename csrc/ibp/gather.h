@@ -20,6 +20,21 @@ struct CompressedView {
   const uint32_t* payload;  // geo.payload_words words
 };
 
+// The geometry a header describes (block_rows is a power of two, checked by validate()).
+inline Geometry geometry_of(const FileHeader& h) {
+  Geometry g;
+  g.rows = h.rows;
+  g.row_bytes = h.cols * dtype_bytes(h.dtype);
+  g.row_words = h.row_words;
+  g.num_groups = h.num_groups;
+  g.group_bits = h.group_bits;
+  g.block_shift = 0;
+  while ((1u << g.block_shift) < h.block_rows) ++g.block_shift;
+  g.rel_bytes = h.rel_bytes;
+  g.payload_words = payload_words(h.payload_bits);
+  return g;
+}
+
 // Which CPU deposit to use: kPortable is the shared bits.h code the CUDA kernel
 // runs; kBmi2 uses the x86 PDEP instruction (the caller checks cpu_has_bmi2());
 // kAuto picks kBmi2 when the CPU has it.

@@ -29,20 +29,6 @@ int run(char* err, size_t errlen, const Fn& fn) {
   }
 }
 
-ibp::Geometry geometry_of(const ibp::FileHeader& h) {
-  ibp::Geometry g;
-  g.rows = h.rows;
-  g.row_bytes = h.cols * ibp::dtype_bytes(h.dtype);
-  g.row_words = h.row_words;
-  g.num_groups = h.num_groups;
-  g.group_bits = h.group_bits;
-  g.block_shift = 0;
-  while ((1u << g.block_shift) < h.block_rows) ++g.block_shift;
-  g.rel_bytes = h.rel_bytes;
-  g.payload_words = ibp::payload_words(h.payload_bits);
-  return g;
-}
-
 ibp::sampler::CscView csc(const void* indptr, int indptr64, const void* indices, int indices64,
                           uint64_t num_nodes, uint64_t num_edges) {
   return ibp::sampler::CscView{indptr, indices, indptr64 != 0, indices64 != 0, num_nodes,
