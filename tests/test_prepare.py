@@ -338,3 +338,16 @@ def test_synthetic_is_deterministic_cached_and_has_structure(tmp_path):
     assert set(np.unique(xb)) <= {0.0, 1.0}
     assert ibp_gnn.load(bow.compressed(progress=False)).ratio > 4
     assert D.Synthetic(tmp_path, num_nodes=500, num_features=128).cache_folder == bow.cache_dir
+
+
+def test_sorted_query_searchsorted_equals_numpy():
+    """The generators' cache-friendly searchsorted returns numpy's answer for every
+    query: ties, both ends, out-of-range values, short and long query arrays."""
+    from ibp_gnn.datasets.synthetic import _searchsorted
+
+    rng = np.random.default_rng(5)
+    a = np.cumsum(rng.integers(0, 3, 50_000)).astype(np.float64)  # repeated values: ties
+    for m in (0, 1, 100, 4096, 70_000):
+        q = np.concatenate([rng.random(m) * (a[-1] + 2) - 1, a[rng.integers(0, len(a), m)]])
+        got = _searchsorted(a, q)
+        assert got.dtype == np.intp and np.array_equal(got, np.searchsorted(a, q))
