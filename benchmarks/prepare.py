@@ -106,7 +106,8 @@ def run_scale(scale: float, root: Path, args) -> dict:
     npz = d / "raw" / "data.npz"
     folder.mkdir(parents=True, exist_ok=True)
     with Phase("unpack node_feat", rows) as ph:
-        feats = _npz_features(npz, "node_feat", folder / "features.npy", progress)
+        feature_bytes = _npz_features(npz, "node_feat", folder / "features.npy",
+                                      progress).nbytes  # not kept mapped: RSS is the phases'
         ph.written = _size(folder / "features.npy")
     n = ds.num_nodes
     with Phase("CSC build (3 passes)", rows) as ph:
@@ -128,7 +129,7 @@ def run_scale(scale: float, root: Path, args) -> dict:
     else:
         ratio = None
     result = {"scale": scale, "nodes": n, "source_edges": ds.num_edges,
-              "csc_entries": g.num_edges, "feature_bytes": feats.nbytes, "ratio": ratio,
+              "csc_entries": g.num_edges, "feature_bytes": feature_bytes, "ratio": ratio,
               "budget": budget, "rows": rows, "csc_bytes": _size(folder / "csc_indptr.npy",
                                                                 folder / "csc_indices.npy")}
     if args.train_batches:

@@ -190,3 +190,45 @@ class FileIdentity(NamedTuple):
     @classmethod
     def of(cls, st: os.stat_result) -> "FileIdentity":
         return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def release_mapped(a, shared_mmap: bool = False) -> bool:
+    """Drops the pages under the numpy array `a` from this process's resident set
+    when `a` lies in a shared file mapping (np.memmap mode 'r', 'r+' or 'w+', or
+    with `shared_mmap`, an array over an ``mmap.mmap`` the caller opened shared):
+    the data stays in the file and the page cache, and a later access maps it
+    again. Streaming passes over a large memory map call it on each chunk they
+    are done with, so their resident memory stays at one chunk. Returns whether
+    anything was released; a private mapping (mode 'c'), an in-memory array or
+    another OS is left alone."""
+    import mmap
+    import sys
+
+    import numpy as np
+
+    if sys.platform != "linux" or not isinstance(a, np.ndarray) or a.size == 0 \
+            or not a.flags.c_contiguous:
+        return False
+    m = a
+    while isinstance(m, np.ndarray) and not (isinstance(m, np.memmap)
+                                             and getattr(m, "filename", None)):
+        m = m.base
+    if isinstance(m, memoryview):  # np.frombuffer over a mapping
+        m = m.obj
+    if isinstance(m, np.memmap):
+        if getattr(m, "mode", "c") not in ("r", "r+", "w+"):
+            return False
+    elif not (shared_mmap and isinstance(m, mmap.mmap)):
+        return False
+    page = mmap.PAGESIZE
+    addr = a.__array_interface__["data"][0]
+    start = -(-addr // page) * page
+    end = (addr + a.nbytes) // page * page
+    if end <= start:
+        return False
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    return libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start),
+                        mmap.MADV_DONTNEED) == 0

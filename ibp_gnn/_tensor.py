@@ -336,6 +336,10 @@ class _ArrayRows:
     def rows(self, ids: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(self.xb[ids.astype(np.int64)])
 
+    def release(self, start: int, count: int) -> None:
+        """Done with these rows: a memory map's pages leave the resident set."""
+        _files.release_mapped(self.xb[start:start + count])
+
 
 def compress_file(src, dst: Union[str, os.PathLike], *, mode: str = "auto",
                   sample_rows: int = DEFAULT_SAMPLE_ROWS, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
@@ -413,6 +417,8 @@ def _compress_to(reader, dst: Path, mode: str, sample_rows: int, chunk_bytes: in
         for a in range(0, shape[0], step):
             count = min(step, shape[0] - a)
             w = memoryview(b.encode(reader.read(a, count), threads)).cast("B")
+            if hasattr(reader, "release"):
+                reader.release(a, count)
             f.write(w)
             crc = zlib.crc32(w, crc)
             bar.update(count)
@@ -428,6 +434,8 @@ def _crc(a: np.ndarray, crc: int = 0, step: int = 1 << 26) -> int:
     flat = a.reshape(-1).view(np.uint8)
     for i in range(0, flat.size, step):
         crc = zlib.crc32(flat[i:i + step], crc)
+        # Maps here are ACCESS_READ (shared): a checked range leaves the resident set.
+        _files.release_mapped(flat[i:i + step], shared_mmap=True)
     return crc
 
 
@@ -546,6 +554,8 @@ def _load_open(f, st: os.stat_result, path: Path, mmap: bool, verify: bool,
         raise FormatError(f"{where}: {e}") from None
     if mmap:
         ct._source = _MappedFile(path, f, _files.FileIdentity.of(st), verify)
+        # Checking read every row; gathers map back only the rows they touch.
+        _files.release_mapped(payload, shared_mmap=True)
     return ct
 
 

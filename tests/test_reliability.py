@@ -612,3 +612,57 @@ def test_dgl_update_and_counters_check_ids_first():
         f.gather(torch.tensor([-5]))
     assert (s.bytes_read, s.raw_bytes_read) == counts
     assert (f.bytes_read, f.raw_bytes_read) == (0, 0)
+
+
+def _rss_file_pages() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssFile:"):
+                return int(line.split()[1]) * 1024
+    return -1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise and /proc are Linux's")
+def test_release_mapped_drops_pages_of_shared_maps_only(tmp_path):
+    from ibp_gnn import _files
+
+    x = np.arange(1 << 22, dtype=np.float32).reshape(-1, 64)  # 16 MiB
+    np.save(tmp_path / "x.npy", x)
+    for mode in ("r", "r+"):
+        m = np.load(tmp_path / "x.npy", mmap_mode=mode)
+        assert float(m.sum(dtype=np.float64)) == float(x.sum(dtype=np.float64))  # map it all
+        before = _rss_file_pages()
+        assert _files.release_mapped(m[1:-1])
+        assert before - _rss_file_pages() > 12 << 20
+        assert np.array_equal(m, x)  # mapped again from the file, unchanged
+        del m
+    c = np.load(tmp_path / "x.npy", mmap_mode="c")
+    c[0, 0] = -1.0  # a private change a madvise would throw away
+    assert not _files.release_mapped(c) and c[0, 0] == -1.0
+    assert not _files.release_mapped(x) and not _files.release_mapped(x[:, ::2])
+    assert not _files.release_mapped(np.zeros(0, np.float32))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+def test_compress_file_from_a_memmap_keeps_its_resident_set_at_a_chunk(tmp_path):
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((1 << 16, 128)) * 0.1).astype(np.float32)  # 32 MiB, dense
+    np.save(tmp_path / "x.npy", x)
+    m = np.load(tmp_path / "x.npy", mmap_mode="r")
+    before = _rss_file_pages()
+    ibp_gnn.compress_file(m, tmp_path / "x.ibp", chunk_bytes=2 << 20, progress=False)
+    # Without releasing, the whole 32 MiB map would stay resident.
+    assert _rss_file_pages() - before < 12 << 20
+    y = ibp_gnn.load(tmp_path / "x.ibp")
+    assert np.array_equal(y.decompress().numpy().view(np.uint32), x.view(np.uint32))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+def test_verifying_a_mapped_file_does_not_keep_it_resident(tmp_path):
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((1 << 16, 128)) * 0.1).astype(np.float32)
+    ibp_gnn.compress(x).save(tmp_path / "x.ibp")
+    before = _rss_file_pages()
+    y = ibp_gnn.load(tmp_path / "x.ibp", mmap=True, verify=True)  # CRCs read ~29 MiB
+    assert _rss_file_pages() - before < 8 << 20
+    assert np.array_equal(y.decompress().numpy().view(np.uint32), x.view(np.uint32))
