@@ -828,13 +828,6 @@ class NeighborSampler(_PygNeighborSampler):
             raise NotImplementedError(f"{op}: backward sampling (sample_direction='backward') of "
                                       "heterogeneous graphs is not supported by the 'ibp' "
                                       "backend; pass backend='pyg'")
-        modes = {"disjoint sampling (disjoint=True)": self._disjoint,
-                 "temporal sampling (time_attr)": self.is_temporal,
-                 "weighted sampling (weight_attr)": self.edge_weight is not None}
-        for what, asked in modes.items():
-            if asked:
-                raise NotImplementedError(f"{op}: {what} of heterogeneous graphs is not "
-                                          "supported by the 'ibp' backend; pass backend='pyg'")
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         if self.device.type != "cpu":
             raise NotImplementedError(f"{op}: heterogeneous graphs are sampled on the CPU only "
@@ -861,6 +854,25 @@ class NeighborSampler(_PygNeighborSampler):
                     or (g.num_edges and (int(ix.min()) < 0 or int(ix.max()) >= n_src))):
                 raise ValueError(f"{op}: the CSC of edge type {edge_type!r} is invalid ({n_dst} "
                                  f"{dst!r} nodes, {n_src} {src!r} nodes, {g.num_edges} edges)")
+            where = f"{op} (edge type {edge_type!r})"
+            # PyG keys these by "src__rel__dst" (HeteroData) or by edge type (stores).
+            weight = _by_edge_type(self.edge_weight, rel, edge_type)
+            etime = _by_edge_type(self.edge_time, rel, edge_type)
+            if self.edge_weight is not None:
+                if weight is None:
+                    raise ValueError(f"{where}: weight_attr is missing on this edge type")
+                g._set_weights(weight, where)
+            if self.edge_time is not None:
+                if etime is None:
+                    raise ValueError(f"{where}: the edge-level time_attr is missing on this "
+                                     "edge type")
+                g._set_times(etime, None, where)
+            elif self.node_time is not None:
+                if self.node_time.get(src) is None:
+                    raise ValueError(f"{where}: the node-level time_attr is missing on node "
+                                     f"type {src!r}")
+                nt = _time_tensor(self.node_time[src], "time_attr", where, n_src)
+                g._set_times(nt[g.indices.long()], None, where)
             graphs[edge_type] = g
         self.graphs = graphs
         self.graph = None
@@ -903,13 +915,25 @@ class NeighborSampler(_PygNeighborSampler):
                              f"edge type, got {{{got}}}")
         return out, (hops.pop() if hops else 0)
 
+    def _hetero_seed_times(self, nt, seeds: torch.Tensor, seed_time, op: str) -> torch.Tensor:
+        """The time bounds of seeds of node type nt: seed_time[nt] when given,
+        else their node times."""
+        if isinstance(seed_time, dict) and seed_time.get(nt) is not None:
+            return _time_tensor(seed_time[nt], "seed_time", op, seeds.numel())
+        if self.node_time is None or self.node_time.get(nt) is None:
+            raise ValueError(f"{op}: temporal sampling with edge-level times (or seeds of node "
+                             f"type {nt!r}, which has no node time) needs input_time for the "
+                             "seeds")
+        return _time_tensor(self.node_time[nt], "time_attr", op,
+                            int(self.num_nodes[nt]))[seeds]
+
     def _sample_hetero(self, seed, seed_time=None):
         from torch_geometric.sampler import HeteroSamplerOutput
 
         op = "ibp_gnn.sampler.NeighborSampler"
-        if seed_time is not None:
-            raise NotImplementedError(f"{op}: temporal sampling (seed_time) is not supported by "
-                                      "the 'ibp' backend; pass backend='pyg'")
+        if seed_time is not None and not self.is_temporal:
+            raise ValueError(f"{op}: seed times given (input_time / edge_label_time), but the "
+                             "sampler has no time_attr")
         if not isinstance(seed, dict):
             raise TypeError(f"{op}: a heterogeneous graph needs seeds as a dict node type -> "
                             f"ids, got {type(seed).__name__}")
@@ -918,9 +942,14 @@ class NeighborSampler(_PygNeighborSampler):
         if base is None:
             base = _rng_seed(None, op)
         replace = bool(self.replace)
+        temporal, last = self.is_temporal, self.temporal_strategy == "last"
+        disjoint = bool(self.disjoint)  # temporal sampling is always disjoint
         i64 = torch.int64
         node_types = list(self.node_types)
+        # Disjoint sampling keys a node by (seed index b, id) as b * num_nodes + id.
+        width = {nt: max(int(self.num_nodes[nt]), 1) for nt in node_types}
         nodes = {nt: [] for nt in node_types}
+        batches = {nt: [] for nt in node_types}
         nsn = {nt: [] for nt in node_types}
         count = {nt: 0 for nt in node_types}
         empty = torch.empty(0, dtype=i64)
@@ -961,21 +990,30 @@ class NeighborSampler(_PygNeighborSampler):
             return loc
 
         frontier = {}
+        seed_times, num_batches = [], 0
         for nt, s in seed.items():
             if nt not in self.num_nodes:
                 raise ValueError(f"{op}: seeds of node type {nt!r}, which is not in the graph "
                                  f"(node types: {node_types})")
             s = _seed_tensor(s, int(self.num_nodes[nt]), op, True).cpu().to(i64)
-            if s.numel():  # duplicates kept; an id maps to its first position
+            b = torch.arange(num_batches, num_batches + s.numel(), dtype=i64)
+            num_batches += s.numel()
+            if disjoint:  # every seed its own root
+                remember(nt, b * width[nt] + s, torch.arange(s.numel(), dtype=i64))
+            elif s.numel():  # duplicates kept; an id maps to its first position
                 uniq, inv = torch.unique(s, return_inverse=True)
                 first = torch.full((uniq.numel(),), s.numel(), dtype=i64).scatter_reduce_(
                     0, inv, torch.arange(s.numel(), dtype=i64), "amin")
                 remember(nt, uniq, first)
+            if temporal:
+                seed_times.append(self._hetero_seed_times(nt, s, seed_time, op))
             nodes[nt].append(s)
+            batches[nt].append(b)
             count[nt] = s.numel()
-            frontier[nt] = (0, s)
+            frontier[nt] = (0, s, b)
         for nt in node_types:
             nsn[nt].append(count[nt])
+        seed_times = torch.cat(seed_times) if seed_times else empty
 
         rows = {et: [] for et in self.edge_types}
         cols = {et: [] for et in self.edge_types}
@@ -986,19 +1024,27 @@ class NeighborSampler(_PygNeighborSampler):
             start = dict(count)
             for k, et in enumerate(self.edge_types):
                 src, _, dst = et
-                first_local, fr = frontier.get(dst, (0, empty))
+                first_local, fr, fb = frontier.get(dst, (0, empty, empty))
                 f = fanouts[et][hop]
                 g = self.graphs[et]
                 if fr.numel() == 0 or f == 0 or g.num_edges == 0:
                     nse[et].append(0)
                     continue
                 rng = (base + _mix64((hop * len(self.edge_types) + k + 1) * _GOLDEN)) & _SEED_MASK
+                # One hop from the frontier; in this call "seed" i is frontier node i,
+                # whose time bound is the time of the seed its subgraph grew from.
+                bounds = seed_times[fb].contiguous().numpy() if temporal else None
+                wcum = g.weight_cumsum.numpy() if g.is_weighted else None
+                etime = g.edge_time.numpy() if g.is_temporal else None
                 _, _, col, edge, _, _, _ = _C.neighbor_sample(
                     g.indptr.numpy(), g.indices.numpy(), fr.numpy(), [f], replace, rng,
-                    self.threads, False)
+                    self.threads, False, temporal, wcum, etime, bounds, last)
                 edge = torch.from_numpy(edge).to(i64)
-                col = torch.from_numpy(col).to(i64) + first_local
+                col = torch.from_numpy(col).to(i64)
                 nbr = g.indices[edge].to(i64)
+                if disjoint:
+                    nbr = fb[col] * width[src] + nbr
+                col = col + first_local
                 rows[et].append(relabel(src, nbr, pending))
                 cols[et].append(col)
                 edges[et].append(edge)
@@ -1006,9 +1052,13 @@ class NeighborSampler(_PygNeighborSampler):
             frontier = {}
             for nt in node_types:
                 new = torch.cat(pending[nt]) if pending[nt] else empty
+                new_b = new // width[nt] if disjoint else empty
+                if disjoint:
+                    new = new % width[nt]
                 nodes[nt].append(new)
+                batches[nt].append(new_b)
                 nsn[nt].append(new.numel())
-                frontier[nt] = (start[nt], new)
+                frontier[nt] = (start[nt], new, new_b)
 
         cat = lambda parts: torch.cat(parts) if parts else empty  # noqa: E731
         return HeteroSamplerOutput(
@@ -1016,10 +1066,17 @@ class NeighborSampler(_PygNeighborSampler):
             row={et: cat(rows[et]) for et in self.edge_types},
             col={et: cat(cols[et]) for et in self.edge_types},
             edge={et: cat(edges[et]) for et in self.edge_types},
-            batch=None,
+            batch={nt: cat(batches[nt]) for nt in node_types} if disjoint else None,
             num_sampled_nodes=nsn,
             num_sampled_edges=nse,
         )
+
+
+def _by_edge_type(d: Optional[dict], rel: str, edge_type: tuple):
+    if d is None:
+        return None
+    v = d.get(rel)
+    return v if v is not None else d.get(edge_type)
 
 
 class _pyg_lib_features:

@@ -468,3 +468,109 @@ def test_neighbor_sampler_same_seed_same_batches():
                                                 neighbor_sampler=s)]
 
     assert all(torch.equal(a, b) for a, b in zip(run(), run()))
+
+
+# ---- heterogeneous graphs -----------------------------------------------------------------------
+def hetero_data(seed=0):
+    from test_sampler import small_hetero
+
+    data = small_hetero(seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    for nt in data.node_types:
+        data[nt].time = torch.randint(0, 20, (data[nt].num_nodes,), generator=g)
+    for et in data.edge_types:
+        E = data[et].edge_index.size(1)
+        data[et].w = torch.rand(E, generator=g) * (torch.rand(E, generator=g) > 0.3)
+        data[et].etime = torch.randint(0, 20, (E,), generator=g)
+    return data
+
+
+def hetero_sample(sampler, nt, seeds, seed_time=None):
+    from torch_geometric.sampler import NodeSamplerInput
+
+    seeds = torch.as_tensor(seeds)
+    return sampler.sample_from_nodes(NodeSamplerInput(
+        input_id=None, node=seeds, time=seed_time, input_type=nt))
+
+
+def check_hetero_modes(out, sampler, data, seeds, seed_time):
+    for et in data.edge_types:
+        src, _, dst = et
+        row, col, e = out.row[et], out.col[et], out.edge[et]
+        perm = sampler.perm.get(et) if sampler.perm is not None else None
+        eid = e if perm is None else perm[e]
+        ei = data[et].edge_index[:, eid]
+        assert torch.equal(ei[0], out.node[src][row]) and torch.equal(ei[1], out.node[dst][col])
+        if out.batch is not None:  # every edge inside one seed's subgraph
+            assert torch.equal(out.batch[src][row], out.batch[dst][col])
+            if seed_time is not None:
+                bound = seed_time[out.batch[dst][col]]
+                t = data[src].time[out.node[src][row]] if sampler.node_time is not None \
+                    else data[et].etime[eid]
+                assert bool((t <= bound).all())
+    if out.batch is not None:
+        assert torch.equal(out.batch["paper"][:len(seeds)], torch.arange(len(seeds)))
+
+
+@pytest.mark.parametrize("kw", [dict(disjoint=True), dict(weight_attr="w"),
+                                dict(time_attr="time"),
+                                dict(time_attr="time", temporal_strategy="last"),
+                                dict(time_attr="etime", weight_attr="w")])
+def test_hetero_modes(kw):
+    data = hetero_data()
+    sampler = NeighborSampler(data, num_neighbors=[3, 2], seed=2, **kw)
+    seeds = [0, 5, 5, 39, 12]
+    seed_time = None
+    if kw.get("time_attr") == "time":
+        seed_time = data["paper"].time[torch.tensor(seeds)]
+    elif kw.get("time_attr") == "etime":
+        seed_time = torch.tensor([19, 3, 10, 0, 15])
+    out = hetero_sample(sampler, "paper", seeds,
+                        seed_time if kw.get("time_attr") == "etime" else None)
+    assert (out.batch is not None) == sampler.disjoint
+    check_hetero_modes(out, sampler, data, seeds, seed_time)
+    again = hetero_sample(NeighborSampler(data, num_neighbors=[3, 2], seed=2, **kw), "paper",
+                          seeds, seed_time if kw.get("time_attr") == "etime" else None)
+    for et in data.edge_types:
+        assert torch.equal(out.edge[et], again.edge[et])
+
+
+def test_hetero_temporal_full_neighbourhood_is_each_seeds_timed_bfs():
+    data = hetero_data(seed=3)
+    sampler = NeighborSampler(data, num_neighbors=[-1, -1], time_attr="time", seed=0)
+    seeds = [1, 7, 7, 30]
+    out = hetero_sample(sampler, "paper", seeds)
+    edges = {et: data[et].edge_index.t().tolist() for et in data.edge_types}
+    for i, s in enumerate(seeds):
+        bound = int(data["paper"].time[s])
+        level, seen = {("paper", s)}, {("paper", s)}
+        for _ in range(2):
+            nxt = set()
+            for (src, _, dst), el in zip(edges.keys(), edges.values()):
+                for u, v in el:
+                    if (dst, v) in level and int(data[src].time[u]) <= bound \
+                            and (src, u) not in seen:
+                        nxt.add((src, u))
+            seen |= nxt
+            level = nxt
+        got = {(nt, int(v)) for nt in data.node_types
+               for v, b in zip(out.node[nt].tolist(), out.batch[nt].tolist()) if b == i}
+        assert got == seen
+
+
+def test_hetero_neighbor_loader_disjoint():
+    from torch_geometric.loader import NeighborLoader
+
+    data = hetero_data()
+    sampler = NeighborSampler(data, num_neighbors=[3, 2], disjoint=True, seed=1)
+    loader = NeighborLoader(data, num_neighbors=[3, 2], batch_size=8,
+                            input_nodes=("paper", torch.arange(24)), neighbor_sampler=sampler)
+    for batch in loader:
+        assert torch.equal(batch["paper"].batch[:8], torch.arange(8))
+        for et in data.edge_types:
+            src, _, dst = et
+            ei = batch[et].edge_index
+            assert torch.equal(batch[src].batch[ei[0]], batch[dst].batch[ei[1]])
+            gi = data[et].edge_index[:, batch[et].e_id]
+            assert torch.equal(gi[0], batch[src].n_id[ei[0]])
+            assert torch.equal(gi[1], batch[dst].n_id[ei[1]])
