@@ -371,10 +371,14 @@ class CSCGraph:
 
     @classmethod
     def from_edge_index(cls, edge_index: torch.Tensor, num_nodes: Optional[int] = None,
-                        *, index_dtype: torch.dtype = torch.int64) -> "CSCGraph":
+                        *, index_dtype: torch.dtype = torch.int64, edge_weight: Any = None,
+                        edge_time: Any = None, node_time: Any = None) -> "CSCGraph":
         """CSC of a (2, E) ``edge_index`` (row = source, col = target): each node's
         in-neighbours, as PyG samples them. ``edge_perm`` maps a CSC position
-        to the original edge id."""
+        to the original edge id. ``edge_weight`` / ``edge_time`` (per edge, in
+        edge_index order) and ``node_time`` (per node) make a weighted /
+        temporal graph; with times, each node's neighbours are sorted by time
+        (ties in edge order), as PyG's ``to_csc`` does."""
         op = "CSCGraph.from_edge_index"
         if (not isinstance(edge_index, torch.Tensor) or edge_index.dim() != 2
                 or edge_index.size(0) != 2):
@@ -392,13 +396,27 @@ class CSCGraph:
             num_nodes = int(edge_index.max()) + 1 if edge_index.numel() else 0
         if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
             raise IndexError(f"{op}: edge_index holds ids outside [0, {num_nodes})")
-        perm = torch.sort(dst, stable=True).indices
+        if edge_time is not None or node_time is not None:
+            if edge_time is not None and node_time is not None:
+                raise ValueError(f"{op}: pass edge_time or node_time, not both")
+            t = (_time_tensor(edge_time, "edge_time", op, src.numel()) if edge_time is not None
+                 else _time_tensor(node_time, "node_time", op, num_nodes)[src])
+            by_time = torch.sort(t, stable=True).indices
+            perm = by_time[torch.sort(dst[by_time], stable=True).indices]
+        else:
+            perm = torch.sort(dst, stable=True).indices
         indptr = torch.zeros(num_nodes + 1, dtype=torch.int64)
         indptr[1:] = torch.cumsum(torch.bincount(dst, minlength=num_nodes), 0)
         small = index_dtype == torch.int32 and src.numel() < 2**31
         ptr_dtype = torch.int32 if small else torch.int64
         g = cls(indptr.to(ptr_dtype), src[perm].to(index_dtype), check=False)
         g.edge_perm = perm
+        if edge_weight is not None:
+            g._set_weights(_value_tensor(edge_weight, "edge_weight", op, perm.numel())[perm], op)
+        if edge_time is not None:
+            g._set_times(_time_tensor(edge_time, "edge_time", op, perm.numel())[perm], None, op)
+        elif node_time is not None:
+            g._set_times(None, node_time, op)
         return g
 
     # ---- description ----------------------------------------------------------------------

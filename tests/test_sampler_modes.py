@@ -574,3 +574,40 @@ def test_hetero_neighbor_loader_disjoint():
             gi = data[et].edge_index[:, batch[et].e_id]
             assert torch.equal(gi[0], batch[src].n_id[ei[0]])
             assert torch.equal(gi[1], batch[dst].n_id[ei[1]])
+
+
+def test_sgformer_runs_on_disjoint_batches():
+    # PyG's ogbn_train.py default model reads batch.batch (None without disjoint sampling).
+    from torch_geometric.loader import NeighborLoader
+    from torch_geometric.nn.models import SGFormer
+
+    torch.manual_seed(0)
+    data = pyg_data()
+    sampler = NeighborSampler(data, num_neighbors=[4, 3], disjoint=True, seed=0)
+    loader = NeighborLoader(data, num_neighbors=[4, 3], batch_size=16, neighbor_sampler=sampler)
+    model = SGFormer(4, 8, 3, trans_num_layers=1, gnn_num_layers=2).eval()
+    batch = next(iter(loader))
+    out = model(batch.x, batch.edge_index, batch.batch)
+    assert out.shape == (batch.num_nodes, 3) and bool(torch.isfinite(out).all())
+    # The attention pools per subgraph: moving a node to another seed's subgraph changes it.
+    moved = batch.batch.clone()
+    moved[-1] = (moved[-1] + 1) % 16
+    assert not torch.allclose(model(batch.x, batch.edge_index, moved)[:16], out[:16])
+
+
+def test_from_edge_index_sorts_by_time_and_keeps_edge_ids():
+    g = torch.Generator().manual_seed(5)
+    ei = torch.randint(0, 30, (2, 200), generator=g)
+    et = torch.randint(0, 9, (200,), generator=g)
+    w = torch.rand(200, generator=g)
+    csc = CSCGraph.from_edge_index(ei, 30, edge_time=et, edge_weight=w)
+    perm = csc.edge_perm
+    assert torch.equal(ei[0, perm], csc.indices) and torch.equal(csc.edge_time, et[perm])
+    assert torch.equal(csc.weight_cumsum, CSCGraph(csc.indptr, csc.indices,
+                                                   edge_weight=w[perm]).weight_cumsum)
+    sub = csc.sample([1, 2, 3], [4, 4], seed_time=[8, 4, 0], seed=1)
+    assert torch.equal(ei[0, perm[sub.edge]], sub.node[sub.row])
+    assert bool((et[perm[sub.edge]] <= torch.tensor([8, 4, 0])[sub.batch[sub.col]]).all())
+    nt = torch.randint(0, 9, (30,), generator=g)
+    by_node = CSCGraph.from_edge_index(ei, 30, node_time=nt)
+    assert torch.equal(by_node.edge_time, nt[by_node.indices])
