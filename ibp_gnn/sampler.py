@@ -1056,7 +1056,7 @@ class NeighborSampler(_PygNeighborSampler):
                 etime = g.edge_time.numpy() if g.is_temporal else None
                 _, _, col, edge, _, _, _ = _C.neighbor_sample(
                     g.indptr.numpy(), g.indices.numpy(), fr.numpy(), [f], replace, rng,
-                    self.threads, False, temporal, wcum, etime, bounds, last)
+                    self.threads, False, False, wcum, etime, bounds, last)
                 edge = torch.from_numpy(edge).to(i64)
                 col = torch.from_numpy(col).to(i64)
                 nbr = g.indices[edge].to(i64)

@@ -611,3 +611,33 @@ def test_from_edge_index_sorts_by_time_and_keeps_edge_ids():
     nt = torch.randint(0, 9, (30,), generator=g)
     by_node = CSCGraph.from_edge_index(ei, 30, node_time=nt)
     assert torch.equal(by_node.edge_time, nt[by_node.indices])
+
+
+def test_mode_argument_errors():
+    g, _ = random_csc(20, 60, 0)
+    with pytest.raises(TypeError, match="disjoint must be a bool, got str"):
+        g.sample([0], [2], disjoint="yes")
+    with pytest.raises(ValueError, match="seed_time must be 1-D with 2 values"):
+        CSCGraph(g.indptr, g.indices, node_time=torch.zeros(20, dtype=torch.int64)).sample(
+            [0, 1], [2], seed_time=[1, 2, 3])
+
+
+needs_gpu = pytest.mark.skipif(
+    not torch.cuda.is_available() or not __import__("ibp_gnn")._C.cuda_built(),
+    reason="needs a CUDA GPU, a CUDA build of torch and the CUDA sampler built in")
+
+
+@needs_gpu
+@pytest.mark.parametrize("placement", ["pinned", "device"])
+def test_gpu_modes_match_cpu(placement):
+    g, _ = random_csc(500, 6000, 7, weights="mixed", times="node")
+    cpu_graph, _ = random_csc(500, 6000, 7, weights="mixed", times="node")
+    gpu_graph = g.pin_memory() if placement == "pinned" else g.to("cuda")
+    seeds = torch.arange(0, 500, 5)
+    for strategy in ("uniform", "last"):
+        for replace in (False, True):
+            kw = dict(seed=3, replace=replace, temporal_strategy=strategy)
+            a = cpu_graph.sample(seeds, [5, -1, 2], **kw)
+            b = gpu_graph.sample(seeds.cuda(), [5, -1, 2], **kw)
+            for f in FIELDS + ("batch",):
+                assert torch.equal(getattr(a, f), getattr(b, f).cpu()), f

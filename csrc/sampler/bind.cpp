@@ -294,8 +294,10 @@ void bind_sampler(py::module_& m) {
           et = py::array_t<int64_t, py::array::c_style>::ensure(etime);
           require(et && et.ndim() == 1 && static_cast<uint64_t>(et.size()) == g.num_edges,
                   "neighbor_sample: edge times must be num_edges int64 values");
-          require(!seed_time.is_none() && disjoint,
-                  "neighbor_sample: temporal sampling needs seed times and disjoint=True");
+          // Beyond one hop a node's bound is its root's: only disjoint samples know it.
+          require(!seed_time.is_none() && (disjoint || fanouts.size() <= 1),
+                  "neighbor_sample: temporal sampling needs seed times and, beyond one hop, "
+                  "disjoint=True");
           st = py::array_t<int64_t, py::array::c_style>::ensure(seed_time);
           require(st && st.ndim() == 1 && static_cast<uint64_t>(st.size()) == n,
                   "neighbor_sample: seed times must be one int64 per seed");

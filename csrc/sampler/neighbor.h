@@ -60,7 +60,8 @@ struct SampleOptions {
   // indices, and batch[i] is the seed index of local node i.
   bool disjoint = false;
   // Weighted / temporal picks (pick.h). seed_time: per seed, the bound on the
-  // times of the neighbours of every node of its tree (needs disjoint).
+  // times of the neighbours of every node of its tree (needs disjoint beyond
+  // one hop).
   PickMode mode{};
   const int64_t* seed_time = nullptr;
 };
