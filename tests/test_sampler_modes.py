@@ -641,3 +641,31 @@ def test_gpu_modes_match_cpu(placement):
             b = gpu_graph.sample(seeds.cuda(), [5, -1, 2], **kw)
             for f in FIELDS + ("batch",):
                 assert torch.equal(getattr(a, f), getattr(b, f).cpu()), f
+
+
+def test_link_neighbor_loader_disjoint_and_temporal():
+    from torch_geometric.loader import LinkNeighborLoader
+
+    data = pyg_data()
+    label_index = data.edge_index[:, :40]
+    label_time = torch.randint(0, 30, (40,), generator=torch.Generator().manual_seed(4))
+    for kw in (dict(disjoint=True), dict(time_attr="time")):
+        sampler = NeighborSampler(data, num_neighbors=[3, 2], seed=0, **kw)
+        extra = dict(edge_label_time=label_time) if "time_attr" in kw else {}
+        loader = LinkNeighborLoader(data, num_neighbors=[3, 2], batch_size=10,
+                                    edge_label_index=label_index, neighbor_sampler=sampler,
+                                    time_attr=kw.get("time_attr"), **extra)
+        for k, batch in enumerate(loader):
+            src, dst = batch.n_id[batch.edge_index[0]], batch.n_id[batch.edge_index[1]]
+            assert torch.equal(data.edge_index[0, batch.e_id], src)
+            assert torch.equal(data.edge_index[1, batch.e_id], dst)
+            assert torch.equal(batch.batch[batch.edge_index[0]], batch.batch[batch.edge_index[1]])
+            # Each label edge's endpoints are seeds of its own subgraph.
+            eli = batch.edge_label_index
+            assert torch.equal(batch.batch[eli[0]], torch.arange(eli.size(1)))
+            assert torch.equal(batch.batch[eli[1]], torch.arange(eli.size(1)))
+            assert torch.equal(batch.n_id[eli], label_index[:, k * 10:(k + 1) * 10])
+            if "time_attr" in kw:
+                t = data.time[batch.n_id]
+                bound = label_time[k * 10:(k + 1) * 10][batch.batch]
+                assert bool((t[batch.edge_index[0]] <= bound[batch.edge_index[0]]).all())
