@@ -669,3 +669,19 @@ def test_link_neighbor_loader_disjoint_and_temporal():
                 t = data.time[batch.n_id]
                 bound = label_time[k * 10:(k + 1) * 10][batch.batch]
                 assert bool((t[batch.edge_index[0]] <= bound[batch.edge_index[0]]).all())
+
+
+def test_disjoint_full_neighbourhood_matches_pyg_k_hop_subgraph():
+    # PyG's own semantics: k_hop_subgraph with flow source_to_target collects the
+    # in-neighbourhood within k hops, the node set fan-outs of -1 sample.
+    from torch_geometric.sampler import NodeSamplerInput
+    from torch_geometric.utils import k_hop_subgraph
+
+    data = pyg_data(num_nodes=90, num_edges=400, seed=2)
+    sampler = NeighborSampler(data, num_neighbors=[-1, -1], disjoint=True, seed=0)
+    seeds = torch.tensor([0, 7, 7, 55, 89])
+    out = sampler.sample_from_nodes(NodeSamplerInput(input_id=None, node=seeds))
+    for i, s in enumerate(seeds.tolist()):
+        subset, _, _, _ = k_hop_subgraph(s, 2, data.edge_index, num_nodes=data.num_nodes,
+                                         flow="source_to_target")
+        assert set(out.node[out.batch == i].tolist()) == set(subset.tolist())
