@@ -685,3 +685,32 @@ def test_disjoint_full_neighbourhood_matches_pyg_k_hop_subgraph():
         subset, _, _, _ = k_hop_subgraph(s, 2, data.edge_index, num_nodes=data.num_nodes,
                                          flow="source_to_target")
         assert set(out.node[out.batch == i].tolist()) == set(subset.tolist())
+
+
+def test_store_pair_disjoint_and_node_time():
+    # A (FeatureStore, GraphStore) pair, as ibp_gnn.pyg's stores are used: PyG's
+    # remote path reads node-level times from the feature store ('time').
+    from torch_geometric.loader import NeighborLoader
+    from torch_geometric.testing import MyFeatureStore, MyGraphStore
+
+    data = pyg_data()
+    fs, gs = MyFeatureStore(), MyGraphStore()
+    fs.put_tensor(data.x, group_name=None, attr_name="x", index=None)
+    fs.put_tensor(data.time, group_name=None, attr_name="time", index=None)
+    csc = CSCGraph.from_edge_index(data.edge_index, data.num_nodes, node_time=data.time)
+    perm = csc.edge_perm
+    gs.put_edge_index(data.edge_index[:, perm], edge_type=None, layout="coo",
+                      size=(data.num_nodes, data.num_nodes), is_sorted=True)
+    for kw in (dict(disjoint=True), dict(time_attr="time")):
+        sampler = NeighborSampler((fs, gs), [3, 2], seed=0, **kw)
+        loader = NeighborLoader((fs, gs), [3, 2], batch_size=20, neighbor_sampler=sampler,
+                                input_nodes=torch.arange(40), time_attr=kw.get("time_attr"))
+        for batch in loader:
+            bs = batch.batch_size
+            assert torch.equal(batch.batch[:bs], torch.arange(bs))
+            src, dst = batch.n_id[batch.edge_index[0]], batch.n_id[batch.edge_index[1]]
+            edges = set(zip(*data.edge_index.tolist()))
+            assert all((s, d) in edges for s, d in zip(src.tolist(), dst.tolist()))
+            if "time_attr" in kw:
+                t = data.time[batch.n_id]
+                assert bool((t <= t[:bs][batch.batch]).all())
