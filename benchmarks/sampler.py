@@ -28,6 +28,11 @@ the same number of threads, all measured in this run.
   ibp cpu tN     CSCGraph(indptr, indices).sample(seeds, fanouts, threads=N),
                  the graph arrays numpy memmaps (no copy): the sample in PyG's
                  layout (node/row/col/edge + per-hop counts).
+  --modes        also ibp's disjoint, weighted and temporal sampling on the same
+                 graph and batches (one thread; ratios to the uniform sampler's
+                 one-thread time): weights uniform in [0, 1), edge times the
+                 rank of the edge among its node's neighbours (so sorted), seed
+                 times uniform in [0, 64).
   dgl ompN       dgl.dataloading.NeighborSampler(fanouts).sample_blocks on
                  dgl.graph(("csc", ...)) of the same arrays, in a subprocess
                  with OMP_NUM_THREADS=N (DGL's blocks redraw the seeds'
@@ -173,6 +178,42 @@ def run_dgl(args, omp: int) -> dict:
     return {"skip": err[:300]}
 
 
+# ---- disjoint / weighted / temporal ------------------------------------------------------------
+def run_modes(args, graph, indptr, batches, ours, show) -> None:
+    import torch
+
+    from ibp_gnn.sampler import CSCGraph
+
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(args.seed + 2)
+    weight = torch.from_numpy(rng.random(graph.num_edges))
+    weighted = CSCGraph(graph.indptr, graph.indices, check=False, edge_weight=weight)
+    del weight
+    deg = np.diff(np.asarray(indptr))
+    rank = np.arange(graph.num_edges, dtype=np.int64) - np.repeat(np.asarray(indptr[:-1]), deg)
+    temporal = CSCGraph(graph.indptr, graph.indices, check=False, edge_time=torch.from_numpy(rank))
+    del rank
+    times = [torch.from_numpy(rng.integers(0, 64, len(b))) for b in batches]
+    print(f"  (modes: weights and times prepared in {time.perf_counter() - t0:.1f} s)")
+    at = {id(b): t for b, t in zip(batches, times)}
+    cases = {
+        "disjoint": lambda s: graph.sample(s, args.fanouts, seed=1, threads=1, disjoint=True),
+        "weighted": lambda s: weighted.sample(s, args.fanouts, seed=1, threads=1),
+        "weighted+replace": lambda s: weighted.sample(s, args.fanouts, seed=1, threads=1,
+                                                      replace=True),
+        "temporal uniform": lambda s: temporal.sample(s, args.fanouts, seed=1, threads=1,
+                                                      seed_time=at[id(s)]),
+        "temporal last": lambda s: temporal.sample(s, args.fanouts, seed=1, threads=1,
+                                                   seed_time=at[id(s)], temporal_strategy="last"),
+    }
+    base = ours[min(ours)][0] if ours else None
+    for name, fn in cases.items():
+        sec, n = timed(lambda s: fn(s).row.numel(), batches, args.repeat)
+        show(f"ibp {name} t1", sec, n, len(batches))
+        if base:
+            print(f"  {'':<18} {sec / base:9.2f}x the uniform sampler's time (t{min(ours)})")
+
+
 # ---- main -------------------------------------------------------------------------------------
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -188,6 +229,8 @@ def main() -> None:
     p.add_argument("--threads", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-dgl", dest="dgl", action="store_false")
+    p.add_argument("--modes", action="store_true",
+                   help="also time disjoint, weighted and temporal sampling")
     p.add_argument("--quick", action="store_true", help="5 batches, 2 passes")
     p.add_argument("--clean", action="store_true", help="delete --cache-dir's graphs and exit")
     p.add_argument("--json", help="write the results here")
@@ -260,6 +303,8 @@ def main() -> None:
         else:
             show(f"dgl {d['version']} omp{t}", d["seconds"], d["edges"], d["batches"],
                  rss=d["peak_rss_gb"])
+    if args.modes:
+        run_modes(args, graph, indptr, batches, ours, show)
     print(f"  ibp peak RSS {peak_rss_gb():.2f} GB (memmapped graph pages included)")
     if args.json:
         with open(args.json, "w") as f:

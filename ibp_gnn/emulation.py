@@ -80,11 +80,12 @@ class Emulator:
         err = [ctypes.c_char_p, ctypes.c_size_t]
         graph = [_vp, _int, _vp, _int, _u64, _u64]
         table = [_vp, _vp, _u64]
+        mode = [_vp, _vp, _int, _vp]  # weight prefix sums, edge times, last, time bounds
         sig = {
             "ibp_emu_gather": [_vp, _vp, _vp, _vp, _vp, _vp, _int, _u64, _vp, _vp] + err,
-            "ibp_emu_neighbor_count": graph + [_vp, _u64, _i64, _int, _vp] + err,
+            "ibp_emu_neighbor_count": graph + [_vp, _u64, _i64, _int, _vp] + mode + err,
             "ibp_emu_neighbor_pick": graph + [_vp, _u64, _u64, _i64, _int, _u64, ctypes.c_uint32,
-                                              _vp, _vp, _vp, _vp] + err,
+                                              _vp, _vp, _vp, _vp] + mode + err,
             "ibp_emu_relabel_insert": table + [_vp, _u64, _u64] + err,
             "ibp_emu_relabel_mark": table + [_vp, _u64, _u64, _vp] + err,
             "ibp_emu_relabel_finish": table + [_vp, _u64, _u64, _vp, _vp, _vp] + err,
@@ -135,15 +136,17 @@ class Emulator:
         return self._call("ibp_emu_gather", header, table, bases, rel, payload, ids, int(ids64), n,
                           positions or None, out)
 
-    def neighbor_count_cuda(self, graph, frontier, n, fanout, replace, counts, stream=0):
+    def neighbor_count_cuda(self, graph, frontier, n, fanout, replace, counts, stream=0,
+                            mode=(0, 0, False), bounds=0):
         self._check(self._call("ibp_emu_neighbor_count", *graph, frontier, n, fanout,
-                               int(replace), counts), "neighbor_count_cuda")
+                               int(replace), counts, mode[0], mode[1], int(mode[2]), bounds),
+                    "neighbor_count_cuda")
 
     def neighbor_pick_cuda(self, graph, frontier, n, first_local, fanout, replace, seed, hop,
-                           offsets, edge, nbr, col, stream=0):
+                           offsets, edge, nbr, col, stream=0, mode=(0, 0, False), bounds=0):
         self._check(self._call("ibp_emu_neighbor_pick", *graph, frontier, n, first_local, fanout,
-                               int(replace), seed, hop, offsets, edge, nbr, col),
-                    "neighbor_pick_cuda")
+                               int(replace), seed, hop, offsets, edge, nbr, col, mode[0],
+                               mode[1], int(mode[2]), bounds), "neighbor_pick_cuda")
 
     def relabel_insert_cuda(self, table, ids, n, base, stream=0):
         self._check(self._call("ibp_emu_relabel_insert", *table, ids, n, base),

@@ -97,6 +97,28 @@ def _index_tensor(x: Any, name: str, op: str) -> torch.Tensor:
     return x.contiguous()
 
 
+def _value_tensor(x: Any, name: str, op: str, length: int) -> torch.Tensor:
+    """A 1-D tensor of `length` values (tensor or numpy array)."""
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor or numpy.ndarray, "
+                        f"got {type(x).__name__}")
+    if x.dim() != 1 or x.numel() != length:
+        raise ValueError(f"{op}: {name} must be 1-D with {length} values, got shape "
+                         f"{tuple(x.shape)}")
+    return x
+
+
+def _time_tensor(x: Any, name: str, op: str, length: int) -> torch.Tensor:
+    """Integer times as a contiguous int64 CPU tensor."""
+    t = _value_tensor(x, name, op, length)
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"{op}: {name} must hold integer times (e.g. int64 timestamps), "
+                        f"got {t.dtype}")
+    return t.to("cpu", torch.int64).contiguous()
+
+
 def _seed_tensor(seeds: Any, num_nodes: int, op: str, check: bool) -> torch.Tensor:
     """Seeds as a contiguous 1-D int64 tensor (device kept), range-checked."""
     if isinstance(seeds, (list, tuple, range)):
@@ -155,6 +177,9 @@ class SampledSubgraph:
     nodes of each hop in order of first appearance. ``row``/``col``: per edge,
     the local index of the picked neighbour / of the node it was picked for.
     ``edge``: per edge, its position in the CSC ``indices`` array.
+    ``batch`` (disjoint sampling only, else None): per node, the index of the
+    seed whose subgraph it belongs to; a global id reached from two seeds then
+    appears once per seed.
     """
     node: torch.Tensor
     row: torch.Tensor
@@ -162,6 +187,7 @@ class SampledSubgraph:
     edge: torch.Tensor
     num_sampled_nodes: List[int]
     num_sampled_edges: List[int]
+    batch: Optional[torch.Tensor] = None
 
     def to_sampler_output(self, edge_permutation: Optional[torch.Tensor] = None):
         """This sample as ``torch_geometric.sampler.SamplerOutput``; with
@@ -170,8 +196,8 @@ class SampledSubgraph:
         if SamplerOutput is None:  # pragma: no cover
             raise ImportError("to_sampler_output needs torch_geometric")
         edge = self.edge if edge_permutation is None else edge_permutation[self.edge]
-        return SamplerOutput(node=self.node, row=self.row, col=self.col, edge=edge, batch=None,
-                             num_sampled_nodes=list(self.num_sampled_nodes),
+        return SamplerOutput(node=self.node, row=self.row, col=self.col, edge=edge,
+                             batch=self.batch, num_sampled_nodes=list(self.num_sampled_nodes),
                              num_sampled_edges=list(self.num_sampled_edges))
 
 
@@ -261,10 +287,20 @@ class CSCGraph:
     Placement: on the CPU by default; :meth:`pin_memory` page-locks the CPU
     arrays in place so a GPU samples them zero-copy over the bus (the graph
     need not fit in GPU memory); :meth:`to` copies them to a GPU.
+
+    Weighted sampling: ``edge_weight``, one finite weight >= 0 per CSC
+    position; every sample of this graph then draws neighbours with
+    probability proportional to their edge weights (semantics in
+    ``csrc/sampler/pick.h``). Temporal sampling: ``edge_time`` (per CSC
+    position) or ``node_time`` (per node, the time of a neighbour is its node
+    time), integers, non-decreasing within each node's neighbours (PyG's
+    ``to_csc`` sorts them so); samples then keep only neighbours whose time is
+    <= the time of their subgraph's seed (see :meth:`sample`).
     """
 
     def __init__(self, indptr: Any, indices: Any, *, check: bool = True,
-                 threads: Optional[int] = None):
+                 threads: Optional[int] = None, edge_weight: Any = None, edge_time: Any = None,
+                 node_time: Any = None):
         op = "CSCGraph"
         self.indptr = _index_tensor(indptr, "indptr", op)
         self.indices = _index_tensor(indices, "indices", op)
@@ -275,15 +311,74 @@ class CSCGraph:
             raise ValueError(f"{op}: indptr must have num_nodes + 1 >= 1 entries, got 0")
         self.edge_perm: Optional[torch.Tensor] = None
         self._pins: Optional[Tuple[_HostRegistration, ...]] = None
+        # Per CSC position: the weights' prefix sums within each node (float64)
+        # and the neighbours' times (int64); per node: the node times.
+        self.weight_cumsum: Optional[torch.Tensor] = None
+        self.edge_time: Optional[torch.Tensor] = None
+        self.node_time: Optional[torch.Tensor] = None
         if check:
             self._check(_threads(threads, op))
+        if edge_weight is not None:
+            self._set_weights(edge_weight, op)
+        if edge_time is not None or node_time is not None:
+            self._set_times(edge_time, node_time, op)
+
+    def _set_weights(self, edge_weight: Any, op: str) -> None:
+        w = _value_tensor(edge_weight, "edge_weight", op, self.num_edges)
+        if not (w.is_floating_point() or w.dtype in _INDEX_DTYPES + (torch.int16, torch.uint8)):
+            raise TypeError(f"{op}: edge_weight must hold real numbers, got {w.dtype}")
+        w = w.to("cpu", torch.float64).contiguous()
+        bad = ~(torch.isfinite(w) & (w >= 0))
+        if bool(bad.any()):
+            e = int(bad.nonzero()[0, 0])
+            raise ValueError(f"{op}: edge_weight must be finite and >= 0, but edge_weight[{e}] = "
+                             f"{float(w[e])!r}")
+        self.weight_cumsum = torch.from_numpy(
+            _C.segment_cumsum(self.indptr.cpu().numpy(), w.numpy())).to(self.device)
+
+    def _set_times(self, edge_time: Any, node_time: Any, op: str) -> None:
+        if edge_time is not None and node_time is not None:
+            raise ValueError(f"{op}: pass edge_time or node_time, not both")
+        if node_time is not None:
+            nt = _time_tensor(node_time, "node_time", op, self.num_nodes)
+            self.node_time = nt.to(self.device)
+            et = nt[self.indices.cpu().long()]
+        else:
+            et = _time_tensor(edge_time, "edge_time", op, self.num_edges)
+        # Sorted within each node: a decrease only where a new node's neighbours start.
+        if et.numel() > 1:
+            p = self.indptr.cpu().long()
+            down = et[1:] < et[:-1]
+            starts = p[1:-1][(p[1:-1] > 0) & (p[1:-1] < et.numel())]
+            down[starts - 1] = False
+            if bool(down.any()):
+                e = int(down.nonzero()[0, 0]) + 1
+                v = int(torch.searchsorted(p, torch.tensor([e]), right=True)[0]) - 1
+                what = "node_time of the neighbours" if node_time is not None else "edge_time"
+                raise ValueError(f"{op}: temporal sampling needs the {what} of each node sorted "
+                                 f"(non-decreasing), but node {v}'s neighbours are not (CSC "
+                                 f"position {e}); build the CSC with PyG's to_csc(..., "
+                                 "src_node_time=/edge_time=) or sort each node's neighbours")
+        self.edge_time = et.contiguous().to(self.device)
+
+    @property
+    def is_weighted(self) -> bool:
+        return self.weight_cumsum is not None
+
+    @property
+    def is_temporal(self) -> bool:
+        return self.edge_time is not None
 
     @classmethod
     def from_edge_index(cls, edge_index: torch.Tensor, num_nodes: Optional[int] = None,
-                        *, index_dtype: torch.dtype = torch.int64) -> "CSCGraph":
+                        *, index_dtype: torch.dtype = torch.int64, edge_weight: Any = None,
+                        edge_time: Any = None, node_time: Any = None) -> "CSCGraph":
         """CSC of a (2, E) ``edge_index`` (row = source, col = target): each node's
         in-neighbours, as PyG samples them. ``edge_perm`` maps a CSC position
-        to the original edge id."""
+        to the original edge id. ``edge_weight`` / ``edge_time`` (per edge, in
+        edge_index order) and ``node_time`` (per node) make a weighted /
+        temporal graph; with times, each node's neighbours are sorted by time
+        (ties in edge order), as PyG's ``to_csc`` does."""
         op = "CSCGraph.from_edge_index"
         if (not isinstance(edge_index, torch.Tensor) or edge_index.dim() != 2
                 or edge_index.size(0) != 2):
@@ -301,13 +396,27 @@ class CSCGraph:
             num_nodes = int(edge_index.max()) + 1 if edge_index.numel() else 0
         if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
             raise IndexError(f"{op}: edge_index holds ids outside [0, {num_nodes})")
-        perm = torch.sort(dst, stable=True).indices
+        if edge_time is not None or node_time is not None:
+            if edge_time is not None and node_time is not None:
+                raise ValueError(f"{op}: pass edge_time or node_time, not both")
+            t = (_time_tensor(edge_time, "edge_time", op, src.numel()) if edge_time is not None
+                 else _time_tensor(node_time, "node_time", op, num_nodes)[src])
+            by_time = torch.sort(t, stable=True).indices
+            perm = by_time[torch.sort(dst[by_time], stable=True).indices]
+        else:
+            perm = torch.sort(dst, stable=True).indices
         indptr = torch.zeros(num_nodes + 1, dtype=torch.int64)
         indptr[1:] = torch.cumsum(torch.bincount(dst, minlength=num_nodes), 0)
         small = index_dtype == torch.int32 and src.numel() < 2**31
         ptr_dtype = torch.int32 if small else torch.int64
         g = cls(indptr.to(ptr_dtype), src[perm].to(index_dtype), check=False)
         g.edge_perm = perm
+        if edge_weight is not None:
+            g._set_weights(_value_tensor(edge_weight, "edge_weight", op, perm.numel())[perm], op)
+        if edge_time is not None:
+            g._set_times(_time_tensor(edge_time, "edge_time", op, perm.numel())[perm], None, op)
+        elif node_time is not None:
+            g._set_times(None, node_time, op)
         return g
 
     # ---- description ----------------------------------------------------------------------
@@ -372,7 +481,9 @@ class CSCGraph:
         if self.device.type != "cpu":
             raise ValueError(f"CSCGraph.pin_memory: the graph is on {self.device}, not the CPU")
         if self._pins is None:
-            self._pins = (_HostRegistration(self.indptr), _HostRegistration(self.indices))
+            self._pins = tuple(_HostRegistration(t) if t is not None else None
+                               for t in (self.indptr, self.indices, self.weight_cumsum,
+                                         self.edge_time))
         return self
 
     def to(self, device: Union[str, torch.device]) -> "CSCGraph":
@@ -382,26 +493,37 @@ class CSCGraph:
             return self
         g = CSCGraph(self.indptr.to(device), self.indices.to(device), check=False)
         g.edge_perm = self.edge_perm
+        for name in ("weight_cumsum", "edge_time", "node_time"):
+            t = getattr(self, name)
+            setattr(g, name, t.to(device) if t is not None else None)
         return g
 
     def _ptrs(self, device: torch.device) -> tuple:
         """(indptr, indptr64, indices, indices64, num_nodes, num_edges) as the steps take it."""
-        def ptr(t: torch.Tensor, i: int) -> int:
-            if t.numel() == 0:
-                return 0
-            if self.device.type == "cuda" or device.type == "cpu":
-                return t.data_ptr()
-            if self._pins is not None:
-                return self._pins[i].device_ptr
-            return t.data_ptr()  # torch's pinned memory: mapped at the same address (UVA)
-        return (ptr(self.indptr, 0), self.indptr.dtype == torch.int64, ptr(self.indices, 1),
-                self.indices.dtype == torch.int64, self.num_nodes, self.num_edges)
+        return (self._ptr(self.indptr, 0, device), self.indptr.dtype == torch.int64,
+                self._ptr(self.indices, 1, device), self.indices.dtype == torch.int64,
+                self.num_nodes, self.num_edges)
+
+    def _ptr(self, t: Optional[torch.Tensor], i: int, device: torch.device) -> int:
+        if t is None or t.numel() == 0:
+            return 0
+        if self.device.type == "cuda" or device.type == "cpu":
+            return t.data_ptr()
+        if self._pins is not None:
+            return self._pins[i].device_ptr
+        return t.data_ptr()  # torch's pinned memory: mapped at the same address (UVA)
+
+    def _mode(self, device: torch.device, last: bool) -> tuple:
+        """(weight prefix sums, edge times, strategy is "last") as the steps take it."""
+        return (self._ptr(self.weight_cumsum, 2, device), self._ptr(self.edge_time, 3, device),
+                bool(last))
 
     # ---- sampling ------------------------------------------------------------------------------
     def sample(self, seeds: Any, num_neighbors: Sequence[int], *, replace: bool = False,
                seed: Optional[int] = None, threads: Optional[int] = None,
-               device: Optional[Union[str, torch.device]] = None,
-               check: bool = True) -> SampledSubgraph:
+               device: Optional[Union[str, torch.device]] = None, check: bool = True,
+               disjoint: bool = False, seed_time: Any = None,
+               temporal_strategy: str = "uniform") -> SampledSubgraph:
         """Sample ``num_neighbors[h]`` in-neighbours (-1 = all) of every node
         first reached at hop h, starting from ``seeds``.
 
@@ -412,11 +534,25 @@ class CSCGraph:
         ``torch.get_num_threads()``). ``check=False`` skips the seed range
         check of GPU seeds (which costs a device sync); seeds on the CPU are
         always checked (it is cheap, and a bad id would read out of bounds).
+
+        ``disjoint=True``: every seed grows its own subgraph (PyG's disjoint
+        sampling); the result's ``batch`` holds each node's seed index.
+        Temporal graphs are always sampled disjoint: the neighbours of every
+        node of seed i's subgraph are those with time <= ``seed_time[i]``
+        (default: the seeds' node times), and with ``temporal_strategy="last"``
+        the latest ``num_neighbors[h]`` of them rather than a uniform draw.
+        Weighted graphs draw by edge weight. Disjoint, weighted and temporal
+        samples use one CPU thread.
         """
         op = "CSCGraph.sample"
         fanouts = _fanouts(num_neighbors, op)
         if not isinstance(replace, bool):
             raise TypeError(f"{op}: replace must be a bool, got {type(replace).__name__}")
+        if not isinstance(disjoint, bool):
+            raise TypeError(f"{op}: disjoint must be a bool, got {type(disjoint).__name__}")
+        if temporal_strategy not in ("uniform", "last"):
+            raise ValueError(f"{op}: temporal_strategy must be 'uniform' or 'last', got "
+                             f"{temporal_strategy!r}")
         rng = _rng_seed(seed, op)
         nthreads = _threads(threads, op)
         if device is None:
@@ -425,11 +561,19 @@ class CSCGraph:
         device = torch.device(device)
         on_cpu = not (isinstance(seeds, torch.Tensor) and seeds.is_cuda)
         s = _seed_tensor(seeds, self.num_nodes, op, check or on_cpu)
+        times = self._seed_times(s, seed_time, op)
+        disjoint = disjoint or times is not None
+        if disjoint and s.numel() * max(self.num_nodes, 1) >= 2**63:
+            raise ValueError(f"{op}: disjoint sampling of {s.numel()} seeds on a graph of "
+                             f"{self.num_nodes} nodes: seeds x nodes must stay below 2**63")
+        extra = dict(disjoint=disjoint, seed_time=times, last=temporal_strategy == "last")
         if device.type == "cpu":
             if self.device.type != "cpu":
                 raise ValueError(f"{op}: the graph is on {self.device}; sample there or move it "
                                  "with graph.to('cpu')")
-            return self._sample_cpu(s.cpu(), fanouts, replace, rng, nthreads)
+            if times is not None:
+                extra["seed_time"] = times.cpu()
+            return self._sample_cpu(s.cpu(), fanouts, replace, rng, nthreads, **extra)
         if device.type != "cuda":
             raise ValueError(f"{op}: device must be cpu or cuda, got {device}")
         if not _C.cuda_built():
@@ -441,7 +585,9 @@ class CSCGraph:
         if device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
         if self.device.type == "cpu" and not self.is_pinned():
-            if not (self.indptr.is_pinned() and (self.num_edges == 0 or self.indices.is_pinned())):
+            if not (self.indptr.is_pinned() and (self.num_edges == 0 or self.indices.is_pinned())
+                    and all(t is None or t.is_pinned()
+                            for t in (self.weight_cumsum, self.edge_time))):
                 raise ValueError(f"{op}: sampling on {device} needs the graph in GPU memory or "
                                  "pinned host memory: call graph.pin_memory() (zero-copy) or "
                                  "graph.to('cuda') first")
@@ -449,32 +595,62 @@ class CSCGraph:
             raise ValueError(f"{op}: the graph is on {self.device}, sampling asked for {device}")
         with torch.cuda.device(device):
             stream = torch.cuda.current_stream(device).cuda_stream
+            if times is not None:
+                extra["seed_time"] = times.to(device, non_blocking=True)
             return self._sample_steps(s.to(device, non_blocking=True), fanouts, replace, rng,
-                                      "cuda", stream)
+                                      "cuda", stream, **extra)
+
+    def _seed_times(self, seeds: torch.Tensor, seed_time: Any, op: str) -> Optional[torch.Tensor]:
+        """The seeds' time bounds (int64, on the seeds' device) of a temporal graph, else None."""
+        if not self.is_temporal:
+            if seed_time is not None:
+                raise ValueError(f"{op}: seed_time given, but the graph has no edge_time or "
+                                 "node_time (build CSCGraph(..., node_time=/edge_time=))")
+            return None
+        if seed_time is None:
+            if self.node_time is None:
+                raise ValueError(f"{op}: a graph with edge times needs seed_time (one time per "
+                                 "seed)")
+            return self.node_time.to(seeds.device)[seeds].contiguous()
+        if isinstance(seed_time, (list, tuple)):
+            seed_time = torch.as_tensor(seed_time)
+        t = _time_tensor(seed_time.reshape(-1) if isinstance(seed_time, torch.Tensor)
+                         else seed_time, "seed_time", op, seeds.numel())
+        return t.to(seeds.device)
 
     def _sample_cpu(self, seeds: torch.Tensor, fanouts: List[int], replace: bool, rng: int,
-                    threads: int, exact_threads: bool = False) -> SampledSubgraph:
+                    threads: int, exact_threads: bool = False, *, disjoint: bool = False,
+                    seed_time: Optional[torch.Tensor] = None,
+                    last: bool = False) -> SampledSubgraph:
         """The CPU sampler; exact_threads runs `threads` threads even where
         the sample is too small to gain from them (tests use it)."""
-        node, row, col, edge, nsn, nse = _C.neighbor_sample(
+        np_or_none = lambda t: t.numpy() if t is not None else None  # noqa: E731
+        node, row, col, edge, nsn, nse, batch = _C.neighbor_sample(
             self.indptr.numpy(), self.indices.numpy(), seeds.numpy(), fanouts, replace, rng,
-            threads, exact_threads)
+            threads, exact_threads, disjoint, np_or_none(self.weight_cumsum),
+            np_or_none(self.edge_time), np_or_none(seed_time), last)
         return SampledSubgraph(torch.from_numpy(node), torch.from_numpy(row),
-                               torch.from_numpy(col), torch.from_numpy(edge), nsn, nse)
+                               torch.from_numpy(col), torch.from_numpy(edge), nsn, nse,
+                               torch.from_numpy(batch) if disjoint else None)
 
     def _sample_steps(self, seeds: torch.Tensor, fanouts: List[int], replace: bool, rng: int,
-                      steps: str, stream: int) -> SampledSubgraph:
+                      steps: str, stream: int, *, disjoint: bool = False,
+                      seed_time: Optional[torch.Tensor] = None,
+                      last: bool = False) -> SampledSubgraph:
         """The GPU algorithm (neighbor.h), one hop at a time, with the `steps`
         kernels ("cuda") or their serial host twins ("host", CPU tensors). Per
         hop it reads two counts back (picked edges, new nodes) to size the
-        next arrays: the only host syncs."""
+        next arrays: the only host syncs. Disjoint sampling relabels keys
+        seed index * num_nodes + global id."""
         sfx = _STEP_SUFFIX[steps]
         count, pick = getattr(_C, "neighbor_count" + sfx), getattr(_C, "neighbor_pick" + sfx)
         insert, mark = getattr(_C, "relabel_insert" + sfx), getattr(_C, "relabel_mark" + sfx)
         finish, commit = getattr(_C, "relabel_finish" + sfx), getattr(_C, "relabel_commit" + sfx)
         dev = seeds.device
         graph = self._ptrs(dev)
+        mode = self._mode(dev, last)
         i64 = dict(dtype=torch.int64, device=dev)
+        V = max(self.num_nodes, 1)
 
         def new_table(n_keys: int):
             cap = 1 << max(6, math.ceil(math.log2(max(2 * n_keys, 1))))
@@ -483,34 +659,48 @@ class CSCGraph:
             return keys, vals, (keys.data_ptr(), vals.data_ptr(), cap)
 
         S = seeds.numel()
-        nodes, rows, cols, edges = [seeds], [], [], []
+        fbatch = torch.arange(S, **i64) if disjoint else None
+        seed_keys = fbatch * V + seeds if disjoint else seeds
+        nodes, batches, node_keys, rows, cols, edges = [seeds], [fbatch], [seed_keys], [], [], []
         nsn, nse = [S], []
         keys, vals, table = new_table(4 * S)
-        insert(table, seeds.data_ptr(), S, 0, stream)
+        insert(table, seed_keys.data_ptr(), S, 0, stream)
         frontier, first_local, N = seeds, 0, S
         for hop, fanout in enumerate(fanouts):
             n = frontier.numel()
+            bounds = seed_time[fbatch].contiguous() if seed_time is not None else None
+            bptr = bounds.data_ptr() if bounds is not None and n else 0
             counts = torch.zeros(n + 1, **i64)
-            count(graph, frontier.data_ptr(), n, fanout, replace, counts[1:].data_ptr(), stream)
+            count(graph, frontier.data_ptr(), n, fanout, replace, counts[1:].data_ptr(), stream,
+                  mode, bptr)
             offsets = counts.cumsum(0)
             E = int(offsets[-1])  # host sync 1: edges of this hop
             edge, nbr, col = (torch.empty(E, **i64) for _ in range(3))
             pick(graph, frontier.data_ptr(), n, first_local, fanout, replace, rng, hop,
-                 offsets.data_ptr(), edge.data_ptr(), nbr.data_ptr(), col.data_ptr(), stream)
+                 offsets.data_ptr(), edge.data_ptr(), nbr.data_ptr(), col.data_ptr(), stream,
+                 mode, bptr)
+            ebatch = fbatch[col - first_local] if disjoint else None
+            ekeys = (ebatch * V + nbr).contiguous() if disjoint else nbr
             if 2 * (N + E) > table[2]:
                 keys, vals, table = new_table(2 * (N + E))
-                known = torch.cat(nodes)
+                known = torch.cat(node_keys)
                 insert(table, known.data_ptr(), N, 0, stream)
-            insert(table, nbr.data_ptr(), E, N, stream)
+            insert(table, ekeys.data_ptr(), E, N, stream)
             first = torch.empty(E, **i64)
-            mark(table, nbr.data_ptr(), E, N, first.data_ptr(), stream)
+            mark(table, ekeys.data_ptr(), E, N, first.data_ptr(), stream)
             rank = first.cumsum(0)
             new = int(rank[-1]) if E else 0  # host sync 2: new nodes of this hop
-            row, new_nodes = torch.empty(E, **i64), torch.empty(new, **i64)
-            finish(table, nbr.data_ptr(), E, N, rank.data_ptr(), row.data_ptr(),
-                   new_nodes.data_ptr(), stream)
-            commit(table, nbr.data_ptr(), E, N, rank.data_ptr(), stream)
+            row, new_keys = torch.empty(E, **i64), torch.empty(new, **i64)
+            finish(table, ekeys.data_ptr(), E, N, rank.data_ptr(), row.data_ptr(),
+                   new_keys.data_ptr(), stream)
+            commit(table, ekeys.data_ptr(), E, N, rank.data_ptr(), stream)
+            if disjoint:
+                new_nodes, fbatch = new_keys % V, new_keys // V
+            else:
+                new_nodes = new_keys
             nodes.append(new_nodes)
+            batches.append(fbatch)
+            node_keys.append(new_keys)
             rows.append(row)
             cols.append(col)
             edges.append(edge)
@@ -518,7 +708,8 @@ class CSCGraph:
             nse.append(E)
             frontier, first_local, N = new_nodes, N, N + new
         cat = lambda parts: torch.cat(parts) if parts else torch.empty(0, **i64)  # noqa: E731
-        return SampledSubgraph(cat(nodes), cat(rows), cat(cols), cat(edges), nsn, nse)
+        return SampledSubgraph(cat(nodes), cat(rows), cat(cols), cat(edges), nsn, nse,
+                               cat(batches) if disjoint else None)
 
 
 def sample_neighbors(indptr: Any, indices: Any, seeds: Any, num_neighbors: Sequence[int], *,
@@ -546,9 +737,16 @@ class NeighborSampler(_PygNeighborSampler):
     ``threads`` (CPU threads, default ``torch.get_num_threads()``).
 
     The "ibp" backend samples homogeneous graphs (``Data``, or a homogeneous
-    ``(FeatureStore, GraphStore)``) uniformly, with or without replacement,
-    with directional or bidirectional subgraphs; temporal, weighted, disjoint
-    and induced sampling raise NotImplementedError (use ``backend="pyg"``).
+    ``(FeatureStore, GraphStore)``) with or without replacement, with
+    directional or bidirectional subgraphs, and with PyG's options:
+    ``disjoint=True`` (every seed its own subgraph; batches carry
+    ``batch.batch``, each node's seed index), ``weight_attr`` (an edge
+    attribute of weights >= 0: neighbours drawn with probability proportional
+    to their weights) and ``time_attr`` (node- or edge-level integer times:
+    only neighbours with time <= their seed's time, which is ``input_time`` or
+    the seed's node time; ``temporal_strategy`` "uniform" or "last"; always
+    disjoint, as in PyG). Sampled edges come with their ids (``batch.e_id``).
+    Induced subgraphs raise NotImplementedError (use ``backend="pyg"``).
 
     Heterogeneous graphs (``HeteroData``, or a heterogeneous
     ``(FeatureStore, GraphStore)``) are sampled on the CPU, forward direction
@@ -575,20 +773,17 @@ class NeighborSampler(_PygNeighborSampler):
                              f"got {graph_placement!r}")
         self.backend = backend
         if backend == "ibp":
-            unsupported = {
-                "disjoint sampling (disjoint=True)": bool(disjoint),
-                "temporal sampling (time_attr)": time_attr is not None,
-                "weighted sampling (weight_attr)": weight_attr is not None,
-                "sampling induced subgraphs": not directed or (
-                    _pyg_sampler is not None
-                    and SubgraphType(subgraph_type) == SubgraphType.induced),
-            }
-            for what, asked in unsupported.items():
-                if asked:
-                    raise NotImplementedError(f"{op}: {what} is not supported by the 'ibp' "
-                                              "backend; pass backend='pyg' (needs pyg-lib or "
-                                              "torch-sparse)")
-        with warnings.catch_warnings():  # PyG warns about a missing pyg-lib, which we replace
+            if not directed or (_pyg_sampler is not None
+                                and SubgraphType(subgraph_type) == SubgraphType.induced):
+                raise NotImplementedError(f"{op}: sampling induced subgraphs is not supported by "
+                                          "the 'ibp' backend; pass backend='pyg' (needs pyg-lib "
+                                          "or torch-sparse)")
+            if temporal_strategy not in ("uniform", "last"):
+                raise ValueError(f"{op}: temporal_strategy must be 'uniform' or 'last', got "
+                                 f"{temporal_strategy!r}")
+        with warnings.catch_warnings(), _pyg_lib_features(backend == "ibp"):
+            # PyG warns about a missing pyg-lib, which we replace, and refuses edge
+            # times and weights without it: our sampler takes them.
             warnings.filterwarnings("ignore", message=".*pyg-lib.*")
             super().__init__(data, num_neighbors, subgraph_type=subgraph_type, replace=replace,
                              disjoint=disjoint, temporal_strategy=temporal_strategy,
@@ -607,7 +802,9 @@ class NeighborSampler(_PygNeighborSampler):
         self.seed = seed
         self._calls = 0
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        graph = CSCGraph(self.colptr, self.row, threads=self.threads)
+        graph = CSCGraph(self.colptr, self.row, threads=self.threads,
+                         edge_weight=self.edge_weight, edge_time=self.edge_time,
+                         node_time=self.node_time if self.edge_time is None else None)
         if self.device.type == "cuda":
             graph = graph.to(self.device) if graph_placement == "device" else graph.pin_memory()
         self.graph = graph
@@ -627,16 +824,18 @@ class NeighborSampler(_PygNeighborSampler):
         if isinstance(seed, dict):
             raise NotImplementedError(f"{op}: heterogeneous seeds are not supported by the "
                                       "'ibp' backend; pass backend='pyg'")
-        if seed_time is not None:
-            raise NotImplementedError(f"{op}: temporal sampling (seed_time) is not supported by "
-                                      "the 'ibp' backend; pass backend='pyg'")
+        if seed_time is not None and not self.graph.is_temporal:
+            raise ValueError(f"{op}: seed times given (input_time / edge_label_time), but the "
+                             "sampler has no time_attr")
         fanouts = _fanouts(self.num_neighbors.get_mapped_values(), op)
         sub = self.graph.sample(seed, fanouts, replace=bool(self.replace),
-                                seed=self._next_seed(), threads=self.threads, device=self.device)
+                                seed=self._next_seed(), threads=self.threads, device=self.device,
+                                disjoint=bool(self.disjoint), seed_time=seed_time,
+                                temporal_strategy=self.temporal_strategy)
         row, col = sub.row, sub.col
         if self.sample_direction == "backward":
             row, col = col, row
-        return SamplerOutput(node=sub.node, row=row, col=col, edge=sub.edge, batch=None,
+        return SamplerOutput(node=sub.node, row=row, col=col, edge=sub.edge, batch=sub.batch,
                              num_sampled_nodes=sub.num_sampled_nodes,
                              num_sampled_edges=sub.num_sampled_edges)
 
@@ -673,6 +872,25 @@ class NeighborSampler(_PygNeighborSampler):
                     or (g.num_edges and (int(ix.min()) < 0 or int(ix.max()) >= n_src))):
                 raise ValueError(f"{op}: the CSC of edge type {edge_type!r} is invalid ({n_dst} "
                                  f"{dst!r} nodes, {n_src} {src!r} nodes, {g.num_edges} edges)")
+            where = f"{op} (edge type {edge_type!r})"
+            # PyG keys these by "src__rel__dst" (HeteroData) or by edge type (stores).
+            weight = _by_edge_type(self.edge_weight, rel, edge_type)
+            etime = _by_edge_type(self.edge_time, rel, edge_type)
+            if self.edge_weight is not None:
+                if weight is None:
+                    raise ValueError(f"{where}: weight_attr is missing on this edge type")
+                g._set_weights(weight, where)
+            if self.edge_time is not None:
+                if etime is None:
+                    raise ValueError(f"{where}: the edge-level time_attr is missing on this "
+                                     "edge type")
+                g._set_times(etime, None, where)
+            elif self.node_time is not None:
+                if self.node_time.get(src) is None:
+                    raise ValueError(f"{where}: the node-level time_attr is missing on node "
+                                     f"type {src!r}")
+                nt = _time_tensor(self.node_time[src], "time_attr", where, n_src)
+                g._set_times(nt[g.indices.long()], None, where)
             graphs[edge_type] = g
         self.graphs = graphs
         self.graph = None
@@ -715,13 +933,25 @@ class NeighborSampler(_PygNeighborSampler):
                              f"edge type, got {{{got}}}")
         return out, (hops.pop() if hops else 0)
 
+    def _hetero_seed_times(self, nt, seeds: torch.Tensor, seed_time, op: str) -> torch.Tensor:
+        """The time bounds of seeds of node type nt: seed_time[nt] when given,
+        else their node times."""
+        if isinstance(seed_time, dict) and seed_time.get(nt) is not None:
+            return _time_tensor(seed_time[nt], "seed_time", op, seeds.numel())
+        if self.node_time is None or self.node_time.get(nt) is None:
+            raise ValueError(f"{op}: temporal sampling with edge-level times (or seeds of node "
+                             f"type {nt!r}, which has no node time) needs input_time for the "
+                             "seeds")
+        return _time_tensor(self.node_time[nt], "time_attr", op,
+                            int(self.num_nodes[nt]))[seeds]
+
     def _sample_hetero(self, seed, seed_time=None):
         from torch_geometric.sampler import HeteroSamplerOutput
 
         op = "ibp_gnn.sampler.NeighborSampler"
-        if seed_time is not None:
-            raise NotImplementedError(f"{op}: temporal sampling (seed_time) is not supported by "
-                                      "the 'ibp' backend; pass backend='pyg'")
+        if seed_time is not None and not self.is_temporal:
+            raise ValueError(f"{op}: seed times given (input_time / edge_label_time), but the "
+                             "sampler has no time_attr")
         if not isinstance(seed, dict):
             raise TypeError(f"{op}: a heterogeneous graph needs seeds as a dict node type -> "
                             f"ids, got {type(seed).__name__}")
@@ -730,9 +960,14 @@ class NeighborSampler(_PygNeighborSampler):
         if base is None:
             base = _rng_seed(None, op)
         replace = bool(self.replace)
+        temporal, last = self.is_temporal, self.temporal_strategy == "last"
+        disjoint = bool(self.disjoint)  # temporal sampling is always disjoint
         i64 = torch.int64
         node_types = list(self.node_types)
+        # Disjoint sampling keys a node by (seed index b, id) as b * num_nodes + id.
+        width = {nt: max(int(self.num_nodes[nt]), 1) for nt in node_types}
         nodes = {nt: [] for nt in node_types}
+        batches = {nt: [] for nt in node_types}
         nsn = {nt: [] for nt in node_types}
         count = {nt: 0 for nt in node_types}
         empty = torch.empty(0, dtype=i64)
@@ -773,21 +1008,30 @@ class NeighborSampler(_PygNeighborSampler):
             return loc
 
         frontier = {}
+        seed_times, num_batches = [], 0
         for nt, s in seed.items():
             if nt not in self.num_nodes:
                 raise ValueError(f"{op}: seeds of node type {nt!r}, which is not in the graph "
                                  f"(node types: {node_types})")
             s = _seed_tensor(s, int(self.num_nodes[nt]), op, True).cpu().to(i64)
-            if s.numel():  # duplicates kept; an id maps to its first position
+            b = torch.arange(num_batches, num_batches + s.numel(), dtype=i64)
+            num_batches += s.numel()
+            if disjoint:  # every seed its own root
+                remember(nt, b * width[nt] + s, torch.arange(s.numel(), dtype=i64))
+            elif s.numel():  # duplicates kept; an id maps to its first position
                 uniq, inv = torch.unique(s, return_inverse=True)
                 first = torch.full((uniq.numel(),), s.numel(), dtype=i64).scatter_reduce_(
                     0, inv, torch.arange(s.numel(), dtype=i64), "amin")
                 remember(nt, uniq, first)
+            if temporal:
+                seed_times.append(self._hetero_seed_times(nt, s, seed_time, op))
             nodes[nt].append(s)
+            batches[nt].append(b)
             count[nt] = s.numel()
-            frontier[nt] = (0, s)
+            frontier[nt] = (0, s, b)
         for nt in node_types:
             nsn[nt].append(count[nt])
+        seed_times = torch.cat(seed_times) if seed_times else empty
 
         rows = {et: [] for et in self.edge_types}
         cols = {et: [] for et in self.edge_types}
@@ -798,19 +1042,27 @@ class NeighborSampler(_PygNeighborSampler):
             start = dict(count)
             for k, et in enumerate(self.edge_types):
                 src, _, dst = et
-                first_local, fr = frontier.get(dst, (0, empty))
+                first_local, fr, fb = frontier.get(dst, (0, empty, empty))
                 f = fanouts[et][hop]
                 g = self.graphs[et]
                 if fr.numel() == 0 or f == 0 or g.num_edges == 0:
                     nse[et].append(0)
                     continue
                 rng = (base + _mix64((hop * len(self.edge_types) + k + 1) * _GOLDEN)) & _SEED_MASK
-                _, _, col, edge, _, _ = _C.neighbor_sample(
+                # One hop from the frontier; in this call "seed" i is frontier node i,
+                # whose time bound is the time of the seed its subgraph grew from.
+                bounds = seed_times[fb].contiguous().numpy() if temporal else None
+                wcum = g.weight_cumsum.numpy() if g.is_weighted else None
+                etime = g.edge_time.numpy() if g.is_temporal else None
+                _, _, col, edge, _, _, _ = _C.neighbor_sample(
                     g.indptr.numpy(), g.indices.numpy(), fr.numpy(), [f], replace, rng,
-                    self.threads, False)
+                    self.threads, False, False, wcum, etime, bounds, last)
                 edge = torch.from_numpy(edge).to(i64)
-                col = torch.from_numpy(col).to(i64) + first_local
+                col = torch.from_numpy(col).to(i64)
                 nbr = g.indices[edge].to(i64)
+                if disjoint:
+                    nbr = fb[col] * width[src] + nbr
+                col = col + first_local
                 rows[et].append(relabel(src, nbr, pending))
                 cols[et].append(col)
                 edges[et].append(edge)
@@ -818,9 +1070,13 @@ class NeighborSampler(_PygNeighborSampler):
             frontier = {}
             for nt in node_types:
                 new = torch.cat(pending[nt]) if pending[nt] else empty
+                new_b = new // width[nt] if disjoint else empty
+                if disjoint:
+                    new = new % width[nt]
                 nodes[nt].append(new)
+                batches[nt].append(new_b)
                 nsn[nt].append(new.numel())
-                frontier[nt] = (start[nt], new)
+                frontier[nt] = (start[nt], new, new_b)
 
         cat = lambda parts: torch.cat(parts) if parts else empty  # noqa: E731
         return HeteroSamplerOutput(
@@ -828,10 +1084,45 @@ class NeighborSampler(_PygNeighborSampler):
             row={et: cat(rows[et]) for et in self.edge_types},
             col={et: cat(cols[et]) for et in self.edge_types},
             edge={et: cat(edges[et]) for et in self.edge_types},
-            batch=None,
+            batch={nt: cat(batches[nt]) for nt in node_types} if disjoint else None,
             num_sampled_nodes=nsn,
             num_sampled_edges=nse,
         )
+
+
+def _by_edge_type(d: Optional[dict], rel: str, edge_type: tuple):
+    if d is None:
+        return None
+    v = d.get(rel)
+    return v if v is not None else d.get(edge_type)
+
+
+class _pyg_lib_features:
+    """While active (and `on`), PyG believes pyg-lib's edge-time and weighted
+    sampling are installed, so its NeighborSampler constructor accepts them."""
+
+    _FLAGS = ("WITH_EDGE_TIME_NEIGHBOR_SAMPLE", "WITH_WEIGHTED_NEIGHBOR_SAMPLE")
+
+    def __init__(self, on: bool):
+        self.on = on and _pyg_sampler is not None
+        self.saved = {}
+
+    def __enter__(self):
+        if self.on:
+            import torch_geometric.typing as pyg_typing
+
+            for f in self._FLAGS:
+                self.saved[f] = getattr(pyg_typing, f, False)
+                setattr(pyg_typing, f, True)
+        return self
+
+    def __exit__(self, *exc):
+        if self.on:
+            import torch_geometric.typing as pyg_typing
+
+            for f, v in self.saved.items():
+                setattr(pyg_typing, f, v)
+        return False
 
 
 def _mix64(z: int) -> int:

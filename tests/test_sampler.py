@@ -428,12 +428,10 @@ def test_neighbor_sampler_unsupported_and_backend_pyg():
     hetero["a", "to", "a"].edge_index = torch.tensor([[0, 1], [1, 2]])
     with pytest.raises(NotImplementedError, match=r"backward sampling.*heterogeneous.*'pyg'"):
         NeighborSampler(hetero, [2], sample_direction="backward")
-    with pytest.raises(NotImplementedError, match=r"disjoint=True"):
-        NeighborSampler(data, [2], disjoint=True)
     with pytest.raises(NotImplementedError, match=r"induced subgraphs"):
         NeighborSampler(data, [2], subgraph_type="induced")
-    with pytest.raises(NotImplementedError, match=r"weighted sampling"):
-        NeighborSampler(data, [2], weight_attr="edge_attr")
+    with pytest.raises(ValueError, match=r"temporal_strategy must be 'uniform' or 'last'"):
+        NeighborSampler(data, [2], temporal_strategy="recent")
     with pytest.raises(ValueError, match=r"backend must be 'ibp' or 'pyg', got 'dgl'"):
         NeighborSampler(data, [2], backend="dgl")
     import torch_geometric.typing as tgt

@@ -59,6 +59,15 @@ CscView ptr_view(const py::tuple& g) {
   return v;
 }
 
+template <typename Fn>
+void with_ptr_type(const CscView& g, const Fn& fn) {
+  if (g.indptr64) {
+    fn(static_cast<const int64_t*>(g.indptr));
+  } else {
+    fn(static_cast<const int32_t*>(g.indptr));
+  }
+}
+
 // (keys ptr, vals ptr, capacity)
 RelabelTable table_view(const py::tuple& t) {
   require(t.size() == 3, "sampler: table must be (keys, vals, capacity)");
@@ -66,6 +75,16 @@ RelabelTable table_view(const py::tuple& t) {
   require(cap && (cap & (cap - 1)) == 0, "sampler: table capacity must be a power of two");
   return RelabelTable{reinterpret_cast<uint64_t*>(t[0].cast<uintptr_t>()),
                       reinterpret_cast<uint64_t*>(t[1].cast<uintptr_t>()), cap};
+}
+
+// (weight prefix sums ptr or 0, edge times ptr or 0, strategy is "last")
+PickMode mode_view(const py::tuple& m) {
+  require(m.size() == 3, "sampler: mode must be (wcum, etime, last)");
+  PickMode mode;
+  mode.wcum = reinterpret_cast<const double*>(m[0].cast<uintptr_t>());
+  mode.etime = reinterpret_cast<const int64_t*>(m[1].cast<uintptr_t>());
+  mode.last = m[2].cast<bool>();
+  return mode;
 }
 
 template <typename T>
@@ -100,44 +119,51 @@ void bind_steps(py::module_& m, const char* suffix) {
   m.def(
       name("neighbor_count").c_str(),
       [check](const py::tuple& graph, uintptr_t frontier, uint64_t n, int64_t fanout,
-              bool replace, uintptr_t counts, uintptr_t stream) {
+              bool replace, uintptr_t counts, uintptr_t stream, const py::tuple& mode_t,
+              uintptr_t bounds) {
         const CscView g = ptr_view(graph);
+        const PickMode mode = mode_view(mode_t);
         int err = 0;
         if (kCuda) {
-          err = neighbor_count_cuda(g, cptr<int64_t>(frontier), n, fanout, replace,
-                                    mptr<int64_t>(counts), reinterpret_cast<void*>(stream));
+          err = neighbor_count_cuda(g, cptr<int64_t>(frontier), n, fanout, replace, mode,
+                                    cptr<int64_t>(bounds), mptr<int64_t>(counts),
+                                    reinterpret_cast<void*>(stream));
         } else {
           py::gil_scoped_release nogil;
-          err = neighbor_count_host(g, cptr<int64_t>(frontier), n, fanout, replace,
-                                    mptr<int64_t>(counts));
+          err = neighbor_count_host(g, cptr<int64_t>(frontier), n, fanout, replace, mode,
+                                    cptr<int64_t>(bounds), mptr<int64_t>(counts));
         }
         check(err, "neighbor_count");
       },
       py::arg("graph"), py::arg("frontier"), py::arg("n"), py::arg("fanout"),
-      py::arg("replace"), py::arg("counts"), py::arg("stream") = 0);
+      py::arg("replace"), py::arg("counts"), py::arg("stream") = 0,
+      py::arg("mode") = py::make_tuple(0, 0, false), py::arg("bounds") = 0);
   m.def(
       name("neighbor_pick").c_str(),
       [check](const py::tuple& graph, uintptr_t frontier, uint64_t n, uint64_t first_local,
               int64_t fanout, bool replace, uint64_t seed, uint32_t hop, uintptr_t offsets,
-              uintptr_t edge, uintptr_t nbr, uintptr_t col, uintptr_t stream) {
+              uintptr_t edge, uintptr_t nbr, uintptr_t col, uintptr_t stream,
+              const py::tuple& mode_t, uintptr_t bounds) {
         const CscView g = ptr_view(graph);
+        const PickMode mode = mode_view(mode_t);
         int err = 0;
         if (kCuda) {
           err = neighbor_pick_cuda(g, cptr<int64_t>(frontier), n, first_local, fanout, replace,
-                                   seed, hop, cptr<int64_t>(offsets), mptr<int64_t>(edge),
-                                   mptr<int64_t>(nbr), mptr<int64_t>(col),
+                                   seed, hop, mode, cptr<int64_t>(bounds), cptr<int64_t>(offsets),
+                                   mptr<int64_t>(edge), mptr<int64_t>(nbr), mptr<int64_t>(col),
                                    reinterpret_cast<void*>(stream));
         } else {
           py::gil_scoped_release nogil;
           err = neighbor_pick_host(g, cptr<int64_t>(frontier), n, first_local, fanout, replace,
-                                   seed, hop, cptr<int64_t>(offsets), mptr<int64_t>(edge),
-                                   mptr<int64_t>(nbr), mptr<int64_t>(col));
+                                   seed, hop, mode, cptr<int64_t>(bounds), cptr<int64_t>(offsets),
+                                   mptr<int64_t>(edge), mptr<int64_t>(nbr), mptr<int64_t>(col));
         }
         check(err, "neighbor_pick");
       },
       py::arg("graph"), py::arg("frontier"), py::arg("n"), py::arg("first_local"),
       py::arg("fanout"), py::arg("replace"), py::arg("seed"), py::arg("hop"), py::arg("offsets"),
-      py::arg("edge"), py::arg("nbr"), py::arg("col"), py::arg("stream") = 0);
+      py::arg("edge"), py::arg("nbr"), py::arg("col"), py::arg("stream") = 0,
+      py::arg("mode") = py::make_tuple(0, 0, false), py::arg("bounds") = 0);
   m.def(
       name("relabel_insert").c_str(),
       [check](const py::tuple& table, uintptr_t ids, uint64_t n, uint64_t base, uintptr_t stream) {
@@ -218,29 +244,84 @@ void bind_sampler(py::module_& m) {
       "(status, first offending position) of a CSC graph; status CSC_OK when valid");
 
   m.def(
+      "segment_cumsum",
+      [](const py::array& indptr, const py::array_t<double, py::array::c_style>& weight) {
+        // Per node, the inclusive prefix sums of its edges' weights, summed in
+        // CSC order (the sampler's weighted picks read them, pick.h).
+        const CscView g = cpu_view(indptr, indptr, "segment_cumsum");
+        require(weight.ndim() == 1, "segment_cumsum: weight must be 1-D");
+        const auto m = static_cast<uint64_t>(weight.size());
+        py::array_t<double> out(static_cast<py::ssize_t>(m));
+        const double* w = weight.data();
+        double* o = out.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          with_ptr_type(g, [&](const auto* p) {
+            for (uint64_t v = 0; v < g.num_nodes; ++v) {
+              double acc = 0.0;
+              const auto b = static_cast<uint64_t>(p[v]), e = static_cast<uint64_t>(p[v + 1]);
+              for (uint64_t j = b; j < e && j < m; ++j) o[j] = acc += w[j];
+            }
+          });
+        }
+        return out;
+      },
+      py::arg("indptr"), py::arg("weight"));
+
+  m.def(
       "neighbor_sample",
       [](const py::array& indptr, const py::array& indices,
          const py::array_t<int64_t, py::array::c_style>& seeds, const std::vector<int64_t>& fanouts,
-         bool replace, uint64_t seed, int threads, bool exact_threads) {
+         bool replace, uint64_t seed, int threads, bool exact_threads, bool disjoint,
+         const py::object& wcum, const py::object& etime, const py::object& seed_time,
+         bool last) {
         const CscView g = cpu_view(indptr, indices, "neighbor_sample");
         require(seeds.ndim() == 1, "neighbor_sample: seeds must be 1-D");
         SampleOptions opt{fanouts.data(), static_cast<uint32_t>(fanouts.size()), replace, seed};
+        opt.disjoint = disjoint;
+        opt.mode.last = last;
+        const auto n = static_cast<uint64_t>(seeds.size());
+        // Optional per-edge / per-seed arrays, kept alive for the call.
+        py::array_t<double, py::array::c_style> wc;
+        py::array_t<int64_t, py::array::c_style> et, st;
+        if (!wcum.is_none()) {
+          wc = py::array_t<double, py::array::c_style>::ensure(wcum);
+          require(wc && wc.ndim() == 1 && static_cast<uint64_t>(wc.size()) == g.num_edges,
+                  "neighbor_sample: edge weight prefix sums must be num_edges float64 values");
+          opt.mode.wcum = wc.data();
+        }
+        if (!etime.is_none()) {
+          et = py::array_t<int64_t, py::array::c_style>::ensure(etime);
+          require(et && et.ndim() == 1 && static_cast<uint64_t>(et.size()) == g.num_edges,
+                  "neighbor_sample: edge times must be num_edges int64 values");
+          // Beyond one hop a node's bound is its root's: only disjoint samples know it.
+          require(!seed_time.is_none() && (disjoint || fanouts.size() <= 1),
+                  "neighbor_sample: temporal sampling needs seed times and, beyond one hop, "
+                  "disjoint=True");
+          st = py::array_t<int64_t, py::array::c_style>::ensure(seed_time);
+          require(st && st.ndim() == 1 && static_cast<uint64_t>(st.size()) == n,
+                  "neighbor_sample: seed times must be one int64 per seed");
+          opt.mode.etime = et.data();
+          opt.seed_time = st.data();
+        }
         NeighborSample out;
         const int64_t* s = seeds.data();
-        const auto n = static_cast<uint64_t>(seeds.size());
         {
           py::gil_scoped_release nogil;
           neighbor_sample_cpu(g, s, n, opt, threads, &out, exact_threads);
         }
         return py::make_tuple(to_numpy(std::move(out.node)), to_numpy(std::move(out.row)),
                               to_numpy(std::move(out.col)), to_numpy(std::move(out.edge)),
-                              out.num_sampled_nodes, out.num_sampled_edges);
+                              out.num_sampled_nodes, out.num_sampled_edges,
+                              to_numpy(std::move(out.batch)));
       },
       py::arg("indptr"), py::arg("indices"), py::arg("seeds"), py::arg("fanouts"),
       py::arg("replace") = false, py::arg("seed") = 0, py::arg("threads") = 1,
-      py::arg("exact_threads") = false,
-      "CPU neighbour sampling: (node, row, col, edge, num_sampled_nodes, num_sampled_edges); "
-      "layout in csrc/sampler/neighbor.h");
+      py::arg("exact_threads") = false, py::arg("disjoint") = false,
+      py::arg("wcum") = py::none(), py::arg("etime") = py::none(),
+      py::arg("seed_time") = py::none(), py::arg("last") = false,
+      "CPU neighbour sampling: (node, row, col, edge, num_sampled_nodes, num_sampled_edges, "
+      "batch); layout in csrc/sampler/neighbor.h (batch is empty unless disjoint)");
 
   bind_steps<true>(m, "_cuda");
   bind_steps<false>(m, "_host");

@@ -15,9 +15,12 @@
 //   edge  per sampled edge, its CSC position (index into indices);
 //   num_sampled_nodes  [num_seeds, new nodes of hop 1, ...]  (num_hops + 1)
 //   num_sampled_edges  [edges of hop 1, ...]                  (num_hops)
+//   batch (disjoint sampling only) per node, the index of the seed whose tree
+//         it belongs to; nodes are then keyed by (seed index, global id)
 // Edges are ordered hop by hop, then by col, then in pick order. A node whose
 // local index appears more than once (a duplicated seed) maps to its first
-// position. DGL blocks are prefixes of this layout (see ibp_gnn.sampler).
+// position (not in disjoint sampling, where every seed is its own root). DGL
+// blocks are prefixes of this layout (see ibp_gnn.sampler).
 //
 // Randomness. Every pick is a pure function of (seed, hop, local index of the
 // node sampled from, draw number) -- see pick.h -- so the result depends on
@@ -32,6 +35,8 @@
 #include <memory>
 #include <utility>
 #include <vector>
+
+#include "pick.h"
 
 namespace ibp {
 namespace sampler {
@@ -50,6 +55,15 @@ struct SampleOptions {
   uint32_t num_hops;
   bool replace;            // draw with replacement (fan-out -1 still takes each once)
   uint64_t seed;
+  // Disjoint: every seed grows its own tree. A node is keyed by (seed index,
+  // global id): the same global id reached from two seeds gets two local
+  // indices, and batch[i] is the seed index of local node i.
+  bool disjoint = false;
+  // Weighted / temporal picks (pick.h). seed_time: per seed, the bound on the
+  // times of the neighbours of every node of its tree (needs disjoint beyond
+  // one hop).
+  PickMode mode{};
+  const int64_t* seed_time = nullptr;
 };
 
 // An allocator whose resize() leaves new elements uninitialised: the output
@@ -76,6 +90,7 @@ using IdVector = std::vector<int64_t, UninitAllocator<int64_t>>;
 
 struct NeighborSample {
   IdVector node, row, col, edge;
+  IdVector batch;  // disjoint sampling only: the seed index of each node
   std::vector<int64_t> num_sampled_nodes, num_sampled_edges;
 };
 
@@ -110,7 +125,10 @@ CscStatus validate_csc(const CscView& g, int num_threads, uint64_t* where);
 // into the device address space (read zero-copy over the bus).
 //
 // One hop over a frontier of n nodes (int64 global ids, the first one at local
-// index first_local), with N nodes sampled so far:
+// index first_local), with N nodes sampled so far. `mode` and `bounds` (per
+// frontier node, the time bound of temporal sampling; else nullptr) select the
+// picks of pick.h. Disjoint sampling relabels keys (seed index * num_nodes +
+// global id) instead of global ids; the driver forms them.
 //   count   counts[i] = picks for frontier[i]
 //   (torch) offsets = exclusive scan of counts, E = offsets[n]   <- host sync
 //   pick    edge/nbr/col[offsets[i] ..] = CSC positions, neighbour ids and
@@ -132,11 +150,13 @@ struct RelabelTable {
 };
 
 int neighbor_count_cuda(const CscView& g, const int64_t* frontier, uint64_t n, int64_t fanout,
-                        bool replace, int64_t* counts, void* stream);
+                        bool replace, const PickMode& mode, const int64_t* bounds,
+                        int64_t* counts, void* stream);
 int neighbor_pick_cuda(const CscView& g, const int64_t* frontier, uint64_t n,
                        uint64_t first_local, int64_t fanout, bool replace, uint64_t seed,
-                       uint32_t hop, const int64_t* offsets, int64_t* edge, int64_t* nbr,
-                       int64_t* col, void* stream);
+                       uint32_t hop, const PickMode& mode, const int64_t* bounds,
+                       const int64_t* offsets, int64_t* edge, int64_t* nbr, int64_t* col,
+                       void* stream);
 int relabel_insert_cuda(const RelabelTable& t, const int64_t* ids, uint64_t n, uint64_t base,
                         void* stream);
 int relabel_mark_cuda(const RelabelTable& t, const int64_t* ids, uint64_t n, uint64_t base,
@@ -147,11 +167,12 @@ int relabel_commit_cuda(const RelabelTable& t, const int64_t* ids, uint64_t n, u
                         const int64_t* rank, void* stream);
 
 int neighbor_count_host(const CscView& g, const int64_t* frontier, uint64_t n, int64_t fanout,
-                        bool replace, int64_t* counts);
+                        bool replace, const PickMode& mode, const int64_t* bounds,
+                        int64_t* counts);
 int neighbor_pick_host(const CscView& g, const int64_t* frontier, uint64_t n,
                        uint64_t first_local, int64_t fanout, bool replace, uint64_t seed,
-                       uint32_t hop, const int64_t* offsets, int64_t* edge, int64_t* nbr,
-                       int64_t* col);
+                       uint32_t hop, const PickMode& mode, const int64_t* bounds,
+                       const int64_t* offsets, int64_t* edge, int64_t* nbr, int64_t* col);
 int relabel_insert_host(const RelabelTable& t, const int64_t* ids, uint64_t n, uint64_t base);
 int relabel_mark_host(const RelabelTable& t, const int64_t* ids, uint64_t n, uint64_t base,
                       int64_t* first);

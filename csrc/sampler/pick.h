@@ -134,5 +134,215 @@ IBP_SAMPLER_HD void pick_positions(uint64_t begin, uint64_t deg, int64_t fanout,
   }
 }
 
+
+// ---------------------------------------------------------------------------
+// Temporal and weighted picks. A node's neighbours at [begin, begin + deg)
+// are narrowed to a window [a, a + n) first, then drawn from it.
+//
+// Temporal: etime holds one time per CSC position, non-decreasing within each
+// node's neighbours; the window keeps the neighbours whose time is <= bound
+// (the time of the seed the node descends from), and with strategy "last" only
+// the latest `fanout` of them (which are then all taken).
+//
+// Weighted: wcum holds per CSC position the inclusive prefix sum of the edge
+// weights (>= 0, finite) within the node's own neighbours (so it restarts at
+// each node). An edge's weight is wcum[e] - wcum[e - 1]. Draws only use
+// correctly rounded +, -, * on doubles (no fused multiply-add, no libm), so
+// the CPU, the CUDA kernels and a Python reference pick the same edges.
+//   with replacement: fanout draws, each edge with probability weight / total;
+//   without: successive sampling (each pick proportional to the weights of the
+//   edges not picked yet), by redrawing picks already taken, then, past a
+//   budget of redraws, by an exact scan over the edges not taken;
+//   taking all (fanout -1 or fanout >= n without replacement) keeps CSC order.
+// Zero-weight edges are drawn only once the window's positive weight is used
+// up, uniformly among those left (a window of total weight 0 is uniform).
+// ---------------------------------------------------------------------------
+
+struct PickMode {
+  const double* wcum = nullptr;    // weighted sampling, or nullptr (uniform)
+  const int64_t* etime = nullptr;  // temporal sampling, or nullptr
+  bool last = false;               // temporal strategy "last" (else "uniform")
+};
+
+// Rounded exactly as IEEE-754 double ops on the host and the device (nvcc would
+// otherwise fuse a * b + c into one fma).
+IBP_SAMPLER_HD double mul_rn(double a, double b) {
+#if defined(__CUDA_ARCH__) && !defined(IBP_CUDA_EMU)
+  return __dmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+IBP_SAMPLER_HD double add_rn(double a, double b) {
+#if defined(__CUDA_ARCH__) && !defined(IBP_CUDA_EMU)
+  return __dadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+
+// A double in [0, 1) from 64 random bits (53 of them, exact).
+IBP_SAMPLER_HD double unit_double(uint64_t r) {
+  return static_cast<double>(r >> 11) * (1.0 / 9007199254740992.0);
+}
+
+// First position in [begin, end) whose time is > bound (times sorted).
+IBP_SAMPLER_HD uint64_t time_window_end(const int64_t* etime, uint64_t begin, uint64_t end,
+                                        int64_t bound) {
+  while (begin < end) {
+    const uint64_t mid = begin + (end - begin) / 2;
+    if (etime[mid] <= bound) {
+      begin = mid + 1;
+    } else {
+      end = mid;
+    }
+  }
+  return begin;
+}
+
+// The window [*a, *a + *n) of a node whose neighbours sit at [begin, begin + deg).
+IBP_SAMPLER_HD void pick_window(const PickMode& m, uint64_t begin, uint64_t deg, int64_t fanout,
+                                int64_t bound, uint64_t* a, uint64_t* n) {
+  uint64_t start = begin, end = begin + deg;
+  if (m.etime != nullptr) {
+    end = time_window_end(m.etime, begin, end, bound);
+    if (m.last && fanout >= 0 && end - begin > static_cast<uint64_t>(fanout)) {
+      start = end - static_cast<uint64_t>(fanout);
+    }
+  }
+  *a = start;
+  *n = end - start;
+}
+
+IBP_SAMPLER_HD double edge_weight(const double* wcum, uint64_t seg, uint64_t e) {
+  return e > seg ? wcum[e] - wcum[e - 1] : wcum[e];
+}
+
+// Whether CSC position p is among out[0, cnt) (or in the set, when given).
+IBP_SAMPLER_HD bool pick_taken(const int64_t* out, uint64_t cnt, const PickSet* set, uint64_t p) {
+  if (set != nullptr) {
+    const uint64_t mask = (1ull << set->bits) - 1;
+    for (uint64_t h = (p * kGolden) >> (64 - set->bits);; h = (h + 1) & mask) {
+      const uint64_t v = set->slots[h];
+      if (v == p) return true;
+      if (v == ~0ull) return false;
+    }
+  }
+  for (uint64_t s = 0; s < cnt; ++s) {
+    if (static_cast<uint64_t>(out[s]) == p) return true;
+  }
+  return false;
+}
+
+// One weighted draw over the window [a, a + n): the first position whose
+// prefix sum exceeds lo + x * (hi - lo), where lo / hi are the prefix sums
+// just before / at the end of the window (hi > lo).
+IBP_SAMPLER_HD uint64_t weighted_draw(const double* wcum, uint64_t a, uint64_t n, double lo,
+                                      double hi, uint64_t r) {
+  const double u = add_rn(lo, mul_rn(unit_double(r), hi - lo));
+  uint64_t l = a, h = a + n;
+  while (l < h) {
+    const uint64_t mid = l + (h - l) / 2;
+    if (wcum[mid] > u) {
+      h = mid;
+    } else {
+      l = mid + 1;
+    }
+  }
+  if (l == a + n) {  // u rounded up to hi: the last edge of positive weight
+    l = a + n - 1;
+    while (l > a && !(wcum[l] > wcum[l - 1])) --l;
+  }
+  return l;
+}
+
+// Redraws of taken picks allowed before the exact scan takes over.
+IBP_SAMPLER_HD uint64_t weighted_redraw_budget(uint64_t k) { return 4 * k + 16; }
+
+// Weighted picks of a node (segment begin `seg`) from its window [a, a + n):
+// k = pick_count(n, fanout, replace) CSC positions written to out. `set`: as
+// for pick_positions (membership of the picks so far).
+IBP_SAMPLER_HD void pick_weighted(const double* wcum, uint64_t seg, uint64_t a, uint64_t n,
+                                  int64_t fanout, bool replace, uint64_t key, int64_t* out,
+                                  const PickSet* set = nullptr) {
+  const uint64_t k = pick_count(n, fanout, replace);
+  if (k == 0) return;
+  const double lo = a > seg ? wcum[a - 1] : 0.0, hi = wcum[a + n - 1];
+  if (fanout < 0 || (!replace && k == n) || !(hi > lo)) {
+    pick_positions(a, n, fanout, replace, key, out, set);
+    return;
+  }
+  if (replace) {
+    for (uint64_t t = 0; t < k; ++t) {
+      out[t] = static_cast<int64_t>(weighted_draw(wcum, a, n, lo, hi, pick_draw(key, t)));
+    }
+    return;
+  }
+  if (set != nullptr) {
+    for (uint64_t s = 0; s < (1ull << set->bits); ++s) set->slots[s] = ~0ull;
+  }
+  auto take = [&](uint64_t cnt, uint64_t p) {
+    out[cnt] = static_cast<int64_t>(p);
+    if (set != nullptr) pick_set_test_and_add(*set, p);
+  };
+  uint64_t cnt = 0, t = 0;
+  for (const uint64_t budget = weighted_redraw_budget(k); cnt < k && t < budget; ++t) {
+    const uint64_t p = weighted_draw(wcum, a, n, lo, hi, pick_draw(key, t));
+    if (!pick_taken(out, cnt, set, p)) take(cnt++, p);
+  }
+  for (; cnt < k; ++cnt, ++t) {  // the exact scan over the edges not taken
+    double rest = 0.0;
+    for (uint64_t e = a; e < a + n; ++e) {
+      if (!pick_taken(out, cnt, set, e)) rest = add_rn(rest, edge_weight(wcum, seg, e));
+    }
+    const uint64_t r = pick_draw(key, t);
+    uint64_t p = a + n;
+    if (rest > 0.0) {
+      const double u = mul_rn(unit_double(r), rest);
+      double acc = 0.0;
+      for (uint64_t e = a; e < a + n; ++e) {
+        const double w = edge_weight(wcum, seg, e);
+        if (!(w > 0.0) || pick_taken(out, cnt, set, e)) continue;
+        acc = add_rn(acc, w);
+        p = e;  // the last candidate, should rounding leave acc <= u
+        if (acc > u) break;
+      }
+    } else {  // only zero weights left: uniform among the edges not taken
+      uint64_t skip = pick_bounded(r, n - cnt);
+      for (uint64_t e = a; e < a + n; ++e) {
+        if (pick_taken(out, cnt, set, e)) continue;
+        if (skip-- == 0) {
+          p = e;
+          break;
+        }
+      }
+    }
+    take(cnt, p);
+  }
+}
+
+// The picks of one node: its window, then uniform or weighted draws from it.
+// Returns the number of picks written to out.
+IBP_SAMPLER_HD uint64_t pick_node(const PickMode& m, uint64_t begin, uint64_t deg,
+                                  int64_t fanout, bool replace, int64_t bound, uint64_t key,
+                                  int64_t* out, const PickSet* set = nullptr) {
+  uint64_t a = 0, n = 0;
+  pick_window(m, begin, deg, fanout, bound, &a, &n);
+  if (m.wcum != nullptr) {
+    pick_weighted(m.wcum, begin, a, n, fanout, replace, key, out, set);
+  } else {
+    pick_positions(a, n, fanout, replace, key, out, set);
+  }
+  return pick_count(n, fanout, replace);
+}
+
+// The number of picks pick_node writes.
+IBP_SAMPLER_HD uint64_t pick_node_count(const PickMode& m, uint64_t begin, uint64_t deg,
+                                        int64_t fanout, bool replace, int64_t bound) {
+  uint64_t a = 0, n = 0;
+  pick_window(m, begin, deg, fanout, bound, &a, &n);
+  return pick_count(n, fanout, replace);
+}
+
 }  // namespace sampler
 }  // namespace ibp

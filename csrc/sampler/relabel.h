@@ -90,19 +90,21 @@ IBP_SAMPLER_HD void relabel_commit_one(const RelabelTable& t, const int64_t* ids
 }
 
 // One frontier node of the pick step: its picks' CSC positions, neighbour ids
-// and col, written at offsets[i].
+// and col, written at offsets[i]. bounds: per frontier node, the time bound of
+// temporal sampling (nullptr otherwise).
 template <typename Ptr, typename Id>
 IBP_SAMPLER_HD void neighbor_pick_one(const Ptr* indptr, const Id* indices, const int64_t* frontier,
                                       uint64_t i, uint64_t first_local, int64_t fanout,
                                       bool replace, uint64_t seed, uint32_t hop,
+                                      const PickMode& mode, const int64_t* bounds,
                                       const int64_t* offsets, int64_t* edge, int64_t* nbr,
                                       int64_t* col) {
   const int64_t v = frontier[i];
   const uint64_t begin = static_cast<uint64_t>(indptr[v]);
   const uint64_t deg = static_cast<uint64_t>(indptr[v + 1]) - begin;
   const uint64_t at = static_cast<uint64_t>(offsets[i]);
-  const uint64_t k = pick_count(deg, fanout, replace);
-  pick_positions(begin, deg, fanout, replace, pick_key(seed, hop, first_local + i), edge + at);
+  const uint64_t k = pick_node(mode, begin, deg, fanout, replace, bounds ? bounds[i] : 0,
+                               pick_key(seed, hop, first_local + i), edge + at);
   for (uint64_t t = 0; t < k; ++t) {
     nbr[at + t] = static_cast<int64_t>(indices[edge[at + t]]);
     col[at + t] = static_cast<int64_t>(first_local + i);
@@ -111,10 +113,13 @@ IBP_SAMPLER_HD void neighbor_pick_one(const Ptr* indptr, const Id* indices, cons
 
 template <typename Ptr>
 IBP_SAMPLER_HD void neighbor_count_one(const Ptr* indptr, const int64_t* frontier, uint64_t i,
-                                       int64_t fanout, bool replace, int64_t* counts) {
+                                       int64_t fanout, bool replace, const PickMode& mode,
+                                       const int64_t* bounds, int64_t* counts) {
   const int64_t v = frontier[i];
-  const uint64_t deg = static_cast<uint64_t>(indptr[v + 1]) - static_cast<uint64_t>(indptr[v]);
-  counts[i] = static_cast<int64_t>(pick_count(deg, fanout, replace));
+  const uint64_t begin = static_cast<uint64_t>(indptr[v]);
+  const uint64_t deg = static_cast<uint64_t>(indptr[v + 1]) - begin;
+  counts[i] = static_cast<int64_t>(
+      pick_node_count(mode, begin, deg, fanout, replace, bounds ? bounds[i] : 0));
 }
 
 // Calls fn(indptr, indices) with the arrays at their stored types.

@@ -71,11 +71,17 @@ IBP_EMU_API int ibp_emu_gather(const void* header, const uint32_t* table, const 
 IBP_EMU_API int ibp_emu_neighbor_count(const void* indptr, int indptr64, const void* indices,
                                        int indices64, uint64_t num_nodes, uint64_t num_edges,
                                        const int64_t* frontier, uint64_t n, int64_t fanout,
-                                       int replace, int64_t* counts, char* err, size_t errlen) {
+                                       int replace, int64_t* counts, const double* wcum,
+                                       const int64_t* etime, int last, const int64_t* bounds,
+                                       char* err, size_t errlen) {
   return run(err, errlen, [&] {
+    ibp::sampler::PickMode mode;
+    mode.wcum = wcum;
+    mode.etime = etime;
+    mode.last = last != 0;
     return ibp::sampler::neighbor_count_cuda(
         csc(indptr, indptr64, indices, indices64, num_nodes, num_edges), frontier, n, fanout,
-        replace != 0, counts, nullptr);
+        replace != 0, mode, bounds, counts, nullptr);
   });
 }
 
@@ -84,11 +90,17 @@ IBP_EMU_API int ibp_emu_neighbor_pick(const void* indptr, int indptr64, const vo
                                       const int64_t* frontier, uint64_t n, uint64_t first_local,
                                       int64_t fanout, int replace, uint64_t seed, uint32_t hop,
                                       const int64_t* offsets, int64_t* edge, int64_t* nbr,
-                                      int64_t* col, char* err, size_t errlen) {
+                                      int64_t* col, const double* wcum, const int64_t* etime,
+                                      int last, const int64_t* bounds, char* err, size_t errlen) {
   return run(err, errlen, [&] {
+    ibp::sampler::PickMode mode;
+    mode.wcum = wcum;
+    mode.etime = etime;
+    mode.last = last != 0;
     return ibp::sampler::neighbor_pick_cuda(
         csc(indptr, indptr64, indices, indices64, num_nodes, num_edges), frontier, n,
-        first_local, fanout, replace != 0, seed, hop, offsets, edge, nbr, col, nullptr);
+        first_local, fanout, replace != 0, seed, hop, mode, bounds, offsets, edge, nbr, col,
+        nullptr);
   });
 }
 

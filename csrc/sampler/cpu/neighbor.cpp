@@ -265,6 +265,7 @@ void start_output(const int64_t* seeds, uint64_t num_seeds, const Plan& p, Neigh
     v->clear();
     v->reserve(std::min(p.expected_edges, kMaxReserve));
   }
+  out->batch.clear();
   out->num_sampled_nodes.assign(1, static_cast<int64_t>(num_seeds));
   out->num_sampled_edges.clear();
 }
@@ -340,6 +341,71 @@ void sample_serial(const Ptr* indptr, const Id* indices, const int64_t* seeds,
     }
     gather_neighbors(indices, out->edge.data(), out->row.data(), e0, ne);  // (2)
     relabel(index, out->row.data(), e0, ne, node);                          // (3)
+    out->num_sampled_edges.push_back(static_cast<int64_t>(ne - e0));
+    out->num_sampled_nodes.push_back(static_cast<int64_t>(node.size() - end));
+    begin = end;
+    end = node.size();
+  }
+  for (auto* v : {&out->row, &out->col, &out->edge}) v->resize(ne);
+}
+
+// Disjoint, weighted and temporal sampling, one thread: the loop of
+// sample_serial with the picks of pick_node and, when disjoint, nodes keyed by
+// (seed index, global id) as seed index * num_nodes + global id.
+template <typename Word, typename Ptr, typename Id>
+void sample_general(const Ptr* indptr, const Id* indices, uint64_t num_nodes,
+                    const int64_t* seeds, uint64_t num_seeds, const SampleOptions& opt,
+                    const Plan& p, NeighborSample* out) {
+  IdVector& node = out->node;
+  IdVector& batch = out->batch;
+  const bool dj = opt.disjoint;
+  LocalIndex<Word> index;
+  if (dj) {
+    index.reset(p.expected_nodes);
+    batch.reserve(node.capacity());
+    bool added = false;
+    for (uint64_t i = 0; i < num_seeds; ++i) {
+      batch.push_back(static_cast<int64_t>(i));
+      index.get_or_add(i * num_nodes + static_cast<uint64_t>(seeds[i]), i, &added);
+    }
+  } else {
+    index_seeds(index, p, seeds, num_seeds);
+  }
+  PickScratch scratch;
+  uint64_t begin = 0, end = num_seeds, ne = 0;
+  for (uint32_t hop = 0; hop < opt.num_hops; ++hop) {
+    const int64_t fanout = opt.fanouts[hop];
+    const uint64_t e0 = ne;
+    for (uint64_t i = begin; i < end; ++i) {
+      const int64_t v = node[i];
+      const uint64_t b0 = static_cast<uint64_t>(indptr[v]);
+      const uint64_t deg = static_cast<uint64_t>(indptr[v + 1]) - b0;
+      const int64_t bound = opt.seed_time != nullptr ? opt.seed_time[dj ? batch[i] : i] : 0;
+      const uint64_t k = pick_node_count(opt.mode, b0, deg, fanout, opt.replace, bound);
+      if (k == 0) continue;
+      if (k > kMaxEdges - ne) throw std::bad_alloc();
+      ensure_edges(out, ne + k);
+      pick_node(opt.mode, b0, deg, fanout, opt.replace, bound, pick_key(opt.seed, hop, i),
+                out->edge.data() + ne, opt.replace ? nullptr : scratch.for_picks(k));
+      std::fill_n(out->col.data() + ne, k, static_cast<int64_t>(i));
+      ne += k;
+    }
+    int64_t* row = out->row.data();
+    const int64_t* col = out->col.data();
+    gather_neighbors(indices, out->edge.data(), row, e0, ne);
+    bool added = false;
+    for (uint64_t j = e0; j < ne; ++j) {
+      const int64_t nb = row[j];
+      const int64_t b = dj ? batch[col[j]] : 0;
+      const uint64_t key = dj ? static_cast<uint64_t>(b) * num_nodes + static_cast<uint64_t>(nb)
+                              : static_cast<uint64_t>(nb);
+      const uint64_t local = index.get_or_add(key, node.size(), &added);
+      if (added) {
+        node.push_back(nb);
+        if (dj) batch.push_back(b);
+      }
+      row[j] = static_cast<int64_t>(local);
+    }
     out->num_sampled_edges.push_back(static_cast<int64_t>(ne - e0));
     out->num_sampled_nodes.push_back(static_cast<int64_t>(node.size() - end));
     begin = end;
@@ -430,6 +496,10 @@ void sample_typed(const Ptr* indptr, const Id* indices, uint64_t num_edges, uint
                   int num_threads, bool exact_threads, NeighborSample* out) {
   const Plan p = plan(num_nodes, num_edges, num_seeds, opt);
   start_output(seeds, num_seeds, p, out);
+  if (opt.disjoint || opt.mode.wcum != nullptr || opt.mode.etime != nullptr) {
+    sample_general<Word>(indptr, indices, num_nodes, seeds, num_seeds, opt, p, out);
+    return;
+  }
   uint64_t t = num_threads < 1 ? 1 : static_cast<uint64_t>(num_threads);
   t = std::min(t, kMaxThreads);
   if (!exact_threads) {
@@ -505,7 +575,11 @@ void neighbor_sample_cpu(const CscView& g, const int64_t* seeds, uint64_t num_se
                          bool exact_threads) {
   // 32-bit table words when every global id and every local index fits below
   // their all-ones "empty" key.
-  const bool narrow = g.num_nodes + num_seeds < 0xFFFFFFFFull;
+  // Disjoint keys reach num_seeds * num_nodes (the caller keeps that below 2^63),
+  // and so may the local indices.
+  const bool narrow =
+      opt.disjoint ? (num_seeds == 0 || g.num_nodes < 0xFFFFFFFFull / (num_seeds + 1))
+                   : g.num_nodes + num_seeds < 0xFFFFFFFFull;
   with_csc_types(g, [&](const auto* indptr, const auto* indices) {
     if (narrow) {
       sample_typed<uint32_t>(indptr, indices, g.num_edges, g.num_nodes, seeds, num_seeds, opt,

@@ -9,10 +9,11 @@ namespace ibp {
 namespace sampler {
 
 int neighbor_count_host(const CscView& g, const int64_t* frontier, uint64_t n, int64_t fanout,
-                        bool replace, int64_t* counts) {
+                        bool replace, const PickMode& mode, const int64_t* bounds,
+                        int64_t* counts) {
   with_csc_types(g, [&](const auto* indptr, const auto*) {
     for (uint64_t i = 0; i < n; ++i) {
-      neighbor_count_one(indptr, frontier, i, fanout, replace, counts);
+      neighbor_count_one(indptr, frontier, i, fanout, replace, mode, bounds, counts);
     }
   });
   return 0;
@@ -20,12 +21,12 @@ int neighbor_count_host(const CscView& g, const int64_t* frontier, uint64_t n, i
 
 int neighbor_pick_host(const CscView& g, const int64_t* frontier, uint64_t n,
                        uint64_t first_local, int64_t fanout, bool replace, uint64_t seed,
-                       uint32_t hop, const int64_t* offsets, int64_t* edge, int64_t* nbr,
-                       int64_t* col) {
+                       uint32_t hop, const PickMode& mode, const int64_t* bounds,
+                       const int64_t* offsets, int64_t* edge, int64_t* nbr, int64_t* col) {
   with_csc_types(g, [&](const auto* indptr, const auto* indices) {
     for (uint64_t i = 0; i < n; ++i) {
       neighbor_pick_one(indptr, indices, frontier, i, first_local, fanout, replace, seed, hop,
-                        offsets, edge, nbr, col);
+                        mode, bounds, offsets, edge, nbr, col);
     }
   });
   return 0;
@@ -55,11 +56,13 @@ int relabel_commit_host(const RelabelTable& t, const int64_t* ids, uint64_t n, u
 }
 
 #if !defined(IBP_WITH_CUDA)
-int neighbor_count_cuda(const CscView&, const int64_t*, uint64_t, int64_t, bool, int64_t*, void*) {
+int neighbor_count_cuda(const CscView&, const int64_t*, uint64_t, int64_t, bool, const PickMode&,
+                        const int64_t*, int64_t*, void*) {
   return -1;
 }
 int neighbor_pick_cuda(const CscView&, const int64_t*, uint64_t, uint64_t, int64_t, bool, uint64_t,
-                       uint32_t, const int64_t*, int64_t*, int64_t*, int64_t*, void*) {
+                       uint32_t, const PickMode&, const int64_t*, const int64_t*, int64_t*,
+                       int64_t*, int64_t*, void*) {
   return -1;
 }
 int relabel_insert_cuda(const RelabelTable&, const int64_t*, uint64_t, uint64_t, void*) {

@@ -29,9 +29,10 @@ __device__ __forceinline__ uint64_t grid_stride() {
 
 template <typename Ptr>
 __global__ void count_kernel(const Ptr* __restrict__ indptr, const int64_t* __restrict__ frontier,
-                             uint64_t n, int64_t fanout, bool replace, int64_t* counts) {
+                             uint64_t n, int64_t fanout, bool replace, PickMode mode,
+                             const int64_t* __restrict__ bounds, int64_t* counts) {
   for (uint64_t i = first_index(); i < n; i += grid_stride()) {
-    neighbor_count_one(indptr, frontier, i, fanout, replace, counts);
+    neighbor_count_one(indptr, frontier, i, fanout, replace, mode, bounds, counts);
   }
 }
 
@@ -39,11 +40,12 @@ template <typename Ptr, typename Id>
 __global__ void pick_kernel(const Ptr* __restrict__ indptr, const Id* __restrict__ indices,
                             const int64_t* __restrict__ frontier, uint64_t n,
                             uint64_t first_local, int64_t fanout, bool replace, uint64_t seed,
-                            uint32_t hop, const int64_t* __restrict__ offsets, int64_t* edge,
-                            int64_t* nbr, int64_t* col) {
+                            uint32_t hop, PickMode mode, const int64_t* __restrict__ bounds,
+                            const int64_t* __restrict__ offsets, int64_t* edge, int64_t* nbr,
+                            int64_t* col) {
   for (uint64_t i = first_index(); i < n; i += grid_stride()) {
     neighbor_pick_one(indptr, indices, frontier, i, first_local, fanout, replace, seed, hop,
-                      offsets, edge, nbr, col);
+                      mode, bounds, offsets, edge, nbr, col);
   }
 }
 
@@ -79,28 +81,32 @@ int launched() { return static_cast<int>(cudaGetLastError()); }
 }  // namespace
 
 int neighbor_count_cuda(const CscView& g, const int64_t* frontier, uint64_t n, int64_t fanout,
-                        bool replace, int64_t* counts, void* stream) {
+                        bool replace, const PickMode& mode, const int64_t* bounds,
+                        int64_t* counts, void* stream) {
   if (n == 0) return 0;
   auto s = static_cast<cudaStream_t>(stream);
   if (g.indptr64) {
     IBP_LAUNCH(count_kernel, blocks_for(n), kThreads, 0, s,
-               static_cast<const int64_t*>(g.indptr), frontier, n, fanout, replace, counts);
+               static_cast<const int64_t*>(g.indptr), frontier, n, fanout, replace, mode, bounds,
+               counts);
   } else {
     IBP_LAUNCH(count_kernel, blocks_for(n), kThreads, 0, s,
-               static_cast<const int32_t*>(g.indptr), frontier, n, fanout, replace, counts);
+               static_cast<const int32_t*>(g.indptr), frontier, n, fanout, replace, mode, bounds,
+               counts);
   }
   return launched();
 }
 
 int neighbor_pick_cuda(const CscView& g, const int64_t* frontier, uint64_t n,
                        uint64_t first_local, int64_t fanout, bool replace, uint64_t seed,
-                       uint32_t hop, const int64_t* offsets, int64_t* edge, int64_t* nbr,
-                       int64_t* col, void* stream) {
+                       uint32_t hop, const PickMode& mode, const int64_t* bounds,
+                       const int64_t* offsets, int64_t* edge, int64_t* nbr, int64_t* col,
+                       void* stream) {
   if (n == 0) return 0;
   auto s = static_cast<cudaStream_t>(stream);
   with_csc_types(g, [&](const auto* indptr, const auto* indices) {
     IBP_LAUNCH(pick_kernel, blocks_for(n), kThreads, 0, s, indptr, indices, frontier, n,
-               first_local, fanout, replace, seed, hop, offsets, edge, nbr, col);
+               first_local, fanout, replace, seed, hop, mode, bounds, offsets, edge, nbr, col);
   });
   return launched();
 }
