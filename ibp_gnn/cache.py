@@ -107,27 +107,47 @@ def subset_nbytes(ct: CompressedTensor, order: np.ndarray) -> np.ndarray:
 
 
 # ---- bytes over the bus -------------------------------------------------------------------------
-def raw_sectors(ids: np.ndarray, row_bytes: int) -> int:
+def _sector_count(first: np.ndarray, last: np.ndarray, distinct: bool) -> int:
+    """Sectors [first, last] of each read, summed; distinct=True counts each
+    sector once (the union), as one kernel launch moves it: a sector two rows
+    share is read once and served to the other from L2 (the emulation's
+    distinct_sectors of a launch)."""
+    if first.size == 0:
+        return 0
+    if not distinct:
+        return int((last - first + 1).sum())
+    o = np.argsort(first, kind="stable")
+    f, l = first[o], last[o]
+    seen = np.maximum.accumulate(l)  # highest sector covered by the reads up to each
+    prev = np.concatenate([[f[0] - 1], seen[:-1]])
+    return int(np.maximum(0, l - np.maximum(f - 1, prev)).sum())
+
+
+def raw_sectors(ids: np.ndarray, row_bytes: int, *, distinct: bool = False) -> int:
     """32-byte sectors a raw gather of rows `ids` reads from a row-major
-    host table (each row at ids * row_bytes; every id counts)."""
+    host table (each row at ids * row_bytes; every id counts, or with
+    distinct=True each sector once: one launch)."""
     ids = np.asarray(ids, np.int64)
     if row_bytes == 0 or ids.size == 0:
         return 0
     first = ids * row_bytes // SECTOR
     last = ((ids + 1) * row_bytes - 1) // SECTOR
-    return int((last - first + 1).sum())
+    return _sector_count(first, last, distinct)
 
 
-def span_sectors(ct: CompressedTensor, ids: np.ndarray) -> int:
+def span_sectors(ct: CompressedTensor, ids: np.ndarray, *, distinct: bool = False) -> int:
     """32-byte sectors covering each row's compressed span at its byte address
-    in the payload (a zero-copy read of each row once)."""
+    in the payload (a zero-copy read of each row once; the kernel's 16-byte
+    loads from the span's first sector stay inside its last one). With
+    distinct=True a sector shared by rows of the launch counts once."""
     ids = np.asarray(ids, np.int64)
     if ids.size == 0:
         return 0
     start, end = ct._row_spans(ids)
-    first = start // 8 // SECTOR
-    last = ((end + 7) // 8 - 1) // SECTOR
-    return int(np.where(end > start, last - first + 1, 0).sum())
+    keep = end > start
+    first = start[keep] // 8 // SECTOR
+    last = ((end[keep] + 7) // 8 - 1) // SECTOR
+    return _sector_count(first, last, distinct)
 
 
 def staged_bytes(ct: CompressedTensor, ids: np.ndarray) -> int:
@@ -220,9 +240,10 @@ class CachedFeature:
         payload), "staged" (CPU threads pack them with :func:`subset` into one
         buffer, copied once) or "auto" (staged on a GPU, whose copy engine
         outruns kernel reads of host memory; zero_copy on the CPU).
-    Counters (``reset_counters``): requests, hits, bus_bytes (sectors of
-    missed rows' compressed spans, or the staged copies), raw_bytes (the
-    sectors a raw gather of the same ids would read).
+    Counters (``reset_counters``): requests, hits, bus_bytes (the distinct
+    sectors of the missed rows' compressed spans, read in one launch, or the
+    staged copies), raw_bytes (the distinct sectors a raw gather of the same
+    ids would read).
     """
 
     def __init__(self, ct: CompressedTensor, hot=None, *, budget: Union[int, str] = 0,
@@ -312,9 +333,10 @@ class CachedFeature:
             miss_ids = idx[mpos].cpu().numpy()
             self.requests += n
             self.hits += hpos.numel()
-            self.raw_bytes += SECTOR * raw_sectors(idx.cpu().numpy(), self._row_bytes())
+            self.raw_bytes += SECTOR * raw_sectors(idx.cpu().numpy(), self._row_bytes(),
+                                                   distinct=True)
             self.bus_bytes += (staged_bytes(self.ct, miss_ids) if self.transfer == "staged"
-                               else SECTOR * span_sectors(self.ct, miss_ids))
+                               else SECTOR * span_sectors(self.ct, miss_ids, distinct=True))
         if hpos.numel():
             self._decode(self.cache, self._dev_cache, slots[hpos], hpos, out)
         if mpos.numel():

@@ -175,9 +175,9 @@ def test_cached_counters_hand_computed():
         assert_bits_equal(cf.gather(ids), x[ids])
         assert (cf.requests, cf.hits) == (5, 2)
         assert cf.hit_rate == 0.4
-        assert cf.raw_bytes == 5 * 32
+        assert cf.raw_bytes == 4 * 32  # row 3 twice in one launch: its sector once
         want = (cache.staged_bytes(ct, ids[2:]) if transfer == "staged"
-                else 32 * cache.span_sectors(ct, ids[2:]))
+                else 32 * cache.span_sectors(ct, ids[2:], distinct=True))
         assert cf.bus_bytes == want
         cf.reset_counters()
         assert cf.requests == cf.bus_bytes == 0
@@ -207,6 +207,10 @@ def test_sector_counts_hand_computed():
     assert cache.raw_sectors(np.array([0, 1, 3, 4]), 40) == 8
     assert cache.raw_sectors(np.array([2]), 16) == 1
     assert cache.raw_sectors(np.array([], np.int64), 40) == 0
+    # One launch: rows 0 and 1 share sector 1 -> sectors 0..6 once each.
+    assert cache.raw_sectors(np.array([0, 1, 3, 4]), 40, distinct=True) == 7
+    assert cache.raw_sectors(np.array([1, 0, 1]), 40, distinct=True) == 3
+    assert cache.raw_sectors(np.array([7, 2, 7]), 16, distinct=True) == 2
     # IBP spans: rows of 3 words stored raw (2 + 96 bits), back to back.
     ct = raw_rows_tensor(np.random.default_rng(0).integers(1, 2**32, (12, 3), dtype=np.uint32))
     start, end = ct._row_spans(np.arange(12))
@@ -215,6 +219,11 @@ def test_sector_counts_hand_computed():
     # -> bytes [61, 74) -> sector 1, 2. Row 0: bytes [0, 13) -> sector 0.
     assert cache.span_sectors(ct, np.array([2])) == 2
     assert cache.span_sectors(ct, np.array([5, 0])) == 3
+    # Rows 5, 0, 2 in one launch: sectors {0, 1, 2}; row 2 again adds none.
+    assert cache.span_sectors(ct, np.array([5, 0, 2])) == 5
+    assert cache.span_sectors(ct, np.array([5, 0, 2, 2]), distinct=True) == 3
+    assert cache.span_sectors(ct, np.array([11]), distinct=True) == cache.span_sectors(
+        ct, np.array([11]))
     # Staged: 3 rows = 294 bits = 10 words = 40 bytes, + bases (2 x 8) + rel
     # (3 x 2) = 62 bytes -> 2 sectors.
     assert ct._fields["rel_bytes"] == 2
@@ -307,8 +316,8 @@ def test_bus_bytes_benchmark_tiny(tmp_path):
     ct = ibp_gnn.compress(x)
     batches = bus_bytes.epoch_batches(graph, train, [3, 2], 16, seed=0)
     row_bytes = 24 * 4
-    raw = sum(32 * cache.raw_sectors(b, row_bytes) for b in batches)
-    ibp = sum(32 * cache.span_sectors(ct, b) for b in batches)
+    raw = sum(32 * cache.raw_sectors(b, row_bytes, distinct=True) for b in batches)
+    ibp = sum(32 * cache.span_sectors(ct, b, distinct=True) for b in batches)
     by = {(r["budget"], r["path"]): r for r in rows}
     assert by[(0.0, "raw UVA")]["bytes"] == raw
     assert by[(0.0, "IBP zero-copy")]["bytes"] == ibp
@@ -319,12 +328,38 @@ def test_bus_bytes_benchmark_tiny(tmp_path):
                                        seed=bus_bytes.PRESAMPLE_SEED)
         cached = np.zeros(300, bool)
         cached[hot[:k]] = True
-        want = sum(32 * cache.raw_sectors(b[~cached[b]], row_bytes) for b in batches)
+        want = sum(32 * cache.raw_sectors(b[~cached[b]], row_bytes, distinct=True)
+                   for b in batches)
         assert by[(frac, "raw + cache (presampled)")]["bytes"] == want
         assert by[(frac, "IBP + compressed cache")]["bytes"] <= ibp
         # The LRU baseline against a one-row-at-a-time reference LRU.
         assert by[(frac, "raw + cache (LRU)")]["bytes"] == bus_bytes.reference_lru(
             batches, k, row_bytes)
+        s3, hit = bus_bytes.s3fifo_miss_sectors(batches, k, row_bytes, 300)
+        assert by[(frac, "raw + cache (S3-FIFO)")]["bytes"] == s3
+        assert by[(frac, "raw + cache (S3-FIFO)")]["hit_rate"] == hit
+
+
+def test_s3fifo_hand_trace():
+    """3 rows: S holds 1, M 2, the ghost 2 ids (see S3FIFO's docstring)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bus_bytes
+    finally:
+        sys.path.pop(0)
+    c = bus_bytes.S3FIFO(3, 8)
+    trace = [([1], [0]), ([2], [0]), ([3], [0]),  # S = 1 2 3
+             ([1], [1]),                          # hit: 1 counts an access
+             ([4], [0]),   # full: 1 (accessed) -> M, 2 -> ghost; S = 3 4, M = 1
+             ([2], [0]),   # 3 -> ghost; 2 was a ghost -> M = 1 2; S = 4
+             ([1, 2, 5], [1, 1, 0]),  # hits count; 4 -> ghost; S = 5
+             ([4, 3], [0, 0])]  # 5 -> ghost, 4 -> M; then M re-queues 1, 2, evicts 4; 3 -> M
+    for batch, want in trace:
+        assert c.access(np.array(batch)).astype(int).tolist() == want
+    assert sorted(r for r in range(8) if r in c) == [1, 2, 3]
+    assert list(c.M) == [1, 2, 3] and not c.S
+    empty = bus_bytes.S3FIFO(0, 4)
+    assert not empty.access(np.array([1, 1])).any() and 1 not in empty
 
 
 @pytest.mark.skipif(not os.environ.get("IBP_LONG_TESTS"),
