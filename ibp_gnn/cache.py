@@ -248,7 +248,7 @@ class CachedFeature:
 
     def __init__(self, ct: CompressedTensor, hot=None, *, budget: Union[int, str] = 0,
                  device: Union[str, torch.device] = "cpu", transfer: str = "auto",
-                 threads: Optional[int] = None):
+                 threads: Optional[int] = None, kernel=None):
         op = "CachedFeature"
         if not isinstance(ct, CompressedTensor):
             raise TypeError(f"{op}: ct must be a CompressedTensor, got {type(ct).__name__}")
@@ -282,6 +282,13 @@ class CachedFeature:
         self._dev_slot = self._slot.to(self.device) if self.device.type == "cuda" else self._slot
         self._dev_cache = self._place(self.cache) if self.device.type == "cuda" else None
         self._stage = None  # pinned staging buffer (torch uint8) and its event
+        # kernel: an object with _C.gather_cuda's signature run on host arrays
+        # (ibp_gnn.emulation.Emulator), for device="cpu": the CUDA kernel's
+        # decode of hits, zero-copy misses and staged buffers, tested on the CPU.
+        if kernel is not None and self.device.type != "cpu":
+            raise ValueError(f"{op}: kernel= runs an emulated kernel on host arrays; it needs "
+                             f"device='cpu', got {self.device}")
+        self._kernel = kernel
         self.reset_counters()
 
     # ---- description ----------------------------------------------------------------------------
@@ -358,6 +365,10 @@ class CachedFeature:
                 out: torch.Tensor) -> None:
         """out[pos[i]] = row ids[i] of ct; `dev` holds ct's device arrays (None:
         its payload is read from pinned host memory)."""
+        if self._kernel is not None:
+            self._host_launch(ct._header, (ct._decode_table, ct._bases, ct._rel, ct._payload),
+                              ids, pos, out)
+            return
         if self.device.type == "cpu":
             out.index_copy_(0, pos, ct.gather(ids, threads=self.threads))
             return
@@ -384,6 +395,18 @@ class CachedFeature:
         if err != 0:
             raise RuntimeError(f"CachedFeature.gather: CUDA kernel launch failed with "
                                f"cudaError {err}")
+
+    def _host_launch(self, header: bytes, arrays, ids, pos, out) -> None:
+        """The kernel (self._kernel) on host arrays: out[pos[i]] = row ids[i]."""
+        ids, order = torch.sort(ids.to(torch.int64))
+        ids = ids.contiguous()
+        pos = pos[order].to(torch.int64).contiguous()
+        table, bases, rel, payload = (np.ascontiguousarray(a) for a in arrays)
+        err = self._kernel.gather_cuda(header, table.ctypes.data, bases.ctypes.data,
+                                       rel.ctypes.data, payload.ctypes.data, ids.data_ptr(), True,
+                                       ids.numel(), pos.data_ptr(), out.data_ptr())
+        if err != 0:
+            raise RuntimeError(f"CachedFeature.gather: kernel launch failed with cudaError {err}")
 
     def _place(self, ct: CompressedTensor):
         """ct's decode table, index and payload in device memory."""
@@ -412,6 +435,10 @@ class CachedFeature:
         def alloc(name, nbytes):
             return host[at[name]:at[name] + nbytes]
         header, bases, rel, payload = _subset_into(self.ct, rows, self.threads, alloc)
+        if not cuda and self._kernel is not None:
+            self._host_launch(header, (self.ct._decode_table, bases, rel, payload),
+                              torch.arange(len(rows)), pos, out)
+            return
         if not cuda:
             packed = CompressedTensor(header, self.ct._tables, bases, rel, payload,
                                       validate=False)
