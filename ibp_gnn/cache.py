@@ -238,8 +238,11 @@ class CachedFeature:
         packing and scatter with the CPU decoder).
     transfer: how misses travel: "zero_copy" (the kernel reads the host
         payload), "staged" (CPU threads pack them with :func:`subset` into one
-        buffer, copied once) or "auto" (staged on a GPU, whose copy engine
-        outruns kernel reads of host memory; zero_copy on the CPU).
+        buffer, copied once) or "auto": on a GPU, the faster of the two in a
+        start-up measurement (both gather the same sample of uncached rows,
+        alternately, 3 times each; the minimum times are in
+        ``transfer_probe``); on the CPU always zero_copy (there is no bus to
+        cross: staging would only add a copy of the spans).
     Counters (``reset_counters``): requests, hits, bus_bytes (the distinct
     sectors of the missed rows' compressed spans, read in one launch, or the
     staged copies), raw_bytes (the distinct sectors a raw gather of the same
@@ -260,8 +263,6 @@ class CachedFeature:
                                "False; use device='cpu'")
         if self.device.type not in ("cpu", "cuda"):
             raise ValueError(f"{op}: device must be cpu or cuda, got {self.device}")
-        if transfer == "auto":
-            transfer = "staged" if self.device.type == "cuda" else "zero_copy"
         self.ct, self.transfer, self.threads = ct, transfer, _threads(threads)
         self.budget = _budget_bytes(budget, self.device, op)
         rows = len(ct)
@@ -289,7 +290,37 @@ class CachedFeature:
             raise ValueError(f"{op}: kernel= runs an emulated kernel on host arrays; it needs "
                              f"device='cpu', got {self.device}")
         self._kernel = kernel
+        self.transfer_probe = None  # the start-up timings behind transfer="auto" (GPU)
+        if transfer == "auto":
+            self.transfer = self._choose_transfer()
         self.reset_counters()
+
+    def _choose_transfer(self, rows: int = 1 << 16, repeats: int = 3) -> str:
+        if self.device.type != "cuda":
+            return "zero_copy"
+        miss = np.flatnonzero(self._slot.numpy() < 0)
+        if len(miss) == 0:  # everything is cached: nothing ever travels
+            return "zero_copy"
+        pick = np.random.default_rng(0).choice(miss, min(rows, len(miss)), replace=False)
+        ids = torch.from_numpy(np.sort(pick)).to(self.device)
+        pos = torch.arange(len(ids), device=self.device)
+        out = torch.empty((len(ids), self.ct.shape[1]), dtype=self.ct.dtype, device=self.device)
+        best = {"zero_copy": float("inf"), "staged": float("inf")}
+        import time
+
+        for _ in range(repeats):
+            for path in best:
+                torch.cuda.synchronize(self.device)
+                t = time.perf_counter()
+                if path == "staged":
+                    self._staged(ids, pos, out)
+                else:
+                    self._decode(self.ct, None, ids, pos, out)
+                torch.cuda.synchronize(self.device)
+                best[path] = min(best[path], time.perf_counter() - t)
+        self.transfer_probe = {f"{k}_s": v for k, v in best.items()}
+        self.transfer_probe["rows"] = len(ids)
+        return min(best, key=best.get)
 
     # ---- description ----------------------------------------------------------------------------
     @property
@@ -308,6 +339,17 @@ class CachedFeature:
     def reset_counters(self) -> None:
         self.requests = self.hits = self.bus_bytes = self.raw_bytes = 0
 
+    def take_counters(self, *, reduce: bool = True) -> dict:
+        """The counters since the last call, as a train() epoch record reports
+        them, then reset: summed over the ranks of torch.distributed when it is
+        initialised (reduce=True; every rank must call it)."""
+        req, hits, bus, raw = all_sum([self.requests, self.hits, self.bus_bytes,
+                                       self.raw_bytes]) if reduce else \
+            (self.requests, self.hits, self.bus_bytes, self.raw_bytes)
+        self.reset_counters()
+        return {"cache_hit_rate": hits / req if req else 0.0, "cache_requests": req,
+                "bus_bytes": bus, "raw_bus_bytes": raw}
+
     @property
     def hit_rate(self) -> float:
         return self.hits / self.requests if self.requests else 0.0
@@ -315,7 +357,7 @@ class CachedFeature:
     def describe(self) -> dict:
         return {"cache_rows": len(self.cached_ids), "cache_nbytes": self.cache_nbytes,
                 "whole": self.whole, "budget": self.budget, "transfer": self.transfer,
-                "device": str(self.device)}
+                "transfer_probe": self.transfer_probe, "device": str(self.device)}
 
     def __repr__(self) -> str:
         return (f"CachedFeature(rows={len(self.ct)}, cached={len(self.cached_ids)}, "
@@ -453,6 +495,36 @@ class CachedFeature:
         self._launch(header, views, arange, pos, out)
 
 
+# ---- counters across processes and stores -------------------------------------------------------
+def all_sum(values: Sequence[int]) -> list:
+    """Integer counters summed over the ranks of torch.distributed when it is
+    initialised (every rank calls it), else returned as they are."""
+    import torch.distributed as dist
+
+    values = [int(v) for v in values]
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    dev = (torch.device("cuda", torch.cuda.current_device())
+           if dist.get_backend() == "nccl" else torch.device("cpu"))
+    t = torch.tensor(values, dtype=torch.int64, device=dev)
+    dist.all_reduce(t)
+    return [int(v) for v in t.cpu().tolist()]
+
+
+def caches_of(store) -> list:
+    """The CachedFeatures in front of a store's tensors: ``store.cached``
+    (ibp_gnn.stores.IBPStore, the DGL storages) or its entries' ``cached``
+    (ibp_gnn.pyg.IBPFeatureStore)."""
+    c = getattr(store, "cached", None)
+    if isinstance(c, CachedFeature):
+        return [c]
+    entries = getattr(store, "_entries", None)
+    if isinstance(entries, dict):
+        return [e.cached for e in entries.values()
+                if isinstance(getattr(e, "cached", None), CachedFeature)]
+    return []
+
+
 # ---- configuration (store.cache / store.transfer) -----------------------------------------------
 def config_errors(st: dict) -> list:
     """(key, value, allowed) for each bad cache setting of a store config."""
@@ -505,3 +577,65 @@ def cached_feature(ct: CompressedTensor, graph=None, *, cache=None, cache_hot: s
                                      threads=threads)
     return CachedFeature(ct, hot, budget=cache or 0, device=device, transfer=transfer,
                          threads=threads)
+
+
+# ---- train.py +sample_only=true: bus bytes per epoch, no model ----------------------------------
+def batch_bus_bytes(store, ids: np.ndarray) -> dict:
+    """Host-to-device bytes of one batch's feature rows `ids` on each path the
+    store offers (one launch each, distinct 32-byte sectors): raw UVA; for a
+    compressed store IBP zero-copy and staged; with its cache, the cache's
+    hits and its misses zero-copy and staged. Counts only; nothing is decoded."""
+    ids = np.ascontiguousarray(np.asarray(ids, np.int64))
+    row_bytes = store.raw_nbytes // max(1, store.shape[0])
+    out = {"rows": len(ids), "raw_uva": SECTOR * raw_sectors(ids, row_bytes, distinct=True)}
+    ct = getattr(store, "ct", None)
+    if isinstance(ct, CompressedTensor):
+        out["ibp_zero_copy"] = SECTOR * span_sectors(ct, ids, distinct=True)
+        out["ibp_staged"] = staged_bytes(ct, ids)
+    for cf in caches_of(store)[:1]:
+        miss = ids[cf._slot.numpy()[ids] < 0]
+        out["cache_hits"] = len(ids) - len(miss)
+        out["ibp_cache_zero_copy"] = SECTOR * span_sectors(cf.ct, miss, distinct=True)
+        out["ibp_cache_staged"] = staged_bytes(cf.ct, miss)
+    return out
+
+
+def sample_only(store, loader, *, epochs: int, limit: Optional[int] = None,
+                log=None) -> dict:
+    """Replays `loader` (the training loader, whose batches carry ``n_id``)
+    for `epochs` epochs without a model and reports, per epoch, the bus bytes
+    of :func:`batch_bus_bytes` summed over the batches (and over the ranks of
+    torch.distributed when initialised), with ratios to raw UVA."""
+    import logging
+    import time
+
+    log = log or logging.getLogger("ibp_gnn.train").info
+    records = []
+    for epoch in range(1, epochs + 1):
+        t = time.perf_counter()
+        total: dict = {}
+        steps = 0
+        for batch in loader:
+            if limit is not None and steps >= limit:
+                break
+            for k, v in batch_bus_bytes(store, batch.n_id.cpu().numpy()).items():
+                total[k] = total.get(k, 0) + v
+            steps += 1
+        keys = sorted(total)
+        rec = dict(zip(keys, all_sum([total[k] for k in keys])))
+        rec.update(epoch=epoch, steps=int(all_sum([steps])[0]),
+                   sample_s=time.perf_counter() - t)
+        uva = rec.get("raw_uva", 0)
+        for k in ("ibp_zero_copy", "ibp_staged", "ibp_cache_zero_copy", "ibp_cache_staged"):
+            if k in rec and uva:
+                rec[f"{k}_vs_raw"] = rec[k] / uva
+        if "cache_hits" in rec:
+            rec["cache_hit_rate"] = rec["cache_hits"] / max(1, rec["rows"])
+        records.append(rec)
+        log("epoch %d (sample only): %d batches, %d rows, bus bytes raw UVA %d%s", epoch,
+            rec["steps"], rec["rows"], uva,
+            "".join(f", {k} {rec[k]} ({rec[k + '_vs_raw']:.3f}x)" for k in
+                    ("ibp_zero_copy", "ibp_staged", "ibp_cache_zero_copy", "ibp_cache_staged")
+                    if k + "_vs_raw" in rec))
+    info = store.describe() if callable(getattr(store, "describe", None)) else {}
+    return {"sample_only": True, "epochs": records, "store_info": info}

@@ -435,3 +435,127 @@ def test_pyg_feature_store_with_a_cache():
     assert cf.requests == 700 and 0 < cf.hits < 700
     with pytest.raises(ValueError, match="stored raw"):
         store.set_cache("y")
+
+
+# ---- transfer=auto, counters across ranks, sample-only, DGL / Prefetcher --------------------------
+def test_transfer_auto_on_the_cpu_is_zero_copy():
+    ct = ibp_gnn.compress(mixed_matrix(100))
+    cf = cache.CachedFeature(ct, [1, 2], budget=10 ** 6, transfer="auto")
+    assert cf.transfer == "zero_copy" and cf.transfer_probe is None
+    assert cf.describe()["transfer"] == "zero_copy"
+
+
+def test_take_counters_sums_and_resets():
+    x = torch.zeros(10, 8)
+    ct = ibp_gnn.compress(x)
+    cf = cache.CachedFeature(ct, [0, 1], budget=int(cache.subset_nbytes(ct, [0, 1])[-1]),
+                             transfer="zero_copy")
+    cf.gather(np.array([0, 1, 3, 3, 9]))
+    got = cf.take_counters()
+    assert got == {"cache_hit_rate": 0.4, "cache_requests": 5,
+                   "bus_bytes": 32 * cache.span_sectors(ct, np.array([3, 3, 9]), distinct=True),
+                   "raw_bus_bytes": 4 * 32}
+    assert cf.take_counters()["cache_requests"] == 0
+
+
+def _ddp_rank(rank, world, init, out):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        x = torch.zeros(10, 8)
+        ct = ibp_gnn.compress(x)
+        cf = cache.CachedFeature(ct, [0, 1], budget=10 ** 6, transfer="zero_copy")
+        cf.gather(np.array([0, 3]) if rank == 0 else np.array([1, 2, 4, 5]))
+        torch.save(cf.take_counters(), f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_take_counters_all_reduce_over_two_gloo_ranks(tmp_path):
+    import torch.multiprocessing as mp
+
+    init = f"file://{tmp_path / 'init'}"
+    mp.start_processes(_ddp_rank, args=(2, init, str(tmp_path / "c")), nprocs=2,
+                       start_method="fork")
+    for rank in range(2):
+        got = torch.load(tmp_path / f"c.{rank}")
+        # rank 0: 2 rows, 1 hit; rank 1: 4 rows, 1 hit -> 6 rows, 2 hits on each rank.
+        assert got["cache_requests"] == 6
+        assert got["cache_hit_rate"] == 2 / 6
+        assert got["raw_bus_bytes"] == 6 * 32
+
+
+class _Batch:
+    def __init__(self, ids):
+        self.n_id = torch.as_tensor(ids)
+
+
+def test_sample_only_counts_each_path_exactly():
+    from ibp_gnn.stores import IBPStore
+
+    x = mixed_matrix(300)
+    store = IBPStore(x)
+    store.cached = cache.CachedFeature(store.ct, np.arange(0, 300, 7), budget=3000)
+    loader = [_Batch([5, 0, 7, 299, 14]), _Batch(np.arange(40, 90)), _Batch([3])]
+    res = cache.sample_only(store, loader, epochs=2, limit=2, log=lambda *a: None)
+    assert res["sample_only"] and len(res["epochs"]) == 2
+    ct, row_bytes = store.ct, x.shape[1] * 4
+    b = [np.array([5, 0, 7, 299, 14]), np.arange(40, 90)]  # limit=2: the third is not sampled
+    slot = store.cached._slot.numpy()
+    miss = [i[slot[i] < 0] for i in b]
+    want = {"rows": 55, "steps": 2,
+            "raw_uva": sum(32 * cache.raw_sectors(i, row_bytes, distinct=True) for i in b),
+            "ibp_zero_copy": sum(32 * cache.span_sectors(ct, i, distinct=True) for i in b),
+            "ibp_staged": sum(cache.staged_bytes(ct, i) for i in b),
+            "cache_hits": 55 - sum(len(m) for m in miss),
+            "ibp_cache_zero_copy": sum(32 * cache.span_sectors(ct, m, distinct=True)
+                                       for m in miss),
+            "ibp_cache_staged": sum(cache.staged_bytes(ct, m) for m in miss)}
+    for rec in res["epochs"]:
+        assert {k: rec[k] for k in want} == want
+        assert rec["cache_hit_rate"] == want["cache_hits"] / 55
+        assert rec["ibp_zero_copy_vs_raw"] == want["ibp_zero_copy"] / want["raw_uva"]
+    # cache_hits by hand: ids 0, 7, 14 of batch 1 and 42, 49, ..., 84 of batch 2 are
+    # multiples of 7 (the cache holds the first rows of hot that fit 3000 bytes).
+    cached = set(store.cached.cached_ids.tolist())
+    assert want["cache_hits"] == sum(int(i) in cached for i in np.concatenate(b))
+
+
+def test_train_sample_only_reports_bus_bytes(tmp_path):
+    from ibp_gnn.train import train
+
+    res = train(_cfg(tmp_path, "+sample_only=true", "store.cache=20000", "store.cache_batches=4",
+                     "trainer.limit_train_batches=3"))
+    assert res["sample_only"]
+    rec = res["epochs"][0]
+    assert rec["steps"] == 3 and rec["rows"] > 0
+    assert 0 < rec["ibp_cache_zero_copy"] < rec["ibp_zero_copy"]
+    assert 0 < rec["cache_hit_rate"] < 1
+    assert res["store_info"]["cache"]["cache_nbytes"] <= 20000
+
+
+def test_dgl_rows_and_prefetcher_with_a_cache():
+    from ibp_gnn.dgl import _CompressedRows
+    from ibp_gnn.prefetch import Prefetcher
+
+    x = mixed_matrix(400)
+    rows = _CompressedRows(x, op="test")
+    cf = rows.set_cache(np.arange(0, 400, 3), budget=int(cache.subset_nbytes(
+        rows.ct, np.arange(0, 400, 3))[60]), transfer="staged")
+    assert len(cf.cached_ids) == 60
+    g = torch.Generator().manual_seed(2)
+    batches = [torch.randint(0, 400, (90,), generator=g) for _ in range(4)]
+    pf = Prefetcher(batches, transform=lambda ids: (ids, rows.gather(ids)), stores=[rows])
+    for ids, got in pf:
+        assert_bits_equal(got, x[ids])
+    st = pf.last
+    assert st.cache_requests == 360 and st.cache_hits == cf.hits > 0
+    assert st.bus_bytes == cf.bus_bytes and st.raw_bus_bytes == cf.raw_bytes
+    assert st.cache_hit_rate == cf.hit_rate
+    # bytes_read counts the misses only.
+    slot = cf._slot.numpy()
+    assert rows.bytes_read == sum(rows.ct.fetch_nbytes(b[torch.from_numpy(slot[b.numpy()] < 0)])
+                                  for b in batches)
+    with pytest.raises(IndexError, match="out of range"):
+        rows.gather(torch.tensor([400]))
