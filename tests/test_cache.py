@@ -333,9 +333,12 @@ def test_bus_bytes_benchmark_tiny(tmp_path):
         assert by[(frac, "raw + cache (presampled)")]["bytes"] == want
         assert by[(frac, "IBP + compressed cache")]["bytes"] <= ibp
         # The LRU baseline against a one-row-at-a-time reference LRU.
+        warm = bus_bytes.epoch_batches(graph, train, [3, 2], 16, bus_bytes.WARMUP_SEED)
         assert by[(frac, "raw + cache (LRU)")]["bytes"] == bus_bytes.reference_lru(
-            batches, k, row_bytes)
-        s3, hit = bus_bytes.s3fifo_miss_sectors(batches, k, row_bytes, 300)
+            batches, k, row_bytes, warm)
+        assert bus_bytes.lru_miss_sectors(batches, k, row_bytes, 300) == \
+            bus_bytes.reference_lru(batches, k, row_bytes)
+        s3, hit = bus_bytes.s3fifo_miss_sectors(batches, k, row_bytes, 300, warm)
         assert by[(frac, "raw + cache (S3-FIFO)")]["bytes"] == s3
         assert by[(frac, "raw + cache (S3-FIFO)")]["hit_rate"] == hit
 
