@@ -14,7 +14,12 @@ host tier, and the staged transfer of missed rows.
   again), copied once and decoded from device memory. With ``device="cpu"``
   the same split, packing and scatter run on the CPU decoder.
 * :func:`raw_sectors` / :func:`span_sectors` / :func:`staged_bytes` -- the
-  host-to-device bytes of each path in 32-byte sectors (benchmarks/bus_bytes.py).
+  host-to-device bytes of each path in 32-byte sectors (benchmarks/bus_bytes.py);
+  with ``distinct=True`` a sector the rows of one launch share counts once.
+* :func:`sample_only` -- ``train.py +sample_only=true``: the training loader
+  replayed without a model, bus bytes per epoch of every path.
+* Counters (``CachedFeature.take_counters``, :func:`all_sum`) are summed over
+  torch.distributed ranks when it is initialised.
 """
 from __future__ import annotations
 
