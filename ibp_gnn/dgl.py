@@ -178,6 +178,13 @@ class _CompressedRows:
                                     transfer=transfer, threads=self.threads)
         return self.cached
 
+    def _refresh_cache(self) -> None:
+        """After self.ct was replaced: the same rows cached from the new tensor."""
+        c = self.cached
+        if c is not None:
+            self.set_cache(None if c.whole else c.cached_ids, budget=c.budget, device=c.device,
+                           transfer=c.transfer)
+
     def check_files(self) -> None:
         """Raises ibp_gnn.FileChangedError when the memory-mapped .ibp file changed
         since it was loaded (ibp_gnn.Prefetcher calls it when an epoch starts)."""
@@ -376,6 +383,7 @@ class _FeatureImpl(_CompressedRows):
         if ids is None:
             self.ct = _as_compressed(value, mode=self.mode, threads=self.threads,
                                      mmap=self.mmap, op=op)
+            self._refresh_cache()
             return
         ids = self._ids(ids).cpu()
         rows = int(self.ct.shape[0])
@@ -394,6 +402,7 @@ class _FeatureImpl(_CompressedRows):
         self.ct = compress(full, mode=self.ct.mode, threads=self.threads)
         if pinned:
             self.ct.pin_memory()
+        self._refresh_cache()
 
     def metadata(self) -> dict:
         return dict(self._metadata)

@@ -441,6 +441,19 @@ def test_pyg_feature_store_with_a_cache():
 
 
 # ---- transfer=auto, counters across ranks, sample-only, DGL / Prefetcher --------------------------
+@cuda_available
+def test_transfer_auto_on_a_gpu_measures_both_paths():
+    x = mixed_matrix(3000)
+    ct = ibp_gnn.compress(x).pin_memory()
+    cf = cache.CachedFeature(ct, np.arange(0, 3000, 5), budget=20000, device="cuda",
+                             transfer="auto")
+    p = cf.transfer_probe
+    assert p["rows"] == 3000 - len(cf.cached_ids)
+    assert cf.transfer == min(("zero_copy", "staged"), key=lambda k: p[f"{k}_s"])
+    idx = torch.randint(0, 3000, (999,), generator=torch.Generator().manual_seed(0))
+    assert_bits_equal(cf.gather(idx.cuda()).cpu(), x[idx])
+
+
 def test_transfer_auto_on_the_cpu_is_zero_copy():
     ct = ibp_gnn.compress(mixed_matrix(100))
     cf = cache.CachedFeature(ct, [1, 2], budget=10 ** 6, transfer="auto")
@@ -562,3 +575,21 @@ def test_dgl_rows_and_prefetcher_with_a_cache():
                                   for b in batches)
     with pytest.raises(IndexError, match="out of range"):
         rows.gather(torch.tensor([400]))
+
+
+def test_dgl_feature_update_refreshes_its_cache():
+    from ibp_gnn.dgl import _FeatureImpl
+
+    x = mixed_matrix(200)
+    feat = _FeatureImpl(x)
+    cf = feat.set_cache(np.arange(0, 200, 2), budget=10 ** 6, transfer="staged")
+    assert 4 in cf.cached_ids
+    new = torch.full((2, x.shape[1]), -1.5)
+    feat.update(new, torch.tensor([4, 5]))
+    want = x.clone()
+    want[[4, 5]] = new
+    idx = torch.tensor([4, 5, 6, 199])
+    assert_bits_equal(feat.read(idx), want[idx])
+    assert feat.cached is not cf and feat.cached.hits == 2  # rows 4 and 6 from the new cache
+    feat.update(want * 2)
+    assert_bits_equal(feat.read(idx), want[idx] * 2)
