@@ -7,15 +7,22 @@ Paths, for the feature rows of every mini-batch (``SampledSubgraph.node``):
                              budget // row_bytes raw rows, hottest by presampling
   raw + cache (degree)       the same, hottest by in-degree
   raw + cache (LRU)          a dynamic LRU cache of as many raw rows, updated per
-                             batch (GraphBolt-like baseline)
+                             batch (GraphBolt's GPU cache policy)
+  raw + cache (S3-FIFO)      a dynamic S3-FIFO cache of as many raw rows
+                             (a policy of GraphBolt's CPU cache)
   IBP zero-copy              sectors covering each row's compressed span at its
                              byte address in the payload
   IBP staged                 the packed spans + index of the batch, one copy
   IBP + compressed cache     the longest presampled prefix whose compressed
                              subset (payload, index, tables) fits the budget;
                              misses zero-copy, or staged ("+ staged")
+Each batch's gather (its misses) is one kernel launch whose distinct sectors
+cross the bus (a sector two rows share is read once, as the CUDA emulation
+counts distinct_sectors), for raw and compressed rows alike.
 Budgets are fractions of the raw feature bytes. Presampling runs 16 epochs'
-worth of batches from a different seed than the measured epoch.
+worth of batches from a different seed than the measured epoch; the dynamic
+caches (LRU, S3-FIFO) are warmed by one uncounted epoch of another seed, as
+they are from epoch 2 of a training run.
 
   python benchmarks/bus_bytes.py                 # real graphs + synthetic papers-like
   python benchmarks/bus_bytes.py --tiny          # seconds: a small synthetic graph
@@ -46,6 +53,7 @@ SECTOR = cache.SECTOR
 BUDGETS = (0.05, 0.10, 0.20, 0.40)
 FANOUTS = [15, 10, 5]
 PRESAMPLE_SEED = 12345
+WARMUP_SEED = 777  # the epoch that warms the dynamic caches before the measured one
 PRESAMPLE_EPOCHS = 16  # presampled batches, in epochs' worth
 REAL = ("cora", "citeseer", "cora_ml", "actor", "chameleon", "squirrel", "tolokers",
         "reddit", "inj_amazon", "enron", "books", "disney")
@@ -66,13 +74,16 @@ def epoch_batches(graph, train, fanouts, batch_size, seed, limit=None):
     return out
 
 
-def lru_miss_sectors(batches, capacity, row_bytes, num_nodes):
+def lru_miss_sectors(batches, capacity, row_bytes, num_nodes, warmup=()):
     """Raw sectors of the misses of an LRU cache of `capacity` rows: a batch
     looks every row up, then its misses are admitted, recency = (batch,
-    position in batch); the cache holds the `capacity` most recent rows."""
+    position in batch); the cache holds the `capacity` most recent rows.
+    Each batch's misses are one gather (distinct sectors). The `warmup`
+    batches run first, uncounted (a dynamic cache is warm after epoch 1)."""
     stamp = np.full(num_nodes, -1, np.int64)
     seq, total = 0, 0
-    for b in batches:
+    warm = len(warmup)
+    for i, b in enumerate([*warmup, *batches]):
         if capacity > 0:
             seen = np.flatnonzero(stamp >= 0)
             if len(seen) > capacity:
@@ -83,19 +94,112 @@ def lru_miss_sectors(batches, capacity, row_bytes, num_nodes):
             hit &= stamp[b] >= 0
         else:
             hit = np.zeros(len(b), bool)
-        total += cache.raw_sectors(b[~hit], row_bytes)
+        if i >= warm:
+            total += cache.raw_sectors(b[~hit], row_bytes, distinct=True)
         stamp[b] = seq + np.arange(len(b))
         seq += len(b)
     return SECTOR * total
 
 
-def reference_lru(batches, capacity, row_bytes):
+class S3FIFO:
+    """S3-FIFO (Yang et al., SOSP 2023; a policy of GraphBolt's feature caches)
+    over row ids, `capacity` rows: a small FIFO S (10% of the rows), a main
+    FIFO M (the rest) and a ghost FIFO G of as many ids as M holds rows (ids
+    only). A hit adds 1 to the row's access count (capped at 3). A new row
+    enters M when its id is in G, else S. To make room: while S holds at
+    least its share, its oldest row moves to M if it was accessed since it
+    entered (count reset to 0) or leaves to G, until a row has left; else
+    M's oldest row is re-queued with its count less 1 while the count is
+    non-zero, or evicted."""
+
+    def __init__(self, capacity: int, num_nodes: int):
+        from collections import deque
+
+        self.capacity = int(capacity)
+        self.small_cap = max(1, self.capacity // 10) if self.capacity else 0
+        self.ghost_cap = self.capacity - self.small_cap
+        self.where = bytearray(num_nodes)  # 0 absent, 1 in S, 2 in M
+        self.freq = bytearray(num_nodes)
+        self.ghost_at = np.full(num_nodes, -1, np.int64)  # ghost insertion number
+        self.ghosts = 0
+        self.S, self.M = deque(), deque()
+
+    def __contains__(self, r) -> bool:
+        return self.where[r] != 0
+
+    def _in_ghost(self, r) -> bool:
+        g = self.ghost_at[r]
+        return g >= 0 and self.ghosts - g <= self.ghost_cap
+
+    def _evict(self) -> None:
+        where, freq = self.where, self.freq
+        while True:
+            if len(self.S) >= self.small_cap or not self.M:
+                t = self.S.popleft()
+                if freq[t]:
+                    freq[t] = 0
+                    where[t] = 2
+                    self.M.append(t)
+                    continue
+                where[t] = 0
+                self.ghosts += 1
+                self.ghost_at[t] = self.ghosts
+                return
+            t = self.M.popleft()
+            if freq[t]:
+                freq[t] -= 1
+                self.M.append(t)
+                continue
+            where[t] = 0
+            return
+
+    def access(self, batch: np.ndarray) -> np.ndarray:
+        """Looks the rows of a batch up (hits count an access), then admits its
+        misses in batch order; returns the hit mask."""
+        where = np.frombuffer(self.where, np.uint8)
+        hit = where[batch] != 0
+        if self.capacity == 0:
+            return hit
+        f = np.frombuffer(self.freq, np.uint8)
+        h = batch[hit]
+        f[h] = np.minimum(f[h] + 1, 3)
+        for r in batch[~hit].tolist():
+            if len(self.S) + len(self.M) >= self.capacity:
+                self._evict()
+            if self._in_ghost(r):
+                self.ghost_at[r] = -1
+                self.where[r] = 2
+                self.M.append(r)
+            else:
+                self.where[r] = 1
+                self.S.append(r)
+        return hit
+
+
+def s3fifo_miss_sectors(batches, capacity, row_bytes, num_nodes, warmup=()):
+    """Raw sectors of the misses of an S3-FIFO cache of `capacity` rows (one
+    gather of each batch's misses) and its hit rate, after the uncounted
+    `warmup` batches."""
+    c = S3FIFO(capacity, num_nodes)
+    for b in warmup:
+        c.access(b)
+    total = hits = requests = 0
+    for b in batches:
+        hit = c.access(b)
+        hits += int(hit.sum())
+        requests += len(b)
+        total += cache.raw_sectors(b[~hit], row_bytes, distinct=True)
+    return SECTOR * total, hits / max(1, requests)
+
+
+def reference_lru(batches, capacity, row_bytes, warmup=()):
     """The same LRU, one row at a time (tests check the vectorised one against it)."""
     od: OrderedDict = OrderedDict()
     total = 0
-    for b in batches:
+    for i, b in enumerate([*warmup, *batches]):
         miss = np.array([r for r in b.tolist() if r not in od], np.int64)
-        total += cache.raw_sectors(miss, row_bytes)
+        if i >= len(warmup):
+            total += cache.raw_sectors(miss, row_bytes, distinct=True)
         for r in b.tolist():
             od[r] = None
             od.move_to_end(r)
@@ -115,6 +219,7 @@ def run_graph(name, x, graph, train, *, fanouts=FANOUTS, batch_size=1024, budget
     t_comp = time.time() - t
     t = time.time()
     batches = epoch_batches(graph, train, fanouts, batch_size, seed)
+    warmup = epoch_batches(graph, train, fanouts, batch_size, WARMUP_SEED)  # the epoch before
     pre = (presample_batches if presample_batches is not None
            else PRESAMPLE_EPOCHS * len(batches))
     hot = cache.presample_hot_rows(graph, train, fanouts, batch_size=batch_size,
@@ -130,8 +235,8 @@ def run_graph(name, x, graph, train, *, fanouts=FANOUTS, batch_size=1024, budget
                      "hit_rate": hit, "requests": requests, "raw_table": raw_total,
                      "ibp_table": int(sizes[-1]), "batches": len(batches)})
 
-    uva = SECTOR * sum(cache.raw_sectors(b, row_bytes) for b in batches)
-    zc = SECTOR * sum(cache.span_sectors(ct, b) for b in batches)
+    uva = SECTOR * sum(cache.raw_sectors(b, row_bytes, distinct=True) for b in batches)
+    zc = SECTOR * sum(cache.span_sectors(ct, b, distinct=True) for b in batches)
     st = sum(cache.staged_bytes(ct, b) for b in batches)
     add(0.0, "raw UVA", uva)
     add(0.0, "IBP zero-copy", zc)
@@ -149,15 +254,17 @@ def run_graph(name, x, graph, train, *, fanouts=FANOUTS, batch_size=1024, budget
         k = min(n, budget // max(1, row_bytes))
         miss, hit = static(hot, k)
         add(frac, "raw + cache (presampled)",
-            SECTOR * sum(cache.raw_sectors(m, row_bytes) for m in miss), hit)
+            SECTOR * sum(cache.raw_sectors(m, row_bytes, distinct=True) for m in miss), hit)
         dmiss, dhit = static(deg, k)
         add(frac, "raw + cache (degree)",
-            SECTOR * sum(cache.raw_sectors(m, row_bytes) for m in dmiss), dhit)
-        add(frac, "raw + cache (LRU)", lru_miss_sectors(batches, k, row_bytes, n))
+            SECTOR * sum(cache.raw_sectors(m, row_bytes, distinct=True) for m in dmiss), dhit)
+        add(frac, "raw + cache (LRU)", lru_miss_sectors(batches, k, row_bytes, n, warmup))
+        add(frac, "raw + cache (S3-FIFO)",
+            *s3fifo_miss_sectors(batches, k, row_bytes, n, warmup))
         kc = int(np.searchsorted(sizes, budget, side="right")) - 1
         cmiss, chit = static(hot, kc)
         add(frac, "IBP + compressed cache",
-            SECTOR * sum(cache.span_sectors(ct, m) for m in cmiss), chit)
+            SECTOR * sum(cache.span_sectors(ct, m, distinct=True) for m in cmiss), chit)
         add(frac, "IBP + compressed cache + staged",
             sum(cache.staged_bytes(ct, m) for m in cmiss), chit)
     log(f"{name}: {n} nodes, {graph.num_edges} edges, {x.shape[1]} x {x.dtype}, ratio "
@@ -232,11 +339,11 @@ def synthetic_papers(n: int, avg_degree: int = 15, train_frac: float = 0.011, se
 # ---- report ---------------------------------------------------------------------------------------
 def table(rows) -> str:
     """Markdown: per dataset and budget, bytes as a ratio of raw UVA."""
-    out = ["| dataset | budget | raw cache presampled | raw cache LRU | IBP zero-copy | "
-           "IBP staged | IBP + cc | IBP + cc + staged | IBP+cc / best raw cache | "
-           "IBP+cc+staged / best raw cache | "
-           "hit rate presampled / degree / compressed |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = ["| dataset | budget | raw cache presampled | raw cache LRU | raw cache S3-FIFO | "
+           "IBP zero-copy | IBP staged | IBP + cc | IBP + cc + staged | "
+           "IBP+cc / best raw cache | IBP+cc+staged / best raw cache | "
+           "hit rate presampled / degree / S3-FIFO / compressed |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     by = {}
     for r in rows:
         by[(r["dataset"], r["budget"], r["path"])] = r
@@ -246,38 +353,57 @@ def table(rows) -> str:
         st = by[(name, 0.0, "IBP staged")]["bytes"] / uva
         for b in sorted({r["budget"] for r in rows if r["dataset"] == name and r["budget"]}):
             g = lambda p: by[(name, b, p)]  # noqa: E731
-            pre, lru = g("raw + cache (presampled)")["bytes"], g("raw + cache (LRU)")["bytes"]
+            raw = [g(f"raw + cache ({p})")["bytes"] for p in ("presampled", "LRU", "S3-FIFO")]
             cc, ccs = g("IBP + compressed cache")["bytes"], g("IBP + compressed cache + staged")
-            best = min(pre, lru)
+            best = min(raw)
+
             def rel(v):
                 return v / best if best else (0.0 if v == 0 else float("inf"))
             out.append(
-                f"| {name} | {int(b * 100)}% | {pre / uva:.3f} | {lru / uva:.3f} | {zc:.3f} | "
-                f"{st:.3f} | {cc / uva:.3f} | {ccs['bytes'] / uva:.3f} | {rel(cc):.3f} | "
-                f"{rel(ccs['bytes']):.3f} | "
+                f"| {name} | {int(b * 100)}% | "
+                + " | ".join(f"{v / uva:.3f}" for v in raw)
+                + f" | {zc:.3f} | {st:.3f} | {cc / uva:.3f} | {ccs['bytes'] / uva:.3f} | "
+                f"{rel(cc):.3f} | {rel(ccs['bytes']):.3f} | "
                 f"{g('raw + cache (presampled)')['hit_rate']:.3f} / "
                 f"{g('raw + cache (degree)')['hit_rate']:.3f} / "
+                f"{g('raw + cache (S3-FIFO)')['hit_rate']:.3f} / "
                 f"{g('IBP + compressed cache')['hit_rate']:.3f} |")
     return "\n".join(out)
 
 
+BAG_OF_WORDS = ("cora", "citeseer", "cora_ml", "actor", "chameleon", "squirrel")
+
+
 def check_targets(rows):
-    """The issue's targets; returns a list of failures (strings)."""
+    """The issue's targets; returns a list of failures (strings). The cache
+    target is checked for IBP + compressed cache with zero-copy misses and,
+    separately, with staged misses."""
     fails = []
     by = {(r["dataset"], r["budget"], r["path"]): r for r in rows}
     for (name, b, path), r in by.items():
         if path != "IBP + compressed cache" or not b:
             continue
-        best = min(by[(name, b, "raw + cache (presampled)")]["bytes"],
-                   by[(name, b, "raw + cache (LRU)")]["bytes"])
-        ibp = min(r["bytes"], by[(name, b, "IBP + compressed cache + staged")]["bytes"])
-        if ibp > 0.85 * best:
-            fails.append(f"{name} {b:.0%}: IBP + compressed cache {ibp / best:.3f}x the best "
-                         "raw cache (target 0.85)")
+        best = min(by[(name, b, f"raw + cache ({p})")]["bytes"]
+                   for p in ("presampled", "LRU", "S3-FIFO"))
+        for label, v in (("zero-copy misses", r["bytes"]),
+                         ("staged misses", by[(name, b, "IBP + compressed cache + staged")]
+                          ["bytes"])):
+            if v > 0.85 * best:
+                fails.append(f"{name} {b:.0%}: IBP + compressed cache ({label}) "
+                             f"{v / best:.3f}x the best raw cache (target 0.85)")
         pre = by[(name, b, "raw + cache (presampled)")]["hit_rate"]
         deg = by[(name, b, "raw + cache (degree)")]["hit_rate"]
         if pre < deg:
             fails.append(f"{name} {b:.0%}: presampled hit rate {pre:.3f} < degree {deg:.3f}")
+    for name in dict.fromkeys(r["dataset"] for r in rows):
+        if name not in BAG_OF_WORDS:
+            continue
+        uva = by[(name, 0.0, "raw UVA")]["bytes"]
+        for path in ("IBP zero-copy", "IBP staged"):
+            v = by[(name, 0.0, path)]["bytes"]
+            if v * 50 > uva:
+                fails.append(f"{name}: {path} without a cache moves 1/{uva / v:.1f} of raw UVA "
+                             "(target 1/50)")
     return fails
 
 
@@ -291,11 +417,15 @@ def main(argv=None):
     p.add_argument("--out", type=Path, default=None, help="write the markdown table here")
     a = p.parse_args(argv)
     torch.set_num_threads(2)
-    rows = []
+    rows, logs = [], []
+
+    def log(line):
+        print(line, flush=True)
+        logs.append(line)
     if a.tiny:
         x, graph, train = synthetic_papers(5000, train_frac=0.2)
         rows += run_graph("synthetic-papers-5k", x, graph, train, fanouts=[5, 5],
-                          batch_size=128)
+                          batch_size=128, log=log)
     else:
         from ibp_gnn import testing
 
@@ -306,13 +436,13 @@ def main(argv=None):
         with tempfile.TemporaryDirectory() as tmp:
             for name in names:
                 x, graph, train = real_graph(name, Path(tmp))
-                rows += run_graph(name, x, graph, train, batch_size=a.batch_size)
+                rows += run_graph(name, x, graph, train, batch_size=a.batch_size, log=log)
         if a.synthetic_nodes:
             t = time.time()
             x, graph, train = synthetic_papers(a.synthetic_nodes)
             print(f"synthetic graph built in {time.time() - t:.1f}s")
             rows += run_graph(f"synthetic-papers-{a.synthetic_nodes // 1000}k", x, graph, train,
-                              batch_size=a.batch_size)
+                              batch_size=a.batch_size, log=log)
     md = table(rows)
     fails = check_targets(rows)
     text = (f"Bus bytes per epoch as a ratio of raw UVA (32-byte sectors), fan-out "
@@ -321,7 +451,9 @@ def main(argv=None):
             + ("all met" if not fails else "; ".join(fails)) + "\n")
     print(text)
     if a.out:
-        a.out.write_text(text)
+        head = (f"# Bus bytes per epoch (benchmarks/bus_bytes.py, {time.strftime('%Y-%m-%d')}, "
+                "CPU replay, deterministic)\n\n```\n" + "\n".join(logs) + "\n```\n\n")
+        a.out.write_text(head + text)
     return 0
 
 

@@ -14,7 +14,12 @@ host tier, and the staged transfer of missed rows.
   again), copied once and decoded from device memory. With ``device="cpu"``
   the same split, packing and scatter run on the CPU decoder.
 * :func:`raw_sectors` / :func:`span_sectors` / :func:`staged_bytes` -- the
-  host-to-device bytes of each path in 32-byte sectors (benchmarks/bus_bytes.py).
+  host-to-device bytes of each path in 32-byte sectors (benchmarks/bus_bytes.py);
+  with ``distinct=True`` a sector the rows of one launch share counts once.
+* :func:`sample_only` -- ``train.py +sample_only=true``: the training loader
+  replayed without a model, bus bytes per epoch of every path.
+* Counters (``CachedFeature.take_counters``, :func:`all_sum`) are summed over
+  torch.distributed ranks when it is initialised.
 """
 from __future__ import annotations
 
@@ -107,27 +112,47 @@ def subset_nbytes(ct: CompressedTensor, order: np.ndarray) -> np.ndarray:
 
 
 # ---- bytes over the bus -------------------------------------------------------------------------
-def raw_sectors(ids: np.ndarray, row_bytes: int) -> int:
+def _sector_count(first: np.ndarray, last: np.ndarray, distinct: bool) -> int:
+    """Sectors [first, last] of each read, summed; distinct=True counts each
+    sector once (the union), as one kernel launch moves it: a sector two rows
+    share is read once and served to the other from L2 (the emulation's
+    distinct_sectors of a launch)."""
+    if first.size == 0:
+        return 0
+    if not distinct:
+        return int((last - first + 1).sum())
+    o = np.argsort(first, kind="stable")
+    f, l = first[o], last[o]
+    seen = np.maximum.accumulate(l)  # highest sector covered by the reads up to each
+    prev = np.concatenate([[f[0] - 1], seen[:-1]])
+    return int(np.maximum(0, l - np.maximum(f - 1, prev)).sum())
+
+
+def raw_sectors(ids: np.ndarray, row_bytes: int, *, distinct: bool = False) -> int:
     """32-byte sectors a raw gather of rows `ids` reads from a row-major
-    host table (each row at ids * row_bytes; every id counts)."""
+    host table (each row at ids * row_bytes; every id counts, or with
+    distinct=True each sector once: one launch)."""
     ids = np.asarray(ids, np.int64)
     if row_bytes == 0 or ids.size == 0:
         return 0
     first = ids * row_bytes // SECTOR
     last = ((ids + 1) * row_bytes - 1) // SECTOR
-    return int((last - first + 1).sum())
+    return _sector_count(first, last, distinct)
 
 
-def span_sectors(ct: CompressedTensor, ids: np.ndarray) -> int:
+def span_sectors(ct: CompressedTensor, ids: np.ndarray, *, distinct: bool = False) -> int:
     """32-byte sectors covering each row's compressed span at its byte address
-    in the payload (a zero-copy read of each row once)."""
+    in the payload (a zero-copy read of each row once; the kernel's 16-byte
+    loads from the span's first sector stay inside its last one). With
+    distinct=True a sector shared by rows of the launch counts once."""
     ids = np.asarray(ids, np.int64)
     if ids.size == 0:
         return 0
     start, end = ct._row_spans(ids)
-    first = start // 8 // SECTOR
-    last = ((end + 7) // 8 - 1) // SECTOR
-    return int(np.where(end > start, last - first + 1, 0).sum())
+    keep = end > start
+    first = start[keep] // 8 // SECTOR
+    last = ((end[keep] + 7) // 8 - 1) // SECTOR
+    return _sector_count(first, last, distinct)
 
 
 def staged_bytes(ct: CompressedTensor, ids: np.ndarray) -> int:
@@ -218,16 +243,20 @@ class CachedFeature:
         packing and scatter with the CPU decoder).
     transfer: how misses travel: "zero_copy" (the kernel reads the host
         payload), "staged" (CPU threads pack them with :func:`subset` into one
-        buffer, copied once) or "auto" (staged on a GPU, whose copy engine
-        outruns kernel reads of host memory; zero_copy on the CPU).
-    Counters (``reset_counters``): requests, hits, bus_bytes (sectors of
-    missed rows' compressed spans, or the staged copies), raw_bytes (the
-    sectors a raw gather of the same ids would read).
+        buffer, copied once) or "auto": on a GPU, the faster of the two in a
+        start-up measurement (both gather the same sample of uncached rows,
+        alternately, 3 times each; the minimum times are in
+        ``transfer_probe``); on the CPU always zero_copy (there is no bus to
+        cross: staging would only add a copy of the spans).
+    Counters (``reset_counters``): requests, hits, bus_bytes (the distinct
+    sectors of the missed rows' compressed spans, read in one launch, or the
+    staged copies), raw_bytes (the distinct sectors a raw gather of the same
+    ids would read).
     """
 
     def __init__(self, ct: CompressedTensor, hot=None, *, budget: Union[int, str] = 0,
                  device: Union[str, torch.device] = "cpu", transfer: str = "auto",
-                 threads: Optional[int] = None):
+                 threads: Optional[int] = None, kernel=None):
         op = "CachedFeature"
         if not isinstance(ct, CompressedTensor):
             raise TypeError(f"{op}: ct must be a CompressedTensor, got {type(ct).__name__}")
@@ -239,8 +268,6 @@ class CachedFeature:
                                "False; use device='cpu'")
         if self.device.type not in ("cpu", "cuda"):
             raise ValueError(f"{op}: device must be cpu or cuda, got {self.device}")
-        if transfer == "auto":
-            transfer = "staged" if self.device.type == "cuda" else "zero_copy"
         self.ct, self.transfer, self.threads = ct, transfer, _threads(threads)
         self.budget = _budget_bytes(budget, self.device, op)
         rows = len(ct)
@@ -261,7 +288,44 @@ class CachedFeature:
         self._dev_slot = self._slot.to(self.device) if self.device.type == "cuda" else self._slot
         self._dev_cache = self._place(self.cache) if self.device.type == "cuda" else None
         self._stage = None  # pinned staging buffer (torch uint8) and its event
+        # kernel: an object with _C.gather_cuda's signature run on host arrays
+        # (ibp_gnn.emulation.Emulator), for device="cpu": the CUDA kernel's
+        # decode of hits, zero-copy misses and staged buffers, tested on the CPU.
+        if kernel is not None and self.device.type != "cpu":
+            raise ValueError(f"{op}: kernel= runs an emulated kernel on host arrays; it needs "
+                             f"device='cpu', got {self.device}")
+        self._kernel = kernel
+        self.transfer_probe = None  # the start-up timings behind transfer="auto" (GPU)
+        if transfer == "auto":
+            self.transfer = self._choose_transfer()
         self.reset_counters()
+
+    def _choose_transfer(self, rows: int = 1 << 16, repeats: int = 3) -> str:
+        if self.device.type != "cuda":
+            return "zero_copy"
+        miss = np.flatnonzero(self._slot.numpy() < 0)
+        if len(miss) == 0:  # everything is cached: nothing ever travels
+            return "zero_copy"
+        pick = np.random.default_rng(0).choice(miss, min(rows, len(miss)), replace=False)
+        ids = torch.from_numpy(np.sort(pick)).to(self.device)
+        pos = torch.arange(len(ids), device=self.device)
+        out = torch.empty((len(ids), self.ct.shape[1]), dtype=self.ct.dtype, device=self.device)
+        best = {"zero_copy": float("inf"), "staged": float("inf")}
+        import time
+
+        for _ in range(repeats):
+            for path in best:
+                torch.cuda.synchronize(self.device)
+                t = time.perf_counter()
+                if path == "staged":
+                    self._staged(ids, pos, out)
+                else:
+                    self._decode(self.ct, None, ids, pos, out)
+                torch.cuda.synchronize(self.device)
+                best[path] = min(best[path], time.perf_counter() - t)
+        self.transfer_probe = {f"{k}_s": v for k, v in best.items()}
+        self.transfer_probe["rows"] = len(ids)
+        return min(best, key=best.get)
 
     # ---- description ----------------------------------------------------------------------------
     @property
@@ -280,6 +344,17 @@ class CachedFeature:
     def reset_counters(self) -> None:
         self.requests = self.hits = self.bus_bytes = self.raw_bytes = 0
 
+    def take_counters(self, *, reduce: bool = True) -> dict:
+        """The counters since the last call, as a train() epoch record reports
+        them, then reset: summed over the ranks of torch.distributed when it is
+        initialised (reduce=True; every rank must call it)."""
+        req, hits, bus, raw = all_sum([self.requests, self.hits, self.bus_bytes,
+                                       self.raw_bytes]) if reduce else \
+            (self.requests, self.hits, self.bus_bytes, self.raw_bytes)
+        self.reset_counters()
+        return {"cache_hit_rate": hits / req if req else 0.0, "cache_requests": req,
+                "bus_bytes": bus, "raw_bus_bytes": raw}
+
     @property
     def hit_rate(self) -> float:
         return self.hits / self.requests if self.requests else 0.0
@@ -287,7 +362,7 @@ class CachedFeature:
     def describe(self) -> dict:
         return {"cache_rows": len(self.cached_ids), "cache_nbytes": self.cache_nbytes,
                 "whole": self.whole, "budget": self.budget, "transfer": self.transfer,
-                "device": str(self.device)}
+                "transfer_probe": self.transfer_probe, "device": str(self.device)}
 
     def __repr__(self) -> str:
         return (f"CachedFeature(rows={len(self.ct)}, cached={len(self.cached_ids)}, "
@@ -312,9 +387,10 @@ class CachedFeature:
             miss_ids = idx[mpos].cpu().numpy()
             self.requests += n
             self.hits += hpos.numel()
-            self.raw_bytes += SECTOR * raw_sectors(idx.cpu().numpy(), self._row_bytes())
+            self.raw_bytes += SECTOR * raw_sectors(idx.cpu().numpy(), self._row_bytes(),
+                                                   distinct=True)
             self.bus_bytes += (staged_bytes(self.ct, miss_ids) if self.transfer == "staged"
-                               else SECTOR * span_sectors(self.ct, miss_ids))
+                               else SECTOR * span_sectors(self.ct, miss_ids, distinct=True))
         if hpos.numel():
             self._decode(self.cache, self._dev_cache, slots[hpos], hpos, out)
         if mpos.numel():
@@ -336,6 +412,10 @@ class CachedFeature:
                 out: torch.Tensor) -> None:
         """out[pos[i]] = row ids[i] of ct; `dev` holds ct's device arrays (None:
         its payload is read from pinned host memory)."""
+        if self._kernel is not None:
+            self._host_launch(ct._header, (ct._decode_table, ct._bases, ct._rel, ct._payload),
+                              ids, pos, out)
+            return
         if self.device.type == "cpu":
             out.index_copy_(0, pos, ct.gather(ids, threads=self.threads))
             return
@@ -362,6 +442,18 @@ class CachedFeature:
         if err != 0:
             raise RuntimeError(f"CachedFeature.gather: CUDA kernel launch failed with "
                                f"cudaError {err}")
+
+    def _host_launch(self, header: bytes, arrays, ids, pos, out) -> None:
+        """The kernel (self._kernel) on host arrays: out[pos[i]] = row ids[i]."""
+        ids, order = torch.sort(ids.to(torch.int64))
+        ids = ids.contiguous()
+        pos = pos[order].to(torch.int64).contiguous()
+        table, bases, rel, payload = (np.ascontiguousarray(a) for a in arrays)
+        err = self._kernel.gather_cuda(header, table.ctypes.data, bases.ctypes.data,
+                                       rel.ctypes.data, payload.ctypes.data, ids.data_ptr(), True,
+                                       ids.numel(), pos.data_ptr(), out.data_ptr())
+        if err != 0:
+            raise RuntimeError(f"CachedFeature.gather: kernel launch failed with cudaError {err}")
 
     def _place(self, ct: CompressedTensor):
         """ct's decode table, index and payload in device memory."""
@@ -390,6 +482,10 @@ class CachedFeature:
         def alloc(name, nbytes):
             return host[at[name]:at[name] + nbytes]
         header, bases, rel, payload = _subset_into(self.ct, rows, self.threads, alloc)
+        if not cuda and self._kernel is not None:
+            self._host_launch(header, (self.ct._decode_table, bases, rel, payload),
+                              torch.arange(len(rows)), pos, out)
+            return
         if not cuda:
             packed = CompressedTensor(header, self.ct._tables, bases, rel, payload,
                                       validate=False)
@@ -402,6 +498,36 @@ class CachedFeature:
         views = (table, dev[at["bases"]:], dev[at["rel"]:], dev[at["payload"]:])
         arange = torch.arange(len(rows), device=out.device)
         self._launch(header, views, arange, pos, out)
+
+
+# ---- counters across processes and stores -------------------------------------------------------
+def all_sum(values: Sequence[int]) -> list:
+    """Integer counters summed over the ranks of torch.distributed when it is
+    initialised (every rank calls it), else returned as they are."""
+    import torch.distributed as dist
+
+    values = [int(v) for v in values]
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    dev = (torch.device("cuda", torch.cuda.current_device())
+           if dist.get_backend() == "nccl" else torch.device("cpu"))
+    t = torch.tensor(values, dtype=torch.int64, device=dev)
+    dist.all_reduce(t)
+    return [int(v) for v in t.cpu().tolist()]
+
+
+def caches_of(store) -> list:
+    """The CachedFeatures in front of a store's tensors: ``store.cached``
+    (ibp_gnn.stores.IBPStore, the DGL storages) or its entries' ``cached``
+    (ibp_gnn.pyg.IBPFeatureStore)."""
+    c = getattr(store, "cached", None)
+    if isinstance(c, CachedFeature):
+        return [c]
+    entries = getattr(store, "_entries", None)
+    if isinstance(entries, dict):
+        return [e.cached for e in entries.values()
+                if isinstance(getattr(e, "cached", None), CachedFeature)]
+    return []
 
 
 # ---- configuration (store.cache / store.transfer) -----------------------------------------------
@@ -456,3 +582,65 @@ def cached_feature(ct: CompressedTensor, graph=None, *, cache=None, cache_hot: s
                                      threads=threads)
     return CachedFeature(ct, hot, budget=cache or 0, device=device, transfer=transfer,
                          threads=threads)
+
+
+# ---- train.py +sample_only=true: bus bytes per epoch, no model ----------------------------------
+def batch_bus_bytes(store, ids: np.ndarray) -> dict:
+    """Host-to-device bytes of one batch's feature rows `ids` on each path the
+    store offers (one launch each, distinct 32-byte sectors): raw UVA; for a
+    compressed store IBP zero-copy and staged; with its cache, the cache's
+    hits and its misses zero-copy and staged. Counts only; nothing is decoded."""
+    ids = np.ascontiguousarray(np.asarray(ids, np.int64))
+    row_bytes = store.raw_nbytes // max(1, store.shape[0])
+    out = {"rows": len(ids), "raw_uva": SECTOR * raw_sectors(ids, row_bytes, distinct=True)}
+    ct = getattr(store, "ct", None)
+    if isinstance(ct, CompressedTensor):
+        out["ibp_zero_copy"] = SECTOR * span_sectors(ct, ids, distinct=True)
+        out["ibp_staged"] = staged_bytes(ct, ids)
+    for cf in caches_of(store)[:1]:
+        miss = ids[cf._slot.numpy()[ids] < 0]
+        out["cache_hits"] = len(ids) - len(miss)
+        out["ibp_cache_zero_copy"] = SECTOR * span_sectors(cf.ct, miss, distinct=True)
+        out["ibp_cache_staged"] = staged_bytes(cf.ct, miss)
+    return out
+
+
+def sample_only(store, loader, *, epochs: int, limit: Optional[int] = None,
+                log=None) -> dict:
+    """Replays `loader` (the training loader, whose batches carry ``n_id``)
+    for `epochs` epochs without a model and reports, per epoch, the bus bytes
+    of :func:`batch_bus_bytes` summed over the batches (and over the ranks of
+    torch.distributed when initialised), with ratios to raw UVA."""
+    import logging
+    import time
+
+    log = log or logging.getLogger("ibp_gnn.train").info
+    records = []
+    for epoch in range(1, epochs + 1):
+        t = time.perf_counter()
+        total: dict = {}
+        steps = 0
+        for batch in loader:
+            if limit is not None and steps >= limit:
+                break
+            for k, v in batch_bus_bytes(store, batch.n_id.cpu().numpy()).items():
+                total[k] = total.get(k, 0) + v
+            steps += 1
+        keys = sorted(total)
+        rec = dict(zip(keys, all_sum([total[k] for k in keys])))
+        rec.update(epoch=epoch, steps=int(all_sum([steps])[0]),
+                   sample_s=time.perf_counter() - t)
+        uva = rec.get("raw_uva", 0)
+        for k in ("ibp_zero_copy", "ibp_staged", "ibp_cache_zero_copy", "ibp_cache_staged"):
+            if k in rec and uva:
+                rec[f"{k}_vs_raw"] = rec[k] / uva
+        if "cache_hits" in rec:
+            rec["cache_hit_rate"] = rec["cache_hits"] / max(1, rec["rows"])
+        records.append(rec)
+        log("epoch %d (sample only): %d batches, %d rows, bus bytes raw UVA %d%s", epoch,
+            rec["steps"], rec["rows"], uva,
+            "".join(f", {k} {rec[k]} ({rec[k + '_vs_raw']:.3f}x)" for k in
+                    ("ibp_zero_copy", "ibp_staged", "ibp_cache_zero_copy", "ibp_cache_staged")
+                    if k + "_vs_raw" in rec))
+    info = store.describe() if callable(getattr(store, "describe", None)) else {}
+    return {"sample_only": True, "epochs": records, "store_info": info}

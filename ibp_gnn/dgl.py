@@ -165,7 +165,25 @@ class _CompressedRows:
         self.mode = mode
         self.threads = threads
         self.mmap = mmap
+        self.cached = None  # ibp_gnn.cache.CachedFeature in front of ct (set_cache)
         self.reset_counters()
+
+    def set_cache(self, hot=None, *, budget=0, device="cpu", transfer: str = "auto"):
+        """A compressed cache of rows `hot` (most valuable first) within `budget`
+        bytes on `device` in front of the rows (``ibp_gnn.cache.CachedFeature``);
+        fetches then decode there and count only the misses as bytes read."""
+        from .cache import CachedFeature
+
+        self.cached = CachedFeature(self.ct, hot, budget=budget, device=device,
+                                    transfer=transfer, threads=self.threads)
+        return self.cached
+
+    def _refresh_cache(self) -> None:
+        """After self.ct was replaced: the same rows cached from the new tensor."""
+        c = self.cached
+        if c is not None:
+            self.set_cache(None if c.whole else c.cached_ids, budget=c.budget, device=c.device,
+                           transfer=c.transfer)
 
     def check_files(self) -> None:
         """Raises ibp_gnn.FileChangedError when the memory-mapped .ibp file changed
@@ -209,9 +227,18 @@ class _CompressedRows:
         if n:
             row_bytes = self.ct.raw_nbytes // max(1, self.ct.shape[0])
             # fetch_nbytes also range-checks the ids, on the CPU: counters move only after it
-            fetched = self.ct.fetch_nbytes(ids if ids.device.type == "cpu" else ids.cpu())
+            host = ids if ids.device.type == "cpu" else ids.cpu()
+            if self.cached is not None:  # the misses (the cache range-checks them all)
+                self.ct._check_range(host, self._op)
+                host = host[self.cached._slot[host.long()] < 0]
+            fetched = self.ct.fetch_nbytes(host)
             self.raw_bytes_read += n * row_bytes
             self.bytes_read += fetched
+        if self.cached is not None:
+            if target == self.cached._out_device():
+                return self.cached.gather(ids, out)
+            rows = self.cached.gather(ids).to(target)
+            return rows if out is None else out.copy_(rows)
         if target.type == "cuda":
             self.ct.pin_memory()
             return self.ct.gather(ids, out, device=target, check=False)
@@ -356,6 +383,7 @@ class _FeatureImpl(_CompressedRows):
         if ids is None:
             self.ct = _as_compressed(value, mode=self.mode, threads=self.threads,
                                      mmap=self.mmap, op=op)
+            self._refresh_cache()
             return
         ids = self._ids(ids).cpu()
         rows = int(self.ct.shape[0])
@@ -374,6 +402,7 @@ class _FeatureImpl(_CompressedRows):
         self.ct = compress(full, mode=self.ct.mode, threads=self.threads)
         if pinned:
             self.ct.pin_memory()
+        self._refresh_cache()
 
     def metadata(self) -> dict:
         return dict(self._metadata)

@@ -63,6 +63,14 @@ class EpochStats:
     produce_s: float        # background time sampling, fetching and copying batches
     bytes_read: int         # bytes the stores read from host memory
     raw_bytes_read: int     # bytes the same gathers would read uncompressed
+    cache_requests: int = 0  # rows asked of the stores' compressed caches (ibp_gnn.cache)
+    cache_hits: int = 0
+    bus_bytes: int = 0       # the caches' host-to-device sectors (misses), in bytes
+    raw_bus_bytes: int = 0   # the sectors a raw gather of the same rows would move
+
+    @property
+    def cache_hit_rate(self) -> float:
+        return self.cache_hits / self.cache_requests if self.cache_requests else 0.0
 
     @property
     def fetch_ratio(self) -> float:
@@ -189,7 +197,8 @@ class Prefetcher:
     transform: optional callable applied to each batch in the background thread
         before the copy to `device` (e.g. fetching DGL block features).
     stores: objects with ``bytes_read`` and ``raw_bytes_read`` counters to report
-        (default: the feature store of a PyG loader over (FeatureStore, GraphStore)).
+        (default: the feature store of a PyG loader over (FeatureStore, GraphStore));
+        the counters of their compressed caches (``set_cache``) are reported too.
     threads: torch's intra-op threads in the background thread (what its torch ops
         and the ibp decoders, whose default is ``torch.get_num_threads()``, use).
         Default 1: the consumer's threads keep the cores, and two OpenMP teams
@@ -236,14 +245,19 @@ class Prefetcher:
         return self.history[-1] if self.history else None
 
     def _counters(self):
+        from .cache import caches_of
+
+        caches = [c for s in self.stores for c in caches_of(s)]
         return (sum(int(s.bytes_read) for s in self.stores),
-                sum(int(s.raw_bytes_read) for s in self.stores))
+                sum(int(s.raw_bytes_read) for s in self.stores),
+                *(sum(getattr(c, k) for c in caches)
+                  for k in ("requests", "hits", "bus_bytes", "raw_bytes")))
 
     def __iter__(self) -> Iterator[Any]:
         cuda = self.device is not None and self.device.type == "cuda"
         stream = torch.cuda.Stream(self.device) if cuda else None
         start = time.perf_counter()
-        b0, r0 = self._counters()
+        c0 = self._counters()
         for s in self.stores:  # a memory-mapped file changed underneath: fail now, clearly
             if callable(getattr(s, "check_files", None)):
                 s.check_files()
@@ -316,11 +330,12 @@ class Prefetcher:
                 except queue.Empty:
                     pass
             thread.join()
-            b1, r1 = self._counters()
+            d = [b - a for a, b in zip(c0, self._counters())]
             self.history.append(EpochStats(
                 epoch=len(self.history), batches=n, complete=complete,
                 epoch_s=time.perf_counter() - start, wait_s=waited, produce_s=produced[0],
-                bytes_read=b1 - b0, raw_bytes_read=r1 - r0))
+                bytes_read=d[0], raw_bytes_read=d[1], cache_requests=d[2], cache_hits=d[3],
+                bus_bytes=d[4], raw_bus_bytes=d[5]))
 
     def __repr__(self) -> str:
         return (f"Prefetcher(loader={type(self.loader).__name__}, device={self.device}, "

@@ -278,14 +278,9 @@ class IBPStore(FeatureStoreBase):
 
     def cache_stats(self) -> dict:
         """Hit rate and bus bytes (32-byte sectors) since the last call, and the
-        sectors a raw gather would have read; {} without a cache."""
-        c = self.cached
-        if c is None:
-            return {}
-        d = {"cache_hit_rate": c.hit_rate, "bus_bytes": c.bus_bytes,
-             "raw_bus_bytes": c.raw_bytes}
-        c.reset_counters()
-        return d
+        sectors a raw gather would have read, summed over torch.distributed
+        ranks; {} without a cache."""
+        return {} if self.cached is None else self.cached.take_counters()
 
     def describe(self) -> dict:
         d = super().describe()

@@ -175,9 +175,9 @@ def test_cached_counters_hand_computed():
         assert_bits_equal(cf.gather(ids), x[ids])
         assert (cf.requests, cf.hits) == (5, 2)
         assert cf.hit_rate == 0.4
-        assert cf.raw_bytes == 5 * 32
+        assert cf.raw_bytes == 4 * 32  # row 3 twice in one launch: its sector once
         want = (cache.staged_bytes(ct, ids[2:]) if transfer == "staged"
-                else 32 * cache.span_sectors(ct, ids[2:]))
+                else 32 * cache.span_sectors(ct, ids[2:], distinct=True))
         assert cf.bus_bytes == want
         cf.reset_counters()
         assert cf.requests == cf.bus_bytes == 0
@@ -207,6 +207,10 @@ def test_sector_counts_hand_computed():
     assert cache.raw_sectors(np.array([0, 1, 3, 4]), 40) == 8
     assert cache.raw_sectors(np.array([2]), 16) == 1
     assert cache.raw_sectors(np.array([], np.int64), 40) == 0
+    # One launch: rows 0 and 1 share sector 1 -> sectors 0..6 once each.
+    assert cache.raw_sectors(np.array([0, 1, 3, 4]), 40, distinct=True) == 7
+    assert cache.raw_sectors(np.array([1, 0, 1]), 40, distinct=True) == 3
+    assert cache.raw_sectors(np.array([7, 2, 7]), 16, distinct=True) == 2
     # IBP spans: rows of 3 words stored raw (2 + 96 bits), back to back.
     ct = raw_rows_tensor(np.random.default_rng(0).integers(1, 2**32, (12, 3), dtype=np.uint32))
     start, end = ct._row_spans(np.arange(12))
@@ -215,6 +219,11 @@ def test_sector_counts_hand_computed():
     # -> bytes [61, 74) -> sector 1, 2. Row 0: bytes [0, 13) -> sector 0.
     assert cache.span_sectors(ct, np.array([2])) == 2
     assert cache.span_sectors(ct, np.array([5, 0])) == 3
+    # Rows 5, 0, 2 in one launch: sectors {0, 1, 2}; row 2 again adds none.
+    assert cache.span_sectors(ct, np.array([5, 0, 2])) == 5
+    assert cache.span_sectors(ct, np.array([5, 0, 2, 2]), distinct=True) == 3
+    assert cache.span_sectors(ct, np.array([11]), distinct=True) == cache.span_sectors(
+        ct, np.array([11]))
     # Staged: 3 rows = 294 bits = 10 words = 40 bytes, + bases (2 x 8) + rel
     # (3 x 2) = 62 bytes -> 2 sectors.
     assert ct._fields["rel_bytes"] == 2
@@ -307,8 +316,8 @@ def test_bus_bytes_benchmark_tiny(tmp_path):
     ct = ibp_gnn.compress(x)
     batches = bus_bytes.epoch_batches(graph, train, [3, 2], 16, seed=0)
     row_bytes = 24 * 4
-    raw = sum(32 * cache.raw_sectors(b, row_bytes) for b in batches)
-    ibp = sum(32 * cache.span_sectors(ct, b) for b in batches)
+    raw = sum(32 * cache.raw_sectors(b, row_bytes, distinct=True) for b in batches)
+    ibp = sum(32 * cache.span_sectors(ct, b, distinct=True) for b in batches)
     by = {(r["budget"], r["path"]): r for r in rows}
     assert by[(0.0, "raw UVA")]["bytes"] == raw
     assert by[(0.0, "IBP zero-copy")]["bytes"] == ibp
@@ -319,12 +328,41 @@ def test_bus_bytes_benchmark_tiny(tmp_path):
                                        seed=bus_bytes.PRESAMPLE_SEED)
         cached = np.zeros(300, bool)
         cached[hot[:k]] = True
-        want = sum(32 * cache.raw_sectors(b[~cached[b]], row_bytes) for b in batches)
+        want = sum(32 * cache.raw_sectors(b[~cached[b]], row_bytes, distinct=True)
+                   for b in batches)
         assert by[(frac, "raw + cache (presampled)")]["bytes"] == want
         assert by[(frac, "IBP + compressed cache")]["bytes"] <= ibp
         # The LRU baseline against a one-row-at-a-time reference LRU.
+        warm = bus_bytes.epoch_batches(graph, train, [3, 2], 16, bus_bytes.WARMUP_SEED)
         assert by[(frac, "raw + cache (LRU)")]["bytes"] == bus_bytes.reference_lru(
-            batches, k, row_bytes)
+            batches, k, row_bytes, warm)
+        assert bus_bytes.lru_miss_sectors(batches, k, row_bytes, 300) == \
+            bus_bytes.reference_lru(batches, k, row_bytes)
+        s3, hit = bus_bytes.s3fifo_miss_sectors(batches, k, row_bytes, 300, warm)
+        assert by[(frac, "raw + cache (S3-FIFO)")]["bytes"] == s3
+        assert by[(frac, "raw + cache (S3-FIFO)")]["hit_rate"] == hit
+
+
+def test_s3fifo_hand_trace():
+    """3 rows: S holds 1, M 2, the ghost 2 ids (see S3FIFO's docstring)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bus_bytes
+    finally:
+        sys.path.pop(0)
+    c = bus_bytes.S3FIFO(3, 8)
+    trace = [([1], [0]), ([2], [0]), ([3], [0]),  # S = 1 2 3
+             ([1], [1]),                          # hit: 1 counts an access
+             ([4], [0]),   # full: 1 (accessed) -> M, 2 -> ghost; S = 3 4, M = 1
+             ([2], [0]),   # 3 -> ghost; 2 was a ghost -> M = 1 2; S = 4
+             ([1, 2, 5], [1, 1, 0]),  # hits count; 4 -> ghost; S = 5
+             ([4, 3], [0, 0])]  # 5 -> ghost, 4 -> M; then M re-queues 1, 2, evicts 4; 3 -> M
+    for batch, want in trace:
+        assert c.access(np.array(batch)).astype(int).tolist() == want
+    assert sorted(r for r in range(8) if r in c) == [1, 2, 3]
+    assert list(c.M) == [1, 2, 3] and not c.S
+    empty = bus_bytes.S3FIFO(0, 4)
+    assert not empty.access(np.array([1, 1])).any() and 1 not in empty
 
 
 @pytest.mark.skipif(not os.environ.get("IBP_LONG_TESTS"),
@@ -400,3 +438,158 @@ def test_pyg_feature_store_with_a_cache():
     assert cf.requests == 700 and 0 < cf.hits < 700
     with pytest.raises(ValueError, match="stored raw"):
         store.set_cache("y")
+
+
+# ---- transfer=auto, counters across ranks, sample-only, DGL / Prefetcher --------------------------
+@cuda_available
+def test_transfer_auto_on_a_gpu_measures_both_paths():
+    x = mixed_matrix(3000)
+    ct = ibp_gnn.compress(x).pin_memory()
+    cf = cache.CachedFeature(ct, np.arange(0, 3000, 5), budget=20000, device="cuda",
+                             transfer="auto")
+    p = cf.transfer_probe
+    assert p["rows"] == 3000 - len(cf.cached_ids)
+    assert cf.transfer == min(("zero_copy", "staged"), key=lambda k: p[f"{k}_s"])
+    idx = torch.randint(0, 3000, (999,), generator=torch.Generator().manual_seed(0))
+    assert_bits_equal(cf.gather(idx.cuda()).cpu(), x[idx])
+
+
+def test_transfer_auto_on_the_cpu_is_zero_copy():
+    ct = ibp_gnn.compress(mixed_matrix(100))
+    cf = cache.CachedFeature(ct, [1, 2], budget=10 ** 6, transfer="auto")
+    assert cf.transfer == "zero_copy" and cf.transfer_probe is None
+    assert cf.describe()["transfer"] == "zero_copy"
+
+
+def test_take_counters_sums_and_resets():
+    x = torch.zeros(10, 8)
+    ct = ibp_gnn.compress(x)
+    cf = cache.CachedFeature(ct, [0, 1], budget=int(cache.subset_nbytes(ct, [0, 1])[-1]),
+                             transfer="zero_copy")
+    cf.gather(np.array([0, 1, 3, 3, 9]))
+    got = cf.take_counters()
+    assert got == {"cache_hit_rate": 0.4, "cache_requests": 5,
+                   "bus_bytes": 32 * cache.span_sectors(ct, np.array([3, 3, 9]), distinct=True),
+                   "raw_bus_bytes": 4 * 32}
+    assert cf.take_counters()["cache_requests"] == 0
+
+
+def _ddp_rank(rank, world, init, out):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        x = torch.zeros(10, 8)
+        ct = ibp_gnn.compress(x)
+        cf = cache.CachedFeature(ct, [0, 1], budget=10 ** 6, transfer="zero_copy")
+        cf.gather(np.array([0, 3]) if rank == 0 else np.array([1, 2, 4, 5]))
+        torch.save(cf.take_counters(), f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_take_counters_all_reduce_over_two_gloo_ranks(tmp_path):
+    import torch.multiprocessing as mp
+
+    init = f"file://{tmp_path / 'init'}"
+    mp.start_processes(_ddp_rank, args=(2, init, str(tmp_path / "c")), nprocs=2,
+                       start_method="fork")
+    for rank in range(2):
+        got = torch.load(tmp_path / f"c.{rank}")
+        # rank 0: 2 rows, 1 hit; rank 1: 4 rows, 1 hit -> 6 rows, 2 hits on each rank.
+        assert got["cache_requests"] == 6
+        assert got["cache_hit_rate"] == 2 / 6
+        assert got["raw_bus_bytes"] == 6 * 32
+
+
+class _Batch:
+    def __init__(self, ids):
+        self.n_id = torch.as_tensor(ids)
+
+
+def test_sample_only_counts_each_path_exactly():
+    from ibp_gnn.stores import IBPStore
+
+    x = mixed_matrix(300)
+    store = IBPStore(x)
+    store.cached = cache.CachedFeature(store.ct, np.arange(0, 300, 7), budget=3000)
+    loader = [_Batch([5, 0, 7, 299, 14]), _Batch(np.arange(40, 90)), _Batch([3])]
+    res = cache.sample_only(store, loader, epochs=2, limit=2, log=lambda *a: None)
+    assert res["sample_only"] and len(res["epochs"]) == 2
+    ct, row_bytes = store.ct, x.shape[1] * 4
+    b = [np.array([5, 0, 7, 299, 14]), np.arange(40, 90)]  # limit=2: the third is not sampled
+    slot = store.cached._slot.numpy()
+    miss = [i[slot[i] < 0] for i in b]
+    want = {"rows": 55, "steps": 2,
+            "raw_uva": sum(32 * cache.raw_sectors(i, row_bytes, distinct=True) for i in b),
+            "ibp_zero_copy": sum(32 * cache.span_sectors(ct, i, distinct=True) for i in b),
+            "ibp_staged": sum(cache.staged_bytes(ct, i) for i in b),
+            "cache_hits": 55 - sum(len(m) for m in miss),
+            "ibp_cache_zero_copy": sum(32 * cache.span_sectors(ct, m, distinct=True)
+                                       for m in miss),
+            "ibp_cache_staged": sum(cache.staged_bytes(ct, m) for m in miss)}
+    for rec in res["epochs"]:
+        assert {k: rec[k] for k in want} == want
+        assert rec["cache_hit_rate"] == want["cache_hits"] / 55
+        assert rec["ibp_zero_copy_vs_raw"] == want["ibp_zero_copy"] / want["raw_uva"]
+    # cache_hits by hand: ids 0, 7, 14 of batch 1 and 42, 49, ..., 84 of batch 2 are
+    # multiples of 7 (the cache holds the first rows of hot that fit 3000 bytes).
+    cached = set(store.cached.cached_ids.tolist())
+    assert want["cache_hits"] == sum(int(i) in cached for i in np.concatenate(b))
+
+
+def test_train_sample_only_reports_bus_bytes(tmp_path):
+    from ibp_gnn.train import train
+
+    res = train(_cfg(tmp_path, "+sample_only=true", "store.cache=20000", "store.cache_batches=4",
+                     "trainer.limit_train_batches=3"))
+    assert res["sample_only"]
+    rec = res["epochs"][0]
+    assert rec["steps"] == 3 and rec["rows"] > 0
+    assert 0 < rec["ibp_cache_zero_copy"] < rec["ibp_zero_copy"]
+    assert 0 < rec["cache_hit_rate"] < 1
+    assert res["store_info"]["cache"]["cache_nbytes"] <= 20000
+
+
+def test_dgl_rows_and_prefetcher_with_a_cache():
+    from ibp_gnn.dgl import _CompressedRows
+    from ibp_gnn.prefetch import Prefetcher
+
+    x = mixed_matrix(400)
+    rows = _CompressedRows(x, op="test")
+    cf = rows.set_cache(np.arange(0, 400, 3), budget=int(cache.subset_nbytes(
+        rows.ct, np.arange(0, 400, 3))[60]), transfer="staged")
+    assert len(cf.cached_ids) == 60
+    g = torch.Generator().manual_seed(2)
+    batches = [torch.randint(0, 400, (90,), generator=g) for _ in range(4)]
+    pf = Prefetcher(batches, transform=lambda ids: (ids, rows.gather(ids)), stores=[rows])
+    for ids, got in pf:
+        assert_bits_equal(got, x[ids])
+    st = pf.last
+    assert st.cache_requests == 360 and st.cache_hits == cf.hits > 0
+    assert st.bus_bytes == cf.bus_bytes and st.raw_bus_bytes == cf.raw_bytes
+    assert st.cache_hit_rate == cf.hit_rate
+    # bytes_read counts the misses only.
+    slot = cf._slot.numpy()
+    assert rows.bytes_read == sum(rows.ct.fetch_nbytes(b[torch.from_numpy(slot[b.numpy()] < 0)])
+                                  for b in batches)
+    with pytest.raises(IndexError, match="out of range"):
+        rows.gather(torch.tensor([400]))
+
+
+def test_dgl_feature_update_refreshes_its_cache():
+    from ibp_gnn.dgl import _FeatureImpl
+
+    x = mixed_matrix(200)
+    feat = _FeatureImpl(x)
+    cf = feat.set_cache(np.arange(0, 200, 2), budget=10 ** 6, transfer="staged")
+    assert 4 in cf.cached_ids
+    new = torch.full((2, x.shape[1]), -1.5)
+    feat.update(new, torch.tensor([4, 5]))
+    want = x.clone()
+    want[[4, 5]] = new
+    idx = torch.tensor([4, 5, 6, 199])
+    assert_bits_equal(feat.read(idx), want[idx])
+    assert feat.cached is not cf and feat.cached.hits == 2  # rows 4 and 6 from the new cache
+    feat.update(want * 2)
+    assert_bits_equal(feat.read(idx), want[idx] * 2)
