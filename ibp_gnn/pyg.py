@@ -42,6 +42,7 @@ Each store counts the bytes its gathers read from host memory (``bytes_read``;
 """
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from dataclasses import dataclass
@@ -50,11 +51,13 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 import torch
 from torch_geometric.data import EdgeAttr, FeatureStore, GraphStore, TensorAttr
+from torch_geometric.data.feature_store import AttrView
 from torch_geometric.data.graph_store import EdgeLayout
 from torch_geometric.utils import index_sort
 
 from ._tensor import CompressedTensor, compress, load
 from ._tensor import index_1d as _index_1d
+from ._tensorlike import TensorLike
 
 __all__ = ["IBPFeatureStore", "IBPGraphStore", "from_data"]
 
@@ -465,6 +468,78 @@ class IBPFeatureStore(FeatureStore):
 
     def get_all_tensor_attrs(self) -> List[TensorAttr]:
         return [self._tensor_attr_cls.cast(group, name) for group, name in self._entries]
+
+    # ---- tensor-like views ------------------------------------------------------------------
+    def view(self, *args, **kwargs) -> AttrView:
+        """PyG's view of the store (``store[group, attr]``); once it names a stored
+        tensor it also indexes like that tensor (``view[idx]``, ``.shape``,
+        ``.size()``, ``.dtype``, ``.device``, ``len()``, ``.to(device)``)."""
+        return FeatureView(self, self._tensor_attr_cls.cast(*args, **kwargs))
+
+    def to(self, device: Union[str, torch.device]) -> "IBPFeatureStore":
+        """A store over the same host tensors returning rows on `device` (self when it
+        already does); its byte counters start at zero."""
+        d = _store_device(device, "IBPFeatureStore.to")
+        if d == self.device:
+            return self
+        other = copy.copy(self)
+        other.device = d
+        other.reset_counters()
+        for e in self._entries.values():
+            other._placed(e)
+        return other
+
+    def tensor(self, attr_name: str = "x", group_name=None) -> "FeatureView":
+        """The stored tensor `attr_name` (of node type `group_name`) as a tensor-like
+        view: ``fs.tensor("x")[batch.n_id]`` is ``data.x[batch.n_id]``."""
+        view = self.view(group_name, attr_name)
+        self._entry(view._attr, "tensor")
+        return view
+
+
+class FeatureView(TensorLike, AttrView):
+    """``IBPFeatureStore[group, attr]``: PyG's ``AttrView``, which, once it names a
+    stored tensor, indexes like it; rows are gathered (and counted) by the store."""
+
+    _op_name = "IBPFeatureStore view"
+
+    def _named(self) -> bool:
+        a = self._attr
+        return a.is_set("group_name") and a.is_set("attr_name") and not a.is_set("index")
+
+    def _stored(self) -> _Entry:
+        if not self._named():
+            raise AttributeError(f"{self._op_name}: {self._attr} does not name one stored "
+                                 "tensor (give its group_name and attr_name)")
+        return self._store._entry(self._attr, "view")
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size(self._stored().shape)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._stored().dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self._store.device
+
+    def __getitem__(self, key):
+        a = self._attr
+        if not self._named() or (a.group_name, a.attr_name) not in self._store._entries:
+            return AttrView.__getitem__(self, key)
+        return TensorLike.__getitem__(self, key)
+
+    def __len__(self) -> int:
+        return int(self.shape[0])
+
+    def _take(self, ids: torch.Tensor) -> torch.Tensor:
+        return self._store.get_tensor(group_name=self._attr.group_name,
+                                      attr_name=self._attr.attr_name, index=ids)
+
+    def _on(self, device: torch.device) -> "FeatureView":
+        return FeatureView(self._store.to(device), copy.copy(self._attr))
 
 
 # ---- graph store ----------------------------------------------------------------------------
