@@ -59,7 +59,8 @@ from ._tensor import CompressedTensor, compress, load
 from ._tensor import index_1d as _index_1d
 from ._tensorlike import TensorLike
 
-__all__ = ["IBPFeatureStore", "IBPGraphStore", "from_data"]
+__all__ = ["IBPFeatureStore", "IBPGraphStore", "attach_edge_features", "from_data",
+           "store_type_order"]
 
 COMPRESS_POLICIES = ("auto", "always", "never")
 DEFAULT_MIN_BYTES = 1 << 20
@@ -84,6 +85,15 @@ def _key_name(key: Tuple[Any, Any]) -> str:
     group, attr = key
     return attr if group is None else f"{group}.{attr}" if isinstance(group, str) \
         else f"{'__'.join(group)}.{attr}"
+
+
+def _is_edge_key(key) -> bool:
+    return isinstance(key[0], tuple) and len(key[0]) == 2 and key[0][0] == "edge"
+
+
+def _edge_key_name(key) -> str:
+    (_, et), attr = key
+    return f"edge {attr}" if et is None else f"edge {'__'.join(et)}.{attr}"
 
 
 def _fmt_bytes(n: int) -> str:
@@ -184,6 +194,9 @@ class IBPFeatureStore(FeatureStore):
         self.mmap = mmap
         self.count_bytes = count_bytes
         self._entries: Dict[Tuple[Any, Any], _Entry] = {}
+        # Edge-level tensors, keyed (edge_type, attr_name); kept out of
+        # get_all_tensor_attrs, which PyG's loaders index with node ids.
+        self._edge_entries: Dict[Tuple[Any, str], _Entry] = {}
         self.reset_counters()
 
     # ---- counters ------------------------------------------------------------------------
@@ -191,7 +204,7 @@ class IBPFeatureStore(FeatureStore):
         """Raises ibp_gnn.FileChangedError when the .ibp file under a memory-mapped
         tensor changed since it was loaded (a few stat calls; ibp_gnn.Prefetcher
         calls it when an epoch starts)."""
-        for e in self._entries.values():
+        for e in list(self._entries.values()) + list(self._edge_entries.values()):
             if e.compressed:
                 e.ct.check_file()
 
@@ -205,12 +218,17 @@ class IBPFeatureStore(FeatureStore):
     @property
     def nbytes(self) -> int:
         """Bytes the stored tensors occupy in host memory."""
-        return sum(e.nbytes for e in self._entries.values())
+        return sum(e.nbytes for e in self._all_entries().values())
 
     @property
     def raw_nbytes(self) -> int:
         """Bytes the stored tensors would occupy uncompressed."""
-        return sum(e.raw_nbytes for e in self._entries.values())
+        return sum(e.raw_nbytes for e in self._all_entries().values())
+
+    def _all_entries(self) -> Dict[Tuple[Any, Any], _Entry]:
+        out = dict(self._entries)
+        out.update({(("edge", et), name): e for (et, name), e in self._edge_entries.items()})
+        return out
 
     def is_compressed(self, *args, **kwargs) -> bool:
         """Whether the tensor named by ``(group_name, attr_name)`` is stored compressed."""
@@ -219,8 +237,8 @@ class IBPFeatureStore(FeatureStore):
     def describe(self) -> Dict[str, dict]:
         """Per tensor: whether it is compressed, shape, dtype, bytes and the reason."""
         out = {}
-        for key, e in self._entries.items():
-            out[_key_name(key)] = {
+        for key, e in self._all_entries().items():
+            out[_edge_key_name(key) if _is_edge_key(key) else _key_name(key)] = {
                 "compressed": e.compressed, "shape": tuple(e.shape),
                 "dtype": str(e.dtype).replace("torch.", ""), "nbytes": e.nbytes,
                 "raw_nbytes": e.raw_nbytes, "reason": e.reason}
@@ -232,7 +250,8 @@ class IBPFeatureStore(FeatureStore):
                 f"{_fmt_bytes(self.raw_nbytes)} raw")
         if not self._entries:
             return head + ")"
-        lines = [f"  {_key_name(k)}: {e.describe()}" for k, e in self._entries.items()]
+        lines = [f"  {_edge_key_name(k) if _is_edge_key(k) else _key_name(k)}: {e.describe()}"
+                 for k, e in self._all_entries().items()]
         return head + ":\n" + "\n".join(lines) + "\n)"
 
     # ---- put ------------------------------------------------------------------------------
@@ -468,6 +487,53 @@ class IBPFeatureStore(FeatureStore):
 
     def get_all_tensor_attrs(self) -> List[TensorAttr]:
         return [self._tensor_attr_cls.cast(group, name) for group, name in self._entries]
+
+    # ---- edge-level tensors -------------------------------------------------------------------
+    def put_edge_tensor(self, value, edge_type=None, attr_name: str = "edge_attr") -> None:
+        """Stores an edge-level tensor (one row per edge, in the order of the edges
+        put in the graph store: what PyG's ``e_id`` indexes), compressed or raw by
+        the store's policy. Loaders of ``ibp_gnn.loader`` then give each batch
+        ``batch.<attr_name> = value[batch.e_id]`` (per edge type for heterogeneous
+        graphs); :func:`attach_edge_features` does it for any PyG loader's batch."""
+        if not isinstance(attr_name, str) or not attr_name:
+            raise TypeError(f"IBPFeatureStore.put_edge_tensor: attr_name must be a non-empty "
+                            f"str, got {attr_name!r}")
+        et = tuple(edge_type) if isinstance(edge_type, (tuple, list)) else edge_type
+        name = _edge_key_name((("edge", et), attr_name))
+        self._edge_entries[(et, attr_name)] = self._make_entry(value, name)
+
+    def edge_tensor_names(self, edge_type=None) -> List[str]:
+        """Names of the edge-level tensors stored for `edge_type`."""
+        et = tuple(edge_type) if isinstance(edge_type, (tuple, list)) else edge_type
+        return [name for (t, name) in self._edge_entries if t == et]
+
+    def get_edge_tensor(self, edge_type=None, attr_name: str = "edge_attr", index=None
+                        ) -> torch.Tensor:
+        """Rows `index` (edge ids, None: all) of an edge-level tensor, on the store's
+        device, counted in ``bytes_read`` like node rows."""
+        op = "get_edge_tensor"
+        self._check_process(op)
+        et = tuple(edge_type) if isinstance(edge_type, (tuple, list)) else edge_type
+        key = (et, attr_name)
+        name = _edge_key_name((("edge", et), attr_name))
+        e = self._edge_entries.get(key)
+        if e is None:
+            known = ", ".join(repr(_edge_key_name((("edge", t), a)))
+                              for t, a in self._edge_entries) or "none"
+            raise KeyError(f"IBPFeatureStore.{op}: no edge tensor {name!r}; stored: {known}")
+        ids, scalar = self._ids(index, e.shape[0], name, op)
+        if ids is not None and not scalar:
+            self._check_range(ids, e.shape[0], name, op)
+        cache: dict = {}
+
+        def ids_cpu():
+            if "cpu" not in cache:
+                cache["cpu"] = ids if ids.device.type == "cpu" else ids.cpu()
+            return cache["cpu"]
+
+        ids_dev = ids if ids is not None and ids.device == self.device else None
+        t = self._gather(e, ids, ids_dev, ids_cpu)
+        return t[0] if scalar else t
 
     # ---- tensor-like views ------------------------------------------------------------------
     def view(self, *args, **kwargs) -> AttrView:
@@ -739,6 +805,66 @@ class IBPGraphStore(GraphStore):
         return out
 
 
+# ---- edge features of a batch ---------------------------------------------------------------------
+def attach_edge_features(batch, feature_store: IBPFeatureStore):
+    """Sets ``batch.<name> = feature_store.get_edge_tensor(..., index=batch.e_id)``
+    for every edge-level tensor of the store (per edge type of a ``HeteroData``
+    batch) and returns `batch`: what ``data.edge_attr[batch.e_id]`` gives on the
+    in-memory path, bit for bit. A batch without ``e_id`` raises (its sampler did
+    not report the sampled edges)."""
+    from torch_geometric.data import HeteroData
+
+    if not isinstance(feature_store, IBPFeatureStore) or not feature_store._edge_entries:
+        return batch
+    if isinstance(batch, HeteroData):
+        for et in batch.edge_types:
+            names = feature_store.edge_tensor_names(et)
+            if not names:
+                continue
+            e_id = batch[et].get("e_id")
+            if e_id is None:
+                raise ValueError(f"attach_edge_features: the batch has no e_id for edge type "
+                                 f"{et}: its sampler did not report the sampled edges, so "
+                                 f"{names} cannot be gathered")
+            for name in names:
+                batch[et][name] = feature_store.get_edge_tensor(et, name, e_id)
+        return batch
+    names = feature_store.edge_tensor_names(None)
+    if names:
+        e_id = batch.get("e_id") if hasattr(batch, "get") else getattr(batch, "e_id", None)
+        if e_id is None:
+            raise ValueError("attach_edge_features: the batch has no e_id: its sampler did not "
+                             f"report the sampled edges, so {names} cannot be gathered")
+        for name in names:
+            batch[name] = feature_store.get_edge_tensor(None, name, e_id)
+    return batch
+
+
+def store_type_order(data, node_types, edge_types):
+    """`node_types` and `edge_types` (as PyG's samplers collect them from a
+    ``(FeatureStore, GraphStore)`` pair: through a ``set()``, in an order that
+    changes with ``PYTHONHASHSEED``) in the order the stores list them, which for
+    stores built by :func:`from_data` is the ``HeteroData``'s own
+    ``metadata()`` order. Types a store does not list come after, by name."""
+    feature_store, graph_store = data
+    nt_pos: Dict[Any, int] = {}
+    for attr in feature_store.get_all_tensor_attrs():
+        nt_pos.setdefault(attr.group_name, len(nt_pos))
+    et_pos: Dict[Any, int] = {}
+    for attr in graph_store.get_all_edge_attrs():
+        et_pos.setdefault(tuple(attr.edge_type) if attr.edge_type is not None else None,
+                          len(et_pos))
+
+    def et_key(et):
+        t = tuple(et)
+        pos = et_pos.get(t, et_pos.get((t[2], t[1], t[0]) if len(t) == 3 else t))
+        return (pos is None, pos if pos is not None else 0, "__".join(map(str, t)))
+
+    nts = sorted(node_types, key=lambda nt: (nt not in nt_pos, nt_pos.get(nt, 0), str(nt)))
+    ets = sorted(edge_types, key=et_key)
+    return nts, ets
+
+
 # ---- from PyG data -----------------------------------------------------------------------------
 def from_data(data, device: Union[str, torch.device] = "cpu", **store_kwargs
               ) -> Tuple[IBPFeatureStore, IBPGraphStore]:
@@ -747,9 +873,11 @@ def from_data(data, device: Union[str, torch.device] = "cpu", **store_kwargs
     Every node-level tensor (``x``, ``y``, masks, ...) of every node type goes to
     the feature store (compressed or raw as ``store_kwargs['compress']`` decides,
     see :class:`IBPFeatureStore`); every edge type's ``edge_index`` goes to the
-    graph store in COO with its size. Edge-level tensors (``edge_attr``, ...) are
-    left out with a warning: PyG's loaders over a (FeatureStore, GraphStore) pair
-    fetch node tensors only.
+    graph store in COO with its size. Edge-level tensors (``edge_attr``,
+    ``edge_weight``, ...) go to the feature store's edge tensors
+    (:meth:`IBPFeatureStore.put_edge_tensor`, compressed by the same policy), in
+    edge order: ``ibp_gnn.loader``'s loaders put their rows for ``batch.e_id``
+    in each batch.
     """
     from torch_geometric.data import Data, HeteroData
 
@@ -769,8 +897,12 @@ def from_data(data, device: Union[str, torch.device] = "cpu", **store_kwargs
             src, _, dst = et
             gs.put_edge_index(store.edge_index, edge_type=et, layout="coo",
                               size=(data[src].num_nodes, data[dst].num_nodes))
-            skipped += [f"{et}.{k}" for k, v in store.items()
-                        if k != "edge_index" and isinstance(v, torch.Tensor)]
+            for k, v in store.items():
+                if k != "edge_index" and isinstance(v, torch.Tensor):
+                    if store.is_edge_attr(k) and v.dim() >= 1 and v.size(0) == store.num_edges:
+                        fs.put_edge_tensor(v, edge_type=et, attr_name=k)
+                    else:
+                        skipped.append(f"{et}.{k}")
         missing = [nt for nt in data.node_types
                    if not any(g == nt for g, _ in fs._entries)]
         if missing:
@@ -786,6 +918,9 @@ def from_data(data, device: Union[str, torch.device] = "cpu", **store_kwargs
                 continue
             if data.is_node_attr(key):
                 fs.put_tensor(value, group_name=None, attr_name=key, index=None)
+            elif (data.is_edge_attr(key) and value.dim() >= 1
+                  and value.size(0) == data.num_edges):
+                fs.put_edge_tensor(value, edge_type=None, attr_name=key)
             else:
                 skipped.append(key)
         gs.put_edge_index(data.edge_index, edge_type=None, layout="coo", size=(n, n))
@@ -793,7 +928,6 @@ def from_data(data, device: Union[str, torch.device] = "cpu", **store_kwargs
         raise TypeError(f"from_data: data must be a torch_geometric Data or HeteroData, got "
                         f"{type(data).__name__}")
     if skipped:
-        warnings.warn(f"from_data: edge-level tensors {skipped} are not stored: PyG's loaders "
-                      "over a (FeatureStore, GraphStore) pair fetch node tensors only",
-                      stacklevel=2)
+        warnings.warn(f"from_data: tensors {skipped} are neither node- nor edge-level (one "
+                      "row per node or per edge) and are not stored", stacklevel=2)
     return fs, gs

@@ -410,8 +410,14 @@ def test_hetero_pyg_neighbor_loader():
 def test_from_data_errors_and_warnings():
     data = random_data()
     data.edge_attr = torch.randn(data.num_edges, 3)
-    with pytest.warns(UserWarning, match=r"edge-level tensors \['edge_attr'\] are not stored"):
-        from_data(data)
+    data.graph_label = torch.zeros(1, 2, 3)
+    with pytest.warns(UserWarning, match=r"tensors \['graph_label'\] are neither node- nor edge"):
+        fs, _ = from_data(data)
+    assert fs.edge_tensor_names() == ["edge_attr"]
+    assert_bits_equal(fs.get_edge_tensor(None, "edge_attr", torch.tensor([4, 0])),
+                      data.edge_attr[[4, 0]])
+    with pytest.raises(KeyError, match=r"no edge tensor 'edge w'; stored: 'edge edge_attr'"):
+        fs.get_edge_tensor(None, "w")
     with pytest.raises(TypeError, match=r"must be a torch_geometric Data or HeteroData, got dict"):
         from_data({"x": data.x})
     h = HeteroData()
