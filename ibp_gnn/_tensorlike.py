@@ -36,6 +36,24 @@ def _plain_device(device, op: str) -> torch.device:
     return d
 
 
+_TENSOR_NAMES = frozenset(n for n in dir(torch.Tensor) if not n.startswith("_"))
+
+
+class CompressedOpError(TypeError, AttributeError):
+    """A torch operation asked of compressed rows that are not decoded. A TypeError,
+    and an AttributeError for a missing tensor method (so ``hasattr`` is False)."""
+
+
+def _not_decoded(owner: str, what: str) -> CompressedOpError:
+    return CompressedOpError(
+        f"{owner}: {what} does not run on compressed rows (only x[ids] and "
+        "torch.index_select(x, 0, ids) do); gather the rows you need with x[ids] (or "
+        "decode all of them with .decompress()) and call it on the tensor that returns. "
+        "(A batch of a torch_geometric loader over a Data holding compressed tensors "
+        "carries them whole: load it with ibp_gnn.loader's loaders, which gather each "
+        "batch's rows.)")
+
+
 class TensorLike:
     """Mixin: a 2-D (rows x ...) tensor read row by row. Subclasses provide
     ``shape``, ``dtype``, ``device`` and ``_take(ids)``: rows ``ids`` (1-D int64,
@@ -110,6 +128,36 @@ class TensorLike:
     def cuda(self, device=None):
         return self.to("cuda" if device is None else torch.device("cuda", torch.device(
             device).index if not isinstance(device, int) else device))
+
+    # ---- torch functions ------------------------------------------------------------------
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        """``torch.index_select(x, 0, ids)`` (what DGL's and PyG's row gathers call)
+        gathers rows as ``x[ids]``; every other torch function raises TypeError
+        naming what to do instead, rather than reading the stored bytes."""
+        kwargs = dict(kwargs or {})
+        # By name: torch_geometric replaces torch.index_select by a wrapper of its own.
+        if getattr(func, "__name__", None) == "index_select":
+            names = ("input", "dim", "index")
+            given = dict(zip(names, args))
+            given.update({k: kwargs.pop(k) for k in names if k in kwargs})
+            out = kwargs.pop("out", None)
+            src, dim, index = given.get("input"), given.get("dim"), given.get("index")
+            if isinstance(src, TensorLike) and not kwargs and dim in (0, -len(src.shape)) \
+                    and isinstance(index, torch.Tensor) and index.dim() <= 1:
+                rows = src[index.reshape(-1)]
+                if out is None:
+                    return rows
+                out.resize_(rows.shape)
+                return out.copy_(rows)
+        raise _not_decoded(cls._op_name, f"torch.{getattr(func, '__name__', str(func))}")
+
+    def __getattr__(self, name: str):
+        """Tensor methods that would need the decoded rows (``x.contiguous()``,
+        ``x.sum()``, ...) raise CompressedOpError saying what to do instead."""
+        if name in _TENSOR_NAMES:
+            raise _not_decoded(type(self)._op_name, f"Tensor.{name}")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # ---- rows ----------------------------------------------------------------------------------
     def __getitem__(self, key: Any) -> torch.Tensor:

@@ -15,8 +15,10 @@ differ from the loader's arguments raises ``ValueError`` naming each difference
 extras configure the sampler: ``seed``, ``threads``, ``sampler_device`` (where to
 sample) and ``backend`` ("ibp", or "pyg" for pyg-lib / torch-sparse).
 
-``data`` is a ``Data``, a ``HeteroData`` or a ``(FeatureStore, GraphStore)``
-pair (``ibp_gnn.pyg.from_data``; ``input_nodes=None`` seeds every node of a
+``data`` is a ``Data`` or ``HeteroData`` (its tensors may be compressed in place
+by :func:`compress_data`: batches then carry the rows gathered from them for
+``n_id`` / ``e_id``, bit-identical to the uncompressed run) or a
+``(FeatureStore, GraphStore)`` pair (``ibp_gnn.pyg.from_data``; ``input_nodes=None`` seeds every node of a
 homogeneous pair too, as for a ``Data``, and a homogeneous pair takes
 ``edge_label_index`` as a plain tensor or None). With an ``IBPFeatureStore`` holding
 edge-level tensors, every batch also carries their rows for ``batch.e_id``
@@ -36,10 +38,11 @@ from torch_geometric.sampler.base import NegativeSampling, SubgraphType
 from torch_geometric.sampler.base import NumNeighbors
 from torch_geometric.typing import EdgeType, InputEdges, InputNodes, OptTensor
 
-from .pyg import IBPFeatureStore, attach_edge_features
+from ._tensorlike import TensorLike
+from .pyg import IBPFeatureStore, attach_edge_features, compress_data
 from .sampler import NeighborSampler
 
-__all__ = ["NeighborLoader", "LinkNeighborLoader"]
+__all__ = ["NeighborLoader", "LinkNeighborLoader", "compress_data"]
 
 
 def _fanout_key(num_neighbors) -> Any:
@@ -115,6 +118,56 @@ class _WithEdgeFeatures:
         return batch if self.transform is None else self.transform(batch)
 
 
+def _tensor_like_keys(data) -> Dict[Any, Dict[str, str]]:
+    """For a Data/HeteroData holding compressed (tensor-like) attributes: per store
+    key (None for a Data), {attr: "node" or "edge"}; {} when it holds none."""
+    out: Dict[Any, Dict[str, str]] = {}
+    if isinstance(data, HeteroData):
+        for nt in data.node_types:
+            keys = {k: "node" for k, v in data[nt].items() if isinstance(v, TensorLike)}
+            if keys:
+                out[nt] = keys
+        for et in data.edge_types:
+            keys = {k: "edge" for k, v in data[et].items() if isinstance(v, TensorLike)}
+            if keys:
+                out[et] = keys
+    elif isinstance(data, Data):
+        keys = {}
+        n, m = data.num_nodes, data.num_edges
+        for k, v in data.items():
+            if isinstance(v, TensorLike):
+                edge = len(v) == m and (len(v) != n or "edge" in k)
+                keys[k] = "edge" if edge else "node"
+        if keys:
+            out[None] = keys
+    return out
+
+
+class _GatherCompressed:
+    """Transform: rows of the compressed attributes of an in-memory Data/HeteroData
+    for the batch's n_id / e_id (PyG's filter copies them whole), then the user's
+    transform."""
+
+    def __init__(self, keys: Dict[Any, Dict[str, str]], transform: Optional[Callable]):
+        self.keys = keys
+        self.transform = transform
+
+    def __call__(self, batch):
+        for group, attrs in self.keys.items():
+            store = batch if group is None else batch[group]
+            for name, kind in attrs.items():
+                value = store.get(name) if hasattr(store, "get") else None
+                if not isinstance(value, TensorLike):
+                    continue  # deleted from the loader's data, or already gathered
+                ids = store.get("n_id" if kind == "node" else "e_id")
+                if ids is None:
+                    raise ValueError(f"ibp_gnn.loader: the batch has no "
+                                     f"{'n_id' if kind == 'node' else 'e_id'} to gather the "
+                                     f"compressed {name!r} rows with")
+                store[name] = value[ids]
+        return batch if self.transform is None else self.transform(batch)
+
+
 def _prepare(op: str, data, neighbor_sampler, asked: Dict[str, Any], kwargs: dict):
     """(sampler, transform, filter_per_worker) for the PyG loader's constructor."""
     if neighbor_sampler is None:
@@ -129,6 +182,9 @@ def _prepare(op: str, data, neighbor_sampler, asked: Dict[str, Any], kwargs: dic
     else:
         _check_pair(op, neighbor_sampler, asked)
     transform, filter_per_worker = asked["transform"], asked["filter_per_worker"]
+    keys = _tensor_like_keys(data)
+    if keys:
+        transform = _GatherCompressed(keys, transform)
     fs = _feature_store(data)
     if isinstance(fs, IBPFeatureStore):
         if fs._edge_entries:

@@ -59,7 +59,7 @@ from ._tensor import CompressedTensor, compress, load
 from ._tensor import index_1d as _index_1d
 from ._tensorlike import TensorLike
 
-__all__ = ["IBPFeatureStore", "IBPGraphStore", "attach_edge_features", "from_data",
+__all__ = ["IBPFeatureStore", "IBPGraphStore", "attach_edge_features", "compress_data", "from_data",
            "store_type_order"]
 
 COMPRESS_POLICIES = ("auto", "always", "never")
@@ -568,6 +568,7 @@ class FeatureView(TensorLike, AttrView):
     stored tensor, indexes like it; rows are gathered (and counted) by the store."""
 
     _op_name = "IBPFeatureStore view"
+    __getattr__ = AttrView.__getattr__  # store.view.attr sets the view's next field
 
     def _named(self) -> bool:
         a = self._attr
@@ -863,6 +864,42 @@ def store_type_order(data, node_types, edge_types):
     nts = sorted(node_types, key=lambda nt: (nt not in nt_pos, nt_pos.get(nt, 0), str(nt)))
     ets = sorted(edge_types, key=et_key)
     return nts, ets
+
+
+# ---- compressed tensors inside a Data ---------------------------------------------------------------
+def compress_data(data, *, compress: str = "auto", mode: str = "auto",
+                  min_bytes: int = DEFAULT_MIN_BYTES, threads: Optional[int] = None):
+    """Replaces, in place, the node- and edge-level tensors of a ``Data`` or
+    ``HeteroData`` worth compressing (the policy of :class:`IBPFeatureStore`:
+    2-D, a codec dtype, at least `min_bytes`, shrinking) by ``CompressedTensor``s
+    and returns `data`. It sets ``num_nodes`` of every node type first, since PyG
+    infers it from tensors only. ``ibp_gnn.loader``'s loaders over such a data
+    give batches whose rows are gathered from the compressed tensors
+    (``batch.x == data_before.x[batch.n_id]``, bit for bit); code indexing
+    ``data.x[ids]`` runs unchanged. (PyG's own loaders would hand the whole
+    compressed tensor to each batch: use ``ibp_gnn.loader``.)"""
+    from torch_geometric.data import Data, HeteroData
+
+    if not isinstance(data, (Data, HeteroData)):
+        raise TypeError(f"compress_data: data must be a torch_geometric Data or HeteroData, got "
+                        f"{type(data).__name__}")
+    policy = IBPFeatureStore(compress=compress, mode=mode, min_bytes=min_bytes, threads=threads)
+    for store in data.node_stores:
+        if "num_nodes" not in store:
+            store.num_nodes = store.num_nodes
+    stores = list(data.node_stores) + [s for s in data.edge_stores if s not in data.node_stores]
+    for store in stores:
+        for key, value in list(store.items()):
+            if not isinstance(value, torch.Tensor) or key in ("edge_index", "num_nodes"):
+                continue
+            node = store.is_node_attr(key) if hasattr(store, "is_node_attr") else False
+            edge = store.is_edge_attr(key) if hasattr(store, "is_edge_attr") else False
+            if not (node or edge):
+                continue
+            e = policy._make_entry(value, key if store._key is None else f"{store._key}.{key}")
+            if e.compressed:
+                store[key] = e.ct
+    return data
 
 
 # ---- from PyG data -----------------------------------------------------------------------------
