@@ -145,15 +145,16 @@ def _tensor_like_keys(data) -> Dict[Any, Dict[str, str]]:
 
 class _GatherCompressed:
     """Transform: rows of the compressed attributes of an in-memory Data/HeteroData
-    for the batch's n_id / e_id (PyG's filter copies them whole), then the user's
-    transform."""
+    (looked up at each batch, so tensors compressed after the loader was made
+    count too) for the batch's n_id / e_id (PyG's filter copies them whole), then
+    the user's transform."""
 
-    def __init__(self, keys: Dict[Any, Dict[str, str]], transform: Optional[Callable]):
-        self.keys = keys
+    def __init__(self, data, transform: Optional[Callable]):
+        self.data = data
         self.transform = transform
 
     def __call__(self, batch):
-        for group, attrs in self.keys.items():
+        for group, attrs in _tensor_like_keys(self.data).items():
             store = batch if group is None else batch[group]
             for name, kind in attrs.items():
                 value = store.get(name) if hasattr(store, "get") else None
@@ -182,9 +183,8 @@ def _prepare(op: str, data, neighbor_sampler, asked: Dict[str, Any], kwargs: dic
     else:
         _check_pair(op, neighbor_sampler, asked)
     transform, filter_per_worker = asked["transform"], asked["filter_per_worker"]
-    keys = _tensor_like_keys(data)
-    if keys:
-        transform = _GatherCompressed(keys, transform)
+    if isinstance(data, (Data, HeteroData)):
+        transform = _GatherCompressed(data, transform)
     fs = _feature_store(data)
     if isinstance(fs, IBPFeatureStore):
         if fs._edge_entries:
