@@ -4,18 +4,20 @@ remote-backend interface, so ``NeighborLoader`` / ``LinkNeighborLoader`` /
 
 ::
 
-    from torch_geometric.loader import NeighborLoader
+    from ibp_gnn.loader import NeighborLoader     # PyG's loader on ibp_gnn's sampler
     from ibp_gnn.pyg import from_data
-    from ibp_gnn.sampler import NeighborSampler
 
     feature_store, graph_store = from_data(data, device="cpu")   # or "cuda"
     loader = NeighborLoader((feature_store, graph_store), num_neighbors=[15, 10],
-                            input_nodes=train_idx, batch_size=1024, filter_per_worker=False,
-                            neighbor_sampler=NeighborSampler((feature_store, graph_store),
-                                                             [15, 10]))
+                            input_nodes=train_idx, batch_size=1024)
 
-(Without ``neighbor_sampler=``, PyG builds its own sampler, which needs pyg-lib
-or torch-sparse.) Every batch's ``x`` is bit-identical to ``data.x[batch.n_id]``.
+(PyG's own ``torch_geometric.loader.NeighborLoader`` works too, given
+``neighbor_sampler=ibp_gnn.sampler.NeighborSampler(...)``; without it PyG builds
+its own sampler, which needs pyg-lib or torch-sparse.) Every batch's ``x`` is
+bit-identical to ``data.x[batch.n_id]``. Edge-level tensors are kept too
+(:meth:`IBPFeatureStore.put_edge_tensor`); :func:`attach_edge_features` (which
+``ibp_gnn.loader`` applies) gives a batch their rows for ``batch.e_id``.
+:func:`compress_data` compresses a ``Data``'s tensors in place instead.
 
 * :class:`IBPFeatureStore` -- a ``torch_geometric.data.FeatureStore``. Each tensor
   put into it is either compressed (a 2-D tensor of a codec dtype; a

@@ -209,3 +209,25 @@ def test_store_type_order_follows_the_stores():
     # reversed edge types (backward sampling) keep the position of their forward type
     _, ets = store_type_order((fs, gs), {"a", "b"}, {("a", "rev", "b")})
     assert ets == [("a", "rev", "b")]
+
+
+def test_compress_data_in_place_and_the_loader_gathers_its_rows():
+    from ibp_gnn import CompressedTensor
+    from ibp_gnn.loader import compress_data
+
+    data = graph(cols=64)
+    data.edge_attr = (torch.rand(data.num_edges, 32) < 0.2).float()
+    raw = data.clone()
+    assert compress_data(data, min_bytes=0) is data
+    assert isinstance(data.x, CompressedTensor) and isinstance(data.edge_attr, CompressedTensor)
+    assert not isinstance(data.y, CompressedTensor) and data.num_nodes == 400
+    for batch, ref in zip(NeighborLoader(data, [4, 2], batch_size=100, seed=3),
+                          NeighborLoader(raw, [4, 2], batch_size=100, seed=3)):
+        assert torch.equal(bits(batch.x), bits(ref.x))
+        assert torch.equal(bits(batch.edge_attr), bits(ref.edge_attr))
+    # PyG's own loaders hand the whole compressed tensor over; using it says what to do
+    with pytest.raises(TypeError, match=r"torch.linear does not run on compressed rows.*"
+                                        r"ibp_gnn.loader"):
+        torch.nn.functional.linear(data.x, torch.zeros(2, 64))
+    with pytest.raises(TypeError, match="compress_data: data must be"):
+        compress_data({"x": data.x})
