@@ -19,6 +19,7 @@ import torch
 
 from . import _C, _cuda, _files
 from ._dtypes import code_of, itemsize, torch_dtype
+from ._tensorlike import CompressedView, TensorLike
 
 MODES = {"auto": 0, "paper": 1}
 MODE_NAMES = {v: k for k, v in MODES.items()}
@@ -669,9 +670,12 @@ def index_1d(x, what: str, op: str) -> torch.Tensor:
     return x.contiguous()
 
 
-class CompressedTensor:
+class CompressedTensor(TensorLike):
     """A 2-D tensor compressed with Invariant Bit Packing; any rows can be
-    gathered without decoding the others.
+    gathered without decoding the others. It indexes like a tensor
+    (``ct[idx]``, ``ct.shape``, ``ct.size()``, ``ct.dtype``, ``len(ct)``;
+    ``ibp_gnn._tensorlike``): rows decode on ``ct.device``, the CPU;
+    ``ct.to("cuda")`` is a view that decodes them on the GPU.
 
     Build one with `ibp_gnn.compress`, `ibp_gnn.compress_file` or `ibp_gnn.load`.
     """
@@ -756,6 +760,25 @@ class CompressedTensor:
 
     def __len__(self) -> int:
         return self._fields["rows"]
+
+    # ---- tensor protocol (ibp_gnn._tensorlike) ---------------------------------
+    _op_name = "CompressedTensor"
+
+    @property
+    def device(self) -> torch.device:
+        """Where ``ct[idx]`` decodes: the CPU (``ct.to(device)`` decodes elsewhere)."""
+        return torch.device("cpu")
+
+    def _take(self, ids: torch.Tensor) -> torch.Tensor:
+        return self._take_on(ids, torch.device("cpu"))
+
+    def _take_on(self, ids: torch.Tensor, device: torch.device) -> torch.Tensor:
+        if device.type == "cpu" and ids.device.type != "cpu":
+            ids = ids.cpu()
+        return self.gather(ids, device=device)
+
+    def _on(self, device: torch.device):
+        return CompressedView(self, device)
 
     # ---- row access ----------------------------------------------------------
     def _ids(self, idx, op: str) -> torch.Tensor:

@@ -1,7 +1,22 @@
 """DGL drop-in: node features compressed with Invariant Bit Packing for DGL's
 classic ``dgl.dataloading`` path and for GraphBolt.
 
-Classic path (``dgl.dataloading.DataLoader`` + ``NeighborSampler``)::
+Stock DGL code runs unchanged on a compressed feature put in the graph::
+
+    g.ndata["feat"] = ibp_gnn.compress(g.ndata["feat"])   # or IBPFeatureStorage(...)
+    sampler = dgl.dataloading.NeighborSampler([10, 10], prefetch_node_feats=["feat"])
+
+The DataLoader's prefetch of ``feat`` then gathers the batch's rows from the
+compressed store (DGL gathers rows with ``torch.index_select``, which compressed
+features implement), so do sampled blocks' ``srcdata["feat"]`` and
+layer-wise inference's ``g.ndata["feat"][input_nodes]``. Other torch operations
+on the whole feature (full-graph message passing on ``g.ndata["feat"]``) raise a
+TypeError saying to gather the rows first. For a graph on a GPU, assign
+``ct.to("cuda")`` (rows decoded there). ``DataLoader.attach_data`` only serves
+samplers that emit ``LazyFeature``s of their own; stock samplers read the
+graph's ``ndata``, so put the feature there.
+
+Classic path with explicit fetches (``dgl.dataloading.DataLoader`` + ``NeighborSampler``)::
 
     import ibp_gnn.dgl as idgl
 
@@ -30,6 +45,7 @@ versions. :func:`import_dgl` with ``without_graphbolt=True`` imports DGL's core,
 """
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import threading
@@ -41,6 +57,7 @@ import numpy as np
 import torch
 
 from ._tensor import CompressedTensor, compress, load
+from ._tensorlike import TensorLike
 
 __all__ = ["IBPFeature", "IBPFeatureStorage", "fetch_block_features", "import_dgl"]
 
@@ -247,13 +264,30 @@ class _CompressedRows:
 
 
 # ---- classic dgl.dataloading -----------------------------------------------------------------------
-class _StorageImpl(_CompressedRows):
+class _StorageImpl(_CompressedRows, TensorLike):
     """See ``IBPFeatureStorage``."""
 
+    _op_name = "IBPFeatureStorage"
+
     def __init__(self, features, *, mode: str = "auto", threads: Optional[int] = None,
-                 mmap: bool = True):
+                 mmap: bool = True, device="cpu"):
         super().__init__(features, mode=mode, threads=threads, mmap=mmap,
                          op="IBPFeatureStorage")
+        self.device = _device(device, "IBPFeatureStorage")
+        if self.device.type == "cuda":
+            self.ct.pin_memory()
+
+    # tensor protocol (ibp_gnn._tensorlike): g.ndata["feat"] = storage, feat[input_nodes]
+    def _take(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.gather(ids, self.device)
+
+    def _on(self, device: torch.device):
+        other = copy.copy(self)
+        other.device = device
+        other.reset_counters()
+        if device.type == "cuda":
+            other.ct.pin_memory()
+        return other
 
     def requires_ddp(self) -> bool:
         return False
@@ -427,6 +461,9 @@ _DOCS = {
     features: a tensor or numpy array (compressed here with `mode`), a
     CompressedTensor, or the path of a saved one (memory-mapped when `mmap`).
     ``bytes_read`` / ``raw_bytes_read`` count what fetches read from host memory.
+    It also indexes like a tensor (``storage[ids]``, ``.shape``, ``.dtype``,
+    ``.device``: where ``storage[ids]`` decodes, `device`; ``.to(device)``), so
+    ``g.ndata["feat"] = storage`` serves DGL's stock samplers and prefetching.
     """,
     "IBPFeature": """A GraphBolt ``Feature`` over node features compressed with IBP:
     ``read(ids)`` returns ``x[ids]`` bit for bit (on the GPU for CUDA ids),

@@ -4,18 +4,20 @@ remote-backend interface, so ``NeighborLoader`` / ``LinkNeighborLoader`` /
 
 ::
 
-    from torch_geometric.loader import NeighborLoader
+    from ibp_gnn.loader import NeighborLoader     # PyG's loader on ibp_gnn's sampler
     from ibp_gnn.pyg import from_data
-    from ibp_gnn.sampler import NeighborSampler
 
     feature_store, graph_store = from_data(data, device="cpu")   # or "cuda"
     loader = NeighborLoader((feature_store, graph_store), num_neighbors=[15, 10],
-                            input_nodes=train_idx, batch_size=1024, filter_per_worker=False,
-                            neighbor_sampler=NeighborSampler((feature_store, graph_store),
-                                                             [15, 10]))
+                            input_nodes=train_idx, batch_size=1024)
 
-(Without ``neighbor_sampler=``, PyG builds its own sampler, which needs pyg-lib
-or torch-sparse.) Every batch's ``x`` is bit-identical to ``data.x[batch.n_id]``.
+(PyG's own ``torch_geometric.loader.NeighborLoader`` works too, given
+``neighbor_sampler=ibp_gnn.sampler.NeighborSampler(...)``; without it PyG builds
+its own sampler, which needs pyg-lib or torch-sparse.) Every batch's ``x`` is
+bit-identical to ``data.x[batch.n_id]``. Edge-level tensors are kept too
+(:meth:`IBPFeatureStore.put_edge_tensor`); :func:`attach_edge_features` (which
+``ibp_gnn.loader`` applies) gives a batch their rows for ``batch.e_id``.
+:func:`compress_data` compresses a ``Data``'s tensors in place instead.
 
 * :class:`IBPFeatureStore` -- a ``torch_geometric.data.FeatureStore``. Each tensor
   put into it is either compressed (a 2-D tensor of a codec dtype; a
@@ -42,21 +44,21 @@ Each store counts the bytes its gathers read from host memory (``bytes_read``;
 """
 from __future__ import annotations
 
+import copy
 import os
-import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
-from torch_geometric.data import EdgeAttr, FeatureStore, GraphStore, TensorAttr
-from torch_geometric.data.graph_store import EdgeLayout
-from torch_geometric.utils import index_sort
+from torch_geometric.data import FeatureStore, TensorAttr
+from torch_geometric.data.feature_store import AttrView
 
 from ._tensor import CompressedTensor, compress, load
-from ._tensor import index_1d as _index_1d
+from ._tensorlike import TensorLike
 
-__all__ = ["IBPFeatureStore", "IBPGraphStore", "from_data"]
+__all__ = ["IBPFeatureStore", "IBPGraphStore", "attach_edge_features", "compress_data", "from_data",
+           "store_type_order"]
 
 COMPRESS_POLICIES = ("auto", "always", "never")
 DEFAULT_MIN_BYTES = 1 << 20
@@ -81,6 +83,15 @@ def _key_name(key: Tuple[Any, Any]) -> str:
     group, attr = key
     return attr if group is None else f"{group}.{attr}" if isinstance(group, str) \
         else f"{'__'.join(group)}.{attr}"
+
+
+def _is_edge_key(key) -> bool:
+    return isinstance(key[0], tuple) and len(key[0]) == 2 and key[0][0] == "edge"
+
+
+def _edge_key_name(key) -> str:
+    (_, et), attr = key
+    return f"edge {attr}" if et is None else f"edge {'__'.join(et)}.{attr}"
 
 
 def _fmt_bytes(n: int) -> str:
@@ -181,6 +192,9 @@ class IBPFeatureStore(FeatureStore):
         self.mmap = mmap
         self.count_bytes = count_bytes
         self._entries: Dict[Tuple[Any, Any], _Entry] = {}
+        # Edge-level tensors, keyed (edge_type, attr_name); kept out of
+        # get_all_tensor_attrs, which PyG's loaders index with node ids.
+        self._edge_entries: Dict[Tuple[Any, str], _Entry] = {}
         self.reset_counters()
 
     # ---- counters ------------------------------------------------------------------------
@@ -188,7 +202,7 @@ class IBPFeatureStore(FeatureStore):
         """Raises ibp_gnn.FileChangedError when the .ibp file under a memory-mapped
         tensor changed since it was loaded (a few stat calls; ibp_gnn.Prefetcher
         calls it when an epoch starts)."""
-        for e in self._entries.values():
+        for e in list(self._entries.values()) + list(self._edge_entries.values()):
             if e.compressed:
                 e.ct.check_file()
 
@@ -202,12 +216,17 @@ class IBPFeatureStore(FeatureStore):
     @property
     def nbytes(self) -> int:
         """Bytes the stored tensors occupy in host memory."""
-        return sum(e.nbytes for e in self._entries.values())
+        return sum(e.nbytes for e in self._all_entries().values())
 
     @property
     def raw_nbytes(self) -> int:
         """Bytes the stored tensors would occupy uncompressed."""
-        return sum(e.raw_nbytes for e in self._entries.values())
+        return sum(e.raw_nbytes for e in self._all_entries().values())
+
+    def _all_entries(self) -> Dict[Tuple[Any, Any], _Entry]:
+        out = dict(self._entries)
+        out.update({(("edge", et), name): e for (et, name), e in self._edge_entries.items()})
+        return out
 
     def is_compressed(self, *args, **kwargs) -> bool:
         """Whether the tensor named by ``(group_name, attr_name)`` is stored compressed."""
@@ -216,8 +235,8 @@ class IBPFeatureStore(FeatureStore):
     def describe(self) -> Dict[str, dict]:
         """Per tensor: whether it is compressed, shape, dtype, bytes and the reason."""
         out = {}
-        for key, e in self._entries.items():
-            out[_key_name(key)] = {
+        for key, e in self._all_entries().items():
+            out[_edge_key_name(key) if _is_edge_key(key) else _key_name(key)] = {
                 "compressed": e.compressed, "shape": tuple(e.shape),
                 "dtype": str(e.dtype).replace("torch.", ""), "nbytes": e.nbytes,
                 "raw_nbytes": e.raw_nbytes, "reason": e.reason}
@@ -229,7 +248,8 @@ class IBPFeatureStore(FeatureStore):
                 f"{_fmt_bytes(self.raw_nbytes)} raw")
         if not self._entries:
             return head + ")"
-        lines = [f"  {_key_name(k)}: {e.describe()}" for k, e in self._entries.items()]
+        lines = [f"  {_edge_key_name(k) if _is_edge_key(k) else _key_name(k)}: {e.describe()}"
+                 for k, e in self._all_entries().items()]
         return head + ":\n" + "\n".join(lines) + "\n)"
 
     # ---- put ------------------------------------------------------------------------------
@@ -466,259 +486,128 @@ class IBPFeatureStore(FeatureStore):
     def get_all_tensor_attrs(self) -> List[TensorAttr]:
         return [self._tensor_attr_cls.cast(group, name) for group, name in self._entries]
 
+    # ---- edge-level tensors -------------------------------------------------------------------
+    def put_edge_tensor(self, value, edge_type=None, attr_name: str = "edge_attr") -> None:
+        """Stores an edge-level tensor (one row per edge, in the order of the edges
+        put in the graph store: what PyG's ``e_id`` indexes), compressed or raw by
+        the store's policy. Loaders of ``ibp_gnn.loader`` then give each batch
+        ``batch.<attr_name> = value[batch.e_id]`` (per edge type for heterogeneous
+        graphs); :func:`attach_edge_features` does it for any PyG loader's batch."""
+        if not isinstance(attr_name, str) or not attr_name:
+            raise TypeError(f"IBPFeatureStore.put_edge_tensor: attr_name must be a non-empty "
+                            f"str, got {attr_name!r}")
+        et = tuple(edge_type) if isinstance(edge_type, (tuple, list)) else edge_type
+        name = _edge_key_name((("edge", et), attr_name))
+        self._edge_entries[(et, attr_name)] = self._make_entry(value, name)
 
-# ---- graph store ----------------------------------------------------------------------------
-def _ptr(counts: torch.Tensor, n: int) -> torch.Tensor:
-    ptr = torch.zeros(n + 1, dtype=torch.int64)
-    if counts.numel():
-        ptr[1:] = torch.cumsum(torch.bincount(counts, minlength=n), 0)
-    return ptr
+    def edge_tensor_names(self, edge_type=None) -> List[str]:
+        """Names of the edge-level tensors stored for `edge_type`."""
+        et = tuple(edge_type) if isinstance(edge_type, (tuple, list)) else edge_type
+        return [name for (t, name) in self._edge_entries if t == et]
+
+    def get_edge_tensor(self, edge_type=None, attr_name: str = "edge_attr", index=None
+                        ) -> torch.Tensor:
+        """Rows `index` (edge ids, None: all) of an edge-level tensor, on the store's
+        device, counted in ``bytes_read`` like node rows."""
+        op = "get_edge_tensor"
+        self._check_process(op)
+        et = tuple(edge_type) if isinstance(edge_type, (tuple, list)) else edge_type
+        key = (et, attr_name)
+        name = _edge_key_name((("edge", et), attr_name))
+        e = self._edge_entries.get(key)
+        if e is None:
+            known = ", ".join(repr(_edge_key_name((("edge", t), a)))
+                              for t, a in self._edge_entries) or "none"
+            raise KeyError(f"IBPFeatureStore.{op}: no edge tensor {name!r}; stored: {known}")
+        ids, scalar = self._ids(index, e.shape[0], name, op)
+        if ids is not None and not scalar:
+            self._check_range(ids, e.shape[0], name, op)
+        cache: dict = {}
+
+        def ids_cpu():
+            if "cpu" not in cache:
+                cache["cpu"] = ids if ids.device.type == "cpu" else ids.cpu()
+            return cache["cpu"]
+
+        ids_dev = ids if ids is not None and ids.device == self.device else None
+        t = self._gather(e, ids, ids_dev, ids_cpu)
+        return t[0] if scalar else t
+
+    # ---- tensor-like views ------------------------------------------------------------------
+    def view(self, *args, **kwargs) -> AttrView:
+        """PyG's view of the store (``store[group, attr]``); once it names a stored
+        tensor it also indexes like that tensor (``view[idx]``, ``.shape``,
+        ``.size()``, ``.dtype``, ``.device``, ``len()``, ``.to(device)``)."""
+        return FeatureView(self, self._tensor_attr_cls.cast(*args, **kwargs))
+
+    def to(self, device: Union[str, torch.device]) -> "IBPFeatureStore":
+        """A store over the same host tensors returning rows on `device` (self when it
+        already does); its byte counters start at zero."""
+        d = _store_device(device, "IBPFeatureStore.to")
+        if d == self.device:
+            return self
+        other = copy.copy(self)
+        other.device = d
+        other.reset_counters()
+        for e in self._entries.values():
+            other._placed(e)
+        return other
+
+    def tensor(self, attr_name: str = "x", group_name=None) -> "FeatureView":
+        """The stored tensor `attr_name` (of node type `group_name`) as a tensor-like
+        view: ``fs.tensor("x")[batch.n_id]`` is ``data.x[batch.n_id]``."""
+        view = self.view(group_name, attr_name)
+        self._entry(view._attr, "tensor")
+        return view
 
 
-def _expand(ptr: torch.Tensor) -> torch.Tensor:
-    n = ptr.numel() - 1
-    return torch.repeat_interleave(torch.arange(n), (ptr[1:] - ptr[:-1]).to(torch.int64))
+class FeatureView(TensorLike, AttrView):
+    """``IBPFeatureStore[group, attr]``: PyG's ``AttrView``, which, once it names a
+    stored tensor, indexes like it; rows are gathered (and counted) by the store."""
 
+    _op_name = "IBPFeatureStore view"
+    __getattr__ = AttrView.__getattr__  # store.view.attr sets the view's next field
 
-class IBPGraphStore(GraphStore):
-    """A PyG ``GraphStore`` with each edge type's structure in host memory.
+    def _named(self) -> bool:
+        a = self._attr
+        return a.is_set("group_name") and a.is_set("attr_name") and not a.is_set("index")
 
-    Put edges in any layout (``put_edge_index((row, col), edge_type=...,
-    layout="coo", size=(num_src, num_dst))``; CSC is ``(row, colptr)``, CSR
-    ``(rowptr, col)``), as torch tensors or numpy arrays (memory maps of files
-    written by a dataset pipeline are viewed in place, not copied). ``size`` is inferred when omitted (PyG's homogeneous samplers need
-    it). ``coo()``, ``csr()`` and ``csc()`` derive a missing layout once, with the
-    permutation from its edge positions to the edge ids of the stored layout, and
-    keep it, so every loader built on the store reuses it. The conversion sorts
-    with PyG's ``index_sort``, so a CSC derived from COO is the one PyG's ``Data``
-    path builds, and samplers draw the same neighbours from both.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self._stored: Dict[Tuple[Any, str], Tuple[Tuple[torch.Tensor, torch.Tensor], EdgeAttr]] = {}
-        self._derived: Dict[Tuple[Any, str], Tuple[torch.Tensor, torch.Tensor,
-                                                    Optional[torch.Tensor]]] = {}
-
-    def __repr__(self) -> str:
-        parts = []
-        for (et, layout), ((a, b), attr) in self._stored.items():
-            n = a.numel() if layout != "csr" else b.numel()
-            name = "None" if et is None else "__".join(et) if isinstance(et, tuple) else str(et)
-            parts.append(f"{name}: {layout} {n} edges, size={attr.size}")
-        return f"IBPGraphStore({'; '.join(parts)})"
+    def _stored(self) -> _Entry:
+        if not self._named():
+            raise AttributeError(f"{self._op_name}: {self._attr} does not name one stored "
+                                 "tensor (give its group_name and attr_name)")
+        return self._store._entry(self._attr, "view")
 
     @property
-    def nbytes(self) -> int:
-        """Bytes of the stored and derived structures."""
-        total = 0
-        for (a, b), _ in self._stored.values():
-            total += a.numel() * a.element_size() + b.numel() * b.element_size()
-        for a, b, p in self._derived.values():
-            total += sum(t.numel() * t.element_size() for t in (a, b, p) if t is not None)
-        return total
+    def shape(self) -> torch.Size:
+        return torch.Size(self._stored().shape)
 
-    def _put_edge_index(self, edge_index, edge_attr: EdgeAttr) -> bool:
-        layout = EdgeLayout(edge_attr.layout).value
-        op = f"IBPGraphStore.put_edge_index(edge_type={edge_attr.edge_type!r}, layout={layout!r})"
-        if isinstance(edge_index, torch.Tensor) and edge_index.dim() == 2 and edge_index.size(0) == 2:
-            edge_index = (edge_index[0], edge_index[1])
-        if not isinstance(edge_index, (tuple, list)) or len(edge_index) != 2:
-            raise TypeError(f"{op}: edge_index must be a pair (row, col) of 1-D index tensors "
-                            f"or arrays, got {type(edge_index).__name__}")
-        names = {"coo": ("row", "col"), "csc": ("row", "colptr"), "csr": ("rowptr", "col")}[layout]
-        a = _index_1d(edge_index[0], names[0], op)
-        b = _index_1d(edge_index[1], names[1], op)
-        size = edge_attr.size
-        for what, t in ((names[0], a), (names[1], b)):
-            if t.numel() and int(t.min()) < 0:
-                raise ValueError(f"{op}: {what} holds negative id {int(t.min())}; node ids and "
-                                 "pointers must be >= 0")
-        if layout == "coo":
-            if a.numel() != b.numel():
-                raise ValueError(f"{op}: row and col have {a.numel()} and {b.numel()} entries")
-            inferred = ((int(a.max()) + 1 if a.numel() else 0),
-                        (int(b.max()) + 1 if b.numel() else 0))
-        else:
-            ptr, idx = (b, a) if layout == "csc" else (a, b)
-            if ptr.numel() < 1 or int(ptr[0]) != 0 or int(ptr[-1]) != idx.numel():
-                raise ValueError(f"{op}: {names[1] if layout == 'csc' else names[0]} must start "
-                                 f"at 0 and end at the number of edges ({idx.numel()})")
-            n_idx = int(idx.max()) + 1 if idx.numel() else 0
-            inferred = (n_idx, ptr.numel() - 1) if layout == "csc" else (ptr.numel() - 1, n_idx)
-        if size is None:
-            size = inferred
-        else:
-            size = (int(size[0]), int(size[1]))
-            if layout != "csr" and inferred[0] > size[0] or layout != "csc" and inferred[1] > size[1]:
-                raise ValueError(f"{op}: edges reach node ids up to {inferred} - 1, beyond "
-                                 f"size={size}")
-            if (layout == "csc" and inferred[1] != size[1]) or (layout == "csr" and inferred[0] != size[0]):
-                raise ValueError(f"{op}: the pointer array describes "
-                                 f"{inferred[1] if layout == 'csc' else inferred[0]} nodes, "
-                                 f"size={size}")
-        attr = EdgeAttr(edge_attr.edge_type, layout, is_sorted=edge_attr.is_sorted, size=size)
-        self._stored[(edge_attr.edge_type, layout)] = ((a, b), attr)
-        for k in [k for k in self._derived if k[0] == edge_attr.edge_type]:
-            del self._derived[k]
-        return True
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._stored().dtype
 
-    def put_csc(self, indptr, indices, *, size: Tuple[int, int], edge_type=None,
-                check: bool = True) -> None:
-        """Stores a CSC (``indices`` of the in-neighbours of node v at
-        ``indptr[v]:indptr[v + 1]``) viewed in place: numpy memory maps of a
-        prepared dataset are never copied, and samplers use the layout as is
-        (no edge permutation). ``check=False`` trusts the ids of ``indices``
-        (e.g. a cache written by ``ibp_gnn.datasets.build_csc``) and skips
-        their O(E) scan; the pointer array's ends and length are always checked."""
-        op = f"IBPGraphStore.put_csc(edge_type={edge_type!r})"
-        ptr = _index_1d(indptr, "indptr", op)
-        idx = _index_1d(indices, "indices", op)
-        size = (int(size[0]), int(size[1]))
-        if ptr.numel() != size[1] + 1:
-            raise ValueError(f"{op}: indptr has {ptr.numel()} entries, size={size} needs "
-                             f"{size[1] + 1}")
-        if int(ptr[0]) != 0 or int(ptr[-1]) != idx.numel():
-            raise ValueError(f"{op}: indptr must start at 0 and end at the number of edges "
-                             f"({idx.numel()}), got {int(ptr[0])} .. {int(ptr[-1])}")
-        if check:
-            self.put_edge_index((idx, ptr), edge_type=edge_type, layout="csc", size=size)
-            return
-        attr = EdgeAttr(edge_type, "csc", is_sorted=True, size=size)
-        self._stored[(edge_type, "csc")] = ((idx, ptr), attr)
-        for k in [k for k in self._derived if k[0] == edge_type]:
-            del self._derived[k]
+    @property
+    def device(self) -> torch.device:
+        return self._store.device
 
-    def _get_edge_index(self, edge_attr: EdgeAttr):
-        hit = self._stored.get((edge_attr.edge_type, EdgeLayout(edge_attr.layout).value))
-        return hit[0] if hit is not None else None
+    def __getitem__(self, key):
+        a = self._attr
+        if not self._named() or (a.group_name, a.attr_name) not in self._store._entries:
+            return AttrView.__getitem__(self, key)
+        return TensorLike.__getitem__(self, key)
 
-    def _remove_edge_index(self, edge_attr: EdgeAttr) -> bool:
-        key = (edge_attr.edge_type, EdgeLayout(edge_attr.layout).value)
-        for k in [k for k in self._derived if k[0] == edge_attr.edge_type]:
-            del self._derived[k]
-        return self._stored.pop(key, None) is not None
+    def __len__(self) -> int:
+        return int(self.shape[0])
 
-    def get_all_edge_attrs(self) -> List[EdgeAttr]:
-        return [EdgeAttr(a.edge_type, a.layout, a.is_sorted, a.size)
-                for _, a in self._stored.values()]
+    def _take(self, ids: torch.Tensor) -> torch.Tensor:
+        return self._store.get_tensor(group_name=self._attr.group_name,
+                                      attr_name=self._attr.attr_name, index=ids)
 
-    # ---- layouts -----------------------------------------------------------------------------
-    def coo(self, edge_types: Optional[List[Any]] = None, store: bool = False):
-        return self._layouts("coo", edge_types)
-
-    def csr(self, edge_types: Optional[List[Any]] = None, store: bool = False):
-        return self._layouts("csr", edge_types)
-
-    def csc(self, edge_types: Optional[List[Any]] = None, store: bool = False):
-        return self._layouts("csc", edge_types)
-
-    def _layouts(self, layout: str, edge_types):
-        types = list(dict.fromkeys(et for et, _ in self._stored))
-        if not types:
-            raise ValueError(f"IBPGraphStore.{layout}: the store holds no edges")
-        if not all(et is not None for et in types):  # homogeneous: tensors, as PyG's stores
-            return self._layout(types[0], layout)
-        if edge_types is not None:
-            missing = [et for et in edge_types if et not in types]
-            if missing:
-                raise ValueError(f"IBPGraphStore.{layout}: edge types {missing} are not in the "
-                                 f"store (it holds {types})")
-            types = [et for et in types if et in edge_types]
-        rows, cols, perms = {}, {}, {}
-        for et in types:
-            rows[et], cols[et], perms[et] = self._layout(et, layout)
-        return rows, cols, perms
-
-    def _layout(self, edge_type, layout: str):
-        """(a, b, perm) of one edge type in `layout`; perm maps positions in it to
-        edge ids of the stored layout (None: the same order)."""
-        if (edge_type, layout) in self._stored:
-            (a, b), _ = self._stored[(edge_type, layout)]
-            return a, b, None
-        if (edge_type, layout) in self._derived:
-            return self._derived[(edge_type, layout)]
-        for src in ("coo", "csc", "csr"):
-            if (edge_type, src) in self._stored:
-                break
-        (a, b), attr = self._stored[(edge_type, src)]
-        num_src, num_dst = attr.size
-        if src == "coo":
-            row, col, sorted_by_dst = a.to(torch.int64), b.to(torch.int64), attr.is_sorted
-        elif src == "csc":
-            row, col, sorted_by_dst = a.to(torch.int64), _expand(b), True
-        else:
-            row, col, sorted_by_dst = _expand(a), b.to(torch.int64), False
-        if layout == "coo":
-            out = (row, col, None)
-        elif layout == "csc":
-            if sorted_by_dst:
-                out = (row, _ptr(col, num_dst), None)
-            else:
-                sorted_col, perm = index_sort(col, max_value=num_dst)
-                out = (row[perm], _ptr(sorted_col, num_dst), perm)
-        else:
-            sorted_row, perm = index_sort(row, max_value=num_src)
-            out = (_ptr(sorted_row, num_src), col[perm], perm)
-        self._derived[(edge_type, layout)] = out
-        return out
+    def _on(self, device: torch.device) -> "FeatureView":
+        return FeatureView(self._store.to(device), copy.copy(self._attr))
 
 
-# ---- from PyG data -----------------------------------------------------------------------------
-def from_data(data, device: Union[str, torch.device] = "cpu", **store_kwargs
-              ) -> Tuple[IBPFeatureStore, IBPGraphStore]:
-    """(IBPFeatureStore, IBPGraphStore) holding a ``Data`` or ``HeteroData``.
-
-    Every node-level tensor (``x``, ``y``, masks, ...) of every node type goes to
-    the feature store (compressed or raw as ``store_kwargs['compress']`` decides,
-    see :class:`IBPFeatureStore`); every edge type's ``edge_index`` goes to the
-    graph store in COO with its size. Edge-level tensors (``edge_attr``, ...) are
-    left out with a warning: PyG's loaders over a (FeatureStore, GraphStore) pair
-    fetch node tensors only.
-    """
-    from torch_geometric.data import Data, HeteroData
-
-    fs = IBPFeatureStore(device, **store_kwargs)
-    gs = IBPGraphStore()
-    skipped = []
-    if isinstance(data, HeteroData):
-        for nt in data.node_types:
-            store = data[nt]
-            for key, value in store.items():
-                if isinstance(value, torch.Tensor) and store.is_node_attr(key):
-                    fs.put_tensor(value, group_name=nt, attr_name=key, index=None)
-        for et in data.edge_types:
-            store = data[et]
-            if "edge_index" not in store:
-                raise ValueError(f"from_data: edge type {et} has no edge_index")
-            src, _, dst = et
-            gs.put_edge_index(store.edge_index, edge_type=et, layout="coo",
-                              size=(data[src].num_nodes, data[dst].num_nodes))
-            skipped += [f"{et}.{k}" for k, v in store.items()
-                        if k != "edge_index" and isinstance(v, torch.Tensor)]
-        missing = [nt for nt in data.node_types
-                   if not any(g == nt for g, _ in fs._entries)]
-        if missing:
-            raise ValueError(f"from_data: node types {missing} have no node-level tensor; PyG's "
-                             "samplers learn node types and counts from the feature store, so "
-                             "give each at least one (e.g. data[nt].x or data[nt].n_id)")
-    elif isinstance(data, Data):
-        if data.edge_index is None:
-            raise ValueError("from_data: data has no edge_index")
-        n = data.num_nodes
-        for key, value in data.items():
-            if key == "edge_index" or not isinstance(value, torch.Tensor):
-                continue
-            if data.is_node_attr(key):
-                fs.put_tensor(value, group_name=None, attr_name=key, index=None)
-            else:
-                skipped.append(key)
-        gs.put_edge_index(data.edge_index, edge_type=None, layout="coo", size=(n, n))
-    else:
-        raise TypeError(f"from_data: data must be a torch_geometric Data or HeteroData, got "
-                        f"{type(data).__name__}")
-    if skipped:
-        warnings.warn(f"from_data: edge-level tensors {skipped} are not stored: PyG's loaders "
-                      "over a (FeatureStore, GraphStore) pair fetch node tensors only",
-                      stacklevel=2)
-    return fs, gs
+# The graph store and the Data helpers live beside this module; their names are this module's.
+from .pyg_graph import IBPGraphStore  # noqa: E402
+from .pyg_data import (attach_edge_features, compress_data, from_data,  # noqa: E402
+                       store_type_order)

@@ -790,6 +790,10 @@ class NeighborSampler(_PygNeighborSampler):
                              time_attr=time_attr, weight_attr=weight_attr, is_sorted=is_sorted,
                              share_memory=share_memory, directed=directed,
                              sample_direction=sample_direction)
+        if self.is_hetero and isinstance(data, (tuple, list)):  # PyG's order comes from a set()
+            from .pyg import store_type_order
+            self.node_types, self.edge_types = store_type_order(data, self.node_types,
+                                                                self.edge_types)
         if backend == "pyg":
             return
         if self.is_hetero:

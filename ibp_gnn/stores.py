@@ -13,9 +13,15 @@ ranks, sweep jobs) share one copy of it: the OS page cache.
 Each store also reports ``fetch_nbytes(ids)``, the bytes a gather reads from
 host memory (IBP: the compressed rows' bytes; raw: rows x row bytes), and its
 ``ratio`` (raw bytes / bytes held in host memory).
+
+They index like the feature tensor (``store[idx]``, ``.shape``, ``.size()``,
+``.dtype``, ``.device``, ``len()``; ``ibp_gnn._tensorlike``), so inference code
+written for ``x_all[batch.n_id]`` runs on them; ``store.to(device)`` is a store
+over the same host data that returns rows on `device`.
 """
 from __future__ import annotations
 
+import copy
 import os
 import threading
 from pathlib import Path
@@ -24,6 +30,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
+from ._tensorlike import TensorLike
 from .data import FeatureSource, GraphData
 
 CODEC_MODES = ("auto", "paper")
@@ -41,10 +48,24 @@ def _device(device) -> torch.device:
     return d
 
 
-class FeatureStoreBase:
+class FeatureStoreBase(TensorLike):
     """Rows of a node feature matrix by node id."""
 
     kind = "base"
+    _op_name = "FeatureStore"
+
+    def _take(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.gather(ids)
+
+    def _on(self, device: torch.device) -> "FeatureStoreBase":
+        other = copy.copy(self)
+        other.device = device
+        if device.type == "cuda":
+            other._pin()
+        return other
+
+    def _pin(self) -> None:
+        raise NotImplementedError
 
     def __init__(self, device: Union[str, torch.device] = "cpu"):
         self.device = _device(device)
@@ -127,6 +148,10 @@ class RawStore(FeatureStoreBase):
     @property
     def shape(self) -> torch.Size:
         return torch.Size(self._x.shape)
+
+    def _pin(self) -> None:
+        if self._pinned is None:
+            self._pinned = torch.from_numpy(np.ascontiguousarray(self._x)).pin_memory()
 
     @property
     def dtype(self) -> torch.dtype:
@@ -245,6 +270,9 @@ class IBPStore(FeatureStoreBase):
     @property
     def shape(self) -> torch.Size:
         return self.ct.shape
+
+    def _pin(self) -> None:
+        self.ct.pin_memory()
 
     @property
     def dtype(self) -> torch.dtype:

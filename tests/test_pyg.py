@@ -410,8 +410,14 @@ def test_hetero_pyg_neighbor_loader():
 def test_from_data_errors_and_warnings():
     data = random_data()
     data.edge_attr = torch.randn(data.num_edges, 3)
-    with pytest.warns(UserWarning, match=r"edge-level tensors \['edge_attr'\] are not stored"):
-        from_data(data)
+    data.graph_label = torch.zeros(1, 2, 3)
+    with pytest.warns(UserWarning, match=r"tensors \['graph_label'\] are neither node- nor edge"):
+        fs, _ = from_data(data)
+    assert fs.edge_tensor_names() == ["edge_attr"]
+    assert_bits_equal(fs.get_edge_tensor(None, "edge_attr", torch.tensor([4, 0])),
+                      data.edge_attr[[4, 0]])
+    with pytest.raises(KeyError, match=r"no edge tensor 'edge w'; stored: 'edge edge_attr'"):
+        fs.get_edge_tensor(None, "w")
     with pytest.raises(TypeError, match=r"must be a torch_geometric Data or HeteroData, got dict"):
         from_data({"x": data.x})
     h = HeteroData()
@@ -511,3 +517,92 @@ def test_training_losses_match_uncompressed(name, kind):
     assert len(losses) == 3 * -(-train_idx.numel() // 32)
     assert all(torch.equal(a, b) for a, b in zip(ids, ref_ids))
     assert losses == ref_losses  # exactly
+
+
+# ---- tensor-like features -----------------------------------------------------------------------
+def _bits(t):
+    return t.contiguous().view(torch.int32) if t.dtype == torch.float32 else t
+
+
+TENSOR_KEYS = [
+    torch.tensor([3, -1, 5, 5]), np.array([7, 0, 2]), [1, 2, -3], slice(2, 50, 3), slice(None),
+    4, -2, torch.tensor(7), np.int64(9), torch.tensor([[1, 2], [3, 4]]), (torch.tensor([1, 0]),
+    slice(1, 4)), (3, 2), Ellipsis, (slice(None), 0), range(3), torch.empty(0, dtype=torch.long),
+    torch.tensor([5, 9], dtype=torch.int32), [True] * 50 + [False] * 50,
+]
+
+
+def _special_rows(n=100, cols=7):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, cols, generator=g)
+    x[x > 0.4] = 0
+    x[0, 0], x[1, 1], x[2, 2], x[3, 3] = float("nan"), -0.0, float("inf"), 1e-42
+    return x
+
+
+@pytest.mark.parametrize("key", TENSOR_KEYS, ids=lambda k: type(k).__name__)
+def test_tensor_like_indexing_matches_the_raw_tensor(key):
+    x = _special_rows()
+    ct = ibp_gnn.compress(x)
+    fs, _ = from_data(Data(x=x, edge_index=torch.zeros(2, 0, dtype=torch.long)),
+                      compress="always")
+    for holder in (ct, fs[None, "x"], fs.tensor("x")):
+        got = holder[key]
+        want = x[key]
+        assert got.shape == want.shape and got.dtype == want.dtype
+        assert torch.equal(_bits(got), _bits(want))
+
+
+def test_tensor_like_description_and_errors():
+    x = _special_rows()
+    ct = ibp_gnn.compress(x)
+    view = from_data(Data(x=x, edge_index=torch.zeros(2, 0, dtype=torch.long)),
+                     compress="always")[0][None, "x"]
+    for holder in (ct, view):
+        assert holder.shape == x.shape and holder.size() == x.size() and holder.size(-1) == 7
+        assert holder.dtype == x.dtype and holder.device == torch.device("cpu")
+        assert len(holder) == 100 and holder.dim() == 2 and holder.ndim == 2
+        assert holder.numel() == x.numel() and holder.to("cpu") is holder
+        assert holder.to(x) is holder  # same device and dtype as a tensor
+        with pytest.raises(IndexError, match="100 is out of range for 100 rows"):
+            holder[100]
+        with pytest.raises(IndexError, match="id -101, out of range"):
+            holder[torch.tensor([0, -101])]
+        with pytest.raises(TypeError, match=r"decoded bit for bit, not converted.*to\(torch"):
+            holder.to(torch.float64)
+        with pytest.raises(TypeError, match="must hold integers"):
+            holder[torch.tensor([0.5])]
+        with pytest.raises(ValueError, match="decoded on 'cpu' or 'cuda"):
+            holder.to("meta")
+        with pytest.raises(IndexError, match="size: dim 2 is out of range"):
+            holder.size(2)
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="is_available"):
+            ct.to("cuda")
+
+
+def test_store_views_count_bytes_and_raw_stores_index_too():
+    from ibp_gnn.stores import IBPStore, RawStore
+
+    x = _special_rows(300, 64)
+    fs, _ = from_data(Data(x=x, edge_index=torch.zeros(2, 0, dtype=torch.long)),
+                      compress="always")
+    before = fs.bytes_read
+    assert torch.equal(_bits(fs[None, "x"][torch.tensor([1, 2])]), _bits(x[[1, 2]]))
+    assert fs.bytes_read > before  # a view's gathers go through the store's counters
+    for store in (IBPStore(x), RawStore(x)):
+        idx = torch.tensor([299, 0, -1])
+        assert torch.equal(_bits(store[idx]), _bits(x[idx]))
+        assert store.shape == x.shape and len(store) == 300 and store.to("cpu") is store
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_tensor_like_to_cuda_decodes_on_the_gpu():
+    x = _special_rows(300, 64)
+    ct = ibp_gnn.compress(x)
+    g = ct.to("cuda")
+    idx = torch.tensor([5, 1, 5])
+    assert g.device.type == "cuda" and g[idx].device.type == "cuda"
+    assert torch.equal(_bits(g[idx].cpu()), _bits(x[idx]))
+    assert torch.equal(_bits(g[idx.cuda()].cpu()), _bits(x[idx]))
+    assert g.to("cpu") is ct
