@@ -428,17 +428,21 @@ def read_coded_ref(br, pos: int, tables: np.ndarray, g: int, w_count: int):
 CODED_FIELDS = {0: (23, 8), 1: (10, 5), 2: (7, 8)}
 
 
-def select_codes_ref(words: np.ndarray, dtype: int):
-    """One group's code rows [C, W] from sample rows `words` (encode.h
-    select_codes), or None for a dtype without kCoded rows."""
+def select_codes_ref(words: np.ndarray, dtype: int, row_bytes: int):
+    """One group's code rows [C, W] from sample rows `words` of row_bytes
+    bytes (encode.h select_codes), or None for a dtype without kCoded rows."""
     if dtype not in CODED_FIELDS:
         return None
     lo, nc = CODED_FIELDS[dtype]
     upw = 2 if DTYPE_BYTES[dtype] == 2 else 1
     n, w_count = words.shape
     out = np.zeros((8 * upw, w_count), np.uint32)
+    unit_bytes = 4 // upw
     for u in range(w_count * upw):
         w, h = divmod(u, upw)
+        if u * unit_bytes >= row_bytes:  # zero padding of an odd 2-byte row: coded whole
+            out[8 * h, w] = 1 | 0 << 4 | 16 << 9
+            continue
         col = [coded_parts_ref(units_ref(words[i, w:w + 1], upw)[h], lo, nc)[1]
                for i in range(n)]
         counts = [col.count(v) for v in range(1 << nc)]

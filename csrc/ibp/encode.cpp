@@ -647,6 +647,12 @@ bool select_codes(const uint8_t* x, uint64_t row_bytes, uint32_t row_words, uint
   };
   std::vector<uint32_t> order(symbols);
   for (uint32_t u = 0; u < units; ++u) {
+    if (static_cast<uint64_t>(u) * (U / 8) >= row_bytes) {
+      // The zero padding of a 2-byte dtype's odd row: the whole unit is one
+      // coded field whose only symbol is 0, one bit a row.
+      put_slot(u, 0, code_slot0(1, 0, U));
+      continue;
+    }
     const uint64_t* c = hist.data() + static_cast<size_t>(u) * symbols;
     for (uint32_t k = 0; k < symbols; ++k) order[k] = k;
     std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return c[a] > c[b]; });

@@ -31,7 +31,8 @@ void select_masks(const uint8_t* x, uint64_t row_bytes, uint32_t row_words,
 // Chooses one group's code rows (format.h, kCoded) from the sample rows: for
 // float dtypes the coded field of each unit is its exponent, its symbols are
 // ranked by frequency and the number of ranked symbols minimises the sample's
-// code bits. Writes code_rows_for(dtype) rows of row_words words into
+// code bits (the zero padding unit of an odd row of a 2-byte dtype is coded
+// whole, as its only symbol 0). Writes code_rows_for(dtype) rows of row_words words into
 // `codes`; returns false (and writes nothing) for dtypes it does not code.
 bool select_codes(const uint8_t* x, uint64_t row_bytes, uint32_t row_words, uint32_t dtype,
                   const uint64_t* sample, uint64_t n, uint32_t* codes);
