@@ -187,3 +187,34 @@ def test_never_below_v2_on_shared_datasets(name, monkeypatch):
     assert v3._fields["payload_bits"] <= v2._fields["payload_bits"]
     assert v3.nbytes <= v2.nbytes
     assert_bits_equal(v3.decompress(), x)
+
+
+def test_random_damage_to_coded_rows_is_refused_or_exact():
+    """Flipped payload bits of a kCoded tensor (no CRC to catch them): the
+    structural check refuses the tensor, or every row still decodes to its own
+    length (flipped plain bits only change values). Runs in a child process:
+    a crash would fail the test, not pytest."""
+    import subprocess
+    import sys
+    code = """
+import numpy as np, torch, ibp_gnn
+x = (torch.randn(300, 20, generator=torch.Generator().manual_seed(0)) * 0.2).contiguous()
+ct = ibp_gnn.compress(x)
+assert ct.stats()["rows_per_mode"].get("coded", 0) > 250
+rng = np.random.default_rng(0)
+refused = 0
+for trial in range(150):
+    p = ct._payload.copy()
+    for b in rng.integers(0, ct._fields["payload_bits"], rng.integers(1, 4)):
+        p[b // 32] ^= np.uint32(1 << int(b % 32))
+    try:
+        t = ibp_gnn.CompressedTensor(ct._header, ct._tables, ct._bases, ct._rel, p)
+    except ibp_gnn.FormatError:
+        refused += 1
+        continue
+    t.gather(torch.arange(300))
+print("refused", refused)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert int(r.stdout.split()[-1]) > 10  # flips of code bits change a row's length
