@@ -233,15 +233,19 @@ def _choose_tables(rows: np.ndarray, row_bytes: int, row_words: int, total_rows:
     return best
 
 
+CODE_ROWS_SAMPLE = 4096  # sample rows (evenly strided) that fit and judge the code rows
+
+
 def _with_codes(rows: np.ndarray, row_bytes: int, row_words: int, code: int, total_rows: int,
                 tables: np.ndarray, threads: int) -> np.ndarray:
     """The tables with each group's code rows (kCoded rows) appended, fitted
     to the sample rows that group encodes best, when the estimated size for
     the whole tensor (rows plus tables) shrinks; else the tables unchanged."""
-    n = rows.shape[0]
-    if n == 0 or row_words == 0 or _C.select_codes(rows[:1], row_bytes, row_words, code,
-                                                   np.zeros(1, np.uint64)) is None:
+    if rows.shape[0] == 0 or row_words == 0 or _C.select_codes(
+            rows[:1], row_bytes, row_words, code, np.zeros(1, np.uint64)) is None:
         return tables
+    rows = np.ascontiguousarray(rows[::max(1, -(-rows.shape[0] // CODE_ROWS_SAMPLE))])
+    n = rows.shape[0]
     cost = _C.Encoder(row_bytes, row_words, tables).row_bits(rows, row_bytes, threads)
     assign = cost.argmin(axis=1)
     parts = []
