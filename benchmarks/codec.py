@@ -249,6 +249,24 @@ def ratio_row(name: str, x: np.ndarray) -> dict:
     return out
 
 
+def ratio_table(results: list) -> str:
+    """The --ratio results as a markdown table (README's dense-features table)."""
+    lines = ["| dataset | shape | dtype | paper | v2 | v3 | ceiling | gap closed | v3 host |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        c = r["ceiling"]
+        if c is not None and r["v2"] >= c:
+            gap = "v2 above ceiling"
+        elif r["gap_closed"] is not None:
+            gap = f"{100 * r['gap_closed']:.0f}%"
+        else:
+            gap = "-"
+        label = r["name"] + ("*" if r["name"].startswith("syn") else "")
+        lines.append(f"| {label} | {r['shape']} | {r['dtype']} | {r['paper']:.3f} | {r['v2']:.3f} | "
+                     f"{r['v3']:.3f} | {fmt(c, '.3f', 0).strip()} | {gap} | {r['v3_host']:.3f} |")
+    return "\n".join(lines)
+
+
 def ratio_main(args) -> None:
     """--ratio: paper / v2 / v3 / ceiling on the dense datasets and synthetic
     embeddings (quick: at most --ratio-rows rows of each)."""
@@ -274,13 +292,7 @@ def ratio_main(args) -> None:
         print(f"{name:<14} {r['shape']:>10} {r['dtype']:<8} paper {r['paper']:.3f}  v2 {r['v2']:.3f}  "
               f"v3 {r['v3']:.3f}  ceiling {fmt(r['ceiling'], '.3f', 5)}  host v2/v3 "
               f"{r['v2_host']:.3f}/{r['v3_host']:.3f}  rows {r['v3_rows']}  ({desc})", flush=True)
-    print("\n| dataset | shape | dtype | paper | v2 | v3 | ceiling | gap closed | v3 host |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in results:
-        gap = f"{100 * r['gap_closed']:.0f}%" if r["gap_closed"] is not None else "above ceiling"
-        label = r["name"] + ("*" if r["name"].startswith("syn") else "")
-        print(f"| {label} | {r['shape']} | {r['dtype']} | {r['paper']:.3f} | {r['v2']:.3f} | "
-              f"{r['v3']:.3f} | {fmt(r['ceiling'], '.3f', 0).strip()} | {gap} | {r['v3_host']:.3f} |")
+    print("\n" + ratio_table(results))
     bad = [r["name"] for r in results if r["v3"] < r["v2"] or r["v3_host"] < r["v2_host"]]
     print(f"v3 below v2 on: {bad or 'none'}")
     if args.json:
