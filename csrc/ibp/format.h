@@ -25,7 +25,7 @@
 //            kCodeSlots 16-bit slots, slot k in the low (k even) or high (k
 //            odd) half of row 2 + 8h + k/2 at column w. Slot 0 describes the
 //            unit: bits 0-3 s (ranked symbols, <= kMaxCodeSymbols), bits 4-8
-//            lo, bits 9-13 nc (0 <= lo, lo + nc <= U; nc <= kMaxCodeBits):
+//            lo, bits 9-13 nc (lo + nc <= U, nc <= kMaxCodeBits), bits 14-15 0:
 //            the unit's *coded field* is bits [lo, lo + nc) (for floats the
 //            exponent), its other U - nc bits are its *plain bits*. Slots 1..s
 //            are the ranked symbols (values of the coded field), most frequent
@@ -60,15 +60,15 @@
 //                      where  form 0: c positions of count_bits(row_words - 1)
 //                             bits, strictly increasing; form 1: row_words
 //                             bits, bit w set iff word w is listed (c set bits).
-//         for kCoded (version >= 3): no participation bitmap; every unit u of
-//                    the group's code rows, in order:
-//                      plain  for each unit, its U - nc plain bits: the bits
-//                             below lo, then the bits above lo + nc, as one
-//                             field (low bits first)
-//                      codes  for each unit, its coded field: r one bits then
-//                             a zero bit when it equals ranked symbol r
-//                             (r < s, the first match), else s one bits then
-//                             the field itself in nc bits (an escape)
+//         for kCoded (version >= 3, code_rows > 0): no participation bitmap;
+//                    two sections, each over the units u = 0, 1, ... in order:
+//                      plain  per unit, its U - nc plain bits as one field:
+//                             the bits below lo, then those above lo + nc
+//                      codes  per unit, its coded field: r one bits then a
+//                             zero bit when it equals ranked symbol r (r < s,
+//                             the first match), else s one bits then the
+//                             field itself in nc bits (an escape)
+//                    The plain section's length is fixed by the group.
 // deposit(f, m) places the low popcount(m) bits of f, in order, at the set bit
 // positions of m (x86 PDEP); extract is its inverse (PEXT). The length of
 // every row is fully determined by its bits, which validate() checks against
