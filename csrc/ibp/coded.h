@@ -127,4 +127,70 @@ IBP_HD uint64_t decode_coded(const uint32_t* p, uint64_t pos, const uint32_t* co
   return code;
 }
 
+// Sequential reader of one section of a row (LSB-first), with a peek for the
+// codes. Reads at most one word past the last bit it returns (padding).
+struct SectionReader {
+  const uint32_t* p;
+  uint64_t next;   // next word to load
+  uint64_t buf;    // unread bits, LSB first
+  uint32_t avail;  // valid bits in buf, >= 0
+
+  IBP_HD SectionReader(const uint32_t* words, uint64_t pos)
+      : p(words), next((pos >> 5) + 1), buf(IBP_LOAD(words, pos >> 5) >> (pos & 31)),
+        avail(32 - static_cast<uint32_t>(pos & 31)) {}
+
+  // The next k bits without consuming them, k in [0, 32].
+  IBP_HD uint32_t peek(uint32_t k) {
+    if (avail < k) {
+      buf |= static_cast<uint64_t>(IBP_LOAD(p, next)) << avail;
+      ++next;
+      avail += 32;
+    }
+    return static_cast<uint32_t>(buf) & low_mask(k);
+  }
+  IBP_HD void skip(uint32_t k) {  // k <= avail (after a peek of >= k bits)
+    buf >>= k;
+    avail -= k;
+  }
+  IBP_HD uint32_t read(uint32_t k) {
+    const uint32_t v = peek(k);
+    skip(k);
+    return v;
+  }
+};
+
+// The whole kCoded row into `words`, front to back with one reader per
+// section (the CPU decoder); same result as decode_coded(..., 0, 1, ...).
+IBP_HD void decode_coded_words(const uint32_t* p, uint64_t pos, const uint32_t* codes,
+                               uint32_t W, uint32_t code_rows, uint32_t* words) {
+  if (!W) return;
+  const uint32_t upw = code_rows / 8, U = unit_bits(upw);
+  const uint32_t* offset = codes + code_rows * W;
+  uint64_t plain_bits = offset[W - 1];
+  for (uint32_t h = 0; h < upw; ++h) plain_bits += U - code_unit(codes, W, upw, (W - 1) * upw + h).nc;
+  SectionReader plain(p, pos), code(p, pos + plain_bits);
+  for (uint32_t w = 0; w < W; ++w) {
+    uint32_t word = 0;
+    for (uint32_t h = 0; h < upw; ++h) {
+      const uint32_t* slots = codes + 8 * h * W + w;  // slot k: slots[(k / 2) * W], half k % 2
+      const uint32_t d = slots[0] & 0xFFFFu;
+      const uint32_t s = d & 15u, lo = (d >> 4) & 31u, nc = (d >> 9) & 31u;
+      const uint32_t pl = plain.read(U - nc);
+      const uint32_t t = code.peek(s + 1 < 32 ? s + 1 : 32);
+      const uint32_t r = ctz32(~t | (1u << s));
+      uint32_t f;
+      if (r < s) {
+        code.skip(r + 1);
+        const uint32_t v = slots[((1 + r) >> 1) * W];
+        f = (r & 1u) ? v & 0xFFFFu : v >> 16;  // slot 1 + r: odd r -> even slot (low half)
+      } else {
+        code.skip(s);
+        f = code.read(nc);
+      }
+      word |= unit_of(pl, f, lo, nc) << (h * U);
+    }
+    words[w] = word;
+  }
+}
+
 }  // namespace ibp

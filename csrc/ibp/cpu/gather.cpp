@@ -69,10 +69,10 @@ void decode_row(const CompressedView& c, uint64_t r, uint32_t* words) {
     decode_sparse(c.payload, start + kModeBits + geo.group_bits, table, W, words);
     return;
   }
-  if (mode == static_cast<uint32_t>(RowMode::kCoded)) {
-    decode_coded(c.payload, start + kModeBits + geo.group_bits,
-                 code_part(c.table, geo.num_groups, W, geo.code_rows, g), W, geo.code_rows, 0, 1,
-                 [words](uint32_t w, uint32_t v) { words[w] = v; });
+  if (mode == static_cast<uint32_t>(RowMode::kCoded) && geo.code_rows) {
+    decode_coded_words(c.payload, start + kModeBits + geo.group_bits,
+                       code_part(c.table, geo.num_groups, W, geo.code_rows, g), W, geo.code_rows,
+                       words);
     return;
   }
   const uint32_t* nvar = table + kNvar * W;

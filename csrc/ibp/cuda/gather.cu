@@ -229,7 +229,7 @@ gather_kernel(CompressedView c, const Id* __restrict__ ids, uint64_t n,
       const bool raw = mode == static_cast<uint32_t>(RowMode::kRaw);
       if (mode == static_cast<uint32_t>(RowMode::kSparse)) {
         decode_sparse(s, bitmap, table, W, g, G, mask, row, geo.row_bytes);
-      } else if (mode == static_cast<uint32_t>(RowMode::kCoded)) {  // from shared or host memory
+      } else if (mode == static_cast<uint32_t>(RowMode::kCoded) && geo.code_rows) {  // shared or host
         decode_coded(s, bitmap,
                      code_part(c.table, geo.num_groups, W, geo.code_rows, head >> kModeBits), W,
                      geo.code_rows, g, G, StoreWord{row, geo.row_bytes});
