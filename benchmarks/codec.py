@@ -12,6 +12,7 @@ be lossless on the dataset before anything is timed.
     python benchmarks/codec.py --quick              # smoke run (~30 s)
     python benchmarks/codec.py --synthetic          # adds labelled SYNTHETIC scale cases
     python benchmarks/codec.py --datasets cora,reddit --json out.json
+    python benchmarks/codec.py --ratio              # paper / v2 / v3 / entropy ceiling (~1 min)
 
 Throughputs are GB/s (1e9 B/s) of OUTPUT bytes for gathers and MB/s (1e6 B/s)
 of INPUT bytes for encodes; each number is the median of --repeat
@@ -181,6 +182,147 @@ def synthetic(name: str, quick: bool) -> tuple[np.ndarray, str]:
                 "cluster centres + 0.1 gaussian noise, scaled by 0.2")
         return x, desc
     raise ValueError(name)
+
+
+# ---------------------------------------------------------------------------- ratio vs ceiling
+# (sign + exponent bits, mantissa bits) of the float dtypes the ceiling covers.
+FLOAT_FIELDS = {np.dtype(np.float32): (9, 23), np.dtype(np.float16): (6, 10)}
+RATIO_DENSE = ("reddit", "tolokers", "enron", "books", "disney")
+RATIO_SYNTHETIC = ("syn_embed", "syn_lowrank32", "syn_lowrank16", "syn_papers32", "syn_papers16")
+
+
+def entropy_ceiling(x: np.ndarray):
+    """raw bits / (per column: empirical entropy of the sign+exponent field +
+    the raw mantissa bits), summed over columns: what a lossless coder of the
+    exponents alone (mantissas stored as they are) could reach at best. None
+    for dtypes other than float32/float16. Ignores any per-row index or tag."""
+    if x.dtype not in FLOAT_FIELDS or x.size == 0:
+        return None
+    hb, mb = FLOAT_FIELDS[x.dtype]
+    u = np.ascontiguousarray(x).view(np.uint32 if x.itemsize == 4 else np.uint16)
+    bits = 0.0
+    for j in range(x.shape[1]):
+        p = np.bincount((u[:, j] >> mb).astype(np.int64), minlength=1 << hb) / x.shape[0]
+        p = p[p > 0]
+        bits += float(-(p * np.log2(p)).sum()) + mb
+    return x.itemsize * 8 * x.shape[1] / bits
+
+
+def huffman_estimate(x: np.ndarray):
+    """Estimated fetch ratio of the alternative to kCoded rows: a per-column
+    Huffman code (unbounded table) of the exponent field, sign and mantissa
+    raw, a 2-bit row tag. An estimate from code lengths, nothing is encoded."""
+    import heapq
+
+    if x.dtype not in FLOAT_FIELDS or x.size == 0:
+        return None
+    hb, mb = FLOAT_FIELDS[x.dtype]
+    u = np.ascontiguousarray(x).view(np.uint32 if x.itemsize == 4 else np.uint16)
+    bits = 2.0 * x.shape[0]
+    for j in range(x.shape[1]):
+        counts = np.bincount(((u[:, j] >> mb) & ((1 << (hb - 1)) - 1)).astype(np.int64))
+        heap = [int(c) for c in counts if c]
+        heapq.heapify(heap)
+        while len(heap) > 1:  # sum of merged weights = total code bits
+            a, b = heapq.heappop(heap), heapq.heappop(heap)
+            bits += a + b
+            heapq.heappush(heap, a + b)
+        bits += x.shape[0] * (mb + 1)
+    return x.nbytes * 8 / bits
+
+
+def papers_like(rows: int, fp16: bool) -> tuple[np.ndarray, str]:
+    """Rows of the synthetic-papers dataset's feature generator (ibp_gnn.datasets:
+    rank-16 mix + class centre + noise, per-column scale and bias, like averaged
+    word embeddings), 128 x float32 or its float16 cast."""
+    from types import SimpleNamespace
+
+    from ibp_gnn.datasets.papers import PAPERS100M, SyntheticPapers
+
+    gen = SimpleNamespace(seed=0)
+    model = SyntheticPapers._feature_model(gen)
+    y = np.random.default_rng(SEED).integers(0, PAPERS100M["num_classes"], rows)
+    x = SyntheticPapers._features(gen, 0, 0, rows, y, model)
+    x = np.ascontiguousarray(x.astype(np.float16) if fp16 else x)
+    return x, f"SYNTHETIC synthetic-papers features {rows}x128 {x.dtype} (ibp_gnn.datasets generator)"
+
+
+def ratio_row(name: str, x: np.ndarray) -> dict:
+    """Fetch ratios (raw / payload bytes) of mode="paper", the version-2
+    encodings (kCoded rows off), version 3 and the ceiling; host ratios too."""
+    from ibp_gnn import _tensor
+
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    out = {"name": name, "shape": f"{x.shape[0]}x{x.shape[1]}", "dtype": str(x.dtype)}
+    for key, mode, coded in (("paper", "paper", False), ("v2", "auto", False), ("v3", "auto", True)):
+        _tensor.CODED_ROWS = coded
+        try:
+            ct = ibp_gnn.compress(t, mode=mode, threads=2, progress=False)
+        finally:
+            _tensor.CODED_ROWS = True
+        if not torch.equal(ct.decompress(threads=2).view(torch.uint8), t.view(torch.uint8)):
+            fail(f"{name}: {key} decompress() != original bytes")
+        out[key] = ct.stats()["fetch_ratio"]
+        out[key + "_host"] = ct.ratio
+        if key == "v3":
+            out["v3_rows"] = ct.stats()["rows_per_mode"]
+    out["ceiling"] = entropy_ceiling(x)
+    out["huffman_est"] = huffman_estimate(x)
+    c, pa = out["ceiling"], out["paper"]
+    out["gap_closed"] = (out["v3"] - pa) / (c - pa) if c is not None and c > pa else None
+    return out
+
+
+def ratio_table(results: list) -> str:
+    """The --ratio results as a markdown table (README's dense-features table)."""
+    lines = ["| dataset | shape | dtype | paper | v2 | v3 | ceiling | gap closed | v3 host |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        c = r["ceiling"]
+        if c is not None and r["v2"] >= c:
+            gap = "v2 above ceiling"
+        elif r["gap_closed"] is not None:
+            gap = f"{100 * r['gap_closed']:.0f}%"
+        else:
+            gap = "-"
+        label = r["name"] + ("*" if r["name"].startswith("syn") else "")
+        lines.append(f"| {label} | {r['shape']} | {r['dtype']} | {r['paper']:.3f} | {r['v2']:.3f} | "
+                     f"{r['v3']:.3f} | {fmt(c, '.3f', 0).strip()} | {gap} | {r['v3_host']:.3f} |")
+    return "\n".join(lines)
+
+
+def ratio_main(args) -> None:
+    """--ratio: paper / v2 / v3 / ceiling on the dense datasets and synthetic
+    embeddings (quick: at most --ratio-rows rows of each)."""
+    names = [n.strip() for n in args.datasets.split(",") if n.strip()] if args.datasets_given \
+        else list(RATIO_DENSE + RATIO_SYNTHETIC)
+    rows_cap = args.ratio_rows
+    results = []
+    print(f"ratio = raw bytes / payload bytes (fetch); host adds index and tables; at most "
+          f"{rows_cap} rows per dataset; ceiling: per column sign+exponent entropy + raw mantissa bits")
+    for name in names:
+        if name in SYNTHETIC:
+            x, desc = synthetic(name, True)
+        elif name in ("syn_papers32", "syn_papers16"):
+            x, desc = papers_like(min(rows_cap, 20_000), name.endswith("16"))
+        else:
+            if shared_dir() is None:
+                print(f"--- {name}: skipped (../shared/datasets is absent)")
+                continue
+            x, desc = load_shared(name), "real data"
+        x = np.ascontiguousarray(x[:rows_cap])
+        r = ratio_row(name, x)
+        results.append(r)
+        print(f"{name:<14} {r['shape']:>10} {r['dtype']:<8} paper {r['paper']:.3f}  v2 {r['v2']:.3f}  "
+              f"v3 {r['v3']:.3f}  ceiling {fmt(r['ceiling'], '.3f', 5)}  huffman est "
+              f"{fmt(r['huffman_est'], '.3f', 5)}  host v2/v3 "
+              f"{r['v2_host']:.3f}/{r['v3_host']:.3f}  rows {r['v3_rows']}  ({desc})", flush=True)
+    print("\n" + ratio_table(results))
+    bad = [r["name"] for r in results if r["v3"] < r["v2"] or r["v3_host"] < r["v2_host"]]
+    print(f"v3 below v2 on: {bad or 'none'}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
 
 
 # ---------------------------------------------------------------------------- per-row codecs
@@ -541,7 +683,16 @@ def main() -> None:
     p.add_argument("--paper-gather", action="store_true",
                    help="also time CPU gather of the mode='paper' tensor (1 thread)")
     p.add_argument("--json", metavar="PATH", help="also write all results as JSON")
+    p.add_argument("--ratio", action="store_true",
+                   help="ratios only: paper / v2 / v3 / entropy ceiling on the dense datasets and "
+                        "synthetic embeddings (--datasets to choose; ~1 min)")
+    p.add_argument("--ratio-rows", type=int, default=20_000,
+                   help="--ratio: rows of each dataset at most (default %(default)s)")
     args = p.parse_args()
+    args.datasets_given = any(a.startswith("--datasets") for a in sys.argv[1:])
+    if args.ratio:
+        ratio_main(args)
+        return
     if args.batch < 1:
         p.error("--batch must be >= 1")
     args.repeat = args.repeat or (3 if args.quick else 5)

@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "ibp/coded.h"
 #include "ibp/encode.h"
 #include "ibp/format.h"
 #include "ibp/gather.h"
@@ -59,6 +60,7 @@ py::dict header_to_dict(const FileHeader& h) {
   d["crc_index"] = h.crc_index;
   d["crc_payload"] = h.crc_payload;
   d["crc_header"] = h.crc_header;
+  d["code_rows"] = h.code_rows;
   return d;
 }
 
@@ -85,6 +87,7 @@ py::bytes pack_header(const py::dict& d) {
   h.crc_index = d.contains("crc_index") ? d["crc_index"].cast<uint32_t>() : 0;
   h.crc_payload = d.contains("crc_payload") ? d["crc_payload"].cast<uint32_t>() : 0;
   h.crc_header = d.contains("crc_header") ? d["crc_header"].cast<uint32_t>() : 0;
+  h.code_rows = d.contains("code_rows") ? d["code_rows"].cast<uint32_t>() : 0;
   return py::bytes(reinterpret_cast<const char*>(&h), sizeof(h));
 }
 
@@ -106,7 +109,8 @@ CompressedView cpu_view(const FileHeader& h, const Array<uint32_t>& table,
                         const Array<uint32_t>& payload) {
   const Geometry geo = geometry_of(h);
   require(static_cast<uint64_t>(table.size()) ==
-              static_cast<uint64_t>(h.num_groups) * kDecodeRows * h.row_words,
+              static_cast<uint64_t>(h.num_groups) * (kDecodeRows + decode_code_rows(h.code_rows)) *
+                  h.row_words,
           "ibp gather: decode table has the wrong size");
   require(static_cast<uint64_t>(bases.size()) == (h.rows + h.block_rows - 1) / h.block_rows + 1,
           "ibp gather: bases has the wrong size");
@@ -209,17 +213,21 @@ PYBIND11_MODULE(_C, m) {
   py::class_<Encoder>(m, "Encoder")
       .def(py::init([](uint64_t row_bytes, uint32_t row_words, const Array<uint32_t>& tables,
                        bool allow_sparse) {
-             require(tables.ndim() == 3 && tables.shape(1) == 2 &&
+             require(tables.ndim() == 3 &&
+                         (tables.shape(1) == 2 || tables.shape(1) == 10 || tables.shape(1) == 18) &&
                          static_cast<uint64_t>(tables.shape(2)) == row_words,
-                     "ibp Encoder: tables must have shape (groups, 2, row_words)");
+                     "ibp Encoder: tables must have shape (groups, 2 + code_rows, row_words), "
+                     "code_rows 0, 8 or 16");
              return new Encoder(row_bytes, row_words, static_cast<uint32_t>(tables.shape(0)),
-                                tables.data(), allow_sparse);
+                                tables.data(), allow_sparse,
+                                static_cast<uint32_t>(tables.shape(1) - 2));
            }),
            py::arg("row_bytes"), py::arg("row_words"), py::arg("tables"),
            py::arg("allow_sparse") = true)
       .def_property_readonly("block_rows", &Encoder::block_rows)
       .def_property_readonly("rel_bytes", &Encoder::rel_bytes)
       .def_property_readonly("group_bits", &Encoder::group_bits)
+      .def_property_readonly("code_rows", &Encoder::code_rows)
       .def_property_readonly("payload_bits", &Encoder::payload_bits)
       .def_property_readonly("rows", &Encoder::rows)
       .def_property_readonly("mode_rows",
@@ -267,15 +275,42 @@ PYBIND11_MODULE(_C, m) {
       });
 
   m.def("build_decode_table", [](const Array<uint32_t>& tables) {
-    require(tables.ndim() == 3 && tables.shape(1) == 2,
-            "ibp build_decode_table: tables must have shape (groups, 2, row_words)");
+    require(tables.ndim() == 3 &&
+                (tables.shape(1) == 2 || tables.shape(1) == 10 || tables.shape(1) == 18),
+            "ibp build_decode_table: tables must have shape (groups, 2 + code_rows, row_words)");
     const auto G = static_cast<uint32_t>(tables.shape(0));
     const auto W = static_cast<uint32_t>(tables.shape(2));
-    Array<uint32_t> out({static_cast<py::ssize_t>(G), static_cast<py::ssize_t>(kDecodeRows),
-                         static_cast<py::ssize_t>(W)});
-    build_decode_table(G, W, tables.data(), out.mutable_data());
+    const auto C = static_cast<uint32_t>(tables.shape(1) - 2);
+    Array<uint32_t> out(static_cast<py::ssize_t>(G) * (kDecodeRows + decode_code_rows(C)) * W);
+    build_decode_table(G, W, tables.data(), out.mutable_data(), C);
     return out;
   });
+
+  m.def(
+      "select_codes",
+      [](const py::array& x, uint64_t row_bytes, uint32_t row_words, uint32_t dtype,
+         const Array<uint64_t>& sample) -> py::object {
+        const uint64_t rows = rows_of(x, row_bytes, "select_codes");
+        const uint64_t* s = sample.data();
+        for (py::ssize_t i = 0; i < sample.size(); ++i) {
+          require(s[i] < rows, "ibp select_codes: sample id out of range");
+        }
+        require(dtype < static_cast<uint32_t>(DType::kNumDTypes), "ibp select_codes: unknown dtype");
+        const uint32_t C = code_rows_for(dtype);
+        Array<uint32_t> codes({static_cast<py::ssize_t>(C), static_cast<py::ssize_t>(row_words)});
+        bool ok;
+        {
+          py::gil_scoped_release nogil;
+          ok = select_codes(static_cast<const uint8_t*>(x.data()), row_bytes, row_words, dtype, s,
+                            sample.size(), codes.mutable_data());
+        }
+        if (!ok) return py::none();
+        return codes;
+      },
+      py::arg("x"), py::arg("row_bytes"), py::arg("row_words"), py::arg("dtype"),
+      py::arg("sample"),
+      "One group's code rows (code_rows_for(dtype), row_words) from the sample rows, or None "
+      "for a dtype without kCoded rows.");
 
   m.def(
       "validate_arrays",
@@ -285,7 +320,8 @@ PYBIND11_MODULE(_C, m) {
         std::string msg;
         Status s = validate_header(h, &msg);
         if (s == Status::kOk) {
-          if (static_cast<uint64_t>(tables.size()) != 2ull * h.num_groups * h.row_words) {
+          if (static_cast<uint64_t>(tables.size()) !=
+              (2ull + h.code_rows) * h.num_groups * h.row_words) {
             return py::make_tuple(static_cast<int>(Status::kBadHeader),
                                   std::string("mask table has the wrong size"));
           }

@@ -23,7 +23,10 @@ from ._tensorlike import CompressedView, TensorLike
 
 MODES = {"auto": 0, "paper": 1}
 MODE_NAMES = {v: k for k, v in MODES.items()}
-ROW_MODES = ("raw", "ibp", "sparse", "reserved3")
+ROW_MODES = ("raw", "ibp", "sparse", "coded")
+# Whether mode="auto" may store kCoded rows (format version 3); benchmarks turn
+# it off to measure the version-2 encodings side by side.
+CODED_ROWS = True
 _STATUS_NEWER = 2
 _STATUS_MAGIC = 1
 _CRC_HEADER_AT = 116  # offset of FileHeader::crc_header
@@ -120,7 +123,8 @@ class _Build:
     compress_file, whose outputs are therefore identical)."""
 
     def __init__(self, sample: np.ndarray, sample_ids: np.ndarray, code: int, shape, mode: str,
-                 threads: int = 1):
+                 threads: int = 1, codes: Optional[bool] = None):
+        codes = CODED_ROWS if codes is None else codes
         if mode not in MODES:
             raise ValueError(f"compress: mode must be one of {sorted(MODES)}, got {mode!r}")
         self.code, self.shape, self.mode = code, shape, mode
@@ -130,6 +134,9 @@ class _Build:
             else np.zeros((0, self.row_bytes), np.uint8)
         self.tables = _choose_tables(rows, self.row_bytes, self.row_words, shape[0], mode,
                                      threads)
+        if mode == "auto" and codes:
+            self.tables = _with_codes(rows, self.row_bytes, self.row_words, code, shape[0],
+                                      self.tables, threads)
         self.encoder = _C.Encoder(self.row_bytes, self.row_words, self.tables,
                                   allow_sparse=mode == "auto")
         self.words, self.rel, self.bases = [], [], []
@@ -152,7 +159,7 @@ class _Build:
                     row_words=self.row_words, num_groups=int(self.tables.shape[0]),
                     group_bits=e.group_bits, block_rows=e.block_rows, rel_bytes=e.rel_bytes,
                     selector=MODES[self.mode], payload_bits=e.payload_bits,
-                    mode_rows=e.mode_rows)
+                    mode_rows=e.mode_rows, code_rows=e.code_rows)
 
     def finish(self):
         """(last payload words, header fields, bases, rel) once every row is in."""
@@ -225,6 +232,32 @@ def _choose_tables(rows: np.ndarray, row_bytes: int, row_words: int, total_rows:
             if size < best_size:
                 best, best_size = tables, size
     return best
+
+
+CODE_ROWS_SAMPLE = 4096  # sample rows (evenly strided) that fit and judge the code rows
+
+
+def _with_codes(rows: np.ndarray, row_bytes: int, row_words: int, code: int, total_rows: int,
+                tables: np.ndarray, threads: int) -> np.ndarray:
+    """The tables with each group's code rows (kCoded rows) appended, fitted
+    to the sample rows that group encodes best, when the estimated size for
+    the whole tensor (rows plus tables) shrinks; else the tables unchanged."""
+    if rows.shape[0] == 0 or row_words == 0 or _C.select_codes(
+            rows[:1], row_bytes, row_words, code, np.zeros(1, np.uint64)) is None:
+        return tables
+    rows = np.ascontiguousarray(rows[::max(1, -(-rows.shape[0] // CODE_ROWS_SAMPLE))])
+    n = rows.shape[0]
+    cost = _C.Encoder(row_bytes, row_words, tables).row_bits(rows, row_bytes, threads)
+    assign = cost.argmin(axis=1)
+    parts = []
+    for g in range(tables.shape[0]):
+        ids = np.flatnonzero(assign == g)
+        ids = ids if len(ids) else np.arange(n)
+        parts.append(_C.select_codes(rows, row_bytes, row_words, code, ids.astype(np.uint64)))
+    coded = np.ascontiguousarray(np.concatenate([tables, np.stack(parts)], axis=1))
+    with_codes = _C.Encoder(row_bytes, row_words, coded).row_bits(rows, row_bytes, threads)
+    saved = (cost.min(axis=1).sum() - with_codes.min(axis=1).sum()) / n * total_rows
+    return coded if saved > (coded.size - tables.size) * 32 else tables
 
 
 def _rel_dtype(rel_bytes: int):
@@ -536,7 +569,7 @@ def _load_open(f, st: os.stat_result, path: Path, mmap: bool, verify: bool,
         return a.reshape(shape) if shape is not None else a
 
     groups, words = fields["num_groups"], fields["row_words"]
-    tables = section("tables", np.uint32, (groups, 2, words))
+    tables = section("tables", np.uint32, (groups, 2 + fields["code_rows"], words))
     bases = section("bases", np.uint64)
     rel = section("rel", rel_dtype)
     payload = section("payload", np.uint32)

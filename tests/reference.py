@@ -1,5 +1,5 @@
-"""A plain numpy/python reference of the ibp_gnn format, version 2 (and the
-version-1 streams it still reads).
+"""A plain numpy/python reference of the ibp_gnn format, version 3 (and the
+version-1 and -2 streams it still reads).
 
 Written from the contract in csrc/ibp/format.h and the mask-selection and
 row-choice rules of csrc/ibp/encode.h, deliberately simple and slow: streams
@@ -10,7 +10,8 @@ hold the C++ encoder and decoders against it.
 Conventions:
   words   uint32 array [rows, W]: each row's bytes zero-padded to a multiple of
           4 and read as little-endian 32-bit words.
-  tables  uint32 array [G, 2, W]: per group the mask, then the value.
+  tables  uint32 array [G, 2 + C, W]: per group the mask, the value, then C
+          code rows (C = 0, or 8 per unit of a word for kCoded rows).
 """
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MODE_BITS = 2
 PAYLOAD_PAD_WORDS = 2
-RAW, IBP, SPARSE = 0, 1, 2
+RAW, IBP, SPARSE, CODED = 0, 1, 2, 3
+CODE_SLOTS, MAX_CODE_SYMBOLS = 16, 15
 SELECTOR_AUTO, SELECTOR_PAPER = 0, 1
 FULL = 0xFFFFFFFF
 
@@ -335,10 +337,136 @@ def sparse_plan_ref(row: np.ndarray, value: np.ndarray, group_bits: int) -> Spar
     return SparsePlan(c, d if use_dict else 0, bitmap, bits)
 
 
+# ---------------------------------------------------------------------------
+# kCoded rows (version 3): units, code rows, plain bits and unary-ranked codes
+# ---------------------------------------------------------------------------
+def code_units_of(tables: np.ndarray) -> int:
+    """Units per word of the tables' code rows (0: no code rows)."""
+    return (tables.shape[1] - 2) // 8
+
+
+def code_unit_ref(tables: np.ndarray, g: int, u: int):
+    """(s, lo, nc, ranked symbols) of unit u of group g."""
+    upw = code_units_of(tables)
+    w, h = divmod(u, upw)
+    slots = []
+    for k in range(CODE_SLOTS):
+        v = int(tables[g, 2 + 8 * h + k // 2, w])
+        slots.append(v >> 16 if k & 1 else v & 0xFFFF)
+    d = slots[0]
+    return d & 15, (d >> 4) & 31, (d >> 9) & 31, slots[1:1 + (d & 15)]
+
+
+def units_ref(row: np.ndarray, upw: int) -> list:
+    """The row's units: each word, or (upw = 2) its low half, then its high half."""
+    if upw == 1:
+        return [int(x) for x in row]
+    return [v for x in row for v in (int(x) & 0xFFFF, int(x) >> 16)]
+
+
+def coded_parts_ref(x: int, lo: int, nc: int):
+    """(plain bits, coded field) of a unit value x."""
+    plain = (x & ((1 << lo) - 1)) | ((x >> (lo + nc)) << lo)
+    return plain, (x >> lo) & ((1 << nc) - 1)
+
+
+def row_coded_bits_ref(row: np.ndarray, tables: np.ndarray, g: int, group_bits: int) -> int:
+    upw = code_units_of(tables)
+    bits = MODE_BITS + group_bits
+    for u, x in enumerate(units_ref(row, upw)):
+        s, lo, nc, syms = code_unit_ref(tables, g, u)
+        f = coded_parts_ref(x, lo, nc)[1]
+        bits += 32 // upw - nc + (syms.index(f) + 1 if f in syms else s + nc)
+    return bits
+
+
+def write_coded_ref(bw, row: np.ndarray, tables: np.ndarray, g: int) -> None:
+    upw = code_units_of(tables)
+    units = units_ref(row, upw)
+    codes = []
+    for u, x in enumerate(units):
+        s, lo, nc, syms = code_unit_ref(tables, g, u)
+        plain, f = coded_parts_ref(x, lo, nc)
+        bw.write(plain, 32 // upw - nc)
+        codes.append((f, s, nc, syms))
+    for f, s, nc, syms in codes:
+        if f in syms:
+            r = syms.index(f)
+            bw.write((1 << r) - 1, r + 1)  # r ones, then a zero
+        else:
+            bw.write((1 << s) - 1, s)
+            bw.write(f, nc)
+
+
+def read_coded_ref(br, pos: int, tables: np.ndarray, g: int, w_count: int):
+    """(words of a kCoded row whose bits after the group id start at pos, end bit)."""
+    upw = code_units_of(tables)
+    U = 32 // upw
+    descs = [code_unit_ref(tables, g, u) for u in range(w_count * upw)]
+    plains = []
+    for s, lo, nc, syms in descs:
+        plains.append(br.read(pos, U - nc))
+        pos += U - nc
+    units = []
+    for (s, lo, nc, syms), plain in zip(descs, plains):
+        r = 0
+        while r < s and br.read(pos + r, 1) == 1:
+            r += 1
+        if r < s:
+            f = syms[r]
+            pos += r + 1
+        else:
+            f = br.read(pos + s, nc)
+            pos += s + nc
+        units.append((plain & ((1 << lo) - 1)) | (f << lo) | ((plain >> lo) << (lo + nc)))
+    words = [units[w * upw] | (units[w * upw + 1] << 16 if upw == 2 else 0)
+             for w in range(w_count)]
+    return words, pos
+
+
+# (lo, nc) of the coded field per dtype code: the exponent of fp32, fp16, bf16.
+CODED_FIELDS = {0: (23, 8), 1: (10, 5), 2: (7, 8)}
+
+
+def select_codes_ref(words: np.ndarray, dtype: int, row_bytes: int):
+    """One group's code rows [C, W] from sample rows `words` of row_bytes
+    bytes (encode.h select_codes), or None for a dtype without kCoded rows."""
+    if dtype not in CODED_FIELDS:
+        return None
+    lo, nc = CODED_FIELDS[dtype]
+    upw = 2 if DTYPE_BYTES[dtype] == 2 else 1
+    n, w_count = words.shape
+    out = np.zeros((8 * upw, w_count), np.uint32)
+    unit_bytes = 4 // upw
+    for u in range(w_count * upw):
+        w, h = divmod(u, upw)
+        if u * unit_bytes >= row_bytes:  # zero padding of an odd 2-byte row: coded whole
+            out[8 * h, w] = 1 | 0 << 4 | 16 << 9
+            continue
+        col = [coded_parts_ref(units_ref(words[i, w:w + 1], upw)[h], lo, nc)[1]
+               for i in range(n)]
+        counts = [col.count(v) for v in range(1 << nc)]
+        order = sorted(range(1 << nc), key=lambda v: -counts[v])  # stable: ties by value
+        best, best_s = nc * n, 0
+        for s in range(1, MAX_CODE_SYMBOLS + 1):
+            if counts[order[s - 1]] == 0:
+                break
+            covered = sum(counts[v] for v in order[:s])
+            bits = sum(counts[v] * (r + 1) for r, v in enumerate(order[:s])) + (n - covered) * (s + nc)
+            if bits < best:
+                best, best_s = bits, s
+        slots = [best_s | lo << 4 | nc << 9] + order[:best_s]
+        slots += [0] * (CODE_SLOTS - len(slots))
+        for k in range(CODE_SLOTS // 2):
+            out[8 * h + k, w] = slots[2 * k] | slots[2 * k + 1] << 16
+    return out
+
+
 def choose_mode(row: np.ndarray, tables: np.ndarray, *, allow_sparse: bool):
     """(mode, group, bits, plan). Raw first; then for each group in order kIbp
     when strictly fewer bits than the best so far; then (allow_sparse) for
-    each group in order kSparse when strictly fewer bits. `plan` is the
+    each group in order kSparse when strictly fewer bits; then (code rows)
+    for each group in order kCoded when strictly fewer bits. `plan` is the
     SparsePlan of a kSparse row, else None."""
     num_groups, _, w_count = tables.shape
     gb = group_bits_for(num_groups)
@@ -351,6 +479,10 @@ def choose_mode(row: np.ndarray, tables: np.ndarray, *, allow_sparse: bool):
         plan = sparse_plan_ref(row, tables[g, 1], gb)
         if plan.bits < best[2]:
             best = (SPARSE, g, plan.bits, plan)
+    for g in range(num_groups if code_units_of(tables) else 0):
+        bits = row_coded_bits_ref(row, tables, g, gb)
+        if bits < best[2]:
+            best = (CODED, g, bits, None)
     return best
 
 
@@ -368,6 +500,8 @@ def row_bits_ref(words: np.ndarray, tables: np.ndarray, *, allow_sparse: bool = 
                        row_ibp_bits(words[r], tables[g, 0], tables[g, 1], gb))
             if allow_sparse:
                 bits = min(bits, sparse_plan_ref(words[r], tables[g, 1], gb).bits)
+            if code_units_of(tables):
+                bits = min(bits, row_coded_bits_ref(words[r], tables, g, gb))
             out[r, g] = bits
     return out
 
@@ -380,6 +514,9 @@ def write_row(bw: BitWriter, row: np.ndarray, tables: np.ndarray, mode: int, g: 
     if mode == RAW:
         for w in range(w_count):
             bw.write(int(row[w]), 32)
+        return
+    if mode == CODED:
+        write_coded_ref(bw, row, tables, g)
         return
     mask, value = tables[g, 0], tables[g, 1]
     if mode == IBP:
@@ -424,7 +561,7 @@ def encode_ref(words: np.ndarray, tables: np.ndarray, *, allow_sparse: bool):
     tables = np.asarray(tables, np.uint32)
     rows, w_count = words.shape
     num_groups = tables.shape[0]
-    assert tables.shape == (num_groups, 2, w_count) and num_groups >= 1
+    assert tables.shape in [(num_groups, 2 + c, w_count) for c in (0, 8, 16)] and num_groups >= 1
     gb = group_bits_for(num_groups)
     block_rows, rel_bytes = index_geometry(w_count, gb)
     bw = BitWriter()
@@ -546,7 +683,8 @@ def decode_rows_ref(fields: Mapping, tables: np.ndarray, bases: np.ndarray, rel:
     `fields`: header fields (e.g. _C.unpack_header output or a dict with rows,
     row_words, num_groups, group_bits, block_rows, rel_bytes, payload_bits and
     optionally version, default the current one). Checks, for every row read,
-    what the spec fixes: the mode is 0, 1 or (version >= 2) 2, the group is in
+    what the spec fixes: the mode is 0, 1, (version >= 2) 2 or (version >= 3,
+    code rows) 3, the group is in
     range, a sparse row's counts, indices and positions are valid, and the
     row's bits end exactly where the index says.
     """
@@ -557,7 +695,9 @@ def decode_rows_ref(fields: Mapping, tables: np.ndarray, bases: np.ndarray, rel:
     block_rows = _field(fields, "block_rows")
     version = int(fields.get("version", FORMAT_VERSION))
     assert 1 <= version <= FORMAT_VERSION
-    tables = np.asarray(tables, np.uint32).reshape(num_groups, 2, w_count)
+    code_rows = int(fields.get("code_rows", 0))
+    assert code_rows == 0 or version >= 3
+    tables = np.asarray(tables, np.uint32).reshape(num_groups, 2 + code_rows, w_count)
     if version == 1:
         assert not (tables[:, 1] & ~tables[:, 0]).any(), "v1: value bits outside the mask"
     assert gb == group_bits_for(num_groups)
@@ -613,6 +753,9 @@ def decode_rows_ref(fields: Mapping, tables: np.ndarray, bases: np.ndarray, rel:
                 else:
                     out[j, w] = br.read(pos, 32)
                     pos += 32
+        elif mode == CODED and code_rows:
+            words, pos = read_coded_ref(br, pos, tables, g, w_count)
+            out[j] = words
         elif mode == SPARSE and version >= 2:
             cb = count_bits(w_count)
             c = br.read(pos, cb)
@@ -685,13 +828,14 @@ SECTION_ALIGN = 64
 # FileHeader, little-endian, no padding: magic, version, header_bytes, dtype,
 # word_view, rows, cols, row_words, num_groups, group_bits, block_rows,
 # rel_bytes, selector, payload_bits, mode_rows[4], crc_tables, crc_index,
-# crc_payload, crc_header, reserved[8].
-_HEADER_FORMAT = "<8s4I2Q6IQ4Q4I8s"
+# crc_payload, crc_header, code_rows (version >= 3; reserved, zero, before),
+# reserved[4].
+_HEADER_FORMAT = "<8s4I2Q6IQ4Q4II4s"
 _HEADER_NAMES = ("magic", "version", "header_bytes", "dtype", "word_view", "rows", "cols",
                  "row_words", "num_groups", "group_bits", "block_rows", "rel_bytes",
                  "selector", "payload_bits", "mode_rows0", "mode_rows1", "mode_rows2",
                  "mode_rows3", "crc_tables", "crc_index", "crc_payload", "crc_header",
-                 "reserved")
+                 "code_rows", "reserved")
 
 
 def parse_header_ref(b: bytes) -> dict:
@@ -717,20 +861,23 @@ def read_file_ref(path) -> tuple:
     f = parse_header_ref(data)
     assert f["magic"] == MAGIC and f["header_bytes"] == HEADER_BYTES
     assert 1 <= f["version"] <= FORMAT_VERSION
-    assert f["word_view"] == 0 and f["reserved"] == b"\0" * 8
+    assert f["word_view"] == 0 and f["reserved"] == b"\0" * 4
+    upw = 2 if DTYPE_BYTES[f["dtype"]] == 2 else 1
+    assert f["code_rows"] in ((0, 8 * upw) if f["version"] >= 3 else (0,))
     esize = DTYPE_BYTES[f["dtype"]]
     assert f["row_words"] == (f["cols"] * esize + 3) // 4
     assert f["group_bits"] == group_bits_for(f["num_groups"])
     assert (f["block_rows"], f["rel_bytes"]) == index_geometry(f["row_words"], f["group_bits"])
     head = bytearray(data[:HEADER_BYTES])
-    head[116:120] = b"\0\0\0\0"  # crc_header, the 4 bytes before reserved
+    head[116:120] = b"\0\0\0\0"  # crc_header, the 4 bytes before code_rows
     assert zlib.crc32(bytes(head)) == f["crc_header"]
     g, w, rows = f["num_groups"], f["row_words"], f["rows"]
     blocks = (rows + f["block_rows"] - 1) // f["block_rows"]
     rel_dtype = np.dtype("<u2") if f["rel_bytes"] == 2 else np.dtype("<u4")
     pos = HEADER_BYTES
     sections = {}
-    for name, nbytes in (("tables", 8 * g * w), ("bases", 8 * (blocks + 1)),
+    c = f["code_rows"]
+    for name, nbytes in (("tables", 4 * g * (2 + c) * w), ("bases", 8 * (blocks + 1)),
                          ("rel", f["rel_bytes"] * rows),
                          ("payload", 4 * ((f["payload_bits"] + 31) // 32 + PAYLOAD_PAD_WORDS))):
         pos = _align(pos)
@@ -741,11 +888,11 @@ def read_file_ref(path) -> tuple:
     assert zlib.crc32(sections["tables"]) == f["crc_tables"]
     assert zlib.crc32(sections["rel"], zlib.crc32(sections["bases"])) == f["crc_index"]
     assert zlib.crc32(sections["payload"]) == f["crc_payload"]
-    tables = np.frombuffer(sections["tables"], "<u4").astype(np.uint32).reshape(g, 2, w)
+    tables = np.frombuffer(sections["tables"], "<u4").astype(np.uint32).reshape(g, 2 + c, w)
     bases = np.frombuffer(sections["bases"], "<u8").astype(np.uint64)
     rel = np.frombuffer(sections["rel"], rel_dtype).astype(rel_dtype.newbyteorder("="))
     payload = np.frombuffer(sections["payload"], "<u4").astype(np.uint32)
-    # Mode 3 is reserved; mode 2 (kSparse) exists from version 2.
-    assert sum(f["mode_rows"]) == rows and f["mode_rows"][3] == 0
+    # Mode 2 (kSparse) exists from version 2, mode 3 (kCoded) with code rows.
+    assert sum(f["mode_rows"]) == rows and (c or f["mode_rows"][3] == 0)
     assert f["version"] >= 2 or f["mode_rows"][2] == 0
     return f, tables, bases, rel, payload

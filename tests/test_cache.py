@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def mixed_matrix(rows: int = 600, cols: int = 37, seed: int = 0) -> torch.Tensor:
-    """Sparse rows (few nonzeros), dense random rows (stored raw), narrow
+    """Sparse rows (few nonzeros), dense random rows (stored raw or kCoded), narrow
     integers (frame-of-reference words) and two clusters (groups)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.zeros(rows, cols)
@@ -63,7 +63,7 @@ def test_subset_every_row_mode_groups_and_paper():
         ct = ibp_gnn.compress(x, mode=mode)
         modes = ct.stats()["rows_per_mode"]
         if mode == "auto":
-            assert {"raw", "sparse"} <= set(modes) and ct.num_groups > 1, modes
+            assert {"sparse", "coded"} <= set(modes) and ct.num_groups > 1, modes
         rows = np.random.default_rng(1).integers(0, 2000, 3000)
         s = check_subset(ct, x, rows)
         assert s.num_groups == ct.num_groups

@@ -221,6 +221,7 @@ struct Geometry {
   uint32_t block_shift;   // log2(block_rows)
   uint32_t rel_bytes;
   uint64_t payload_words; // including padding
+  uint32_t code_rows;     // FileHeader::code_rows (0: no kCoded rows)
 };
 
 }  // namespace ibp

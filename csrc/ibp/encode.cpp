@@ -7,6 +7,7 @@
 #include <string>
 #include <thread>
 
+#include "coded.h"
 #include "gather.h"
 #include "parallel.h"
 
@@ -204,9 +205,13 @@ void select_masks(const uint8_t* x, uint64_t row_bytes, uint32_t row_words,
 }
 
 Encoder::Encoder(uint64_t row_bytes, uint32_t row_words, uint32_t num_groups,
-                 const uint32_t* tables, bool allow_sparse)
+                 const uint32_t* tables, bool allow_sparse, uint32_t code_rows)
     : row_bytes_(row_bytes), row_words_(row_words), num_groups_(num_groups),
-      allow_sparse_(allow_sparse) {
+      allow_sparse_(allow_sparse), code_rows_(code_rows) {
+  if (code_rows != 0 && code_rows != 8 && code_rows != 16) {
+    throw std::invalid_argument("ibp encode: code_rows must be 0, 8 or 16, got " +
+                                std::to_string(code_rows));
+  }
   if (num_groups == 0 || num_groups > kMaxGroups) {
     throw std::invalid_argument("ibp encode: num_groups must be in [1, " +
                                 std::to_string(kMaxGroups) + "], got " +
@@ -225,12 +230,78 @@ Encoder::Encoder(uint64_t row_bytes, uint32_t row_words, uint32_t num_groups,
   for (uint32_t g = 0; g < num_groups; ++g) {
     for (uint32_t w = 0; w < row_words; ++w) {
       const size_t i = static_cast<size_t>(g) * row_words + w;
-      const uint32_t m = tables[(2ull * g) * row_words + w];
+      const uint64_t at = (2ull + code_rows) * g * row_words + w;
+      const uint32_t m = tables[at];
       mask_[i] = m;
-      value_[i] = tables[(2ull * g + 1) * row_words + w];
+      value_[i] = tables[at + row_words];
       nvar_[i] = popc32(~m);
       const DepositMasks d = make_deposit_masks(~m);
       for (int k = 0; k < 5; ++k) dep_[i * 5 + k] = d.dep[k];
+    }
+  }
+  if (code_rows_) {
+    upw_ = code_rows_ / 8;
+    const uint32_t U = unit_bits(upw_);
+    codes_.resize(static_cast<size_t>(num_groups) * code_rows_ * row_words);
+    plain_.assign(num_groups, 0);
+    for (uint32_t g = 0; g < num_groups; ++g) {
+      const uint32_t* src = tables + (2ull + code_rows_) * g * row_words + 2ull * row_words;
+      uint32_t* dst = codes_.data() + static_cast<size_t>(g) * code_rows_ * row_words;
+      std::copy(src, src + static_cast<size_t>(code_rows_) * row_words, dst);
+      for (uint32_t u = 0; u < row_words * upw_; ++u) {
+        const CodeUnit cu = code_unit(dst, row_words, upw_, u);
+        if (cu.s > kMaxCodeSymbols || cu.nc > kMaxCodeBits || cu.lo + cu.nc > U) {
+          throw std::invalid_argument("ibp encode: code table of group " + std::to_string(g) +
+                                      " unit " + std::to_string(u) + " is out of range");
+        }
+        plain_[g] += U - cu.nc;
+      }
+    }
+  }
+}
+
+uint64_t Encoder::coded_bits(const uint32_t* x, uint32_t g) const {
+  const uint32_t* codes = codes_.data() + static_cast<size_t>(g) * code_rows_ * row_words_;
+  const uint32_t U = unit_bits(upw_);
+  uint64_t bits = kModeBits + group_bits_ + plain_[g];
+  for (uint32_t w = 0; w < row_words_; ++w) {
+    for (uint32_t h = 0; h < upw_; ++h) {
+      const uint32_t u = w * upw_ + h;
+      const CodeUnit cu = code_unit(codes, row_words_, upw_, u);
+      const uint32_t f = field_of(static_cast<uint32_t>(static_cast<uint64_t>(x[w]) >> (h * U)),
+                                  cu.lo, cu.nc);
+      uint32_t r = 0;
+      while (r < cu.s && code_slot(codes, row_words_, upw_, u, 1 + r) != f) ++r;
+      bits += r < cu.s ? r + 1 : cu.s + cu.nc;
+    }
+  }
+  return bits;
+}
+
+template <typename Put>
+void Encoder::write_coded(const uint32_t* x, uint32_t g, uint64_t p, const Put& put) const {
+  const uint32_t* codes = codes_.data() + static_cast<size_t>(g) * code_rows_ * row_words_;
+  const uint32_t U = unit_bits(upw_);
+  uint64_t plain = p, code = p + plain_[g];
+  for (uint32_t w = 0; w < row_words_; ++w) {
+    for (uint32_t h = 0; h < upw_; ++h) {
+      const uint32_t u = w * upw_ + h;
+      const CodeUnit cu = code_unit(codes, row_words_, upw_, u);
+      const uint32_t x_u = static_cast<uint32_t>(static_cast<uint64_t>(x[w]) >> (h * U)) &
+                           low_mask(U);
+      put(plain, plain_of(x_u, cu.lo, cu.nc), U - cu.nc);
+      plain += U - cu.nc;
+      const uint32_t f = field_of(x_u, cu.lo, cu.nc);
+      uint32_t r = 0;
+      while (r < cu.s && code_slot(codes, row_words_, upw_, u, 1 + r) != f) ++r;
+      if (r < cu.s) {
+        put(code, low_mask(r), r + 1);  // r ones, then a zero
+        code += r + 1;
+      } else {
+        put(code, low_mask(cu.s), cu.s);
+        put(code + cu.s, f, cu.nc);
+        code += cu.s + cu.nc;
+      }
     }
   }
 }
@@ -323,6 +394,7 @@ uint64_t Encoder::row_cost(const uint32_t* row, uint32_t g, uint64_t limit, Spar
       sparse_plan(row, g, best, plan, &trial->scratch)) {
     best = plan->bits;
   }
+  if (code_rows_) best = std::min(best, coded_bits(row, g));
   return best;
 }
 
@@ -374,6 +446,13 @@ void Encoder::encode(const uint8_t* x, uint64_t n, int num_threads,
           best = plan.bits;
           best_tag = g << 2 | static_cast<uint32_t>(RowMode::kSparse);
           plans[i] = plan;
+        }
+      }
+      for (uint32_t g = 0; code_rows_ && g < num_groups_; ++g) {
+        const uint64_t bits = coded_bits(row.data(), g);
+        if (bits < best) {
+          best = bits;
+          best_tag = g << 2 | static_cast<uint32_t>(RowMode::kCoded);
         }
       }
       len[i] = best;
@@ -444,6 +523,8 @@ void Encoder::encode(const uint8_t* x, uint64_t n, int num_threads,
             f += 32;
           }
         }
+      } else if (mode == static_cast<uint32_t>(RowMode::kCoded)) {
+        write_coded(row.data(), g, p, put);
       } else {
         write_sparse(row.data(), base, plans[i], p, put, &dict);
       }
@@ -506,9 +587,10 @@ void Encoder::finish(std::vector<uint32_t>* words, std::vector<uint64_t>* bases)
 }
 
 void build_decode_table(uint32_t num_groups, uint32_t row_words, const uint32_t* tables,
-                        uint32_t* out) {
+                        uint32_t* out, uint32_t code_rows) {
+  const uint64_t stride = (2ull + code_rows) * row_words;
   for (uint32_t g = 0; g < num_groups; ++g) {
-    const uint32_t* mask = tables + 2ull * g * row_words;
+    const uint32_t* mask = tables + g * stride;
     const uint32_t* value = mask + row_words;
     uint32_t* t = out + static_cast<uint64_t>(g) * kDecodeRows * row_words;
     for (uint32_t w = 0; w < row_words; ++w) {
@@ -519,6 +601,79 @@ void build_decode_table(uint32_t num_groups, uint32_t row_words, const uint32_t*
       t[kVarMask * row_words + w] = ~mask[w];
     }
   }
+  if (!code_rows) return;
+  const uint32_t upw = code_rows / 8, U = unit_bits(upw), rows = decode_code_rows(code_rows);
+  uint32_t* part = out + static_cast<uint64_t>(num_groups) * kDecodeRows * row_words;
+  for (uint32_t g = 0; g < num_groups; ++g) {
+    const uint32_t* codes = tables + g * stride + 2ull * row_words;
+    uint32_t* t = part + static_cast<uint64_t>(g) * rows * row_words;
+    std::copy(codes, codes + static_cast<uint64_t>(code_rows) * row_words, t);
+    uint32_t* offset = t + static_cast<uint64_t>(code_rows) * row_words;
+    uint32_t at = 0;
+    for (uint32_t w = 0; w < row_words; ++w) {
+      offset[w] = at;
+      for (uint32_t h = 0; h < upw; ++h) at += U - code_unit(codes, row_words, upw, w * upw + h).nc;
+    }
+  }
+}
+
+bool select_codes(const uint8_t* x, uint64_t row_bytes, uint32_t row_words, uint32_t dtype,
+                  const uint64_t* sample, uint64_t n, uint32_t* codes) {
+  uint32_t lo, nc;
+  switch (static_cast<DType>(dtype)) {
+    case DType::kFloat32: lo = 23; nc = 8; break;
+    case DType::kFloat16: lo = 10; nc = 5; break;
+    case DType::kBFloat16: lo = 7; nc = 8; break;
+    default: return false;
+  }
+  const uint32_t upw = units_per_word(dtype), U = unit_bits(upw), units = row_words * upw;
+  const uint32_t code_rows = code_rows_for(dtype);
+  std::fill(codes, codes + static_cast<uint64_t>(code_rows) * row_words, 0u);
+  const uint32_t symbols = 1u << nc;
+  std::vector<uint64_t> hist(static_cast<size_t>(units) * symbols, 0);
+  std::vector<uint32_t> row(row_words);
+  for (uint64_t i = 0; i < n; ++i) {
+    load_row(x + sample[i] * row_bytes, row_bytes, row_words, row.data());
+    for (uint32_t w = 0; w < row_words; ++w) {
+      for (uint32_t h = 0; h < upw; ++h) {
+        ++hist[static_cast<size_t>(w * upw + h) * symbols + field_of(row[w] >> (h * U), lo, nc)];
+      }
+    }
+  }
+  auto put_slot = [&](uint32_t u, uint32_t k, uint32_t v) {
+    const uint32_t w = u / upw, h = u % upw;
+    uint32_t& cell = codes[(8ull * h + k / 2) * row_words + w];
+    cell |= (k & 1u) ? v << 16 : v;
+  };
+  std::vector<uint32_t> order(symbols);
+  for (uint32_t u = 0; u < units; ++u) {
+    if (static_cast<uint64_t>(u) * (U / 8) >= row_bytes) {
+      // The zero padding of a 2-byte dtype's odd row: the whole unit is one
+      // coded field whose only symbol is 0, one bit a row.
+      put_slot(u, 0, code_slot0(1, 0, U));
+      continue;
+    }
+    const uint64_t* c = hist.data() + static_cast<size_t>(u) * symbols;
+    for (uint32_t k = 0; k < symbols; ++k) order[k] = k;
+    std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return c[a] > c[b]; });
+    // Code bits of the sample with s ranked symbols: rank r costs r + 1, the
+    // rest s + nc each.
+    uint64_t best = nc * n, covered = 0, ranked = 0;
+    uint32_t best_s = 0;
+    for (uint32_t s = 1; s <= kMaxCodeSymbols && s <= symbols; ++s) {
+      covered += c[order[s - 1]];
+      ranked += c[order[s - 1]] * s;
+      if (c[order[s - 1]] == 0) break;
+      const uint64_t bits = ranked + (n - covered) * (s + nc);
+      if (bits < best) {
+        best = bits;
+        best_s = s;
+      }
+    }
+    put_slot(u, 0, code_slot0(best_s, lo, nc));
+    for (uint32_t r = 0; r < best_s; ++r) put_slot(u, 1 + r, order[r]);
+  }
+  return true;
 }
 
 }  // namespace ibp

@@ -28,20 +28,31 @@ void select_masks(const uint8_t* x, uint64_t row_bytes, uint32_t row_words,
                   const uint64_t* sample, uint64_t n, Selector selector,
                   uint32_t* mask, uint32_t* value, bool frames = true);
 
+// Chooses one group's code rows (format.h, kCoded) from the sample rows: for
+// float dtypes the coded field of each unit is its exponent, its symbols are
+// ranked by frequency and the number of ranked symbols minimises the sample's
+// code bits (the zero padding unit of an odd row of a 2-byte dtype is coded
+// whole, as its only symbol 0). Writes code_rows_for(dtype) rows of row_words words into
+// `codes`; returns false (and writes nothing) for dtypes it does not code.
+bool select_codes(const uint8_t* x, uint64_t row_bytes, uint32_t row_words, uint32_t dtype,
+                  const uint64_t* sample, uint64_t n, uint32_t* codes);
+
 // Streaming row encoder. Rows are fed in chunks; every chunk but the last must
 // hold a multiple of block_rows rows so each chunk starts a new index block.
 class Encoder {
  public:
-  // tables: num_groups x (mask[row_words], value[row_words]). Rows are stored
-  // in the cheapest of kRaw, kIbp and (when allow_sparse) kSparse, under the
-  // group that makes them cheapest (the lowest group on ties).
+  // tables: num_groups x (mask[row_words], value[row_words], code_rows rows
+  // of row_words). Rows are stored in the cheapest of kRaw, kIbp, (when
+  // allow_sparse) kSparse and (when code_rows > 0) kCoded, under the group
+  // that makes them cheapest (the lowest group on ties).
   Encoder(uint64_t row_bytes, uint32_t row_words, uint32_t num_groups,
-          const uint32_t* tables, bool allow_sparse = true);
+          const uint32_t* tables, bool allow_sparse = true, uint32_t code_rows = 0);
 
   uint32_t block_rows() const { return block_rows_; }
   uint32_t rel_bytes() const { return rel_bytes_; }
   uint32_t group_bits() const { return group_bits_; }
   uint32_t num_groups() const { return num_groups_; }
+  uint32_t code_rows() const { return code_rows_; }
 
   // Encodes n rows of x with `num_threads` threads. Appends the payload words
   // that are complete to `words` (the last partial word is kept for the next
@@ -89,6 +100,10 @@ class Encoder {
   // `limit` (plan is set when kSparse wins).
   uint64_t row_cost(const uint32_t* row, uint32_t g, uint64_t limit, SparsePlan* plan,
                     SparseTrial* trial) const;
+  // Bits of row x under group g in kCoded mode (code_rows_ > 0).
+  uint64_t coded_bits(const uint32_t* x, uint32_t g) const;
+  template <typename Put>
+  void write_coded(const uint32_t* x, uint32_t g, uint64_t p, const Put& put) const;
   template <typename Put>
   void write_sparse(const uint32_t* x, size_t base, const SparsePlan& plan, uint64_t p,
                     const Put& put, std::vector<uint32_t>* dict) const;
@@ -98,6 +113,9 @@ class Encoder {
   uint32_t num_groups_;
   uint32_t group_bits_;
   bool allow_sparse_;
+  uint32_t code_rows_ = 0, upw_ = 1;
+  std::vector<uint32_t> codes_;   // [g][code_rows][row_words], as stored
+  std::vector<uint64_t> plain_;   // [g]: plain bits of a kCoded row
   uint32_t block_rows_ = 1;
   uint32_t rel_bytes_ = 4;
   std::vector<uint32_t> mask_, value_, nvar_, dep_;  // [g * row_words + w], dep x5
@@ -108,9 +126,10 @@ class Encoder {
   uint64_t mode_rows_[4] = {0, 0, 0, 0};
 };
 
-// Turns the group tables (mask, value per word) into the decoder's table
-// layout described in bits.h: out has num_groups * kDecodeRows * row_words words.
+// Turns the group tables (mask, value per word, code rows) into the decoder's
+// table layout described in bits.h and coded.h: out has
+// num_groups * (kDecodeRows + decode_code_rows(code_rows)) * row_words words.
 void build_decode_table(uint32_t num_groups, uint32_t row_words, const uint32_t* tables,
-                        uint32_t* out);
+                        uint32_t* out, uint32_t code_rows = 0);
 
 }  // namespace ibp

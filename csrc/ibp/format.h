@@ -1,4 +1,4 @@
-// The ibp_gnn compressed-tensor format, version 2: the contract shared by the
+// The ibp_gnn compressed-tensor format, version 3: the contract shared by the
 // encoder, both gather-decoders, the validator and the Python layer.
 //
 // A compressed tensor holds a 2-D row-major matrix of `rows x cols` elements of
@@ -8,7 +8,8 @@
 //
 // Sections (in memory: separate arrays; on disk: in this order, each starting
 // at a multiple of kSectionAlign after the FileHeader):
-//   tables   uint32[num_groups][2][row_words]  per group: mask[], then value[]
+//   tables   uint32[num_groups][2 + code_rows][row_words]  per group: mask[],
+//            value[], then (version >= 3, code_rows > 0) the code rows below
 //            Word w of a group has a *value* v = value[w] and *variable bits*
 //            m = ~mask[w]. A word x fits the word iff x - v (mod 2^32) has no
 //            bit outside m; it is then stored as its field extract(x - v, m)
@@ -17,6 +18,18 @@
 //            this is plain Invariant Bit Packing: x matches the invariant bits
 //            of the mask. With m = the k low bits it is frame-of-reference
 //            coding: x in [v, v + 2^k).
+//            Code rows (kCoded rows, version >= 3): a row is viewed as `units`
+//            units of U bits (U = 16 for 2-byte dtypes, 2 units a word, low
+//            half first; else U = 32, one unit a word); code_rows is 0 or
+//            8 * units_per_word. Unit u = w * units_per_word + h of a group has
+//            kCodeSlots 16-bit slots, slot k in the low (k even) or high (k
+//            odd) half of row 2 + 8h + k/2 at column w. Slot 0 describes the
+//            unit: bits 0-3 s (ranked symbols, <= kMaxCodeSymbols), bits 4-8
+//            lo, bits 9-13 nc (lo + nc <= U, nc <= kMaxCodeBits), bits 14-15 0:
+//            the unit's *coded field* is bits [lo, lo + nc) (for floats the
+//            exponent), its other U - nc bits are its *plain bits*. Slots 1..s
+//            are the ranked symbols (values of the coded field), most frequent
+//            first; slots past s are zero.
 //   bases    uint64[num_blocks + 1]   bit offset of the first row of each block
 //            of `block_rows` rows; bases[num_blocks] = payload_bits.
 //   rel      uint16 or uint32[rows]   (rel_bytes) bit offset of each row from
@@ -47,6 +60,15 @@
 //                      where  form 0: c positions of count_bits(row_words - 1)
 //                             bits, strictly increasing; form 1: row_words
 //                             bits, bit w set iff word w is listed (c set bits).
+//         for kCoded (version >= 3, code_rows > 0): no participation bitmap;
+//                    two sections, each over the units u = 0, 1, ... in order:
+//                      plain  per unit, its U - nc plain bits as one field:
+//                             the bits below lo, then those above lo + nc
+//                      codes  per unit, its coded field: r one bits then a
+//                             zero bit when it equals ranked symbol r (r < s,
+//                             the first match), else s one bits then the
+//                             field itself in nc bits (an escape)
+//                    The plain section's length is fixed by the group.
 // deposit(f, m) places the low popcount(m) bits of f, in order, at the set bit
 // positions of m (x86 PDEP); extract is its inverse (PEXT). The length of
 // every row is fully determined by its bits, which validate() checks against
@@ -58,13 +80,16 @@
 
 namespace ibp {
 
-constexpr uint32_t kFormatVersion = 2;
+constexpr uint32_t kFormatVersion = 3;
 constexpr uint32_t kOldestVersion = 1;  // oldest version this code reads
 constexpr char kMagic[8] = {'I', 'B', 'P', 'G', 'N', 'N', '\r', '\n'};
 constexpr uint32_t kSectionAlign = 64;
 constexpr uint32_t kPayloadPadWords = 2;
 constexpr uint32_t kModeBits = 2;
 constexpr uint32_t kMaxGroups = 1u << 16;
+constexpr uint32_t kCodeSlots = 16;       // 16-bit slots per unit of the code rows
+constexpr uint32_t kMaxCodeSymbols = kCodeSlots - 1;
+constexpr uint32_t kMaxCodeBits = 16;     // widest coded field
 
 enum class DType : uint32_t {
   kFloat32 = 0,
@@ -88,7 +113,7 @@ enum class RowMode : uint32_t {
   kRaw = 0,     // words stored whole
   kIbp = 1,     // participation bitmap + fields
   kSparse = 2,  // listed words differ from the group's values (version >= 2)
-  // 3 is reserved for a later encoding; this reader rejects it.
+  kCoded = 3,   // plain bits + prefix-coded fields, no bitmap (version >= 3)
 };
 
 // How the encoder chose the masks. Stored for information only: decoding never
@@ -120,7 +145,8 @@ struct FileHeader {
   uint32_t crc_index;       // bases then rel
   uint32_t crc_payload;
   uint32_t crc_header;      // of this header with crc_header set to 0
-  uint8_t reserved[8];      // zero
+  uint32_t code_rows;       // rows of code tables per group (version >= 3; else 0)
+  uint8_t reserved[4];      // zero
 };
 static_assert(sizeof(FileHeader) == 128, "FileHeader must stay 128 bytes");
 
@@ -162,6 +188,12 @@ inline bool index_geometry(uint32_t row_words, uint32_t group_bits,
   return true;
 }
 
+// Units per word of kCoded rows: 2 for 2-byte dtypes, else 1.
+inline uint32_t units_per_word(uint32_t dtype) { return dtype_bytes(dtype) == 2 ? 2 : 1; }
+
+// Code rows per group a version-3 writer stores when it codes the dtype.
+inline uint32_t code_rows_for(uint32_t dtype) { return 8 * units_per_word(dtype); }
+
 inline uint32_t group_bits_for(uint32_t num_groups) {
   uint32_t b = 0;
   while ((1ull << b) < num_groups) ++b;
@@ -183,7 +215,7 @@ inline FileLayout file_layout(const FileHeader& h) {
   FileLayout l;
   const uint64_t blocks = h.block_rows ? (h.rows + h.block_rows - 1) / h.block_rows : 0;
   l.tables = align_up(sizeof(FileHeader), kSectionAlign);
-  l.tables_bytes = 8ull * h.num_groups * h.row_words;
+  l.tables_bytes = 4ull * h.num_groups * (2ull + h.code_rows) * h.row_words;
   l.bases = align_up(l.tables + l.tables_bytes, kSectionAlign);
   l.bases_bytes = 8ull * (blocks + 1);
   l.rel = align_up(l.bases + l.bases_bytes, kSectionAlign);

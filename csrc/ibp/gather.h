@@ -14,7 +14,7 @@ namespace ibp {
 // A compressed tensor as a decoder sees it.
 struct CompressedView {
   Geometry geo;
-  const uint32_t* table;    // build_decode_table() output
+  const uint32_t* table;    // build_decode_table() output (bits.h, coded.h)
   const uint64_t* bases;    // index block bases
   const void* rel;          // relative offsets (geo.rel_bytes each)
   const uint32_t* payload;  // geo.payload_words words
@@ -32,6 +32,7 @@ inline Geometry geometry_of(const FileHeader& h) {
   while ((1u << g.block_shift) < h.block_rows) ++g.block_shift;
   g.rel_bytes = h.rel_bytes;
   g.payload_words = payload_words(h.payload_bits);
+  g.code_rows = h.code_rows;
   return g;
 }
 

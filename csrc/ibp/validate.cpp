@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "bits.h"
+#include "coded.h"
 #include "parallel.h"
 
 namespace ibp {
@@ -44,6 +45,39 @@ bool sparse_row_ok(const uint32_t* p, uint64_t pos, uint64_t end, uint32_t W) {
     prev = w;
   }
   return true;
+}
+
+// The code rows of one group: every unit's fields in range, its symbols
+// inside its coded field, unused slots zero.
+bool code_rows_ok(const uint32_t* codes, uint32_t W, uint32_t code_rows) {
+  const uint32_t upw = code_rows / 8, U = unit_bits(upw);
+  for (uint32_t u = 0; u < W * upw; ++u) {
+    const CodeUnit cu = code_unit(codes, W, upw, u);
+    if ((code_slot(codes, W, upw, u, 0) >> 14) || cu.nc > kMaxCodeBits || cu.lo + cu.nc > U) {
+      return false;
+    }
+    for (uint32_t k = 1; k < kCodeSlots; ++k) {
+      const uint32_t v = code_slot(codes, W, upw, u, k);
+      if (k <= cu.s ? v > low_mask(cu.nc) : v != 0) return false;
+    }
+  }
+  return true;
+}
+
+// A kCoded row whose bits after the group id start at `pos` ends exactly at
+// `end`. Each step starts at or before `end`, so its reads (at most
+// kMaxCodeSymbols bits on, plus read_bits' window) stay inside the padding.
+bool coded_row_ok(const uint32_t* p, uint64_t pos, uint64_t end, const uint32_t* codes,
+                  uint32_t W, uint32_t code_rows, uint64_t plain_bits) {
+  const uint32_t upw = code_rows / 8;
+  if (end < pos || end - pos < plain_bits) return false;
+  uint64_t code = pos + plain_bits;
+  for (uint32_t u = 0; u < W * upw; ++u) {
+    const CodeUnit cu = code_unit(codes, W, upw, u);
+    read_code(p, &code, codes, W, upw, u, cu);
+    if (code > end) return false;
+  }
+  return code == end;
 }
 
 }  // namespace
@@ -97,9 +131,13 @@ Status validate_header(const FileHeader& h, std::string* msg) {
   for (uint8_t b : h.reserved) {
     if (b) return fail(Status::kBadHeader, msg, "reserved header bytes are not zero");
   }
+  if (h.code_rows && (h.version < 3 || h.code_rows != code_rows_for(h.dtype))) {
+    return fail(Status::kBadHeader, msg, "code_rows " + str(h.code_rows) +
+                                             " is invalid for this version and dtype");
+  }
   const bool sparse_ok = h.version >= 2;
-  if ((h.mode_rows[2] && !sparse_ok) || h.mode_rows[3] ||
-      h.mode_rows[0] + h.mode_rows[1] + h.mode_rows[2] != h.rows) {
+  if ((h.mode_rows[2] && !sparse_ok) || (h.mode_rows[3] && !h.code_rows) ||
+      h.mode_rows[0] + h.mode_rows[1] + h.mode_rows[2] + h.mode_rows[3] != h.rows) {
     return fail(Status::kBadHeader, msg, "per-mode row counts do not add up to rows");
   }
   if (h.payload_bits > max_payload_bits(h.rows, h.row_words, h.group_bits)) {
@@ -129,7 +167,7 @@ Status validate_arrays(const FileHeader& h, const uint32_t* tables, const uint64
   }
   const uint32_t W = h.row_words;
   // Version 1 decoded value | deposit(...): its values lie inside the mask.
-  for (uint64_t i = 0; h.version == 1 && i < 2ull * h.num_groups * W; i += 2 * W) {
+  for (uint64_t i = 0; h.version == 1 && i < 2ull * h.num_groups * W; i += 2 * W) {  // C == 0
     for (uint32_t w = 0; w < W; ++w) {
       if (tables[i + W + w] & ~tables[i + w]) {
         return fail(Status::kBadHeader, msg, "group " + str(i / (2 * W)) + " word " + str(w) +
@@ -145,19 +183,31 @@ Status validate_arrays(const FileHeader& h, const uint32_t* tables, const uint64
       return fail(Status::kBadIndex, msg, "block bases decrease at block " + str(b));
     }
   }
+  const uint32_t C = h.code_rows;
+  const uint64_t stride = (2ull + C) * W;
   std::vector<uint32_t> nvar(static_cast<size_t>(h.num_groups) * W);
   for (uint64_t g = 0; g < h.num_groups; ++g) {
-    for (uint32_t w = 0; w < W; ++w) nvar[g * W + w] = popc32(~tables[2 * g * W + w]);
+    for (uint32_t w = 0; w < W; ++w) nvar[g * W + w] = popc32(~tables[g * stride + w]);
+  }
+  // Code rows, and each group's plain bits of a kCoded row.
+  std::vector<uint64_t> plain(h.num_groups, 0);
+  for (uint64_t g = 0; C && g < h.num_groups; ++g) {
+    const uint32_t* codes = tables + g * stride + 2ull * W;
+    if (!code_rows_ok(codes, W, C)) {
+      return fail(Status::kBadHeader, msg, "group " + str(g) + ": code table out of range");
+    }
+    const uint32_t upw = C / 8;
+    for (uint32_t u = 0; u < W * upw; ++u) plain[g] += unit_bits(upw) - code_unit(codes, W, upw, u).nc;
   }
   uint32_t shift = 0;
   while ((1u << shift) < h.block_rows) ++shift;
 
   // Rows, in parallel; the first bad row found is reported.
   std::atomic<uint64_t> bad_row{~0ull};
-  std::atomic<uint64_t> raw_rows{0}, sparse_rows{0};
+  std::atomic<uint64_t> raw_rows{0}, sparse_rows{0}, coded_rows{0};
   const uint64_t raw_bits = raw_row_bits(W, h.group_bits);
   parallel_for(h.rows, num_threads, h.rows * raw_bits / 8, [&](uint64_t a, uint64_t b) {
-    uint64_t raws = 0, sparses = 0;
+    uint64_t raws = 0, sparses = 0, codeds = 0;
     for (uint64_t r = a; r < b; ++r) {
       const uint64_t start = row_start(bases, rel, h.rel_bytes, shift, r);
       const uint64_t block_end = bases[(r >> shift) + 1];
@@ -195,6 +245,11 @@ Status validate_arrays(const FileHeader& h, const uint32_t* tables, const uint64
           ++sparses;
           len = end - start;
           ok = sparse_row_ok(payload, start + kModeBits + h.group_bits, end, W);
+        } else if (mode == static_cast<uint32_t>(RowMode::kCoded) && C && g < h.num_groups) {
+          ++codeds;
+          len = end - start;
+          ok = coded_row_ok(payload, start + kModeBits + h.group_bits, end,
+                            tables + g * stride + 2ull * W, W, C, plain[g]);
         } else {
           ok = false;
         }
@@ -209,6 +264,7 @@ Status validate_arrays(const FileHeader& h, const uint32_t* tables, const uint64
     }
     raw_rows += raws;
     sparse_rows += sparses;
+    coded_rows += codeds;
   });
   if (bad_row.load() != ~0ull) {
     return fail(Status::kBadRow, msg, "row " + str(bad_row.load()) +
@@ -219,6 +275,11 @@ Status validate_arrays(const FileHeader& h, const uint32_t* tables, const uint64
     return fail(Status::kBadRow, msg, "the header counts " + str(h.mode_rows[2]) +
                                           " sparse rows, the payload holds " +
                                           str(sparse_rows.load()));
+  }
+  if (coded_rows.load() != h.mode_rows[3]) {
+    return fail(Status::kBadRow, msg, "the header counts " + str(h.mode_rows[3]) +
+                                          " coded rows, the payload holds " +
+                                          str(coded_rows.load()));
   }
   if (raw_rows.load() != h.mode_rows[0]) {
     return fail(Status::kBadRow, msg, "the header counts " + str(h.mode_rows[0]) +

@@ -37,6 +37,14 @@ def cases():
     two = torch.cat([torch.rand(300, 16, generator=g) * 0.01,
                      torch.rand(300, 16, generator=g) * 100 + 1000])
     yield "float32_groups", two[torch.randperm(600, generator=g)], "auto"
+    # From version 3: coded rows (plain bits + ranked exponent codes, escapes),
+    # fp32 with NaN, Inf, -0.0 and denormals, fp16 of odd width, bf16.
+    emb = torch.randn(400, 24, generator=g) * 0.2
+    emb[5, :4] = torch.tensor([float("nan"), float("inf"), -0.0, 1e-40])
+    emb[7] = torch.randn(24, generator=g) * 1e6
+    yield "float32_coded", emb, "auto"
+    yield "float16_coded_odd", (torch.randn(1500, 13, generator=g) * 0.3).half(), "auto"
+    yield "bfloat16_coded", (torch.randn(1500, 10, generator=g) * 0.05).bfloat16(), "auto"
 
 
 if __name__ == "__main__":

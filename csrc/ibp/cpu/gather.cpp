@@ -4,6 +4,7 @@
 #include <cstring>
 #include <vector>
 
+#include "../coded.h"
 #include "../parallel.h"
 
 namespace ibp {
@@ -66,6 +67,12 @@ void decode_row(const CompressedView& c, uint64_t r, uint32_t* words) {
   const uint32_t* table = c.table + static_cast<uint64_t>(g) * kDecodeRows * W;
   if (mode == static_cast<uint32_t>(RowMode::kSparse)) {
     decode_sparse(c.payload, start + kModeBits + geo.group_bits, table, W, words);
+    return;
+  }
+  if (mode == static_cast<uint32_t>(RowMode::kCoded) && geo.code_rows) {
+    decode_coded_words(c.payload, start + kModeBits + geo.group_bits,
+                       code_part(c.table, geo.num_groups, W, geo.code_rows, g), W, geo.code_rows,
+                       words);
     return;
   }
   const uint32_t* nvar = table + kNvar * W;

@@ -8,6 +8,7 @@
 // lengths gives every lane its field, rebuilt with the shared bits.h helpers.
 // Rows whose span exceeds the buffer (over 4 KiB compressed) are decoded
 // straight from host memory chunk by chunk.
+#include "../coded.h"
 #include "../gather.h"
 #include "launch.h"
 
@@ -155,6 +156,13 @@ __device__ void decode_dense_host(const uint32_t* __restrict__ p, uint64_t bitma
   }
 }
 
+// Stores the words of a kCoded row (coded.h) into an output row.
+struct StoreWord {
+  uint8_t* row;
+  uint64_t row_bytes;
+  __device__ void operator()(uint32_t w, uint32_t word) const { store_word(row, row_bytes, w, word); }
+};
+
 template <typename Id>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 gather_kernel(CompressedView c, const Id* __restrict__ ids, uint64_t n,
@@ -221,6 +229,10 @@ gather_kernel(CompressedView c, const Id* __restrict__ ids, uint64_t n,
       const bool raw = mode == static_cast<uint32_t>(RowMode::kRaw);
       if (mode == static_cast<uint32_t>(RowMode::kSparse)) {
         decode_sparse(s, bitmap, table, W, g, G, mask, row, geo.row_bytes);
+      } else if (mode == static_cast<uint32_t>(RowMode::kCoded) && geo.code_rows) {  // shared or host
+        decode_coded(s, bitmap,
+                     code_part(c.table, geo.num_groups, W, geo.code_rows, head >> kModeBits), W,
+                     geo.code_rows, g, G, StoreWord{row, geo.row_bytes});
       } else if (fits) {
         decode_dense(s, bitmap, raw, table, W, g, G, mask, row, geo.row_bytes);
       } else {  // G == 32: the row needs more words than a warp's buffer
