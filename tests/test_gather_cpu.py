@@ -17,7 +17,7 @@ from ibp_gnn import _C
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference as R  # noqa: E402
 
-KERNELS = (1, 2) if _C.cpu_has_bmi2() else (1,)
+KERNELS = tuple(_C.cpu_kernels())  # 1 portable, 2 bmi2, 3 avx2, 4 avx512: those this CPU runs
 
 
 def _gather(ct, ids, kernel, threads):
@@ -113,3 +113,54 @@ def test_sparse_bound_keeps_the_encoding(w):
     assert np.array_equal(np.concatenate([bs, b_last]), bases)
     assert np.array_equal(enc.row_bits(R.to_bytes(words), 4 * w).min(axis=1),
                           R.row_bits_ref(words, tables).min(axis=1))
+
+
+_GUARD_SCRIPT = r"""
+import ctypes, mmap, sys
+import numpy as np, torch, ibp_gnn
+from ibp_gnn import _C
+cols, dtype = int(sys.argv[1]), getattr(np, sys.argv[2])
+rng = np.random.default_rng(cols)
+x = (rng.standard_normal((300, cols)) * 0.1).astype(dtype)
+ct = ibp_gnn.compress(x, progress=False)
+payload = ct._payload
+page = mmap.PAGESIZE
+size = -(-payload.nbytes // page) * page
+buf = mmap.mmap(-1, size + page, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+assert libc.mprotect(addr + size, page, 0) == 0  # the page after the payload faults
+tight = np.frombuffer(buf, np.uint32, payload.size, size - payload.nbytes)
+tight[:] = payload
+ids = np.arange(300)[::-1].copy()
+want = x.view(np.uint8).reshape(300, -1)[ids]
+for k in _C.cpu_kernels():
+    out = np.empty_like(want)
+    _C.gather(ct._header, ct._decode_table, ct._bases, ct._rel, tight, ids, out.reshape(-1), 1, k)
+    assert np.array_equal(out, want), k
+print("ok", _C.cpu_kernels())
+"""
+
+
+@pytest.mark.parametrize("cols,dtype", [(3, "float32"), (64, "float32"), (33, "float16")])
+def test_kernels_read_nothing_past_the_payload(cols, dtype):
+    """The last rows decode with every kernel when the page after the payload
+    is unreadable (the wide SIMD loads stay inside the payload and its padding)."""
+    import subprocess
+    r = subprocess.run([sys.executable, "-c", _GUARD_SCRIPT, str(cols), dtype],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "ok" in r.stdout, (r.returncode, r.stdout, r.stderr[-2000:])
+
+
+def test_kernel_forced_by_environment():
+    """IBP_CPU_KERNEL=portable makes kernel=0 (every ordinary gather) use the
+    portable fallback, so a CI run can exercise it end to end."""
+    import os
+    import subprocess
+    code = "from ibp_gnn import _C; print(_C.cpu_kernel(), max(_C.cpu_kernels()))"
+    for name, want in (("portable", 1), ("bmi2", 2), ("avx2", 3), ("avx512", 4)):
+        env = dict(os.environ, IBP_CPU_KERNEL=name)
+        got, best = map(int, subprocess.run([sys.executable, "-c", code], env=env, check=True,
+                                            capture_output=True, text=True).stdout.split())
+        assert got == (want if want in _C.cpu_kernels() else best), name

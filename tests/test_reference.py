@@ -49,8 +49,8 @@ SPECIAL = {
 SMALL_FLOATS = [0.0, 1.0, -1.0, 0.5, 2.0, 0.125, 3.0, 100.0]
 SMALL_INTS = [0, 1, 2, 3, 5, 7, -1, -2, 100]
 
-# CPU gather kernels of _C.gather: 1 portable, 2 BMI2 (when the CPU has it).
-CPU_KERNELS = (1, 2) if _C.cpu_has_bmi2() else (1,)
+# CPU gather kernels of _C.gather this CPU runs: 1 portable, 2 BMI2, 3 AVX2, 4 AVX-512.
+CPU_KERNELS = tuple(_C.cpu_kernels())
 
 # Row shapes: empty, one row, one column, odd byte widths, a few hundred rows.
 SHAPES = [(0, 3), (1, 1), (1, 5), (5, 1), (7, 3), (64, 2), (65, 5), (300, 7)]

@@ -35,11 +35,16 @@ inline Geometry geometry_of(const FileHeader& h) {
   return g;
 }
 
-// Which CPU deposit to use: kPortable is the shared bits.h code the CUDA kernel
-// runs; kBmi2 uses the x86 PDEP instruction (the caller checks cpu_has_bmi2());
-// kAuto picks kBmi2 when the CPU has it.
-enum class CpuKernel : int { kAuto = 0, kPortable = 1, kBmi2 = 2 };
+// Which CPU decode of kIbp rows to use (cpu/dense.h); all write the same
+// bits. kPortable: scalar with the shared bits.h deposit the CUDA kernel
+// runs; kBmi2: scalar with the x86 PDEP instruction; kAvx2 / kAvx512: 8 words
+// at a time (AVX2 + BMI2; AVX-512 F/BW/VL/VBMI). kAuto: the environment
+// variable IBP_CPU_KERNEL (portable, bmi2, avx2, avx512) when that kernel
+// runs here, else the fastest this CPU has. A kernel the CPU lacks runs as kAuto.
+enum class CpuKernel : int { kAuto = 0, kPortable = 1, kBmi2 = 2, kAvx2 = 3, kAvx512 = 4 };
 bool cpu_has_bmi2();
+bool cpu_has_kernel(CpuKernel k);
+CpuKernel auto_kernel();
 
 // Output bytes each thread of a CPU gather gets at least: starting a thread
 // costs tens of microseconds, about what decoding this much takes, so smaller
