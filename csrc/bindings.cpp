@@ -140,8 +140,14 @@ PYBIND11_MODULE(_C, m) {
   }, "CPU gather kernels this CPU runs: 1 portable, 2 bmi2, 3 avx2, 4 avx512.");
   m.def("cpu_kernel", [] { return static_cast<int>(auto_kernel()); },
         "The kernel a gather with kernel=0 uses (IBP_CPU_KERNEL or the fastest).");
-  m.def("gather_threads", &gather_threads, py::arg("n"), py::arg("row_bytes"),
-        py::arg("threads"), "Threads a CPU gather of n rows of row_bytes bytes uses when allowed `threads`.");
+  m.def("gather_threads",
+        [](uint64_t n, uint64_t row_bytes, int threads, int64_t payload_bytes) {
+          return gather_threads(n, row_bytes, threads,
+                                payload_bytes < 0 ? row_bytes : static_cast<uint64_t>(payload_bytes));
+        },
+        py::arg("n"), py::arg("row_bytes"), py::arg("threads"), py::arg("payload_bytes") = -1,
+        "Threads a CPU gather of n rows of row_bytes bytes (payload_bytes compressed bytes "
+        "each on average; default row_bytes) uses when allowed `threads`.");
   m.def("cuda_device_count", &cuda_device_count);
   m.def("cuda_versions", [] {
     const CudaVersions v = cuda_versions();

@@ -45,15 +45,15 @@ def _embedding(rows, cols, dtype, seed):
                                         (np.float16, 384), (np.uint8, 7), (np.int64, 3)])
 def test_dense_rows_every_kernel_and_thread_count(dtype, cols):
     """Dense rows with and without exceptions decode bit-exactly with the
-    portable deposit (the CUDA kernel's) and PDEP, on 1 and 2 threads (the
+    portable deposit (the CUDA kernel's), PDEP, AVX2 and AVX-512, on 1 and 2 threads (the
     batch is big enough for gather_threads to give 2)."""
     rows = max(600, (3 << 20) // (cols * np.dtype(dtype).itemsize) // 4)
     x = _embedding(rows, cols, dtype, seed=cols)
     ct = ibp_gnn.compress(x, threads=2, progress=False)
     assert ct.stats()["rows_per_mode"].get("ibp", 0) > 0
     row_bytes = cols * np.dtype(dtype).itemsize
-    ids = np.random.default_rng(1).integers(0, rows, max(rows, (5 << 20) // row_bytes))
-    assert _C.gather_threads(len(ids), row_bytes, 2) == 2
+    ids = np.random.default_rng(1).integers(0, rows, max(rows, (8 << 20) // row_bytes))
+    assert _C.gather_threads(len(ids), row_bytes, 2, ct._payload.nbytes // rows) == 2
     want = x.view(np.uint8).reshape(rows, -1)[ids]
     for kernel in KERNELS:
         for threads in (1, 2):
@@ -62,15 +62,28 @@ def test_dense_rows_every_kernel_and_thread_count(dtype, cols):
 
 
 def test_gather_threads_from_work_size():
-    mib = 1 << 20
+    """Threads from the estimated single-thread time: 0.1 ns per output byte plus
+    0.7 ns per payload byte, at least 1 ms each (gather.h)."""
+    def ns(n, rb, pb):
+        return n * (rb * 100 + pb * 700) // 1000
+
     assert _C.gather_threads(0, 512, 8) == 1
-    assert _C.gather_threads(1024, 512, 8) == 1          # 0.5 MiB: one thread
-    assert _C.gather_threads(2 * mib // 512 - 1, 512, 8) == 1
-    assert _C.gather_threads(2 * mib // 512, 512, 8) == 2
-    assert _C.gather_threads(100_000, 512, 8) == 8      # 49 MiB: capped by the caller's count
+    assert _C.gather_threads(1024, 512, 8) == 1                  # dense, ~0.4 ms: one thread
+    assert ns(1024, 512, 512) < 2_000_000
+    n2 = -(-2_000_000 * 1000 // (512 * 100 + 512 * 700))        # rows of 2 ms, dense
+    assert ns(n2, 512, 512) >= 2_000_000 > ns(n2 - 1, 512, 512)
+    assert _C.gather_threads(n2, 512, 8) == 2
+    assert _C.gather_threads(n2 - 1, 512, 8) == 1
+    assert _C.gather_threads(100_000, 512, 8) == 8               # 41 ms: capped by the caller's count
     assert _C.gather_threads(100_000, 512, 3) == 3
     assert _C.gather_threads(100_000, 512, 0) == 1
     assert _C.gather_threads(100_000, 512, 1) == 1
+    # Sparse rows (few payload bytes) need more rows per thread than dense ones:
+    # a 1024-row batch of 5.7 KB bag-of-words rows (6 MB out) stays on one thread.
+    assert _C.gather_threads(1024, 5732, 2, 40) == 1
+    assert _C.gather_threads(1024, 5732, 2) == 2                 # the same bytes, dense
+    assert _C.gather_threads(100_000, 5732, 2, 40) == 2
+    assert _C.gather_threads(1024, 512, 8, 512) == _C.gather_threads(1024, 512, 8)
 
 
 def _sparse_bound_rows(w, rng):

@@ -516,10 +516,11 @@ def test_compress_file_matches_reference(tmp_path, name, cols):
 
 
 def test_gather_threads_odd_width():
-    """Multi-threaded gather into unaligned rows (3-byte rows, > 256 KiB out)."""
+    """Multi-threaded gather into unaligned rows (3-byte rows, > 2 ms of work)."""
     case = make_case("uint8", 300, 3, seed=12)
     ct, _, _ = _compress_checked(case, "auto")
-    ids = np.random.default_rng(0).integers(0, 300, 100_000).astype(np.int64)
+    ids = np.random.default_rng(0).integers(0, 300, 1_500_000).astype(np.int64)
+    assert _C.gather_threads(len(ids), 3, 2, -(-ct._payload.nbytes // 300)) == 2
     for threads in (1, 2):
         got = _torch_bytes(ct.gather(torch.from_numpy(ids), threads=threads))
         assert torch.equal(got, torch.from_numpy(np.ascontiguousarray(case.xb[ids])))

@@ -99,6 +99,8 @@ void decode_row(const CompressedView& c, const DenseProgram& prog, uint64_t r, u
 // are requested while row i decodes.
 constexpr uint64_t kIndexAhead = 16;
 constexpr uint64_t kRowAhead = 8;
+// Output bytes of the rows a thread takes at a time (parallel_slices).
+constexpr uint64_t kSliceBytes = 256ull << 10;
 
 inline void prefetch_index(const CompressedView& c, uint64_t r) {
   const Geometry& geo = c.geo;
@@ -120,8 +122,9 @@ void gather_rows(const CompressedView& c, const DenseProgram& prog, const Id* id
                  uint8_t* out, int num_threads) {
   const uint64_t row_bytes = c.geo.row_bytes;
   const bool aligned = row_bytes % 4 == 0 && reinterpret_cast<uintptr_t>(out) % 4 == 0;
-  parallel_for(n, num_threads, n * row_bytes, [&](uint64_t a, uint64_t b) {
-    std::vector<uint32_t> words(c.geo.row_words);
+  const uint64_t grain = std::max<uint64_t>(kRowAhead, kSliceBytes / std::max<uint64_t>(row_bytes, 1));
+  parallel_slices(n, num_threads, grain, [&](uint64_t a, uint64_t b) {
+    std::vector<uint32_t> words(aligned ? 0 : c.geo.row_words);
     for (uint64_t i = a; i < b && i < a + kIndexAhead; ++i) {
       prefetch_index(c, static_cast<uint64_t>(ids[i]));
     }
@@ -191,15 +194,18 @@ CpuKernel auto_kernel() {
   return k;
 }
 
-int gather_threads(uint64_t n, uint64_t row_bytes, int num_threads) {
-  const uint64_t work = n * row_bytes / kGatherBytesPerThread;
-  if (num_threads < 1 || work < 2) return 1;
-  return static_cast<int>(std::min<uint64_t>(work, static_cast<uint64_t>(num_threads)));
+int gather_threads(uint64_t n, uint64_t row_bytes, int num_threads, uint64_t payload_bytes) {
+  const uint64_t work_ns = n * (row_bytes * kOutputPs + payload_bytes * kPayloadPs) / 1000;
+  const uint64_t t = work_ns / kGatherNsPerThread;
+  if (num_threads < 1 || t < 2) return 1;
+  return static_cast<int>(std::min<uint64_t>(t, static_cast<uint64_t>(num_threads)));
 }
 
 void gather_cpu(const CompressedView& c, const void* ids, bool ids64, uint64_t n, uint8_t* out,
                 int num_threads, CpuKernel kernel) {
-  num_threads = gather_threads(n, c.geo.row_bytes, num_threads);
+  const uint64_t payload_per_row =
+      c.geo.rows ? (4 * c.geo.payload_words + c.geo.rows - 1) / c.geo.rows : 0;
+  num_threads = gather_threads(n, c.geo.row_bytes, num_threads, payload_per_row);
   if (kernel == CpuKernel::kAuto || !cpu_has_kernel(kernel)) kernel = auto_kernel();
   switch (kernel) {
 #if defined(IBP_X86_SIMD)
