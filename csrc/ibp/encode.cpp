@@ -39,19 +39,41 @@ inline void or_bits(uint32_t* buf, uint64_t pos, uint32_t v, uint32_t k, uint64_
   }
 }
 
+// Sorts v (n values) with an LSD radix sort on 11-bit digits; tmp holds n.
+void radix_sort(uint32_t* v, uint32_t* tmp, uint64_t n) {
+  constexpr uint32_t kDigit = 11, kBuckets = 1u << kDigit;
+  uint64_t count[kBuckets];
+  for (uint32_t shift = 0; shift < 32; shift += kDigit) {
+    std::fill(count, count + kBuckets, 0);
+    for (uint64_t i = 0; i < n; ++i) ++count[(v[i] >> shift) & (kBuckets - 1)];
+    uint64_t sum = 0;
+    for (uint32_t b = 0; b < kBuckets; ++b) {
+      const uint64_t c = count[b];
+      count[b] = sum;
+      sum += c;
+    }
+    for (uint64_t i = 0; i < n; ++i) tmp[count[(v[i] >> shift) & (kBuckets - 1)]++] = v[i];
+    std::swap_ranges(v, v + n, tmp);
+  }
+}
+
 // Frame of reference for the words where it beats the invariance mask: the
 // window [v, v + 2^k) (mod 2^32) holding the most sample values saves 32 - k
 // bits for each of them. `saved[w]` holds what the mask already saves.
+// A window holding the most values starts at a value of the sample, and the
+// first such start in sorted order is the first copy of its value, so the
+// search runs over the distinct values (with their counts) only.
 void choose_frame_of_reference(const uint8_t* x, uint64_t row_bytes, uint32_t row_words,
                                const uint64_t* sample, uint64_t n,
                                const std::vector<uint64_t>& saved, uint32_t* mask,
                                uint32_t* value) {
   constexpr uint32_t kBlock = 256;  // columns per pass over the sample
-  std::vector<uint32_t> row(row_words);
-  std::vector<std::vector<uint64_t>> cols;
+  std::vector<uint32_t> row(row_words), tmp(n);
+  std::vector<std::vector<uint32_t>> cols;
+  std::vector<uint64_t> run_value(2 * n), run_end(2 * n + 1);
   for (uint32_t w0 = 0; w0 < row_words; w0 += kBlock) {
     const uint32_t nb = std::min(kBlock, row_words - w0);
-    cols.assign(nb, std::vector<uint64_t>(2 * n));
+    cols.assign(nb, std::vector<uint32_t>(n));
     for (uint64_t s = 0; s < n; ++s) {
       load_row(x + sample[s] * row_bytes, row_bytes, row_words, row.data());
       for (uint32_t j = 0; j < nb; ++j) cols[j][s] = row[w0 + j];
@@ -61,24 +83,35 @@ void choose_frame_of_reference(const uint8_t* x, uint64_t row_bytes, uint32_t ro
       // k = 0 (one value) is an invariance mask already considered.
       if (31 * n <= saved[w0 + j]) continue;
       auto& c = cols[j];
-      std::sort(c.begin(), c.begin() + n);
-      // The values again, shifted by 2^32, so windows may wrap past zero.
-      for (uint64_t i = 0; i < n; ++i) c[n + i] = c[i] + (1ull << 32);
+      radix_sort(c.data(), tmp.data(), n);
+      // Distinct values, twice (the second time shifted by 2^32, so windows
+      // may wrap past zero), and the running count of values up to each.
+      uint64_t d = 0;
+      run_end[0] = 0;
+      for (uint64_t i = 0; i < n; ++i) {
+        if (i == 0 || c[i] != c[i - 1]) run_value[d++] = c[i];
+        run_end[d] = i + 1;
+      }
+      for (uint64_t r = 0; r < d; ++r) {
+        run_value[d + r] = run_value[r] + (1ull << 32);
+        run_end[d + r + 1] = n + run_end[r + 1];
+      }
       uint64_t best = saved[w0 + j];
       for (uint32_t k = 1; k < 32 && (32 - k) * n > best; ++k) {
         uint64_t hi = 0, most = 0, start = 0;
-        for (uint64_t lo = 0; lo < n; ++lo) {
+        for (uint64_t lo = 0; lo < d; ++lo) {
           if (hi < lo) hi = lo;
-          while (hi < 2 * n && hi - lo < n && c[hi] - c[lo] < (1ull << k)) ++hi;
-          if (hi - lo > most) {
-            most = hi - lo;
+          while (hi < 2 * d && hi - lo < d && run_value[hi] - run_value[lo] < (1ull << k)) ++hi;
+          const uint64_t m = run_end[hi] - run_end[lo];
+          if (m > most) {
+            most = m;
             start = lo;
           }
         }
         if ((32 - k) * most > best) {
           best = (32 - k) * most;
           mask[w0 + j] = ~low_mask(k);
-          value[w0 + j] = static_cast<uint32_t>(c[start]);
+          value[w0 + j] = static_cast<uint32_t>(run_value[start]);
         }
       }
     }
