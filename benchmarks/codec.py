@@ -45,7 +45,7 @@ import zstandard
 
 FIRST = ("cora", "citeseer", "actor", "inj_amazon", "tolokers", "reddit")
 DEFAULT_DATASETS = FIRST + tuple(d for d in SHARED_DATASETS if d not in FIRST)
-SYNTHETIC = ("syn_embed", "syn_bow", "syn_lowrank32", "syn_lowrank16")
+SYNTHETIC = ("syn_embed", "syn_bow", "syn_lowrank32", "syn_lowrank16", "syn_papers")
 SPEED_BATCHES = (1024, 100_000)
 SEED = 0x5EED
 ZSTD_LEVEL = 3
@@ -165,6 +165,16 @@ def synthetic(name: str, quick: bool) -> tuple[np.ndarray, str]:
         x[r, c] = vals
         desc = (f"SYNTHETIC sparse bag-of-words float32 {rows}x{cols}: ~1% nonzero word counts "
                 f"(1+Poisson(0.4)), Zipf-like column frequencies, density {np.count_nonzero(x) / x.size:.4f}")
+        return x, desc
+    if name == "syn_papers":
+        from ibp_gnn.datasets.papers import SyntheticPapers
+
+        rows = 20_000 if quick else 200_000
+        sp = SyntheticPapers("/nonexistent", scale=0.001)  # only its feature model is used
+        y = rng.integers(0, 172, rows)
+        x = np.ascontiguousarray(sp._features(0, 0, rows, y, sp._feature_model()))
+        desc = (f"SYNTHETIC papers100M-like float32 {rows}x128: the feature model of "
+                "dataset=synthetic-papers (rank-16 + class centroid + noise, per-column scale)")
         return x, desc
     if name in ("syn_lowrank32", "syn_lowrank16"):
         fp16 = name.endswith("16")
@@ -516,7 +526,7 @@ def bench_dataset(name: str, x_np: np.ndarray, desc: str, args, gpu: tuple[bool,
     for b, r in speed["gather"].items():
         print(f"  speed batch {b:>6}: ibp {r['ibp_t1']:.3f} GB/s vs x[idx] {r['x_idx_t1']:.3f} GB/s "
               f"(ratio {r['ibp_t1'] / r['x_idx_t1']:.2f}); threads=None -> {r['threads_auto']} "
-              f"thread(s) {r['ibp_auto']:.3f} GB/s ({r['ibp_auto'] / r['ibp_t1']:.2f}x one thread)")
+              f"thread(s) {r['ibp_auto']:.3f} GB/s ({r['ibp_auto'] / r['ibp_t1_wall']:.2f}x one thread)")
     if gpu_res:
         print(f"  GPU: {gpu_res['note']}")
     else:
@@ -538,11 +548,16 @@ def bench_speed(x: torch.Tensor, xb: np.ndarray, args) -> dict:
     from ibp_gnn import _tensor as T
 
     torch.set_num_threads(1)
+    # One-thread figures on the calling thread's CPU clock with --clock thread (a
+    # loaded machine's descheduled time left out); threads=None always on the wall clock.
+    clock = time.thread_time if args.clock == "thread" else time.perf_counter
     rows = x.shape[0]
     ids = T._sample_ids(rows, T.DEFAULT_SAMPLE_ROWS)
-    t0 = time.perf_counter()
+    # (the table choice fits in a one-worker pool: the process's CPU clock counts it)
+    tclock = time.process_time if args.clock == "thread" else time.perf_counter
+    t0 = tclock()
     b = T._Build(xb, ids, ibp_gnn._dtypes.code_of(x.dtype, "bench"), tuple(x.shape), "auto", 1)
-    tables_s = time.perf_counter() - t0
+    tables_s = tclock() - t0
 
     def encode():
         e = _C.Encoder(b.row_bytes, b.row_words, b.tables, allow_sparse=True)
@@ -550,8 +565,11 @@ def bench_speed(x: torch.Tensor, xb: np.ndarray, args) -> dict:
         for a in range(0, rows, step):
             e.encode(xb[a:a + step], b.row_bytes, 1)
 
-    s, _ = measure(encode, args.min_time, max(1, min(args.repeat, args.encode_repeat)),
-                   key="encode-only ibp_auto_t1")
+    s = math.inf
+    for _ in range(max(1, min(args.repeat, args.encode_repeat))):
+        t0 = clock()
+        encode()
+        s = min(s, clock() - t0)
     res = dict(tables_s=tables_s, sample_rows=len(ids), encode_MBps=xb.nbytes / s / 1e6,
                gather={})
     ct = ibp_gnn.compress(x, threads=2, progress=False)
@@ -564,26 +582,50 @@ def bench_speed(x: torch.Tensor, xb: np.ndarray, args) -> dict:
         if not torch.equal(ct.gather(bs[0], out=out, threads=1).view(torch.uint8),
                            x.view(torch.uint8)[bs[0]]):
             fail("speed: ibp gather != x[idx]")
-        best = {"ibp_t1": math.inf, "x_idx_t1": math.inf, "ibp_auto": math.inf}
+        best = {"ibp_t1": math.inf, "x_idx_t1": math.inf, "ibp_t1_wall": math.inf,
+                "ibp_auto": math.inf}
         calls = max(1, math.ceil(args.min_time * 4e8 / (batch * rb)))
         for _ in range(args.repeat):  # alternate methods, keep each one's fastest
             for key, fn in (("ibp_t1", lambda i: ct.gather(i, out=out, threads=1)),
                             ("x_idx_t1", lambda i: torch.index_select(x, 0, i, out=out))):
-                t0 = time.perf_counter()
+                t0 = clock()
                 for c in range(calls):
                     fn(bs[c % n_batches])
+                best[key] = min(best[key], (clock() - t0) / calls)
+            # threads=None against one thread, both on the wall clock, back to back
+            for key, t in (("ibp_t1_wall", 1), ("ibp_auto", None)):
+                torch.set_num_threads(args.torch_threads if t is None else 1)
+                t0 = time.perf_counter()
+                for c in range(calls):
+                    ct.gather(bs[c % n_batches], out=out, threads=t)
                 best[key] = min(best[key], (time.perf_counter() - t0) / calls)
-            torch.set_num_threads(args.torch_threads)
-            t0 = time.perf_counter()
-            for c in range(calls):
-                ct.gather(bs[c % n_batches], out=out)
-            best["ibp_auto"] = min(best["ibp_auto"], (time.perf_counter() - t0) / calls)
             torch.set_num_threads(1)
         gbs = {k: batch * rb / v / 1e9 for k, v in best.items()}
-        gbs["threads_auto"] = _C.gather_threads(batch, rb, args.torch_threads)
+        gbs["threads_auto"] = _C.gather_threads(batch, rb, args.torch_threads,
+                                                -(-ct._payload.nbytes // max(1, rows)))
         res["gather"][batch] = gbs
     torch.set_num_threads(args.torch_threads)
     return res
+
+
+def bench_speed_only(name: str, x_np: np.ndarray, desc: str, args) -> dict:
+    """--speed-only: the ratio and bench_speed for one dataset, printed as one line."""
+    x_np = np.ascontiguousarray(x_np)
+    x = torch.from_numpy(x_np)
+    xb = x_np.reshape(-1).view(np.uint8).reshape(x.shape[0], -1)
+    print(f"\n=== {name}: {x.shape[0]} x {x.shape[1]} {x.dtype}, {x_np.nbytes / 1e6:.2f} MB "
+          f"raw -- {desc}", flush=True)
+    ratio = ibp_gnn.compress(x, threads=2, progress=False).ratio
+    sp = bench_speed(x, xb, args)
+    print(f"  ratio {ratio:.2f}; table choice {sp['tables_s']:.2f} s; encode {sp['encode_MBps']:.0f} "
+          f"MB/s; load avg {loadavg()}")
+    for b, r in sp["gather"].items():
+        print(f"  batch {b:>6}: ibp {r['ibp_t1']:.3f} GB/s vs x[idx] {r['x_idx_t1']:.3f} GB/s "
+              f"(ratio {r['ibp_t1'] / r['x_idx_t1']:.2f}); threads=None -> {r['threads_auto']} "
+              f"thread(s) {r['ibp_auto']:.3f} GB/s ({r['ibp_auto'] / r['ibp_t1_wall']:.2f}x one thread, "
+              "wall clock)", flush=True)
+    return dict(name=name, shape=list(x.shape), dtype=str(x.dtype), row_bytes=xb.shape[1],
+                ratio=ratio, speed=sp, synthetic=name in SYNTHETIC)
 
 
 # ---------------------------------------------------------------------------- GPU
@@ -688,6 +730,12 @@ def main() -> None:
                         "synthetic embeddings (--datasets to choose; ~1 min)")
     p.add_argument("--ratio-rows", type=int, default=20_000,
                    help="--ratio: rows of each dataset at most (default %(default)s)")
+    p.add_argument("--clock", choices=("wall", "thread"), default="wall",
+                   help="clock of the one-thread speed figures: wall (default) or the thread's "
+                        "CPU time (for a loaded machine; threads=None is timed on the wall clock)")
+    p.add_argument("--speed-only", action="store_true",
+                   help="only the ratio and the speed section (table choice, encode, gather vs "
+                        "index_select at batches 1024 and 100k; no zstd/lz4/blosc2 columns)")
     args = p.parse_args()
     args.datasets_given = any(a.startswith("--datasets") for a in sys.argv[1:])
     if args.ratio:
@@ -750,15 +798,36 @@ def main() -> None:
                 skipped.append((name, f"{type(e).__name__}: {e}"))
                 continue
             desc = f"real data, {root}"
-        results.append(bench_dataset(name, x, desc, args, gpu))
+        if args.speed_only:
+            results.append(bench_speed_only(name, x, desc, args))
+        else:
+            results.append(bench_dataset(name, x, desc, args, gpu))
         del x
+
+    if args.speed_only:
+        print("\n=== speed (GB/s of output, one thread unless noted; ibp / index_select) ===")
+        print(f"{'dataset':<14}{'row B':>7}{'ratio':>7}{'tables s':>9}{'enc MB/s':>9}"
+              f"{'batch 1024':>24}{'batch 100k':>24}{'auto/1t 1024':>15}{'auto/1t 100k':>15}")
+        for r in results:
+            g = r["speed"]["gather"]
+            print(f"{r['name'] + ('*' if r['synthetic'] else ''):<14}{r['row_bytes']:>7}"
+                  f"{r['ratio']:>7.2f}{r['speed']['tables_s']:>9.2f}{r['speed']['encode_MBps']:>9.0f}"
+                  + "".join(f"{v['ibp_t1']:>8.2f} /{v['x_idx_t1']:>5.2f} ({v['ibp_t1'] / v['x_idx_t1']:.2f})"
+                            for v in g.values())
+                  + "".join(f"{v['ibp_auto'] / v['ibp_t1_wall']:>10.2f} ({v['threads_auto']}t)"
+                            for v in g.values()))
+        print(f"load average at end {loadavg()}")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(dict(machine=machine, results=results), f, indent=1)
+        return
 
     # --- summary ---------------------------------------------------------------------
     print(f"\n=== summary (ratios: raw/compressed; gather GB/s of output, 1 thread, batch "
           f"{args.batch}) ===")
     print(f"{'dataset':<14}{'ibp host':>9}{'ibp fetch':>10}{'paper':>8}{'zstd':>8}{'lz4':>8}"
           f"{'blosc2':>8}{'ibp GB/s':>10}{'x[idx]':>9}{'ibp/x[idx]':>11}{'tables s':>9}"
-          f"{'enc MB/s':>9}{'/x 1024':>8}{'/x 100k':>8}")
+          f"{'enc MB/s':>9}{'/x 1024':>8}{'/x 100k':>8}{'auto/1t 1024':>13}{'auto/1t 100k':>13}")
     for r in results:
         ra, ga = r["ratio"], r["gather_GBps"]
         label = r["name"] + ("*" if r["synthetic"] else "")
@@ -768,6 +837,8 @@ def main() -> None:
               + fmt(ga["x_idx_t1"], ".3f", 9) + fmt(ga["ibp_auto_t1"] / ga["x_idx_t1"], ".3f", 11)
               + fmt(r["speed"]["tables_s"], ".2f", 9) + fmt(r["speed"]["encode_MBps"], ".0f", 9)
               + "".join(fmt(v["ibp_t1"] / v["x_idx_t1"], ".2f", 8)
+                        for v in r["speed"]["gather"].values())
+              + "".join(fmt(v["ibp_auto"] / v["ibp_t1_wall"], ".2f", 9) + f" ({v['threads_auto']}t)"
                         for v in r["speed"]["gather"].values()))
     if any(r["synthetic"] for r in results):
         print("* SYNTHETIC data (generated in this script, not a real dataset)")

@@ -135,8 +135,23 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("cuda_built", &cuda_built);
   m.def("cpu_has_bmi2", &cpu_has_bmi2);
-  m.def("gather_threads", &gather_threads, py::arg("n"), py::arg("row_bytes"),
-        py::arg("threads"), "Threads a CPU gather of n rows of row_bytes bytes uses when allowed `threads`.");
+  m.def("cpu_kernels", [] {
+    std::vector<int> k;
+    for (int i = 1; i <= 4; ++i) {
+      if (cpu_has_kernel(static_cast<CpuKernel>(i))) k.push_back(i);
+    }
+    return k;
+  }, "CPU gather kernels this CPU runs: 1 portable, 2 bmi2, 3 avx2, 4 avx512.");
+  m.def("cpu_kernel", [] { return static_cast<int>(auto_kernel()); },
+        "The kernel a gather with kernel=0 uses (IBP_CPU_KERNEL or the fastest).");
+  m.def("gather_threads",
+        [](uint64_t n, uint64_t row_bytes, int threads, int64_t payload_bytes) {
+          return gather_threads(n, row_bytes, threads,
+                                payload_bytes < 0 ? row_bytes : static_cast<uint64_t>(payload_bytes));
+        },
+        py::arg("n"), py::arg("row_bytes"), py::arg("threads"), py::arg("payload_bytes") = -1,
+        "Threads a CPU gather of n rows of row_bytes bytes (payload_bytes compressed bytes "
+        "each on average; default row_bytes) uses when allowed `threads`.");
   m.def("cuda_device_count", &cuda_device_count);
   m.def("cuda_versions", [] {
     const CudaVersions v = cuda_versions();
@@ -343,8 +358,10 @@ PYBIND11_MODULE(_C, m) {
       [](const py::bytes& header, const Array<uint32_t>& table, const Array<uint64_t>& bases,
          const py::array& rel, const Array<uint32_t>& payload, const py::array& ids,
          py::array& out, int threads, int kernel) {
-        require(kernel >= 0 && kernel <= 2, "ibp gather: kernel must be 0 (auto), 1 (portable) or 2 (bmi2)");
-        require(kernel != 2 || cpu_has_bmi2(), "ibp gather: this CPU has no BMI2");
+        require(kernel >= 0 && kernel <= 4,
+                "ibp gather: kernel must be 0 (auto), 1 (portable), 2 (bmi2), 3 (avx2) or 4 (avx512)");
+        require(cpu_has_kernel(static_cast<CpuKernel>(kernel)),
+                "ibp gather: this CPU cannot run kernel " + std::to_string(kernel));
         const FileHeader h = header_from_bytes(header);
         const CompressedView c = cpu_view(h, table, bases, rel, payload);
         const bool ids64 = ids.itemsize() == 8;

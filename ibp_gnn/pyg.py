@@ -62,6 +62,16 @@ __all__ = ["IBPFeatureStore", "IBPGraphStore", "attach_edge_features", "compress
 
 COMPRESS_POLICIES = ("auto", "always", "never")
 DEFAULT_MIN_BYTES = 1 << 20
+# On a CPU store, "auto" keeps a tensor raw when compression saves less than
+# this: the CPU decode of a dense row costs more than the bytes saved.
+DEFAULT_MIN_RATIO = 1.1
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return 0
 _CODEC_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.int8, torch.uint8,
                  torch.int16, torch.int32, torch.int64)
 
@@ -157,7 +167,9 @@ class IBPFeatureStore(FeatureStore):
 
     compress: which tensors to compress. "auto" (default): 2-D tensors of a codec
         dtype holding at least ``min_bytes`` bytes, kept raw if compression does
-        not shrink them; "always": every 2-D tensor of a codec dtype; "never":
+        not shrink them or, on a CPU store, shrinks them less than ``min_ratio``
+        times (decoding would cost more than it saves) unless the raw tensor is
+        larger than ``memory_limit`` bytes (default: half the physical memory); "always": every 2-D tensor of a codec dtype; "never":
         none (an uncompressed baseline with the same code path). Other tensors
         (1-D labels, bool masks, ...) stay raw. The repr lists each decision.
     device: where gathered rows are returned. "cuda" decodes on the GPU from pinned
@@ -171,7 +183,8 @@ class IBPFeatureStore(FeatureStore):
 
     def __init__(self, device: Union[str, torch.device] = "cpu", *, compress: str = "auto",
                  mode: str = "auto", min_bytes: int = DEFAULT_MIN_BYTES,
-                 threads: Optional[int] = None, mmap: bool = True, count_bytes: bool = True):
+                 threads: Optional[int] = None, mmap: bool = True, count_bytes: bool = True,
+                 min_ratio: float = DEFAULT_MIN_RATIO, memory_limit: Optional[int] = None):
         super().__init__()
         op = "IBPFeatureStore"
         if compress not in COMPRESS_POLICIES:
@@ -184,6 +197,15 @@ class IBPFeatureStore(FeatureStore):
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
                                     or threads < 1):
             raise ValueError(f"{op}: threads must be a positive int or None, got {threads!r}")
+        if isinstance(min_ratio, bool) or not isinstance(min_ratio, (int, float)) or \
+                not min_ratio >= 0:
+            raise ValueError(f"{op}: min_ratio must be a number >= 0, got {min_ratio!r}")
+        if memory_limit is not None and (isinstance(memory_limit, bool) or
+                                         not isinstance(memory_limit, int) or memory_limit < 0):
+            raise ValueError(f"{op}: memory_limit must be an int >= 0 or None, got "
+                             f"{memory_limit!r}")
+        self.min_ratio = float(min_ratio)
+        self.memory_limit = _physical_memory() // 2 if memory_limit is None else memory_limit
         self.device = _store_device(device, op)
         self.compress_policy = compress
         self.mode = mode
@@ -302,6 +324,16 @@ class IBPFeatureStore(FeatureStore):
         if policy == "auto" and ct.ratio <= 1.0:
             return self._placed(_Entry(None, t, f"compression would not shrink it "
                                                 f"(ratio {ct.ratio:.2f})"))
+        if policy == "auto" and self.device.type == "cpu" and ct.ratio < self.min_ratio:
+            if raw_nbytes <= self.memory_limit:
+                return self._placed(_Entry(None, t, f"kept raw: ratio {ct.ratio:.2f} < min_ratio="
+                                                    f"{self.min_ratio:g} on a CPU store (decoding "
+                                                    "would cost more than it saves)"))
+            return self._placed(_Entry(ct, None, f"compress={policy!r}, mode={self.mode!r}: "
+                                                 f"ratio {ct.ratio:.2f} < min_ratio="
+                                                 f"{self.min_ratio:g}, compressed anyway: "
+                                                 f"{_fmt_bytes(raw_nbytes)} raw > memory_limit="
+                                                 f"{_fmt_bytes(self.memory_limit)}"))
         return self._placed(_Entry(ct, None, f"compress={policy!r}, mode={self.mode!r}"))
 
     def _placed(self, e: _Entry) -> _Entry:

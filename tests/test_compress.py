@@ -46,11 +46,11 @@ def test_gather_out_and_threads():
     assert_bits_equal(ct.gather(idx, threads=1), x[idx])
 
 
-@pytest.mark.parametrize("kernel", [1, 2], ids=["portable", "bmi2"])
+@pytest.mark.parametrize("kernel", [1, 2, 3, 4], ids=["portable", "bmi2", "avx2", "avx512"])
 def test_cpu_kernels_agree(kernel):
-    """The portable deposit (the one the CUDA kernel runs) and PDEP agree."""
-    if kernel == 2 and not _C.cpu_has_bmi2():
-        pytest.skip("this CPU has no BMI2")
+    """The portable deposit (the one the CUDA kernel runs), PDEP and the SIMD kernels agree."""
+    if kernel not in _C.cpu_kernels():
+        pytest.skip(f"this CPU cannot run kernel {kernel}")
     for dtype, cols in [(torch.float32, 64), (torch.float16, 33), (torch.int64, 9),
                         (torch.uint8, 13)]:
         x = special_matrix(dtype, 400, cols, seed=cols)
@@ -140,10 +140,10 @@ def sparse_forms_matrix() -> torch.Tensor:
     return x  # rows 4, 9, ...: all zero
 
 
-@pytest.mark.parametrize("kernel", [1, 2], ids=["portable", "bmi2"])
+@pytest.mark.parametrize("kernel", [1, 2, 3, 4], ids=["portable", "bmi2", "avx2", "avx512"])
 def test_sparse_rows_every_form(kernel):
-    if kernel == 2 and not _C.cpu_has_bmi2():
-        pytest.skip("this CPU has no BMI2")
+    if kernel not in _C.cpu_kernels():
+        pytest.skip(f"this CPU cannot run kernel {kernel}")
     x = sparse_forms_matrix()
     ct = ibp_gnn.compress(x)
     assert ct.stats()["rows_per_mode"].get("sparse", 0) >= 300

@@ -49,8 +49,8 @@ SPECIAL = {
 SMALL_FLOATS = [0.0, 1.0, -1.0, 0.5, 2.0, 0.125, 3.0, 100.0]
 SMALL_INTS = [0, 1, 2, 3, 5, 7, -1, -2, 100]
 
-# CPU gather kernels of _C.gather: 1 portable, 2 BMI2 (when the CPU has it).
-CPU_KERNELS = (1, 2) if _C.cpu_has_bmi2() else (1,)
+# CPU gather kernels of _C.gather this CPU runs: 1 portable, 2 BMI2, 3 AVX2, 4 AVX-512.
+CPU_KERNELS = tuple(_C.cpu_kernels())
 
 # Row shapes: empty, one row, one column, odd byte widths, a few hundred rows.
 SHAPES = [(0, 3), (1, 1), (1, 5), (5, 1), (7, 3), (64, 2), (65, 5), (300, 7)]
@@ -516,10 +516,11 @@ def test_compress_file_matches_reference(tmp_path, name, cols):
 
 
 def test_gather_threads_odd_width():
-    """Multi-threaded gather into unaligned rows (3-byte rows, > 256 KiB out)."""
+    """Multi-threaded gather into unaligned rows (3-byte rows, > 2 ms of work)."""
     case = make_case("uint8", 300, 3, seed=12)
     ct, _, _ = _compress_checked(case, "auto")
-    ids = np.random.default_rng(0).integers(0, 300, 100_000).astype(np.int64)
+    ids = np.random.default_rng(0).integers(0, 300, 1_500_000).astype(np.int64)
+    assert _C.gather_threads(len(ids), 3, 2, -(-ct._payload.nbytes // 300)) == 2
     for threads in (1, 2):
         got = _torch_bytes(ct.gather(torch.from_numpy(ids), threads=threads))
         assert torch.equal(got, torch.from_numpy(np.ascontiguousarray(case.xb[ids])))

@@ -40,6 +40,73 @@ inline void or_bits(uint32_t* buf, uint64_t pos, uint32_t v, uint32_t k, uint64_
   }
 }
 
+// Sorts v (n values) with an LSD radix sort on 11-bit digits; tmp holds n.
+void radix_sort(uint32_t* v, uint32_t* tmp, uint64_t n) {
+  constexpr uint32_t kDigit = 11, kBuckets = 1u << kDigit;
+  uint64_t count[kBuckets];
+  for (uint32_t shift = 0; shift < 32; shift += kDigit) {
+    std::fill(count, count + kBuckets, 0);
+    for (uint64_t i = 0; i < n; ++i) ++count[(v[i] >> shift) & (kBuckets - 1)];
+    uint64_t sum = 0;
+    for (uint32_t b = 0; b < kBuckets; ++b) {
+      const uint64_t c = count[b];
+      count[b] = sum;
+      sum += c;
+    }
+    for (uint64_t i = 0; i < n; ++i) tmp[count[(v[i] >> shift) & (kBuckets - 1)]++] = v[i];
+    std::swap_ranges(v, v + n, tmp);
+  }
+}
+
+// For k = k0 .. k0 + K - 1, the most of the sorted values c2[0 .. 2n) (the
+// n sample values, then again plus 2^32) that a window [c2[s], c2[s] + 2^k)
+// holds, at most n, into most[k], and the first such s into start[k]. The
+// windows are grown one value at a time: the best window so far, of b values,
+// grows when the b + 1 values ending at hi fit; the first end that reaches
+// the final b gives the first start, which is the first copy of its value.
+// The K windows are independent chains of dependent loads, run together.
+template <uint32_t K>
+void frame_windows(const uint64_t* c2, uint64_t n, uint32_t k0, uint64_t* most, uint64_t* start) {
+  uint64_t b[K], end[K], width[K];
+  for (uint32_t i = 0; i < K; ++i) {
+    b[i] = 1;
+    end[i] = 0;
+    width[i] = 1ull << (k0 + i);
+  }
+  for (uint64_t hi = 1; hi < 2 * n; ++hi) {
+    const uint64_t top = c2[hi];
+    for (uint32_t i = 0; i < K; ++i) {
+      const bool grow = (b[i] < n) & (top - c2[hi - b[i]] < width[i]);
+      b[i] += grow;
+      end[i] = grow ? hi : end[i];
+    }
+  }
+  for (uint32_t i = 0; i < K; ++i) {
+    most[k0 + i] = b[i];
+    start[k0 + i] = end[i] + 1 - b[i];
+  }
+}
+
+// The same for a column of few distinct values: a window holding the most
+// values starts at the first copy of a value, so the windows run over the d
+// distinct values v[0 .. 2d) (doubled as c2) with ends[r] = values before run r.
+void frame_runs(const uint64_t* v, const uint64_t* ends, uint64_t d, uint32_t kmax,
+                uint64_t* most, uint64_t* start) {
+  for (uint32_t k = 1; k <= kmax; ++k) {
+    uint64_t hi = 0, m = 0, s = 0;
+    for (uint64_t lo = 0; lo < d; ++lo) {
+      if (hi < lo) hi = lo;
+      while (hi < 2 * d && hi - lo < d && v[hi] - v[lo] < (1ull << k)) ++hi;
+      if (ends[hi] - ends[lo] > m) {
+        m = ends[hi] - ends[lo];
+        s = lo;
+      }
+    }
+    most[k] = m;
+    start[k] = s;
+  }
+}
+
 // Frame of reference for the words where it beats the invariance mask: the
 // window [v, v + 2^k) (mod 2^32) holding the most sample values saves 32 - k
 // bits for each of them. `saved[w]` holds what the mask already saves.
@@ -48,11 +115,14 @@ void choose_frame_of_reference(const uint8_t* x, uint64_t row_bytes, uint32_t ro
                                const std::vector<uint64_t>& saved, uint32_t* mask,
                                uint32_t* value) {
   constexpr uint32_t kBlock = 256;  // columns per pass over the sample
-  std::vector<uint32_t> row(row_words);
-  std::vector<std::vector<uint64_t>> cols;
+  constexpr uint32_t kChains = 8;
+  std::vector<uint32_t> row(row_words), tmp(n);
+  std::vector<std::vector<uint32_t>> cols;
+  std::vector<uint64_t> c2(2 * n), run_value(2 * n), run_end(2 * n + 1);
+  uint64_t most[32 + kChains], start[32 + kChains];
   for (uint32_t w0 = 0; w0 < row_words; w0 += kBlock) {
     const uint32_t nb = std::min(kBlock, row_words - w0);
-    cols.assign(nb, std::vector<uint64_t>(2 * n));
+    cols.assign(nb, std::vector<uint32_t>(n));
     for (uint64_t s = 0; s < n; ++s) {
       load_row(x + sample[s] * row_bytes, row_bytes, row_words, row.data());
       for (uint32_t j = 0; j < nb; ++j) cols[j][s] = row[w0 + j];
@@ -60,26 +130,41 @@ void choose_frame_of_reference(const uint8_t* x, uint64_t row_bytes, uint32_t ro
     for (uint32_t j = 0; j < nb; ++j) {
       // A window of 2^k values saves at most (32 - k) bits per sample row;
       // k = 0 (one value) is an invariance mask already considered.
-      if (31 * n <= saved[w0 + j]) continue;
-      auto& c = cols[j];
-      std::sort(c.begin(), c.begin() + n);
-      // The values again, shifted by 2^32, so windows may wrap past zero.
-      for (uint64_t i = 0; i < n; ++i) c[n + i] = c[i] + (1ull << 32);
       uint64_t best = saved[w0 + j];
-      for (uint32_t k = 1; k < 32 && (32 - k) * n > best; ++k) {
-        uint64_t hi = 0, most = 0, start = 0;
-        for (uint64_t lo = 0; lo < n; ++lo) {
-          if (hi < lo) hi = lo;
-          while (hi < 2 * n && hi - lo < n && c[hi] - c[lo] < (1ull << k)) ++hi;
-          if (hi - lo > most) {
-            most = hi - lo;
-            start = lo;
-          }
+      uint32_t kmax = 0;  // the largest k that could beat the mask
+      while (kmax + 1 < 32 && (32 - (kmax + 1)) * n > best) ++kmax;
+      if (kmax == 0) continue;
+      auto& c = cols[j];
+      radix_sort(c.data(), tmp.data(), n);
+      // The values again, shifted by 2^32, so windows may wrap past zero.
+      for (uint64_t i = 0; i < n; ++i) {
+        c2[i] = c[i];
+        c2[n + i] = c[i] + (1ull << 32);
+      }
+      uint64_t d = 0;
+      run_end[0] = 0;
+      for (uint64_t i = 0; i < n; ++i) {
+        if (i == 0 || c[i] != c[i - 1]) run_value[d++] = c[i];
+        run_end[d] = i + 1;
+      }
+      const uint64_t* at = c2.data();  // where start[k] indexes
+      if (4 * d <= n) {  // few distinct values: windows over them
+        for (uint64_t r = 0; r < d; ++r) {
+          run_value[d + r] = run_value[r] + (1ull << 32);
+          run_end[d + r + 1] = n + run_end[r + 1];
         }
-        if ((32 - k) * most > best) {
-          best = (32 - k) * most;
+        frame_runs(run_value.data(), run_end.data(), d, kmax, most, start);
+        at = run_value.data();
+      } else {
+        for (uint32_t k0 = 1; k0 <= kmax; k0 += kChains) {
+          frame_windows<kChains>(c2.data(), n, k0, most, start);
+        }
+      }
+      for (uint32_t k = 1; k < 32 && (32 - k) * n > best; ++k) {
+        if ((32 - k) * most[k] > best) {
+          best = (32 - k) * most[k];
           mask[w0 + j] = ~low_mask(k);
-          value[w0 + j] = static_cast<uint32_t>(c[start]);
+          value[w0 + j] = static_cast<uint32_t>(at[start[k]]);
         }
       }
     }

@@ -36,23 +36,37 @@ inline Geometry geometry_of(const FileHeader& h) {
   return g;
 }
 
-// Which CPU deposit to use: kPortable is the shared bits.h code the CUDA kernel
-// runs; kBmi2 uses the x86 PDEP instruction (the caller checks cpu_has_bmi2());
-// kAuto picks kBmi2 when the CPU has it.
-enum class CpuKernel : int { kAuto = 0, kPortable = 1, kBmi2 = 2 };
+// Which CPU decode of kIbp rows to use (cpu/dense.h); all write the same
+// bits. kPortable: scalar with the shared bits.h deposit the CUDA kernel
+// runs; kBmi2: scalar with the x86 PDEP instruction; kAvx2 / kAvx512: 8 words
+// at a time (AVX2 + BMI2; AVX-512 F/BW/VL/VBMI). kAuto: the environment
+// variable IBP_CPU_KERNEL (portable, bmi2, avx2, avx512) when that kernel
+// runs here, else the fastest this CPU has. A kernel the CPU lacks runs as kAuto.
+enum class CpuKernel : int { kAuto = 0, kPortable = 1, kBmi2 = 2, kAvx2 = 3, kAvx512 = 4 };
 bool cpu_has_bmi2();
+bool cpu_has_kernel(CpuKernel k);
+CpuKernel auto_kernel();
 
-// Output bytes each thread of a CPU gather gets at least: starting a thread
-// costs tens of microseconds, about what decoding this much takes, so smaller
-// calls run on fewer threads (one below 2x this) and are never slower than one.
-constexpr uint64_t kGatherBytesPerThread = 1ull << 20;
+// Threads for a CPU gather, from an estimate of its single-thread time: each
+// row costs kOutputPs picoseconds per output byte (writing it; all a sparse
+// row's decode does besides) plus kPayloadPs per payload byte it decodes (a
+// dense row's fields). A thread gets at least kGatherNsPerThread of that
+// work, about twenty times what starting and joining it costs, so calls too
+// small to gain run on one thread. Measured on x86 CPUs of 2020-2024 (one
+// thread: ~10 GB/s writing sparse rows, ~1.5 GB/s decoding dense payload).
+constexpr uint64_t kOutputPs = 100;
+constexpr uint64_t kPayloadPs = 700;
+constexpr uint64_t kGatherNsPerThread = 1000000;
 
-// Threads gather_cpu uses for n rows of row_bytes bytes when allowed
-// num_threads: min(num_threads, n * row_bytes / kGatherBytesPerThread), >= 1.
-int gather_threads(uint64_t n, uint64_t row_bytes, int num_threads);
+// Threads gather_cpu uses for n rows of row_bytes bytes, of payload_bytes
+// compressed bytes each on average, when allowed num_threads: the estimate
+// above over kGatherNsPerThread, capped at num_threads; 1 below two threads'
+// worth. payload_bytes = row_bytes assumes rows that compress nothing.
+int gather_threads(uint64_t n, uint64_t row_bytes, int num_threads, uint64_t payload_bytes);
 
-// Multithreaded CPU gather-decode on gather_threads(n, row_bytes, num_threads)
-// threads (releases nothing itself; the binding drops
+// Multithreaded CPU gather-decode on gather_threads(n, row_bytes, num_threads,
+// the tensor's payload bytes per row) threads, taking slices of rows in turn
+// (parallel_slices: a thread that gets no core leaves its share to the others) (releases nothing itself; the binding drops
 // the GIL around it). ids are int64 when ids64, else int32.
 void gather_cpu(const CompressedView& c, const void* ids, bool ids64, uint64_t n, uint8_t* out,
                 int num_threads, CpuKernel kernel = CpuKernel::kAuto);

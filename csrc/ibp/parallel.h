@@ -8,6 +8,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <exception>
 #include <mutex>
@@ -68,6 +69,50 @@ void parallel_for(uint64_t n, int num_threads, uint64_t work_bytes, const Fn& fn
     const uint64_t a = std::min(n, k * step);
     run(a, std::min(n, a + step));
   }
+  for (auto& th : pool) th.join();
+  if (error) std::rethrow_exception(error);
+}
+
+// Calls fn(begin, end) on slices of `grain` items of [0, n) that up to
+// num_threads threads (the caller one of them) take in turn from a shared
+// counter, so a thread that starts late or is descheduled takes fewer slices
+// and the call is never much slower than the caller alone. Same error
+// contract as parallel_for.
+template <typename Fn>
+void parallel_slices(uint64_t n, int num_threads, uint64_t grain, const Fn& fn) {
+  grain = std::max<uint64_t>(grain, 1);
+  const uint64_t slices = (n + grain - 1) / grain;
+  uint64_t t = num_threads < 1 ? 1 : static_cast<uint64_t>(num_threads);
+  t = std::min<uint64_t>(std::min<uint64_t>(t, slices), kMaxThreads);
+  if (t <= 1) {
+    if (n) fn(0, n);
+    return;
+  }
+  std::atomic<uint64_t> next{0};
+  std::atomic<bool> failed{false};
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  auto run = [&]() {
+    try {
+      for (;;) {
+        if (failed.load(std::memory_order_relaxed)) return;
+        const uint64_t a = next.fetch_add(grain, std::memory_order_relaxed);
+        if (a >= n) return;
+        fn(a, std::min(n, a + grain));
+      }
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mutex);
+      if (!error) error = std::current_exception();
+      failed.store(true, std::memory_order_relaxed);
+    }
+  };
+  std::vector<std::thread> pool;
+  try {
+    pool.reserve(t - 1);
+    for (uint64_t k = 1; k < t; ++k) pool.emplace_back(run);
+  } catch (...) {  // threads that cannot start: the others take their slices
+  }
+  run();
   for (auto& th : pool) th.join();
   if (error) std::rethrow_exception(error);
 }

@@ -1,11 +1,14 @@
 #include "../gather.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "../coded.h"
 #include "../parallel.h"
+#include "dense.h"
 
 namespace ibp {
 namespace {
@@ -17,15 +20,30 @@ struct PortableDeposit {
   }
 };
 
-#if defined(__x86_64__)
+// The CPU kernels: how a kIbp row decodes (dense.h).
+struct PortableKernel {  // the shared bits.h deposit, what the CUDA kernel runs
+  static void ibp_row(const uint32_t* p, uint64_t head, const DenseRow& r, uint32_t* out) {
+    ibp_row_scalar<PortableDeposit>(p, head, r, out);
+  }
+};
+#if defined(IBP_X86_SIMD)
 // The same result from the BMI2 PDEP instruction, used only when the CPU has
-// it. Inline assembly keeps the instruction out of every other function, so
-// the module still runs on CPUs without BMI2.
-struct Bmi2Deposit {
-  static uint32_t word(uint32_t field, const uint32_t* table, uint32_t W, uint32_t w) {
-    uint32_t out;
-    asm("pdepl %2, %1, %0" : "=r"(out) : "r"(field), "r"(table[kVarMask * W + w]));
-    return table[kValue * W + w] + out;
+// it. Inline assembly (and target attributes for the SIMD kernels) keeps the
+// instructions out of every other function, so the module still runs on CPUs
+// without them.
+struct Bmi2Kernel {
+  static void ibp_row(const uint32_t* p, uint64_t head, const DenseRow& r, uint32_t* out) {
+    ibp_row_scalar<Bmi2Deposit>(p, head, r, out);
+  }
+};
+struct Avx2Kernel {
+  static void ibp_row(const uint32_t* p, uint64_t head, const DenseRow& r, uint32_t* out) {
+    ibp_row_avx2(p, head, r, out);
+  }
+};
+struct Avx512Kernel {
+  static void ibp_row(const uint32_t* p, uint64_t head, const DenseRow& r, uint32_t* out) {
+    ibp_row_avx512(p, head, r, out);
   }
 };
 #endif
@@ -51,8 +69,8 @@ void decode_sparse(const uint32_t* p, uint64_t pos, const uint32_t* table, uint3
 }
 
 // Decodes row r into `words` (row_words words).
-template <typename Deposit>
-void decode_row(const CompressedView& c, uint64_t r, uint32_t* words) {
+template <typename Kernel>
+void decode_row(const CompressedView& c, const DenseProgram& prog, uint64_t r, uint32_t* words) {
   const Geometry& geo = c.geo;
   const uint32_t W = geo.row_words;
   const uint64_t start = row_start(c.bases, c.rel, geo.rel_bytes, geo.block_shift, r);
@@ -75,32 +93,10 @@ void decode_row(const CompressedView& c, uint64_t r, uint32_t* words) {
                        words);
     return;
   }
-  const uint32_t* nvar = table + kNvar * W;
-  const uint64_t head = start + kModeBits + geo.group_bits;
-  // Branch-free per word: a participating word's field has the fixed width
-  // nvar[w] of its group, any other word 32 bits; both decodings are computed
-  // and the participation bit selects one, so rows where every word
-  // participates (the common dense row) and rows with exceptions run the same
-  // straight-line code.
-  const uint32_t* __restrict p = c.payload;
-  uint32_t* __restrict out = words;
-  uint64_t pos = head + W;
-  for (uint32_t w0 = 0; w0 < W; w0 += 32) {
-    const uint32_t chunk = W - w0 < 32 ? W - w0 : 32;
-    const uint32_t bits = read_bits(p, head + w0, chunk);
-    for (uint32_t j = 0; j < chunk; ++j) {
-      const uint32_t w = w0 + j;
-      const bool part = (bits >> j) & 1u;
-      const uint32_t k = part ? nvar[w] : 32u;
-      const uint64_t i = pos >> 5;
-      const uint64_t window = static_cast<uint64_t>(p[i]) | (static_cast<uint64_t>(p[i + 1]) << 32);
-      const uint32_t field =
-          static_cast<uint32_t>((window >> (pos & 31)) & ((uint64_t{1} << k) - 1));
-      const uint32_t word = Deposit::word(field, table, W, w);
-      out[w] = part ? word : field;
-      pos += k;
-    }
-  }
+  const DenseRow dense{table, prog.pre.data() + static_cast<size_t>(g) * prog.padded,
+                       prog.total.data() + static_cast<size_t>(g) * prog.chunks, W,
+                       4 * geo.payload_words};
+  Kernel::ibp_row(c.payload, start + kModeBits + geo.group_bits, dense, words);
 }
 
 // Software prefetch: a random row costs three dependent cache misses (its
@@ -110,6 +106,8 @@ void decode_row(const CompressedView& c, uint64_t r, uint32_t* words) {
 // are requested while row i decodes.
 constexpr uint64_t kIndexAhead = 16;
 constexpr uint64_t kRowAhead = 8;
+// Output bytes of the rows a thread takes at a time (parallel_slices).
+constexpr uint64_t kSliceBytes = 256ull << 10;
 
 inline void prefetch_index(const CompressedView& c, uint64_t r) {
   const Geometry& geo = c.geo;
@@ -126,13 +124,14 @@ inline void prefetch_row(const CompressedView& c, uint64_t r) {
   for (uint64_t line = a; line <= b; ++line) __builtin_prefetch(p + line * 64);
 }
 
-template <typename Deposit, typename Id>
-void gather_rows(const CompressedView& c, const Id* ids, uint64_t n, uint8_t* out,
-                 int num_threads) {
+template <typename Kernel, typename Id>
+void gather_rows(const CompressedView& c, const DenseProgram& prog, const Id* ids, uint64_t n,
+                 uint8_t* out, int num_threads) {
   const uint64_t row_bytes = c.geo.row_bytes;
   const bool aligned = row_bytes % 4 == 0 && reinterpret_cast<uintptr_t>(out) % 4 == 0;
-  parallel_for(n, num_threads, n * row_bytes, [&](uint64_t a, uint64_t b) {
-    std::vector<uint32_t> words(c.geo.row_words);
+  const uint64_t grain = std::max<uint64_t>(kRowAhead, kSliceBytes / std::max<uint64_t>(row_bytes, 1));
+  parallel_slices(n, num_threads, grain, [&](uint64_t a, uint64_t b) {
+    std::vector<uint32_t> words(aligned ? 0 : c.geo.row_words);
     for (uint64_t i = a; i < b && i < a + kIndexAhead; ++i) {
       prefetch_index(c, static_cast<uint64_t>(ids[i]));
     }
@@ -144,22 +143,23 @@ void gather_rows(const CompressedView& c, const Id* ids, uint64_t n, uint8_t* ou
       if (i + kRowAhead < b) prefetch_row(c, static_cast<uint64_t>(ids[i + kRowAhead]));
       uint8_t* dst = out + i * row_bytes;
       if (aligned) {
-        decode_row<Deposit>(c, static_cast<uint64_t>(ids[i]), reinterpret_cast<uint32_t*>(dst));
+        decode_row<Kernel>(c, prog, static_cast<uint64_t>(ids[i]), reinterpret_cast<uint32_t*>(dst));
       } else {
-        decode_row<Deposit>(c, static_cast<uint64_t>(ids[i]), words.data());
+        decode_row<Kernel>(c, prog, static_cast<uint64_t>(ids[i]), words.data());
         std::memcpy(dst, words.data(), row_bytes);
       }
     }
   });
 }
 
-template <typename Deposit>
+template <typename Kernel>
 void gather_any(const CompressedView& c, const void* ids, bool ids64, uint64_t n, uint8_t* out,
                 int num_threads) {
+  const DenseProgram prog(c);
   if (ids64) {
-    gather_rows<Deposit>(c, static_cast<const int64_t*>(ids), n, out, num_threads);
+    gather_rows<Kernel>(c, prog, static_cast<const int64_t*>(ids), n, out, num_threads);
   } else {
-    gather_rows<Deposit>(c, static_cast<const int32_t*>(ids), n, out, num_threads);
+    gather_rows<Kernel>(c, prog, static_cast<const int32_t*>(ids), n, out, num_threads);
   }
 }
 
@@ -173,22 +173,55 @@ bool cpu_has_bmi2() {
 #endif
 }
 
-int gather_threads(uint64_t n, uint64_t row_bytes, int num_threads) {
-  const uint64_t work = n * row_bytes / kGatherBytesPerThread;
-  if (num_threads < 1 || work < 2) return 1;
-  return static_cast<int>(std::min<uint64_t>(work, static_cast<uint64_t>(num_threads)));
+bool cpu_has_kernel(CpuKernel k) {
+  switch (k) {
+    case CpuKernel::kAuto:
+    case CpuKernel::kPortable: return true;
+    case CpuKernel::kBmi2: return cpu_has_bmi2();
+    case CpuKernel::kAvx2: return cpu_has_avx2_kernel();
+    case CpuKernel::kAvx512: return cpu_has_avx512_kernel();
+  }
+  return false;
+}
+
+CpuKernel auto_kernel() {
+  static const CpuKernel k = [] {
+    const char* env = std::getenv("IBP_CPU_KERNEL");
+    const std::string want = env ? env : "";
+    const char* names[] = {"auto", "portable", "bmi2", "avx2", "avx512"};
+    for (int i = 1; i <= 4; ++i) {
+      const auto c = static_cast<CpuKernel>(i);
+      if (want == names[i] && cpu_has_kernel(c)) return c;
+    }
+    for (int i = 4; i >= 1; --i) {
+      if (cpu_has_kernel(static_cast<CpuKernel>(i))) return static_cast<CpuKernel>(i);
+    }
+    return CpuKernel::kPortable;
+  }();
+  return k;
+}
+
+int gather_threads(uint64_t n, uint64_t row_bytes, int num_threads, uint64_t payload_bytes) {
+  const uint64_t work_ns = n * (row_bytes * kOutputPs + payload_bytes * kPayloadPs) / 1000;
+  const uint64_t t = work_ns / kGatherNsPerThread;
+  if (num_threads < 1 || t < 2) return 1;
+  return static_cast<int>(std::min<uint64_t>(t, static_cast<uint64_t>(num_threads)));
 }
 
 void gather_cpu(const CompressedView& c, const void* ids, bool ids64, uint64_t n, uint8_t* out,
                 int num_threads, CpuKernel kernel) {
-  num_threads = gather_threads(n, c.geo.row_bytes, num_threads);
-#if defined(__x86_64__)
-  if (kernel == CpuKernel::kBmi2 || (kernel == CpuKernel::kAuto && cpu_has_bmi2())) {
-    gather_any<Bmi2Deposit>(c, ids, ids64, n, out, num_threads);
-    return;
-  }
+  const uint64_t payload_per_row =
+      c.geo.rows ? (4 * c.geo.payload_words + c.geo.rows - 1) / c.geo.rows : 0;
+  num_threads = gather_threads(n, c.geo.row_bytes, num_threads, payload_per_row);
+  if (kernel == CpuKernel::kAuto || !cpu_has_kernel(kernel)) kernel = auto_kernel();
+  switch (kernel) {
+#if defined(IBP_X86_SIMD)
+    case CpuKernel::kAvx512: return gather_any<Avx512Kernel>(c, ids, ids64, n, out, num_threads);
+    case CpuKernel::kAvx2: return gather_any<Avx2Kernel>(c, ids, ids64, n, out, num_threads);
+    case CpuKernel::kBmi2: return gather_any<Bmi2Kernel>(c, ids, ids64, n, out, num_threads);
 #endif
-  gather_any<PortableDeposit>(c, ids, ids64, n, out, num_threads);
+    default: return gather_any<PortableKernel>(c, ids, ids64, n, out, num_threads);
+  }
 }
 
 #if !defined(IBP_WITH_CUDA)

@@ -1,0 +1,283 @@
+// CPU decode of kIbp rows (format.h): whole 8-word chunks at once.
+//
+// In a chunk whose words all participate, the field widths are those of the
+// group (nvar), so each field's bit offset from the chunk's first field is
+// fixed: DenseProgram precomputes it per group (`pre`) with the chunk's total
+// (`total`). Such a chunk decodes with no per-word branch and no serial
+// dependency between its words: scalar (portable deposit or BMI2 PDEP), AVX2
+// (gathers of 64-bit windows) or AVX-512 VBMI (one 64-byte load, a byte
+// permute). A chunk with an exception (a word stored whole) takes the
+// per-word path with a running bit position. Every variant writes the same
+// words: value + deposit(field, ~mask), or the field itself.
+//
+// Reads: a field at bit b is read as the 8 bytes from byte b / 8, inside the
+// payload padding (format.h) since fields are at most 32 bits. The AVX-512
+// chunk load of 64 bytes is masked at the payload's end.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "../gather.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define IBP_X86_SIMD 1
+#include <immintrin.h>
+#define IBP_TARGET_AVX2 __attribute__((target("avx2,bmi2")))
+#define IBP_TARGET_AVX512 __attribute__((target("avx2,bmi2,avx512f,avx512bw,avx512vl,avx512vbmi")))
+#endif
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "the CPU decoder reads the payload's words as a little-endian byte stream");
+
+namespace ibp {
+
+constexpr uint32_t kChunkWords = 8;
+
+// Per group g, for word w in chunk c = w / 8: pre[g * padded + w] is the sum
+// of nvar over the words of c before w; total[g * chunks + c] the sum over c.
+// padded = chunks * 8; entries past row_words are 0.
+struct DenseProgram {
+  uint32_t chunks = 0, padded = 0;
+  std::vector<uint32_t> pre, total;
+
+  explicit DenseProgram(const CompressedView& c) {
+    const uint32_t W = c.geo.row_words, G = c.geo.num_groups;
+    chunks = (W + kChunkWords - 1) / kChunkWords;
+    padded = chunks * kChunkWords;
+    pre.assign(static_cast<size_t>(G) * padded, 0);
+    total.assign(static_cast<size_t>(G) * chunks, 0);
+    for (uint32_t g = 0; g < G; ++g) {
+      const uint32_t* nvar = c.table + (static_cast<uint64_t>(g) * kDecodeRows + kNvar) * W;
+      for (uint32_t w = 0; w < W; ++w) {
+        uint32_t& t = total[static_cast<size_t>(g) * chunks + w / kChunkWords];
+        pre[static_cast<size_t>(g) * padded + w] = t;
+        t += nvar[w];
+      }
+    }
+  }
+};
+
+// What one kIbp row decode reads besides the payload.
+struct DenseRow {
+  const uint32_t* table;  // the group's decode table (bits.h layout)
+  const uint32_t* pre;    // DenseProgram::pre of the group
+  const uint32_t* total;  // DenseProgram::total of the group
+  uint32_t W;
+  uint64_t payload_bytes;
+};
+
+inline uint64_t load_u64(const uint8_t* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+
+// k bits (k <= 32) at bit `pos` of the byte stream.
+inline uint32_t field_at(const uint8_t* bytes, uint64_t pos, uint32_t k) {
+  return static_cast<uint32_t>((load_u64(bytes + (pos >> 3)) >> (pos & 7)) &
+                               ((uint64_t{1} << k) - 1));
+}
+
+// Words [w, w + n) of a chunk with exceptions (participation bits `part`),
+// the first field at bit *pos; advances *pos past them.
+template <typename Deposit>
+inline void chunk_words(const uint8_t* bytes, uint64_t* pos, uint32_t part, uint32_t w,
+                        uint32_t n, const DenseRow& r, uint32_t* out) {
+  const uint32_t* nvar = r.table + kNvar * r.W;
+  uint64_t p = *pos;
+  for (uint32_t j = 0; j < n; ++j) {
+    const bool in = (part >> j) & 1u;
+    const uint32_t k = in ? nvar[w + j] : 32u;
+    const uint32_t f = field_at(bytes, p, k);
+    const uint32_t word = Deposit::word(f, r.table, r.W, w + j);
+    out[w + j] = in ? word : f;
+    p += k;
+  }
+  *pos = p;
+}
+
+// The participation bits of words [w, w + n), n <= 8, of the row whose
+// bitmap starts at bit `head`.
+inline uint32_t part_bits(const uint8_t* bytes, uint64_t head, uint32_t w, uint32_t n) {
+  return field_at(bytes, head + w, n);
+}
+
+// Scalar kIbp row: full chunks from the program, one independent read per word.
+template <typename Deposit>
+void ibp_row_scalar(const uint32_t* payload, uint64_t head, const DenseRow& r, uint32_t* out) {
+  const uint8_t* bytes = reinterpret_cast<const uint8_t*>(payload);
+  const uint32_t W = r.W;
+  const uint32_t* nvar = r.table + kNvar * W;
+  uint64_t pos = head + W;
+  for (uint32_t w = 0; w < W; w += kChunkWords) {
+    const uint32_t n = W - w < kChunkWords ? W - w : kChunkWords;
+    const uint32_t all = (1u << n) - 1;
+    const uint32_t part = part_bits(bytes, head, w, n);
+    if (part == all) {
+      for (uint32_t j = 0; j < n; ++j) {
+        const uint32_t f = field_at(bytes, pos + r.pre[w + j], nvar[w + j]);
+        out[w + j] = Deposit::word(f, r.table, W, w + j);
+      }
+      pos += r.total[w / kChunkWords];
+    } else {
+      chunk_words<Deposit>(bytes, &pos, part, w, n, r, out);
+    }
+  }
+}
+
+#if defined(IBP_X86_SIMD)
+// PDEP for the chunks with exceptions of the SIMD paths (those CPUs have BMI2).
+struct Bmi2Deposit {
+  static uint32_t word(uint32_t field, const uint32_t* table, uint32_t W, uint32_t w) {
+    uint32_t out;
+    asm("pdepl %2, %1, %0" : "=r"(out) : "r"(field), "r"(table[kVarMask * W + w]));
+    return table[kValue * W + w] + out;
+  }
+};
+
+// value + deposit(f, ~mask) for 8 words, the five-stage deposit of bits.h.
+IBP_TARGET_AVX2 inline __m256i deposit8(__m256i f, const uint32_t* table, uint32_t W,
+                                        uint32_t w) {
+  const __m256i k = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(table + kNvar * W + w));
+  f = _mm256_and_si256(f, _mm256_srlv_epi32(_mm256_set1_epi32(-1),
+                                            _mm256_sub_epi32(_mm256_set1_epi32(32), k)));
+#define IBP_STAGE(i)                                                                     \
+  {                                                                                      \
+    const __m256i d =                                                                    \
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(table + (kDep0 + i) * W + w)); \
+    const __m256i t = _mm256_and_si256(f, d);                                            \
+    f = _mm256_or_si256(_mm256_xor_si256(f, t), _mm256_slli_epi32(t, 1 << i));          \
+  }
+  IBP_STAGE(4) IBP_STAGE(3) IBP_STAGE(2) IBP_STAGE(1) IBP_STAGE(0)
+#undef IBP_STAGE
+  return _mm256_add_epi32(
+      f, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(table + kValue * W + w)));
+}
+
+// The low 32 bits of four 64-bit windows, read at bit offsets off (4 x u64).
+IBP_TARGET_AVX2 inline __m128i windows4(const uint8_t* bytes, __m256i off) {
+  const __m256i win = _mm256_srlv_epi64(
+      _mm256_i64gather_epi64(reinterpret_cast<const long long*>(bytes),
+                             _mm256_srli_epi64(off, 3), 1),
+      _mm256_and_si256(off, _mm256_set1_epi64x(7)));
+  return _mm256_castsi256_si128(
+      _mm256_permutevar8x32_epi32(win, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7)));
+}
+
+// AVX2: like the AVX-512 kernel below, every full chunk without a branch
+// (field offsets from an in-register prefix sum of the widths, windows read
+// by two 4-lane gathers); the table rows deposit8 reads exist for
+// w + 8 <= W, so a shorter last chunk decodes word by word.
+IBP_TARGET_AVX2 void ibp_row_avx2(const uint32_t* payload, uint64_t head, const DenseRow& r,
+                                  uint32_t* out) {
+  const uint8_t* bytes = reinterpret_cast<const uint8_t*>(payload);
+  const uint32_t W = r.W;
+  const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  const __m256i k32 = _mm256_set1_epi32(32), ones = _mm256_set1_epi32(-1);
+  const __m256i up1 = _mm256_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6);
+  const __m256i up2 = _mm256_setr_epi32(0, 0, 0, 1, 2, 3, 4, 5);
+  const __m256i keep1 = _mm256_setr_epi32(0, -1, -1, -1, -1, -1, -1, -1);
+  const __m256i keep2 = _mm256_setr_epi32(0, 0, -1, -1, -1, -1, -1, -1);
+  uint64_t pos = head + W;
+  for (uint32_t w = 0; w < W; w += kChunkWords) {
+    const uint32_t n = W - w < kChunkWords ? W - w : kChunkWords;
+    const uint32_t part = part_bits(bytes, head, w, n);
+    if (n < kChunkWords) {
+      chunk_words<Bmi2Deposit>(bytes, &pos, part, w, n, r, out);
+      continue;
+    }
+    const __m256i pm = _mm256_cmpeq_epi32(
+        _mm256_and_si256(_mm256_set1_epi32(static_cast<int>(part)), bit), bit);
+    const __m256i k = _mm256_blendv_epi8(
+        k32, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r.table + kNvar * W + w)), pm);
+    __m256i incl = _mm256_add_epi32(k, _mm256_and_si256(_mm256_permutevar8x32_epi32(k, up1), keep1));
+    incl = _mm256_add_epi32(incl,
+                            _mm256_and_si256(_mm256_permutevar8x32_epi32(incl, up2), keep2));
+    incl = _mm256_add_epi32(incl, _mm256_permute2x128_si256(incl, incl, 0x08));
+    const uint32_t sum = static_cast<uint32_t>(_mm256_extract_epi32(incl, 7));
+    const __m256i excl = _mm256_sub_epi32(incl, k);
+    const __m256i base = _mm256_set1_epi64x(static_cast<long long>(pos));
+    const __m128i lo = windows4(
+        bytes, _mm256_add_epi64(base, _mm256_cvtepu32_epi64(_mm256_castsi256_si128(excl))));
+    const __m128i hi = windows4(
+        bytes, _mm256_add_epi64(base, _mm256_cvtepu32_epi64(_mm256_extracti128_si256(excl, 1))));
+    const __m256i raw = _mm256_and_si256(
+        _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1),
+        _mm256_srlv_epi32(ones, _mm256_sub_epi32(k32, k)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + w),
+                        _mm256_blendv_epi8(raw, deposit8(raw, r.table, W, w), pm));
+    pos += sum;
+  }
+}
+
+// AVX-512: every chunk, exceptions included, without a branch. The field
+// widths k (nvar, or 32 for a word stored whole) are summed in the register
+// (an exclusive prefix sum over the 8 lanes gives each field's offset); the
+// chunk's fields (at most 8 x 32 bits + 7) come from one 64-byte load and
+// each 64-bit lane picks its 8-byte window with VPERMB.
+IBP_TARGET_AVX512 void ibp_row_avx512(const uint32_t* payload, uint64_t head,
+                                      const DenseRow& r, uint32_t* out) {
+  const uint8_t* bytes = reinterpret_cast<const uint8_t*>(payload);
+  const uint32_t W = r.W;
+  const uint32_t* t = r.table;
+  const __m512i lane_bytes = _mm512_set1_epi64(0x0706050403020100ll);
+  // Within each 128-bit lane: bytes 0-7 <- byte 0, bytes 8-15 <- byte 8.
+  const __m512i first_byte = _mm512_set4_epi64(0x0808080808080808ll, 0, 0x0808080808080808ll, 0);
+  const __m256i zero = _mm256_setzero_si256(), ones = _mm256_set1_epi32(-1);
+  const __m256i k32 = _mm256_set1_epi32(32);
+  uint64_t pos = head + W;
+  for (uint32_t w = 0; w < W; w += kChunkWords) {
+    const uint32_t n = W - w < kChunkWords ? W - w : kChunkWords;
+    const __mmask8 m = static_cast<__mmask8>((1u << n) - 1);
+    const __mmask8 part = static_cast<__mmask8>(part_bits(bytes, head, w, n));
+    const __m256i k = _mm256_mask_mov_epi32(_mm256_maskz_mov_epi32(m & ~part, k32), part,
+                                            _mm256_maskz_loadu_epi32(m, t + kNvar * W + w));
+    __m256i incl = _mm256_add_epi32(k, _mm256_alignr_epi32(k, zero, 7));
+    incl = _mm256_add_epi32(incl, _mm256_alignr_epi32(incl, zero, 6));
+    incl = _mm256_add_epi32(incl, _mm256_alignr_epi32(incl, zero, 4));
+    const uint32_t sum = static_cast<uint32_t>(_mm256_extract_epi32(incl, 7));
+    const uint64_t at = pos >> 3;
+    const __m512i off = _mm512_add_epi64(_mm512_set1_epi64(static_cast<long long>(pos)),
+                                         _mm512_cvtepu32_epi64(_mm256_sub_epi32(incl, k)));
+    const __m512i rel = _mm512_sub_epi64(_mm512_srli_epi64(off, 3),
+                                         _mm512_set1_epi64(static_cast<long long>(at)));
+    const __m512i idx = _mm512_add_epi8(_mm512_shuffle_epi8(rel, first_byte), lane_bytes);
+    const uint64_t left = r.payload_bytes - at;
+    const __m512i src =
+        left >= 64 ? _mm512_loadu_si512(bytes + at)
+                   : _mm512_maskz_loadu_epi8(_cvtu64_mask64((uint64_t{1} << left) - 1), bytes + at);
+    const __m512i win = _mm512_srlv_epi64(_mm512_permutexvar_epi8(idx, src),
+                                          _mm512_and_si512(off, _mm512_set1_epi64(7)));
+    const __m256i raw = _mm256_and_si256(_mm512_cvtepi64_epi32(win),
+                                         _mm256_srlv_epi32(ones, _mm256_sub_epi32(k32, k)));
+    __m256i f = raw;
+#define IBP_STAGE(i)                                                                 \
+  {                                                                                  \
+    const __m256i d = _mm256_maskz_loadu_epi32(m, t + (kDep0 + i) * W + w);          \
+    const __m256i s = _mm256_and_si256(f, d);                                        \
+    f = _mm256_or_si256(_mm256_xor_si256(f, s), _mm256_slli_epi32(s, 1 << i));       \
+  }
+    IBP_STAGE(4) IBP_STAGE(3) IBP_STAGE(2) IBP_STAGE(1) IBP_STAGE(0)
+#undef IBP_STAGE
+    f = _mm256_add_epi32(f, _mm256_maskz_loadu_epi32(m, t + kValue * W + w));
+    _mm256_mask_storeu_epi32(out + w, m, _mm256_mask_mov_epi32(raw, part, f));
+    pos += sum;
+  }
+}
+
+inline bool cpu_has_avx2_kernel() {
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi2");
+}
+inline bool cpu_has_avx512_kernel() {
+  return cpu_has_avx2_kernel() && __builtin_cpu_supports("avx512f") &&
+         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+         __builtin_cpu_supports("avx512vbmi");
+}
+#else
+inline bool cpu_has_avx2_kernel() { return false; }
+inline bool cpu_has_avx512_kernel() { return false; }
+#endif
+
+}  // namespace ibp
