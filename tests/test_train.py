@@ -23,6 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["dataset.num_nodes=3000", "dataset.num_features=128", "trainer.epochs=1",
          "trainer.progress=false", "model.hidden=32"]
 
+TINY = ["dataset.num_nodes=1500", "dataset.num_features=64", "trainer.progress=false",
+        "model.hidden=16", "trainer.limit_eval_batches=1"]
+
 
 def cfg_of(tmp_path, *overrides, out="out"):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -158,3 +161,77 @@ def test_ddp_two_gloo_processes(tmp_path):
     assert m["epochs"][0]["steps"] == 2
     # Both ranks mapped the one cached .ibp file (the page cache is the shared copy).
     assert m["store_info"]["path"].endswith(".ibp")
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    """3 epochs straight vs 2 epochs, killed, resumed from last.pt for the 3rd:
+    the same losses, weights, optimizer/scheduler state and test accuracy."""
+    from ibp_gnn.training import CSVLogger
+
+    common = [*TINY, "trainer.epochs=3", "scheduler=step",
+              "scheduler.step_size=1", "model.dropout=0.3", "loader.batch_size=128",
+              "trainer.limit_train_batches=3"]
+    straight = train(cfg_of(tmp_path, *common, out="straight"))
+    assert [e["lr"] for e in straight["epochs"]] == pytest.approx([0.003, 0.0015, 0.00075])
+
+    log = CSVLogger.log
+
+    def interrupt_after_epoch_2(self, metrics, step):
+        log(self, metrics, step)
+        if step == 2:
+            raise _Interrupt  # after last.pt of epoch 2 is written, as a kill would
+    monkeypatch.setattr(CSVLogger, "log", interrupt_after_epoch_2)
+    with pytest.raises(_Interrupt):
+        train(cfg_of(tmp_path, *common, out="killed"))
+    monkeypatch.setattr(CSVLogger, "log", log)
+    last = tmp_path / "killed" / "checkpoints" / "last.pt"
+    ck = torch.load(last, weights_only=True)
+    assert ck["epoch"] == 2 and {"optimizer", "scheduler", "rng", "loaders"} <= set(ck)
+    resumed = train(cfg_of(tmp_path, *common, f"trainer.ckpt_path={last}", out="resumed"))
+
+    assert resumed["batch_losses"] == straight["batch_losses"]
+    assert resumed["test_acc"] == straight["test_acc"]
+    assert resumed["best_val_acc"] == straight["best_val_acc"]
+    assert resumed["resumed_from"] == str(last) and len(resumed["epochs"]) == 3
+    assert straight["stopped_epoch"] is None
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=True)
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    assert a["scheduler"] == b["scheduler"]
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+    # Without the random states the third epoch differs: the test above can fail.
+    ck["rng"]["torch"] = torch.manual_seed(123).get_state()
+    torch.save(ck, tmp_path / "norng.pt")
+    other = train(cfg_of(tmp_path, *common, f"trainer.ckpt_path={tmp_path / 'norng.pt'}",
+                         out="norng"))
+    assert other["batch_losses"][:6] == straight["batch_losses"][:6]
+    assert other["batch_losses"][6:] != straight["batch_losses"][6:]
+
+    # Eval-only on best.pt reproduces the run's accuracies; a best.pt cannot be resumed.
+    best = tmp_path / "straight" / "checkpoints" / "best.pt"
+    ev = train(cfg_of(tmp_path, *common, "trainer.eval_only=true", f"trainer.ckpt_path={best}",
+                      out="eval"))
+    assert ev["status"] == "eval" and ev["test_acc"] == straight["test_acc"]
+    assert ev["val_acc"] == straight["best_val_acc"]
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["test_acc"] == ev["test_acc"]
+    from ibp_gnn.train import ConfigError
+
+    with pytest.raises(ConfigError, match="weights only .*last.pt"):
+        train(cfg_of(tmp_path, *common, f"trainer.ckpt_path={best}", out="bad"))
+    with pytest.raises(ConfigError, match="trainer.ckpt_path=.*another model"):
+        train(cfg_of(tmp_path, *common, "model.hidden=8", "trainer.eval_only=true",
+                     f"trainer.ckpt_path={best}", out="bad"))
+
+
+def test_early_stopping_after_patience_evaluations(tmp_path):
+    # lr ~ 0: val_acc never improves after epoch 1, so patience=2 stops at epoch 3 of 10.
+    m = train(cfg_of(tmp_path, *TINY, "trainer.epochs=10", "trainer.patience=2",
+                     "optim.lr=1e-12", "model.dropout=0.0"))
+    assert m["stopped_epoch"] == 3 and len(m["epochs"]) == 3 and m["best_epoch"] == 1
