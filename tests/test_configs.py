@@ -43,7 +43,7 @@ def test_every_group_has_options():
 def test_compose_and_instantiate_every_option(group, tmp_path):
     for option in options(group):
         extra = []
-        if group == "dataset" and option in ("npz", "local"):
+        if group == "dataset" and option in ("npz", "local", "pt", "pyg"):
             extra = [f"dataset.path={tmp_path / 'mine'}"]
         cfg = cfg_of(tmp_path, f"{group}={option}", *extra)
         validate(cfg)

@@ -235,3 +235,38 @@ def test_early_stopping_after_patience_evaluations(tmp_path):
     m = train(cfg_of(tmp_path, *TINY, "trainer.epochs=10", "trainer.patience=2",
                      "optim.lr=1e-12", "model.dropout=0.0"))
     assert m["stopped_epoch"] == 3 and len(m["epochs"]) == 3 and m["best_epoch"] == 1
+
+
+def test_dataset_pt_trains_on_a_saved_pyg_data(tmp_path):
+    from torch_geometric.data import Data
+
+    from ibp_gnn.datasets import DatasetError, PyGFile
+
+    g = torch.Generator().manual_seed(0)
+    n = 600
+    y = torch.randint(0, 3, (n,), generator=g)
+    x = (torch.rand(n, 32, generator=g) < 0.1).float()
+    x[:, :3] += torch.nn.functional.one_hot(y, 3)  # a learnable signal
+    mask = torch.zeros(n, dtype=torch.bool)
+    data = Data(x=x, edge_index=torch.randint(0, n, (2, 3000), generator=g), y=y,
+                train_mask=mask.clone().index_fill_(0, torch.arange(0, 300), True),
+                val_mask=mask.clone().index_fill_(0, torch.arange(300, 400), True),
+                test_mask=mask.clone().index_fill_(0, torch.arange(400, 600), True))
+    torch.save(data, tmp_path / "mine.pt")
+    m = train(cfg_of(tmp_path, "dataset=pyg", f"dataset.path={tmp_path / 'mine.pt'}",
+                     "trainer.epochs=2", "trainer.progress=false", "model.hidden=16",
+                     "loader.batch_size=100", "optim.lr=0.05"))
+    assert m["dataset"] == "mine" and m["num_nodes"] == n and m["num_features"] == 32
+    assert len(m["batch_losses"]) == 6 and m["test_acc"] > 0.5  # 3 classes
+    graph = PyGFile(tmp_path / "c", tmp_path / "mine.pt").prepare(progress=False)
+    assert torch.equal(graph.split["val"], torch.arange(300, 400))
+    assert np.array_equal(np.load(graph.features.path), x.numpy())
+
+    torch.save(Data(x=x.double(), edge_index=data.edge_index, y=y), tmp_path / "f64.pt")
+    with pytest.raises(DatasetError, match="float64, .*dataset.dtype=float32"):
+        PyGFile(tmp_path / "c", tmp_path / "f64.pt").prepare(progress=False)
+    torch.save({"x": x, "edge_index": data.edge_index}, tmp_path / "noy.pt")
+    with pytest.raises(DatasetError, match="lacks y"):
+        PyGFile(tmp_path / "c", tmp_path / "noy.pt").prepare(progress=False)
+    with pytest.raises(DatasetError, match="dataset.path=.*does not exist"):
+        PyGFile(tmp_path / "c", tmp_path / "nope.pt").prepare(progress=False)

@@ -211,7 +211,7 @@ def train(cfg) -> Dict[str, Any]:
                 seen += bs
                 steps += 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{lv:.3f}")
+                bar.set_postfix(loss=f"{lv:.3f}", refresh=False)  # redraws follow mininterval
             bar.close()
             if epoch == 1 and hasattr(store, "check_verified"):
                 store.check_verified(wait=True)  # store.verify=background: CRCs done by now
