@@ -270,3 +270,23 @@ def test_dataset_pt_trains_on_a_saved_pyg_data(tmp_path):
         PyGFile(tmp_path / "c", tmp_path / "noy.pt").prepare(progress=False)
     with pytest.raises(DatasetError, match="dataset.path=.*does not exist"):
         PyGFile(tmp_path / "c", tmp_path / "nope.pt").prepare(progress=False)
+
+
+def test_report_mean_and_std_over_seeds(tmp_path, capsys):
+    vals = {("sage", 0): 0.80, ("sage", 1): 0.82, ("sage", 2): 0.84, ("gat", 0): 0.70,
+            ("gat", 1): 0.74}
+    for i, ((model, seed), v) in enumerate(vals.items()):
+        d = tmp_path / str(i)
+        d.mkdir()
+        (d / "metrics.json").write_text(json.dumps(
+            {"best_val_acc": v, "test_acc": v - 0.1, "epoch_s": 1.0 + seed,
+             "overrides": [f"model={model}", f"trainer.seed={seed}", "trainer.epochs=3"]}))
+    assert report.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    seeds = out[out.index("mean ± std over trainer.seed"):]
+    rows = [r for r in seeds.splitlines() if r.startswith("| 1 ") or r.startswith("| 2 ")]
+    assert "model=sage" in rows[0] and "3 (0,1,2)" in rows[0]  # best mean first
+    assert "| 0.8200 ± 0.0200 |" in rows[0] and "| 0.7200 ± 0.0283 |" in rows[1]
+    assert "| 2.00 ± 1.00 |" in rows[0] and "trainer.seed" not in rows[0].split("|")[2]
+    # Runs that do not repeat a configuration over seeds get no second table.
+    assert report.seed_table([{"overrides": ["model=sage"]}, {"overrides": ["model=gat"]}]) is None
