@@ -73,7 +73,8 @@ def test_compress_float64_needs_an_explicit_dtype(tmp_path, capsys):
                  "--dtype", "float32"]) == 0
     assert "rounded 298 of 300 values" in capsys.readouterr().err  # NaN and 0.5 are exact
     got = ibp_gnn.load(tmp_path / "x.ibp").decompress()
-    assert torch.equal(got.view(torch.int32), torch.from_numpy(x.astype(np.float32)).view(torch.int32))
+    want = torch.from_numpy(x.astype(np.float32))
+    assert torch.equal(got.view(torch.int32), want.view(torch.int32))
 
 
 @pytest.mark.parametrize("make, args, words", [

@@ -220,7 +220,8 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
                       out="eval"))
     assert ev["status"] == "eval" and ev["test_acc"] == straight["test_acc"]
     assert ev["val_acc"] == straight["best_val_acc"]
-    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["test_acc"] == ev["test_acc"]
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["test_acc"] == ev["test_acc"]
     from ibp_gnn.train import ConfigError
 
     with pytest.raises(ConfigError, match="weights only .*last.pt"):

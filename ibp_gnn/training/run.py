@@ -7,14 +7,14 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from . import checkpoint
-from .distributed import _all_sum, _Dist, _setup_distributed, _shard, _teardown
+from .distributed import _all_sum, _setup_distributed, _shard, _teardown
 from .loop import _autocast, _batches, _evaluate, _Loaders, _Stats, _step_inputs
 from .specs import ConfigError, LoaderSpec, TrainerSpec
 from .validate import validate
@@ -169,7 +169,8 @@ def train(cfg) -> Dict[str, Any]:
                 scheduler.load_state_dict(ckpt["scheduler"])
             scaler.load_state_dict(ckpt["scaler"])
             epochs, batch_losses = list(ckpt["epochs"]), list(ckpt["batch_losses"])
-            best_val, best_epoch, best_state = ckpt["best_val"], ckpt["best_epoch"], ckpt["best_model"]
+            best_val, best_epoch = ckpt["best_val"], ckpt["best_epoch"]
+            best_state = ckpt["best_model"]
             bad_evals, stopped_epoch = ckpt["bad_evals"], ckpt["stopped_epoch"]
             start = ckpt["epoch"] + 1
             if d.enabled:  # each rank's own random streams are not in the file
