@@ -231,11 +231,16 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
                      f"trainer.ckpt_path={best}", out="bad"))
 
 
-def test_early_stopping_after_patience_evaluations(tmp_path):
+def test_early_stopping_after_patience_evaluations(tmp_path, capsys):
     # lr ~ 0: val_acc never improves after epoch 1, so patience=2 stops at epoch 3 of 10.
     m = train(cfg_of(tmp_path, *TINY, "trainer.epochs=10", "trainer.patience=2",
-                     "optim.lr=1e-12", "model.dropout=0.0"))
+                     "optim.lr=1e-12", "model.dropout=0.0", "trainer.progress=true",
+                     "loader.batch_size=64"))
     assert m["stopped_epoch"] == 3 and len(m["epochs"]) == 3 and m["best_epoch"] == 1
+    # Progress bars on a captured (non-TTY) stderr: a start and an end per bar, not a
+    # redraw per batch (12 batches per epoch here).
+    err = capsys.readouterr().err
+    assert m["epochs"][0]["steps"] == 12 and 1 <= err.count("epoch 2/10") <= 2, err
 
 
 def test_dataset_pt_trains_on_a_saved_pyg_data(tmp_path):
