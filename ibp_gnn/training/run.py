@@ -116,6 +116,11 @@ def train(cfg) -> Dict[str, Any]:
         train_loader = loaders.make(_shard(split["train"], d, equal=True), train=True)
         val_loader = loaders.make(_shard(split["val"], d, equal=False), train=False)
         test_loader = loaders.make(_shard(split["test"], d, equal=False), train=False)
+        if cfg.get("sample_only"):  # +sample_only=true: bus bytes per epoch, no model
+            from ..cache import sample_only
+
+            return sample_only(store, train_loader, epochs=tr.epochs,
+                               limit=tr.limit_train_batches)
 
         torch.manual_seed(tr.seed)
         layers = cfg.model.get("layers") or len(loader_spec.fanouts)
