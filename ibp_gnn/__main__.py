@@ -42,22 +42,23 @@ DTYPES = ("float32", "float16", "bfloat16", "int8", "uint8", "int16", "int32", "
 
 
 def _read_input(src: str, key: Optional[str]):
-    """The 2-D array or tensor in `src` (.npy, .npz member, .pt tensor / dict / PyG Data)."""
+    """The 2-D array or tensor in `src` (.npz member, .pt tensor / dict / PyG Data, else a
+    memory-mapped .npy array); None for a file that is not a readable .npy."""
     from pathlib import Path
 
     path = Path(src)
     suffix = path.suffix.lower()
-    if not path.is_file():
-        raise ArgError(f"src: {src!r} does not exist" if not path.exists()
-                       else f"src: {src!r} is not a regular file")
-    if suffix == ".npy":
+    if suffix not in (".npz", ".pt", ".pth"):  # an .npy array, whatever its name
         if key is not None:
             raise ArgError(f"--key={key!r}: an .npy file holds one array; --key is for .npz "
                            "and .pt inputs")
         try:
             return np.load(path, mmap_mode="r", allow_pickle=False)
-        except ValueError as e:
-            raise ArgError(f"src: {src!r} is not a numeric .npy array ({e})") from None
+        except Exception:  # compress_file's reader says what is wrong with it
+            return None
+    if not path.is_file():
+        raise ArgError(f"src: {src!r} does not exist" if not path.exists()
+                       else f"src: {src!r} is not a regular file")
     if suffix == ".npz":
         try:
             z = np.load(path, allow_pickle=False)
@@ -92,8 +93,6 @@ def _read_input(src: str, key: Optional[str]):
         if not isinstance(value, (torch.Tensor, np.ndarray)):
             raise ArgError(f"--key={key!r}: {src!r} holds a {name} with tensors {keys}")
         return value
-    raise ArgError(f"src: {src!r}: unknown input type {suffix or '(no suffix)'!r}; "
-                   "expected .npy, .npz or .pt")
 
 
 def _rounded(back: torch.Tensor, x: torch.Tensor) -> int:
@@ -129,7 +128,14 @@ def _cast(x, dtype: Optional[str]):
 def _compress(args) -> int:
     from . import compress, compress_file, load
 
-    x = _cast(_read_input(args.src, args.key), args.dtype)
+    x = _read_input(args.src, args.key)
+    if x is None:  # not an .npy numpy reads: compress_file's reader names what is wrong
+        compress_file(args.src, args.dst, mode=args.mode)
+        ct = load(args.dst, mmap=True)
+        print(f"{args.dst}: {ct.shape[0]} x {ct.shape[1]}, ratio {ct.ratio:.3f}")
+        return 0
+    streamed = isinstance(x, np.memmap) and args.dtype is None
+    x = _cast(x, args.dtype)
     dtype = str(x.dtype).replace("torch.", "")
     if x.ndim != 2:
         raise ArgError(f"src: the features must be 2-D [rows, columns], got shape "
@@ -143,8 +149,8 @@ def _compress(args) -> int:
     try:
         if isinstance(x, torch.Tensor):  # bfloat16: no numpy view
             compress(x, mode=args.mode).save(args.dst)
-        else:
-            compress_file(x, args.dst, mode=args.mode)
+        else:  # an .npy file is streamed from its path, as before
+            compress_file(args.src if streamed else x, args.dst, mode=args.mode)
     except OSError as e:
         raise ArgError(f"dst: {e}") from None
     dt = time.perf_counter() - t
