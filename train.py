@@ -1,8 +1,12 @@
-"""Command-line entry: `python train.py [overrides]` (see conf/train.yaml).
+"""Command-line entry in a source checkout: `python train.py [overrides]` (see
+conf/train.yaml); after `pip install` the same app is `ibp-gnn-train`.
 
     python train.py                                     # synthetic graph, ~1 min on 2 CPU cores
     python train.py dataset=ogbn-papers100M model=gat   # download, convert, compress once; train
-    python train.py -m model=sage,gat optim.lr=0.003,0.01
+    python train.py experiment=cora_sage                # a named experiment (conf/experiment)
+    python train.py debug=fdr                           # one batch of each loop (conf/debug)
+    python train.py trainer.ckpt_path=outputs/.../checkpoints/last.pt   # resume
+    python train.py -m trainer.seed=0,1,2 && python -m ibp_gnn.report multirun/train/<time>
     python train.py -m hparams_search=optuna            # Bayesian sweep (hydra/sweeper=optuna)
     torchrun --nproc_per_node=2 train.py trainer.devices=2 hydra.run.dir=outputs/ddp
 """
@@ -11,14 +15,12 @@ from typing import Optional
 import hydra
 from omegaconf import DictConfig
 
-from ibp_gnn.train import train
+from ibp_gnn.train import run_task
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> Optional[float]:
-    metrics = train(cfg)
-    # The value an Optuna sweep optimises.
-    return metrics.get(cfg.get("optimized_metric") or "best_val_acc")
+    return run_task(cfg)  # train(cfg); a config error is one line on stderr
 
 
 if __name__ == "__main__":

@@ -80,6 +80,9 @@ def _threads(threads: Optional[int], op: str = "ibp_gnn") -> int:
 def _as_bytes_2d(x, op: str):
     """(uint8 numpy view [rows, row_bytes], dtype code, shape) of a 2-D input."""
     if isinstance(x, torch.Tensor):
+        if x.layout != torch.strided:
+            raise TypeError(f"{op}: x is a sparse tensor ({x.layout}); IBP compresses dense "
+                            "rows (sparse rows shrink to their nonzeros): pass x.to_dense()")
         if x.device.type != "cpu":
             raise ValueError(f"{op}: x must be a CPU tensor, got device {x.device}")
         if x.dim() != 2:
@@ -97,6 +100,9 @@ def _as_bytes_2d(x, op: str):
             raise ValueError(f"{op}: x must be C-contiguous; use np.ascontiguousarray(x)")
         rows, cols = x.shape
         flat = x.reshape(-1).view(np.uint8)
+    elif hasattr(x, "toarray") and hasattr(x, "nnz"):
+        raise TypeError(f"{op}: x is a scipy sparse matrix; IBP compresses dense rows (sparse "
+                        "rows shrink to their nonzeros): pass x.toarray()")
     else:
         raise TypeError(f"{op}: x must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
     row_bytes = cols * itemsize(code)

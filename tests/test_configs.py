@@ -15,7 +15,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from ibp_gnn.train import ConfigError, LoaderSpec, TrainerSpec, train, validate  # noqa: E402
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
-GROUPS = ["dataset", "model", "store", "loader", "optim", "trainer", "logger"]
+GROUPS = ["dataset", "model", "store", "loader", "optim", "scheduler", "trainer", "logger"]
 
 
 def options(group):
@@ -43,7 +43,7 @@ def test_every_group_has_options():
 def test_compose_and_instantiate_every_option(group, tmp_path):
     for option in options(group):
         extra = []
-        if group == "dataset" and option in ("npz", "local"):
+        if group == "dataset" and option in ("npz", "local", "pt", "pyg"):
             extra = [f"dataset.path={tmp_path / 'mine'}"]
         cfg = cfg_of(tmp_path, f"{group}={option}", *extra)
         validate(cfg)
@@ -69,6 +69,12 @@ def test_compose_and_instantiate_every_option(group, tmp_path):
         elif group == "optim":
             opt = instantiate(node)(params=[torch.nn.Parameter(torch.zeros(2))])
             assert isinstance(opt, torch.optim.Optimizer)
+        elif group == "scheduler":
+            opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+            sched = instantiate(node)(optimizer=opt)
+            opt.step()
+            sched.step(0.5) if option == "plateau" else sched.step()
+            assert isinstance(sched.state_dict(), dict)
         elif group == "logger":
             for lg in (node or {}).values():
                 logger = instantiate(lg)
@@ -152,3 +158,40 @@ def test_npz_without_a_path_names_the_key(tmp_path):
     cfg = cfg_of(tmp_path, "dataset=npz")
     with pytest.raises(ConfigError, match="dataset.path"):
         validate(cfg)
+
+
+@pytest.mark.parametrize("group", ["experiment", "debug"])
+def test_experiment_and_debug_options_compose_and_validate(group, tmp_path):
+    assert options(group)
+    for option in options(group):
+        cfg = cfg_of(tmp_path, f"{group}={option}")
+        validate(cfg)
+        if group == "debug":
+            assert cfg.trainer.progress is False and cfg.task_name == "debug"
+            hy = cfg_of(tmp_path, f"{group}={option}", hydra_cfg=True).hydra
+            assert hy.job_logging.root.level == "DEBUG" and "debug" in hy.run.dir
+    cfg = cfg_of(tmp_path, "experiment=cora_sage")
+    assert cfg.dataset.name == "cora" and cfg.trainer.patience == 10
+    assert cfg.scheduler._target_.endswith("CosineAnnealingLR") and cfg.scheduler.T_max == 30
+    cfg = cfg_of(tmp_path, "debug=fdr", "trainer.epochs=4")  # the command line wins
+    assert cfg.trainer.limit_train_batches == 1 and cfg.trainer.epochs == 4
+
+
+@pytest.mark.parametrize("override, words", [
+    ("trainer.patience=0", ["trainer.patience", "positive"]),
+    ("trainer.eval_only=true", ["trainer.eval_only", "trainer.ckpt_path"]),
+    ("trainer.ckpt_path=/nonexistent/last.pt", ["trainer.ckpt_path", "existing checkpoint"]),
+    ("trainer.min_delta=-1", ["trainer.min_delta", ">= 0"]),
+])
+def test_bad_trainer_values_name_the_key(override, words, tmp_path):
+    with pytest.raises(ConfigError) as e:
+        validate(cfg_of(tmp_path, override))
+    for w in words:
+        assert w in str(e.value), (w, str(e.value))
+
+
+def test_a_file_that_is_not_a_checkpoint_names_the_key(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="trainer.ckpt_path=.*bad.pt.* not a checkpoint"):
+        train(cfg_of(tmp_path, f"trainer.ckpt_path={bad}", "trainer.progress=false"))

@@ -23,6 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["dataset.num_nodes=3000", "dataset.num_features=128", "trainer.epochs=1",
          "trainer.progress=false", "model.hidden=32"]
 
+TINY = ["dataset.num_nodes=1500", "dataset.num_features=64", "trainer.progress=false",
+        "model.hidden=16", "trainer.limit_eval_batches=1"]
+
 
 def cfg_of(tmp_path, *overrides, out="out"):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -158,3 +161,138 @@ def test_ddp_two_gloo_processes(tmp_path):
     assert m["epochs"][0]["steps"] == 2
     # Both ranks mapped the one cached .ibp file (the page cache is the shared copy).
     assert m["store_info"]["path"].endswith(".ibp")
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    """3 epochs straight vs 2 epochs, killed, resumed from last.pt for the 3rd:
+    the same losses, weights, optimizer/scheduler state and test accuracy."""
+    from ibp_gnn.training import CSVLogger
+
+    common = [*TINY, "trainer.epochs=3", "scheduler=step",
+              "scheduler.step_size=1", "model.dropout=0.3", "loader.batch_size=128",
+              "trainer.limit_train_batches=3"]
+    straight = train(cfg_of(tmp_path, *common, out="straight"))
+    assert [e["lr"] for e in straight["epochs"]] == pytest.approx([0.003, 0.0015, 0.00075])
+
+    log = CSVLogger.log
+
+    def interrupt_after_epoch_2(self, metrics, step):
+        log(self, metrics, step)
+        if step == 2:
+            raise _Interrupt  # after last.pt of epoch 2 is written, as a kill would
+    monkeypatch.setattr(CSVLogger, "log", interrupt_after_epoch_2)
+    with pytest.raises(_Interrupt):
+        train(cfg_of(tmp_path, *common, out="killed"))
+    monkeypatch.setattr(CSVLogger, "log", log)
+    last = tmp_path / "killed" / "checkpoints" / "last.pt"
+    ck = torch.load(last, weights_only=True)
+    assert ck["epoch"] == 2 and {"optimizer", "scheduler", "rng", "loaders"} <= set(ck)
+    resumed = train(cfg_of(tmp_path, *common, f"trainer.ckpt_path={last}", out="resumed"))
+
+    assert resumed["batch_losses"] == straight["batch_losses"]
+    assert resumed["test_acc"] == straight["test_acc"]
+    assert resumed["best_val_acc"] == straight["best_val_acc"]
+    assert resumed["resumed_from"] == str(last) and len(resumed["epochs"]) == 3
+    assert straight["stopped_epoch"] is None
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=True)
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    assert a["scheduler"] == b["scheduler"]
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+    # Without the random states the third epoch differs: the test above can fail.
+    ck["rng"]["torch"] = torch.manual_seed(123).get_state()
+    torch.save(ck, tmp_path / "norng.pt")
+    other = train(cfg_of(tmp_path, *common, f"trainer.ckpt_path={tmp_path / 'norng.pt'}",
+                         out="norng"))
+    assert other["batch_losses"][:6] == straight["batch_losses"][:6]
+    assert other["batch_losses"][6:] != straight["batch_losses"][6:]
+
+    # Eval-only on best.pt reproduces the run's accuracies; a best.pt cannot be resumed.
+    best = tmp_path / "straight" / "checkpoints" / "best.pt"
+    ev = train(cfg_of(tmp_path, *common, "trainer.eval_only=true", f"trainer.ckpt_path={best}",
+                      out="eval"))
+    assert ev["status"] == "eval" and ev["test_acc"] == straight["test_acc"]
+    assert ev["val_acc"] == straight["best_val_acc"]
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["test_acc"] == ev["test_acc"]
+    from ibp_gnn.train import ConfigError
+
+    with pytest.raises(ConfigError, match="weights only .*last.pt"):
+        train(cfg_of(tmp_path, *common, f"trainer.ckpt_path={best}", out="bad"))
+    with pytest.raises(ConfigError, match="trainer.ckpt_path=.*another model"):
+        train(cfg_of(tmp_path, *common, "model.hidden=8", "trainer.eval_only=true",
+                     f"trainer.ckpt_path={best}", out="bad"))
+
+
+def test_early_stopping_after_patience_evaluations(tmp_path, capsys):
+    # lr ~ 0: val_acc never improves after epoch 1, so patience=2 stops at epoch 3 of 10.
+    m = train(cfg_of(tmp_path, *TINY, "trainer.epochs=10", "trainer.patience=2",
+                     "optim.lr=1e-12", "model.dropout=0.0", "trainer.progress=true",
+                     "loader.batch_size=64"))
+    assert m["stopped_epoch"] == 3 and len(m["epochs"]) == 3 and m["best_epoch"] == 1
+    # Progress bars on a captured (non-TTY) stderr: a start and an end per bar, not a
+    # redraw per batch (12 batches per epoch here).
+    err = capsys.readouterr().err
+    assert m["epochs"][0]["steps"] == 12 and 1 <= err.count("epoch 2/10") <= 2, err
+
+
+def test_dataset_pt_trains_on_a_saved_pyg_data(tmp_path):
+    from torch_geometric.data import Data
+
+    from ibp_gnn.datasets import DatasetError, PyGFile
+
+    g = torch.Generator().manual_seed(0)
+    n = 600
+    y = torch.randint(0, 3, (n,), generator=g)
+    x = (torch.rand(n, 32, generator=g) < 0.1).float()
+    x[:, :3] += torch.nn.functional.one_hot(y, 3)  # a learnable signal
+    mask = torch.zeros(n, dtype=torch.bool)
+    data = Data(x=x, edge_index=torch.randint(0, n, (2, 3000), generator=g), y=y,
+                train_mask=mask.clone().index_fill_(0, torch.arange(0, 300), True),
+                val_mask=mask.clone().index_fill_(0, torch.arange(300, 400), True),
+                test_mask=mask.clone().index_fill_(0, torch.arange(400, 600), True))
+    torch.save(data, tmp_path / "mine.pt")
+    m = train(cfg_of(tmp_path, "dataset=pyg", f"dataset.path={tmp_path / 'mine.pt'}",
+                     "trainer.epochs=2", "trainer.progress=false", "model.hidden=16",
+                     "loader.batch_size=100", "optim.lr=0.05"))
+    assert m["dataset"] == "mine" and m["num_nodes"] == n and m["num_features"] == 32
+    assert len(m["batch_losses"]) == 6 and m["test_acc"] > 0.5  # 3 classes
+    graph = PyGFile(tmp_path / "c", tmp_path / "mine.pt").prepare(progress=False)
+    assert torch.equal(graph.split["val"], torch.arange(300, 400))
+    assert np.array_equal(np.load(graph.features.path), x.numpy())
+
+    torch.save(Data(x=x.double(), edge_index=data.edge_index, y=y), tmp_path / "f64.pt")
+    with pytest.raises(DatasetError, match="float64, .*dataset.dtype=float32"):
+        PyGFile(tmp_path / "c", tmp_path / "f64.pt").prepare(progress=False)
+    torch.save({"x": x, "edge_index": data.edge_index}, tmp_path / "noy.pt")
+    with pytest.raises(DatasetError, match="lacks y"):
+        PyGFile(tmp_path / "c", tmp_path / "noy.pt").prepare(progress=False)
+    with pytest.raises(DatasetError, match="dataset.path=.*does not exist"):
+        PyGFile(tmp_path / "c", tmp_path / "nope.pt").prepare(progress=False)
+
+
+def test_report_mean_and_std_over_seeds(tmp_path, capsys):
+    vals = {("sage", 0): 0.80, ("sage", 1): 0.82, ("sage", 2): 0.84, ("gat", 0): 0.70,
+            ("gat", 1): 0.74}
+    for i, ((model, seed), v) in enumerate(vals.items()):
+        d = tmp_path / str(i)
+        d.mkdir()
+        (d / "metrics.json").write_text(json.dumps(
+            {"best_val_acc": v, "test_acc": v - 0.1, "epoch_s": 1.0 + seed,
+             "overrides": [f"model={model}", f"trainer.seed={seed}", "trainer.epochs=3"]}))
+    assert report.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    seeds = out[out.index("mean ± std over trainer.seed"):]
+    rows = [r for r in seeds.splitlines() if r.startswith("| 1 ") or r.startswith("| 2 ")]
+    assert "model=sage" in rows[0] and "3 (0,1,2)" in rows[0]  # best mean first
+    assert "| 0.8200 ± 0.0200 |" in rows[0] and "| 0.7200 ± 0.0283 |" in rows[1]
+    assert "| 2.00 ± 1.00 |" in rows[0] and "trainer.seed" not in rows[0].split("|")[2]
+    # Runs that do not repeat a configuration over seeds get no second table.
+    assert report.seed_table([{"overrides": ["model=sage"]}, {"overrides": ["model=gat"]}]) is None

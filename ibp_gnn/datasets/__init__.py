@@ -1,5 +1,5 @@
 """Datasets for training: a registry of sources (synthetic, synthetic-papers,
-Planetoid, OGB, MAG240M, IGB, a user's npz file or folder), each prepared once
+Planetoid, OGB, MAG240M, IGB, a user's npz file, folder or saved PyG Data), each prepared once
 into a cache folder that every later run (and every sweep job) memory-maps.
 
 A prepared dataset is a :class:`GraphData`: the graph as a memory-mapped CSC
@@ -14,7 +14,8 @@ Modules, by concern: ``_cache`` (the cache folder's rules), ``features``
 (feature sources and their streaming converters), ``csc`` (edge sources and
 the out-of-core CSC build), ``base`` (GraphData, Dataset, the cache's
 meta.json), ``synthetic``, ``papers`` (synthetic-papers in OGB's raw layout),
-``ogb`` (OGB, MAG240M), ``files`` (Planetoid, IGB, npz, local folders).
+``ogb`` (OGB, MAG240M), ``files`` (Planetoid, IGB, npz, local folders), ``pt``
+(a saved PyG Data).
 
 Cache rules (``<cache>/<name>-<hash of the source options>/``):
 
@@ -41,6 +42,7 @@ from .features import FeatureSource
 from .files import IGB, IGB_LABELED_FULL, IGB_NODES, NPZ, LocalFolder, Planetoid
 from .ogb import MAG240M, OGBNodeDataset, ogb_meta
 from .papers import PAPERS100M, SyntheticPapers
+from .pt import PyGFile, load_pt
 from .synthetic import FEATURE_KINDS, Synthetic
 
 __all__ = ["CACHE_VERSION", "DEFAULT_MEMORY_BUDGET", "SPLITS", "DatasetError", "file_identity",
@@ -48,4 +50,4 @@ __all__ = ["CACHE_VERSION", "DEFAULT_MEMORY_BUDGET", "SPLITS", "DatasetError", "
            "NpzEdges", "build_csc", "csc_reference", "index_dtype", "npy_edges", "open_csc",
            "FeatureSource", "IGB", "IGB_LABELED_FULL", "IGB_NODES", "NPZ", "LocalFolder",
            "Planetoid", "MAG240M", "OGBNodeDataset", "ogb_meta", "PAPERS100M",
-           "SyntheticPapers", "FEATURE_KINDS", "Synthetic"]
+           "SyntheticPapers", "FEATURE_KINDS", "Synthetic", "PyGFile", "load_pt"]
