@@ -342,22 +342,35 @@ Encoder::Encoder(uint64_t row_bytes, uint32_t row_words, uint32_t num_groups,
         plain_[g] += U - cu.nc;
       }
     }
+    units_.resize(static_cast<size_t>(num_groups) * row_words * upw_);
+    for (uint32_t g = 0; g < num_groups; ++g) {
+      const uint32_t* codes = codes_.data() + static_cast<size_t>(g) * code_rows_ * row_words;
+      for (uint32_t u = 0; u < row_words * upw_; ++u) {
+        const CodeUnit cu = code_unit(codes, row_words, upw_, u);
+        UnitCode& c = units_[static_cast<size_t>(g) * row_words * upw_ + u];
+        c.s = cu.s;
+        c.lo = cu.lo;
+        c.nc = cu.nc;
+        for (uint32_t r = 0; r < kCodeSlots; ++r) {
+          c.slot[r] = r < cu.s ? static_cast<uint16_t>(code_slot(codes, row_words, upw_, u, 1 + r))
+                               : 0;
+        }
+      }
+    }
   }
 }
 
 uint64_t Encoder::coded_bits(const uint32_t* x, uint32_t g) const {
-  const uint32_t* codes = codes_.data() + static_cast<size_t>(g) * code_rows_ * row_words_;
+  const UnitCode* units = units_.data() + static_cast<size_t>(g) * row_words_ * upw_;
   const uint32_t U = unit_bits(upw_);
   uint64_t bits = kModeBits + group_bits_ + plain_[g];
   for (uint32_t w = 0; w < row_words_; ++w) {
     for (uint32_t h = 0; h < upw_; ++h) {
-      const uint32_t u = w * upw_ + h;
-      const CodeUnit cu = code_unit(codes, row_words_, upw_, u);
+      const UnitCode& c = units[w * upw_ + h];
       const uint32_t f = field_of(static_cast<uint32_t>(static_cast<uint64_t>(x[w]) >> (h * U)),
-                                  cu.lo, cu.nc);
-      uint32_t r = 0;
-      while (r < cu.s && code_slot(codes, row_words_, upw_, u, 1 + r) != f) ++r;
-      bits += r < cu.s ? r + 1 : cu.s + cu.nc;
+                                  c.lo, c.nc);
+      const uint32_t r = rank_of(c, f);
+      bits += r < c.s ? r + 1 : c.s + c.nc;
     }
   }
   return bits;
@@ -377,8 +390,7 @@ void Encoder::write_coded(const uint32_t* x, uint32_t g, uint64_t p, const Put& 
       put(plain, plain_of(x_u, cu.lo, cu.nc), U - cu.nc);
       plain += U - cu.nc;
       const uint32_t f = field_of(x_u, cu.lo, cu.nc);
-      uint32_t r = 0;
-      while (r < cu.s && code_slot(codes, row_words_, upw_, u, 1 + r) != f) ++r;
+      const uint32_t r = rank_of(units_[static_cast<size_t>(g) * row_words_ * upw_ + u], f);
       if (r < cu.s) {
         put(code, low_mask(r), r + 1);  // r ones, then a zero
         code += r + 1;

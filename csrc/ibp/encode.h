@@ -116,6 +116,20 @@ class Encoder {
   uint32_t code_rows_ = 0, upw_ = 1;
   std::vector<uint32_t> codes_;   // [g][code_rows][row_words], as stored
   std::vector<uint64_t> plain_;   // [g]: plain bits of a kCoded row
+  // [g][unit]: a unit's code unpacked for the encoder's search (the ranked
+  // symbols side by side, so a row's rank lookups compare all slots at once).
+  struct UnitCode {
+    uint16_t slot[kCodeSlots];  // slot[r]: the symbol of rank r (r < s)
+    uint32_t s, lo, nc;
+  };
+  std::vector<UnitCode> units_;
+  // Rank of field f in unit code c: r < c.s, or c.s when f is escaped.
+  static uint32_t rank_of(const UnitCode& c, uint32_t f) {
+    uint32_t m = 0;
+    for (uint32_t r = 0; r < kCodeSlots; ++r) m |= static_cast<uint32_t>(c.slot[r] == f) << r;
+    m &= (1u << c.s) - 1u;
+    return m ? static_cast<uint32_t>(__builtin_ctz(m)) : c.s;
+  }
   uint32_t block_rows_ = 1;
   uint32_t rel_bytes_ = 4;
   std::vector<uint32_t> mask_, value_, nvar_, dep_;  // [g * row_words + w], dep x5
