@@ -169,6 +169,12 @@ class _GatherCompressed:
         return batch if self.transform is None else self.transform(batch)
 
 
+# The loader arguments that build (or must match) the sampler.
+_SAMPLER_ARGS = ("num_neighbors", "replace", "subgraph_type", "disjoint", "temporal_strategy",
+                 "time_attr", "weight_attr", "is_sorted", "directed", "transform",
+                 "filter_per_worker", "seed", "threads", "sampler_device", "backend")
+
+
 def _prepare(op: str, data, neighbor_sampler, asked: Dict[str, Any], kwargs: dict):
     """(sampler, transform, filter_per_worker) for the PyG loader's constructor."""
     if neighbor_sampler is None:
@@ -224,12 +230,7 @@ class NeighborLoader(_PygNeighborLoader):
         backend: str = "ibp",
         **kwargs,
     ):
-        asked = dict(num_neighbors=num_neighbors, replace=replace, subgraph_type=subgraph_type,
-                     disjoint=disjoint, temporal_strategy=temporal_strategy,
-                     time_attr=time_attr, weight_attr=weight_attr, is_sorted=is_sorted,
-                     directed=directed, transform=transform,
-                     filter_per_worker=filter_per_worker, seed=seed, threads=threads,
-                     sampler_device=sampler_device, backend=backend)
+        asked = {k: v for k, v in locals().items() if k in _SAMPLER_ARGS}
         sampler, transform, filter_per_worker = _prepare(
             "ibp_gnn.loader.NeighborLoader", data, neighbor_sampler, asked, kwargs)
         if input_nodes is None and _feature_store(data) is not None and not sampler.is_hetero:
@@ -276,12 +277,7 @@ class LinkNeighborLoader(_PygLinkNeighborLoader):
         backend: str = "ibp",
         **kwargs,
     ):
-        asked = dict(num_neighbors=num_neighbors, replace=replace, subgraph_type=subgraph_type,
-                     disjoint=disjoint, temporal_strategy=temporal_strategy,
-                     time_attr=time_attr, weight_attr=weight_attr, is_sorted=is_sorted,
-                     directed=directed, transform=transform,
-                     filter_per_worker=filter_per_worker, seed=seed, threads=threads,
-                     sampler_device=sampler_device, backend=backend)
+        asked = {k: v for k, v in locals().items() if k in _SAMPLER_ARGS}
         sampler, transform, filter_per_worker = _prepare(
             "ibp_gnn.loader.LinkNeighborLoader", data, neighbor_sampler, asked, kwargs)
         if _feature_store(data) is not None and not sampler.is_hetero and (

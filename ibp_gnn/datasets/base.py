@@ -269,6 +269,20 @@ class Dataset:
             _log(f"prepared {self.name} in {time.perf_counter() - t:.1f}s", progress)
             return data
 
+    def _write_labeled(self, folder: Path, features, edges, y: np.ndarray,
+                       split: Optional[Dict[str, Any]], progress: bool,
+                       inputs: Sequence[PathLike] = ()) -> GraphData:
+        """Publishes the cache of a source with per-node labels `y`: `features`
+        (a FeatureSource, or an array saved as features.npy), the split given or
+        a random one of the labeled nodes (``self.split_fractions``, ``self.seed``)."""
+        if split is None:
+            split = _split_random(np.flatnonzero(y >= 0), self.split_fractions, self.seed)
+        if not isinstance(features, FeatureSource):
+            features = FeatureSource.from_npy(_save_npy(folder / "features.npy", features))
+        return _write_cache(folder, self.source(), self.name, int(y.max()) + 1, edges, y,
+                            split, features, undirected=self.undirected, progress=progress,
+                            budget=self.budget, inputs=inputs)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.source()})"
 

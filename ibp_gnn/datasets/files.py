@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ._cache import SPLITS, DatasetError, PathLike, _save_npy
-from .base import Dataset, GraphData, _labels, _split_random, _write_cache
+from .base import Dataset, GraphData, _labels, _write_cache
 from .csc import npy_edges
 from .features import FeatureSource
 
@@ -190,12 +190,7 @@ class NPZ(Dataset):
         n = x.shape[0]
         edge_index = np.asarray(edge_index, dtype=np.int64)
         y = _labels(y)
-        if split is None:
-            split = _split_random(np.flatnonzero(y >= 0), self.split_fractions, self.seed)
-        features = FeatureSource.from_npy(_save_npy(folder / "features.npy", x))
-        return _write_cache(folder, self.source(), self.name, int(y.max()) + 1, edge_index, y,
-                            split, features, undirected=self.undirected, progress=progress,
-                            budget=self.budget)
+        return self._write_labeled(folder, x, edge_index, y, split, progress)
 
 
 class LocalFolder(Dataset):
@@ -235,8 +230,6 @@ class LocalFolder(Dataset):
         if all((self.path / f"{s}_idx.npy").is_file() for s in ("train", "val", "test")):
             split = {s: np.load(self.path / f"{s}_idx.npy") for s in SPLITS}
         else:
-            split = _split_random(np.flatnonzero(y >= 0), self.split_fractions, self.seed)
-        return _write_cache(folder, self.source(), self.name, int(y.max()) + 1, edges, y,
-                            split, features, undirected=self.undirected, progress=progress,
-                            budget=self.budget,
-                            inputs=[self.path / "edge_index.npy", self.path / "labels.npy"])
+            split = None
+        return self._write_labeled(folder, features, edges, y, split, progress,
+                                   inputs=[self.path / "edge_index.npy", self.path / "labels.npy"])

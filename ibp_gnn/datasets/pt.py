@@ -10,9 +10,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from ._cache import SPLITS, DatasetError, PathLike, _save_npy
-from .base import Dataset, GraphData, _labels, _split_random, _write_cache
-from .features import FeatureSource
+from ._cache import SPLITS, DatasetError, PathLike
+from .base import Dataset, GraphData, _labels
 
 
 def _pyg_safe_globals() -> list:
@@ -108,9 +107,4 @@ class PyGFile(Dataset):
                 split[s] = np.flatnonzero(m[:, self.split_index] if m.ndim == 2 else m)
         elif all(get(f"{s}_idx") is not None for s in SPLITS):
             split = {s: _array(get(f"{s}_idx"), f"{where}: {s}_idx") for s in SPLITS}
-        if split is None:
-            split = _split_random(np.flatnonzero(y >= 0), self.split_fractions, self.seed)
-        features = FeatureSource.from_npy(_save_npy(folder / "features.npy", x))
-        return _write_cache(folder, self.source(), self.name, int(y.max()) + 1, edge_index, y,
-                            split, features, undirected=self.undirected, progress=progress,
-                            budget=self.budget)
+        return self._write_labeled(folder, x, edge_index, y, split, progress)
