@@ -374,7 +374,11 @@ class _ArrayRows:
         return np.ascontiguousarray(self.xb[start:start + count])
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(self.xb[ids.astype(np.int64)])
+        out = np.ascontiguousarray(self.xb[ids.astype(np.int64)])
+        # Each sampled row's page fault maps its cached neighbours too (fault-around,
+        # large page-cache folios): a sample spread over a cached file maps most of it.
+        _files.release_mapped(self.xb)
+        return out
 
     def release(self, start: int, count: int) -> None:
         """Done with these rows: a memory map's pages leave the resident set."""
