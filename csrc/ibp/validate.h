@@ -1,6 +1,8 @@
 // validate: proves that a compressed tensor can be decoded without reading
 // outside its arrays, so the decoders need no checks of their own. Used on
-// every load (after the checksums) and on tensors built from arrays.
+// loads (all at once, or validate_sections first and the rows later, in a
+// background pass or row by row before they are gathered) and on tensors
+// built from arrays.
 #pragma once
 
 #include <cstdint>
