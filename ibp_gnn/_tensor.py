@@ -1069,6 +1069,8 @@ class CompressedTensor(TensorLike):
             raise TypeError(f"CompressedTensor.save: path must be a str or os.PathLike, got "
                             f"{type(path).__name__}")
         path = Path(path)
+        if self._rows is not None:  # fresh CRCs only over rows known to be sound
+            self._rows.check_all(self, "CompressedTensor.save")
         with _files.atomic_write(path) as f:
             layout = _C.file_layout(self._header)
             f.seek(layout["payload"][0])

@@ -80,6 +80,26 @@ class RowCheck:
 
             raise FormatError(f"{op}: {self.where}: {msg}")
 
+    def check_all(self, ct, op: str) -> None:
+        """Every row checked (and the row counts) before `op` uses the whole
+        tensor, e.g. to save it with fresh CRCs: waits for the background pass
+        and raises its error, or (lazy) walks the rows now."""
+        if self.thread is not None:
+            self.wait()
+        if self.error is not None:
+            raise self._failure(op) from self.error
+        if self.passed:
+            return
+        status, msg, counts = _C.validate_row_range(ct._header, ct._tables, ct._bases, ct._rel,
+                                                    ct._payload, 0, len(ct), 1)
+        if status == 0:
+            status, msg = _C.validate_mode_counts(ct._header, list(counts))
+        if status != 0:
+            from ._tensor import FormatError
+
+            raise FormatError(f"{op}: {self.where}: {msg}")
+        self.passed = True
+
     def _failure(self, op: str) -> BaseException:
         msg = f"{op}: the background check of {self.where} failed: {self.error}"
         try:

@@ -770,6 +770,10 @@ def test_corrupt_row_is_reported_in_every_verify_mode(tmp_path, mixed, verify, m
     else:
         assert ct.check_verified() is True  # lazy: no pass, rows checked as gathered
         assert_bits_equal(ct.gather(good), torch.from_numpy(mixed[good.numpy()]))
+    # Saving writes fresh CRCs: it first needs every row sound.
+    with pytest.raises(ibp_gnn.FormatError, match=want):
+        ct.save(tmp_path / "copy.ibp")
+    assert not (tmp_path / "copy.ibp").exists()
 
 
 def test_corrupt_index_sections_are_refused_at_load_in_every_mode(tmp_path, mixed):
@@ -795,6 +799,8 @@ def test_background_checksum_failure_surfaces_in_the_next_gather(tmp_path, mixed
     ct = ibp_gnn.load(path, mmap=True, verify="background")
     with pytest.raises(ibp_gnn.ChecksumError, match="background check.*payload checksum"):
         ct.check_verified()
+    with pytest.raises(ibp_gnn.ChecksumError, match="save: the background check"):
+        ct.save(tmp_path / "copy.ibp")
     with pytest.raises(ibp_gnn.ChecksumError, match="CompressedTensor.gather: the background"):
         ct.gather(torch.tensor([1, 2]))
     store = IBPStore(path, verify="background")
@@ -806,6 +812,9 @@ def test_background_checksum_failure_surfaces_in_the_next_gather(tmp_path, mixed
     for verify in (False, "lazy"):
         got = ibp_gnn.load(path, mmap=True, verify=verify).gather(torch.arange(4000))
         assert_bits_equal(got, torch.from_numpy(mixed))
+    ibp_gnn.compress(mixed).save(path)
+    ibp_gnn.load(path, mmap=True, verify="lazy").save(tmp_path / "copy.ibp")
+    assert (tmp_path / "copy.ibp").read_bytes() == path.read_bytes()
 
 
 def test_row_checks_agree_with_full_validation_on_damaged_files(tmp_path, mixed):
