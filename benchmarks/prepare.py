@@ -47,6 +47,7 @@ class Phase:
     def _sample(self):
         while not self._stop.wait(0.05):
             self.anon = max(self.anon, _status("RssAnon"))
+            self.file = max(self.file, _status("RssFile"))
 
     def __enter__(self):
         try:
@@ -54,7 +55,7 @@ class Phase:
                 f.write("5")
         except OSError:
             pass
-        self.anon = _status("RssAnon")
+        self.anon, self.file = _status("RssAnon"), _status("RssFile")
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._sample, daemon=True)
         self._t.start()
@@ -67,8 +68,10 @@ class Phase:
         self._stop.set()
         self._t.join()
         self.anon = max(self.anon, _status("RssAnon"))
+        self.file = max(self.file, _status("RssFile"))
         self.rows.append({"phase": self.name, "s": self.seconds, "peak_rss": _status("VmHWM"),
-                          "peak_anon": self.anon, "written": self.written})
+                          "peak_anon": self.anon, "peak_file": self.file,
+                          "written": self.written})
         return False
 
 
@@ -207,6 +210,29 @@ def run_graph_only(scale: float, root: Path, args) -> dict:
             "sample_s": sample_s, "rows_per_batch": nodes / args.train_batches}
 
 
+def run_startup(scale: float, root: Path, args) -> dict:
+    """Training start-up alone on a run kept with --keep (same --root): the
+    cached dataset is opened (nothing is prepared again), then start-up to the
+    first batch and N batches with store.verify=args.verify."""
+    import ibp_gnn
+    from ibp_gnn.datasets import SyntheticPapers, memory_budget
+
+    budget = memory_budget(args.budget)
+    ds = SyntheticPapers(root / "cache", root=root / "raw", scale=scale,
+                         labeled_fraction=args.labeled, memory_budget=budget,
+                         compress_features=args.deflate_features)
+    g = ds.prepare(progress=False)
+    if not g._ibp_current("auto"):
+        raise SystemExit(f"--startup-only: no current .ibp under {root} (run with --keep first)")
+    ct = ibp_gnn.load(g.compressed("auto", progress=False), mmap=True, verify="lazy")
+    res = {"scale": scale, "nodes": g.num_nodes, "source_edges": ds.num_edges,
+           "csc_entries": g.num_edges, "feature_bytes": ct.raw_nbytes, "ratio": ct.ratio,
+           "budget": budget, "rows": [], "verify": args.verify, "startup_only": True}
+    del ct
+    res.update(train_phases(g, res["rows"], args, compressed=True))
+    return res
+
+
 def train_phases(g, rows, args, compressed: bool) -> dict:
     """Start-up to the first batch (store, graph store, sampler, loader), then N
     batches of sampling + feature gather + a SAGE step, as train() runs them."""
@@ -219,8 +245,10 @@ def train_phases(g, rows, args, compressed: bool) -> dict:
     from ibp_gnn.stores import IBPStore, RawStore
 
     fanouts = [15, 10, 5]
+    verify = {"true": True, "false": False}.get(args.verify, args.verify)
+    t_start = time.perf_counter()
     with Phase("train start-up -> first batch", rows) as ph:
-        store = (IBPStore(g, verify="background") if compressed else RawStore(g))
+        store = (IBPStore(g, verify=verify) if compressed else RawStore(g))
         fs, gs = g.to_remote()
         sampler = NeighborSampler((fs, gs), fanouts, seed=0)
         labeled = g.y >= 0
@@ -232,6 +260,7 @@ def train_phases(g, rows, args, compressed: bool) -> dict:
         batch = next(it)
         x = store.gather(batch.n_id)
     startup = rows[-1]["s"]
+    verified_at = None
     model = SAGE(g.num_features, g.num_classes, hidden=128, layers=len(fanouts))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     done, sample_s, gather_s, model_s = 0, 0.0, 0.0, 0.0
@@ -251,6 +280,8 @@ def train_phases(g, rows, args, compressed: bool) -> dict:
                 sample_s += t1 - t
                 gather_s += time.perf_counter() - t1
                 rows_fetched += batch.n_id.numel()
+                if compressed and verified_at is None and store.check_verified(wait=False):
+                    verified_at = time.perf_counter() - t_start
             t2 = time.perf_counter()
             if done < args.model_batches:
                 out = model(x.float(), batch.edge_index, batch.num_sampled_nodes,
@@ -263,8 +294,11 @@ def train_phases(g, rows, args, compressed: bool) -> dict:
             done += 1
     if compressed:
         store.check_verified()
+        if verified_at is None:
+            verified_at = time.perf_counter() - t_start
     k = max(1, done - 1)
-    return {"startup_s": startup, "sample_s": sample_s / k, "gather_s": gather_s / k,
+    return {"startup_s": startup, "verified_s": verified_at,
+            "sample_s": sample_s / k, "gather_s": gather_s / k,
             "rows_per_batch": rows_fetched / k,
             "model_s": model_s / max(1, min(done, args.model_batches))}
 
@@ -278,14 +312,16 @@ def table(res: dict) -> str:
              f"edges -> {res['csc_entries']:,} CSC entries, features "
              f"{fmt_bytes(res['feature_bytes'])}, budget {fmt_bytes(res['budget'])}"
              + (f", IBP ratio {res['ratio']:.3f}" if res["ratio"] else ""), "",
-             "| phase | time s | peak RSS | peak anon | written |", "|---|---:|---:|---:|---:|"]
+             "| phase | time s | peak RSS | peak anon | peak file | written |",
+             "|---|---:|---:|---:|---:|---:|"]
     for r in res["rows"]:
         extra = ""
         if "count_s" in r:
             extra = (f" (count {r['count_s']:.1f}, partition {r['partition_s']:.1f}, "
                      f"sort {r['sort_s']:.1f})")
+        pf = fmt_bytes(r["peak_file"]) if "peak_file" in r else "-"
         lines.append(f"| {r['phase']}{extra} | {r['s']:.1f} | {fmt_bytes(r['peak_rss'])} | "
-                     f"{fmt_bytes(r['peak_anon'])} | {fmt_bytes(r['written'])} |")
+                     f"{fmt_bytes(r['peak_anon'])} | {pf} | {fmt_bytes(r['written'])} |")
     return "\n".join(lines)
 
 
@@ -375,6 +411,11 @@ def main(argv=None) -> int:
                    help="of those, how many also run a SAGE step (CPU-bound, slow here)")
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--verify", default="background",
+                   choices=["background", "true", "false", "lazy", "full"],
+                   help="store.verify for the training phases")
+    p.add_argument("--startup-only", action="store_true",
+                   help="only training start-up and batches, on a run kept with --keep")
     p.add_argument("--keep", action="store_true", help="keep the scratch data")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--quiet", action="store_true")
@@ -392,13 +433,19 @@ def main(argv=None) -> int:
     for s in a.scale:
         root = a.root / f"scale{s:g}"
         try:
-            res = run_graph_only(s, root, a) if a.graph_only else run_scale(s, root, a)
+            res = (run_graph_only(s, root, a) if a.graph_only else
+                   run_startup(s, root, a) if a.startup_only else run_scale(s, root, a))
         finally:
-            if not a.keep:
+            if not a.keep and not a.startup_only:
                 shutil.rmtree(root, ignore_errors=True)
         results.append(res)
         print(table(res))
-        print(project(res))
+        if a.startup_only:
+            print(f"- store.verify={a.verify}: start-up to the first batch {res['startup_s']:.1f} s, "
+                  f"background check done {res['verified_s']:.1f} s after the start; per batch "
+                  f"sampling {res['sample_s']:.3f} s, feature gather {res['gather_s']:.3f} s")
+        else:
+            print(project(res))
         print()
     if a.json:
         a.json.write_text(json.dumps(results, indent=1))

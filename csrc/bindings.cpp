@@ -121,6 +121,35 @@ CompressedView cpu_view(const FileHeader& h, const Array<uint32_t>& table,
   return CompressedView{geo, table.data(), bases.data(), rel.data(), payload.data()};
 }
 
+// The header and the tables' and offsets' shapes, before a validate_* call.
+Status check_validate_args(const FileHeader& h, const Array<uint32_t>& tables,
+                           const py::array& rel, std::string* msg) {
+  const Status s = validate_header(h, msg);
+  if (s != Status::kOk) return s;
+  if (static_cast<uint64_t>(tables.size()) != (2ull + h.code_rows) * h.num_groups * h.row_words) {
+    *msg = "mask table has the wrong size";
+    return Status::kBadHeader;
+  }
+  if (rel.itemsize() != h.rel_bytes || !(rel.flags() & py::array::c_style)) {
+    *msg = "row offsets have the wrong width";
+    return Status::kBadIndex;
+  }
+  return Status::kOk;
+}
+
+// The sizes the row checks rely on (validate_sections checks them and more).
+Status check_row_args(const FileHeader& h, const Array<uint32_t>&, const Array<uint64_t>& bases,
+                      const py::array& rel, const Array<uint32_t>& payload, std::string* msg) {
+  const uint64_t blocks = (h.rows + h.block_rows - 1) / h.block_rows;
+  if (static_cast<uint64_t>(bases.size()) != blocks + 1 ||
+      static_cast<uint64_t>(rel.size()) != h.rows ||
+      static_cast<uint64_t>(payload.size()) != payload_words(h.payload_bits)) {
+    *msg = "index or payload has the wrong size";
+    return Status::kBadIndex;
+  }
+  return Status::kOk;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -352,6 +381,87 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("header"), py::arg("tables"), py::arg("bases"), py::arg("rel"), py::arg("payload"),
       py::arg("threads") = 1);
+
+  // The checks of validate.h one by one, for loads that check rows later
+  // (ibp_gnn.load's verify=). Each first checks the header and the arrays'
+  // sizes against it; validate_row_range and validate_rows need arrays that
+  // passed validate_sections.
+  m.def(
+      "validate_sections",
+      [](const py::bytes& header, const Array<uint32_t>& tables, const Array<uint64_t>& bases,
+         const py::array& rel, const Array<uint32_t>& payload) {
+        const FileHeader h = header_from_bytes(header);
+        std::string msg;
+        Status s = check_validate_args(h, tables, rel, &msg);
+        if (s == Status::kOk) {
+          py::gil_scoped_release nogil;
+          s = validate_sections(h, tables.data(), bases.data(), bases.size(), rel.size(),
+                                payload.size(), &msg);
+        }
+        return py::make_tuple(static_cast<int>(s), msg);
+      },
+      py::arg("header"), py::arg("tables"), py::arg("bases"), py::arg("rel"), py::arg("payload"));
+  m.def(
+      "validate_row_range",
+      [](const py::bytes& header, const Array<uint32_t>& tables, const Array<uint64_t>& bases,
+         const py::array& rel, const Array<uint32_t>& payload, uint64_t begin, uint64_t end,
+         int threads) {
+        const FileHeader h = header_from_bytes(header);
+        std::string msg;
+        uint64_t counts[4] = {0, 0, 0, 0};
+        Status s = check_validate_args(h, tables, rel, &msg);
+        if (s == Status::kOk) s = check_row_args(h, tables, bases, rel, payload, &msg);
+        if (s == Status::kOk) {
+          py::gil_scoped_release nogil;
+          s = validate_row_range(h, tables.data(), bases.data(), rel.data(), payload.data(),
+                                 begin, end, threads, counts, &msg);
+        }
+        return py::make_tuple(static_cast<int>(s), msg,
+                              py::make_tuple(counts[0], counts[1], counts[2], counts[3]));
+      },
+      py::arg("header"), py::arg("tables"), py::arg("bases"), py::arg("rel"), py::arg("payload"),
+      py::arg("begin"), py::arg("end"), py::arg("threads") = 1);
+  m.def(
+      "validate_mode_counts",
+      [](const py::bytes& header, const std::vector<uint64_t>& counts) {
+        require(counts.size() == 4, "ibp validate_mode_counts: counts must hold 4 numbers");
+        std::string msg;
+        const Status s = validate_mode_counts(header_from_bytes(header), counts.data(), &msg);
+        return py::make_tuple(static_cast<int>(s), msg);
+      },
+      py::arg("header"), py::arg("counts"));
+  m.def(
+      "validate_rows",
+      [](const py::bytes& header, const Array<uint32_t>& tables, const Array<uint64_t>& bases,
+         const py::array& rel, const Array<uint32_t>& payload, const py::array& ids,
+         py::object checked, int threads) {
+        const FileHeader h = header_from_bytes(header);
+        std::string msg;
+        Status s = check_validate_args(h, tables, rel, &msg);
+        if (s == Status::kOk) s = check_row_args(h, tables, bases, rel, payload, &msg);
+        require((ids.itemsize() == 8 || ids.itemsize() == 4) && (ids.flags() & py::array::c_style),
+                "ibp validate_rows: ids must be a contiguous int32 or int64 array");
+        uint64_t* bits = nullptr;
+        if (!checked.is_none()) {
+          auto b = checked.cast<py::array_t<uint64_t>>();
+          require((b.flags() & py::array::c_style) && b.writeable() &&
+                      static_cast<uint64_t>(b.size()) == (h.rows + 63) / 64,
+                  "ibp validate_rows: checked must be a writeable uint64 array of "
+                  "ceil(rows / 64) words");
+          bits = b.mutable_data();
+        }
+        if (s == Status::kOk) {
+          const void* ip = ids.data();
+          const bool ids64 = ids.itemsize() == 8;
+          const auto n = static_cast<uint64_t>(ids.size());
+          py::gil_scoped_release nogil;
+          s = validate_rows(h, tables.data(), bases.data(), rel.data(), payload.data(), ip, ids64,
+                            n, bits, threads, &msg);
+        }
+        return py::make_tuple(static_cast<int>(s), msg);
+      },
+      py::arg("header"), py::arg("tables"), py::arg("bases"), py::arg("rel"), py::arg("payload"),
+      py::arg("ids"), py::arg("checked"), py::arg("threads") = 1);
 
   m.def(
       "gather",

@@ -17,7 +17,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from . import _C, _cuda, _files
+from . import _C, _cuda, _files, _verify
 from ._dtypes import code_of, itemsize, torch_dtype
 from ._tensorlike import CompressedView, TensorLike
 
@@ -374,7 +374,11 @@ class _ArrayRows:
         return np.ascontiguousarray(self.xb[start:start + count])
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(self.xb[ids.astype(np.int64)])
+        out = np.ascontiguousarray(self.xb[ids.astype(np.int64)])
+        # Each sampled row's page fault maps its cached neighbours too (fault-around,
+        # large page-cache folios): a sample spread over a cached file maps most of it.
+        _files.release_mapped(self.xb)
+        return out
 
     def release(self, start: int, count: int) -> None:
         """Done with these rows: a memory map's pages leave the resident set."""
@@ -501,8 +505,8 @@ def _check(status: int, msg: str, where: str) -> None:
         raise FormatError(f"{where}: {msg}")
 
 
-def load(path: Union[str, os.PathLike], *, mmap: bool = False, verify: bool = True,
-         threads: Optional[int] = None) -> "CompressedTensor":
+def load(path: Union[str, os.PathLike], *, mmap: bool = False,
+         verify: Union[bool, str] = True, threads: Optional[int] = None) -> "CompressedTensor":
     """Load a compressed tensor saved with `CompressedTensor.save` or `compress_file`.
 
     mmap=True maps the file instead of reading it into memory: the processes
@@ -516,14 +520,23 @@ def load(path: Union[str, os.PathLike], *, mmap: bool = False, verify: bool = Tr
     time and raises FileChangedError instead, and `check_file()` also reports
     a path that now names another file.
 
-    verify=True checks the CRC-32 of every section; the structure (offsets,
-    row lengths) is always checked, so a damaged file raises FormatError rather
-    than crash.
+    verify chooses when the checks that read the whole file run (the header,
+    section sizes, block bases and tables are always checked first; details in
+    ``ibp_gnn._verify``): True or "full" checks the CRC-32 of every section and
+    every row's structure before returning; False the structure only;
+    "background" returns at once and runs both in a thread over the same
+    mapping, each gather checking the rows it reads until that pass has
+    succeeded (a failure is raised by the next gather and by
+    `check_verified`); "lazy" checks each row when a gather first reads it and
+    no CRCs. In every mode a damaged file raises FormatError (ChecksumError)
+    naming the file and the section or row, rather than crash or return wrong
+    rows.
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"load: path must be a str or os.PathLike, got {type(path).__name__}")
     path = Path(path)
     threads = _threads(threads, "load")
+    verify = _verify.verify_mode(verify, "load")
     f, st = _files.open_regular_file(path, "load", "")
     try:
         return _load_open(f, st, path, mmap, verify, threads)
@@ -531,7 +544,7 @@ def load(path: Union[str, os.PathLike], *, mmap: bool = False, verify: bool = Tr
         f.close()
 
 
-def _load_open(f, st: os.stat_result, path: Path, mmap: bool, verify: bool,
+def _load_open(f, st: os.stat_result, path: Path, mmap: bool, verify: str,
                threads: int) -> "CompressedTensor":
     """load() from an open file; every section is read from (or mapped through) f."""
     size = st.st_size
@@ -579,7 +592,7 @@ def _load_open(f, st: os.stat_result, path: Path, mmap: bool, verify: bool,
     bases = section("bases", np.uint64)
     rel = section("rel", rel_dtype)
     payload = section("payload", np.uint32)
-    if verify:
+    if verify == "full":
         for name, got, want in (
             ("mask table", _crc(tables), fields["crc_tables"]),
             ("index", _crc(rel, _crc(bases)), fields["crc_index"]),
@@ -588,14 +601,23 @@ def _load_open(f, st: os.stat_result, path: Path, mmap: bool, verify: bool,
             if got != want:
                 raise ChecksumError(f"{where}: {name} checksum mismatch (the file is corrupt)")
     plain = _C.pack_header(dict(fields, crc_tables=0, crc_index=0, crc_payload=0, crc_header=0))
+    rows_now = verify in ("full", "structure")
+    if not rows_now:
+        status, msg = _C.validate_sections(plain, tables, bases, rel, payload)
+        _check(status, msg, where)
     try:
-        ct = CompressedTensor(plain, tables, bases, rel, payload, threads=threads)
+        ct = CompressedTensor(plain, tables, bases, rel, payload, threads=threads,
+                              validate=rows_now)
     except FormatError as e:
         raise FormatError(f"{where}: {e}") from None
+    if not rows_now:
+        ct._rows = _verify.RowCheck(fields["rows"], repr(str(path)))
+        if verify == "background":
+            ct._rows.start((plain, tables, bases, rel, payload), fields, crcs=True)
     if mmap:
-        ct._source = _MappedFile(path, f, _files.FileIdentity.of(st), verify)
-        # Checking read every row; gathers map back only the rows they touch.
-        _files.release_mapped(payload, shared_mmap=True)
+        ct._source = _MappedFile(path, f, _files.FileIdentity.of(st), verify == "full")
+        if rows_now:  # checking read every row; gathers map back only the rows they touch
+            _files.release_mapped(payload, shared_mmap=True)
     return ct
 
 
@@ -643,7 +665,7 @@ def _unpickle_mapped(path: str, identity: tuple) -> "CompressedTensor":
         if _files.FileIdentity.of(st) != _files.FileIdentity(*identity):
             raise FileChangedError(f"{op}: {path!r} changed since the tensor was pickled (it maps "
                                    "a file by path); load it again")
-        return _load_open(f, st, Path(path), True, False, _threads(None))
+        return _load_open(f, st, Path(path), True, "lazy", _threads(None))
     finally:
         f.close()
 
@@ -736,6 +758,7 @@ class CompressedTensor(TensorLike):
         self._registered: Optional[tuple] = None  # (host, device) address of the payload
         self._device_cache: dict = {}
         self._source: Optional[_MappedFile] = None  # the file, when mapped
+        self._rows: Optional[_verify.RowCheck] = None  # rows checked later (load's verify=)
 
     # ---- description -------------------------------------------------------
     @property
@@ -896,6 +919,8 @@ class CompressedTensor(TensorLike):
                 target = torch.device("cuda", torch.cuda.current_device())
         if idx.device.type == "cpu" or check:
             self._check_range(idx, op)
+        if self._rows is not None:  # rows not checked by the load (verify="background"/"lazy")
+            self._rows.check(self, idx.cpu().numpy(), op, nthreads)
         n = idx.numel()
         out = self._check_out(out, n, target, op)
         if target.type == "cpu":
@@ -1044,6 +1069,8 @@ class CompressedTensor(TensorLike):
             raise TypeError(f"CompressedTensor.save: path must be a str or os.PathLike, got "
                             f"{type(path).__name__}")
         path = Path(path)
+        if self._rows is not None:  # fresh CRCs only over rows known to be sound
+            self._rows.check_all(self, "CompressedTensor.save")
         with _files.atomic_write(path) as f:
             layout = _C.file_layout(self._header)
             f.seek(layout["payload"][0])
@@ -1066,6 +1093,26 @@ class CompressedTensor(TensorLike):
         return (_unpickle_arrays, (self._header, np.asarray(self._tables),
                                    np.asarray(self._bases), np.asarray(self._rel),
                                    np.asarray(self._payload)))
+
+    def _check_rows(self, ids: np.ndarray, op: str, threads: int = 1) -> None:
+        """Rows `ids` pass their structure check before they are read (a tensor
+        loaded with verify="background" or "lazy"); no-op otherwise."""
+        if self._rows is not None:
+            self._rows.check(self, ids, op, threads)
+
+    def check_verified(self, wait: bool = True) -> bool:
+        """For a tensor loaded with verify="background": whether the background
+        check (every row's structure, the row counts, the CRCs) has passed;
+        raises its error if it failed. wait=True blocks until it has ended.
+        True for other tensors (checked at load, or row by row with "lazy")."""
+        rows = self._rows
+        if rows is None or rows.thread is None:
+            return True
+        if not rows.wait(None if wait else 0):
+            return False
+        if rows.error is not None:
+            raise rows._failure("CompressedTensor.check_verified") from rows.error
+        return True
 
     def check_file(self) -> None:
         """For a tensor loaded with mmap=True: raises FileChangedError when its

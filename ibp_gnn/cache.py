@@ -62,6 +62,7 @@ def _index_sizes(ct: CompressedTensor, n: int):
 def _subset_into(ct: CompressedTensor, rows: np.ndarray, threads: int, alloc=None):
     """(header, bases, rel, payload) of the subset; `alloc(name, nbytes)`
     returns the uint8 buffer an array is written into (default: new arrays)."""
+    ct._check_rows(rows, "ibp_gnn.cache.subset", threads)  # rows a lazy load has not checked
     view = _view(ct)
     bits = _C.subset_payload_bits(*view, rows, threads)
     nb, rel_bytes = _index_sizes(ct, len(rows))
@@ -412,6 +413,8 @@ class CachedFeature:
                 out: torch.Tensor) -> None:
         """out[pos[i]] = row ids[i] of ct; `dev` holds ct's device arrays (None:
         its payload is read from pinned host memory)."""
+        if ct._rows is not None:  # rows a lazy load (verify="background"/"lazy") has not checked
+            ct._check_rows(ids.cpu().numpy(), "CachedFeature.gather")
         if self._kernel is not None:
             self._host_launch(ct._header, (ct._decode_table, ct._bases, ct._rel, ct._payload),
                               ids, pos, out)
@@ -470,6 +473,7 @@ class CachedFeature:
             self._stage[1].synchronize()  # the previous copy has left the buffer
         # Sections at 64-byte offsets: bases, rel, payload.
         nb, rel_bytes = _index_sizes(self.ct, len(rows))
+        self.ct._check_rows(rows, "CachedFeature.gather")
         bits = _C.subset_payload_bits(*_view(self.ct), rows, self.threads)
         offs = np.cumsum([0, -(-8 * nb // 64) * 64, -(-rel_bytes // 64) * 64])
         total = int(offs[2] + 4 * _C.payload_words(bits))

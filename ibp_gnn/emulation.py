@@ -172,6 +172,7 @@ class Emulator:
         import torch
 
         ids = np.ascontiguousarray(np.asarray(ids))
+        ct._check_rows(ids, "emulation gather")
         n = len(ids)
         if out is None:
             out = torch.empty((n, ct.shape[1]), dtype=ct.dtype)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import os
-import threading
 from pathlib import Path
 from typing import Optional, Union
 
@@ -188,12 +187,14 @@ class IBPStore(FeatureStoreBase):
     transfer: a compressed cache of hot rows and how misses travel
     (``ibp_gnn.cache.cached_feature``).
 
-    verify: how the file's CRC-32s are checked (they read every byte, about a
-    second per GB): True checks them before the store is returned; "background"
-    returns at once and checks them in a thread while training starts
-    (:meth:`check_verified` waits for it and raises ``ChecksumError`` if one
-    fails; ``train()`` calls it at the end of the first epoch); False skips
-    them (the structure is always checked).
+    verify: when the checks that read the whole file run (``ibp_gnn.load``'s
+    verify=; the CRC-32s and the per-row structure read every byte, ~1 s/GB):
+    True ("full") before the store is returned; "background" returns at once
+    and runs them in a thread over the store's own mapping while training
+    starts, gathers checking the rows they read until it has passed (a failure
+    is raised by the next gather, and by :meth:`check_verified`, which
+    ``train()`` calls at the end of the first epoch); False checks the
+    structure only, at once; "lazy" each row when first gathered, no CRCs.
     """
 
     kind = "ibp"
@@ -210,20 +211,15 @@ class IBPStore(FeatureStoreBase):
         graph = x if isinstance(x, GraphData) else None
         if mode not in CODEC_MODES:
             raise ValueError(f"store.mode must be one of {list(CODEC_MODES)}, got {mode!r}")
-        if verify not in (True, False, "background"):
-            raise ValueError(f"store.verify must be true, false or 'background', got {verify!r}")
+        if verify not in (True, False, "full", "background", "lazy"):
+            raise ValueError("store.verify must be true ('full'), false, 'background' or "
+                             f"'lazy', got {verify!r}")
         self.path: Optional[Path] = None
-        self._verifier: Optional[threading.Thread] = None
-        self._verify_error: Optional[BaseException] = None
         if isinstance(x, GraphData):
             x = x.compressed(mode, progress=progress)
         if isinstance(x, (str, os.PathLike)):
             self.path = Path(x)
-            ct = ibp_gnn.load(self.path, mmap=mmap, verify=verify is True)
-            if verify == "background":
-                self._verifier = threading.Thread(target=self._verify, daemon=True,
-                                                  name="ibp-verify")
-                self._verifier.start()
+            ct = ibp_gnn.load(self.path, mmap=mmap, verify=verify)
         elif isinstance(x, ibp_gnn.CompressedTensor):
             ct = x
         elif isinstance(x, (np.ndarray, torch.Tensor)):
@@ -244,28 +240,11 @@ class IBPStore(FeatureStoreBase):
                 cache_batch_size=cache_batch_size, cache_batches=cache_batches,
                 transfer=transfer, device=self.device, threads=threads)
 
-    def _verify(self) -> None:
-        import ibp_gnn
-
-        try:
-            ibp_gnn.load(self.path, mmap=True, verify=True)
-        except BaseException as e:  # reported by check_verified
-            self._verify_error = e
-
     def check_verified(self, wait: bool = True) -> bool:
-        """Whether the background CRC check (verify="background") has passed;
-        raises its error if it failed. wait=True blocks until it is done."""
-        if self._verifier is None:
-            return True
-        if wait:
-            self._verifier.join()
-        if self._verifier.is_alive():
-            return False
-        if self._verify_error is not None:
-            raise type(self._verify_error)(
-                f"IBPStore: the background check of {self.path} failed: "
-                f"{self._verify_error}") from self._verify_error
-        return True
+        """Whether the background check (verify="background": CRCs and every
+        row's structure) has passed; raises its error if it failed. wait=True
+        blocks until it is done."""
+        return self.ct.check_verified(wait)
 
     @property
     def shape(self) -> torch.Size:

@@ -21,6 +21,7 @@ import torch
 import ibp_gnn
 from ibp_gnn import _C, _files
 from ibp_gnn._tensor import MAX_ROW_WORDS, MAX_THREADS
+from ibp_gnn.stores import IBPStore
 
 from conftest import assert_bits_equal, special_matrix
 
@@ -666,3 +667,254 @@ def test_verifying_a_mapped_file_does_not_keep_it_resident(tmp_path):
     y = ibp_gnn.load(tmp_path / "x.ibp", mmap=True, verify=True)  # CRCs read ~29 MiB
     assert _rss_file_pages() - before < 8 << 20
     assert np.array_equal(y.decompress().numpy().view(np.uint32), x.view(np.uint32))
+
+
+# ---- 6. load's verify= modes: the checks that read the whole file -----------------------------
+def mixed_rows(n: int = 4000, seed: int = 0) -> np.ndarray:
+    """Rows of every encoding: sparse, coded (dense embeddings), raw (random
+    bits) and kIbp (few varying mantissa bits), shuffled."""
+    rng = np.random.default_rng(seed)
+    q = n // 8
+    sparse = special_matrix(torch.float32, 3 * q, 64).numpy()
+    dense = (rng.standard_normal((3 * q, 64)) * 0.1).astype(np.float32)
+    raw = rng.integers(0, 2**32, (q // 2, 64), dtype=np.uint64).astype(np.uint32).view(np.float32)
+    ibp = (rng.integers(0, 2**12, (n - 6 * q - q // 2, 64)).astype(np.uint32)
+           | 0x3F800000).view(np.float32)
+    return np.concatenate([sparse, dense, raw, ibp])[rng.permutation(n)]
+
+
+def restamp(data: bytearray) -> bytes:
+    """The file with every CRC recomputed: damage reaches the structure checks."""
+    import zlib
+
+    fields = _C.unpack_header(bytes(data[:128]))
+    lay = _C.file_layout(bytes(data[:128]))
+
+    def sec(name):
+        off, n = lay[name]
+        return bytes(data[off:off + n])
+
+    fields.update(crc_tables=zlib.crc32(sec("tables")), crc_payload=zlib.crc32(sec("payload")),
+                  crc_index=zlib.crc32(sec("rel"), zlib.crc32(sec("bases"))), crc_header=0)
+    fields["crc_header"] = zlib.crc32(_C.pack_header(fields))
+    data[:128] = _C.pack_header(fields)
+    return bytes(data)
+
+
+def flip_mode_bit(path: Path, row: int) -> None:
+    """Flips the high mode bit of `row` (CRCs restamped): its bits now parse as
+    another encoding, whose length disagrees with the index."""
+    ct = ibp_gnn.load(path)
+    start = int(ct._row_spans(np.array([row]))[0][0]) + 1
+    data = bytearray(path.read_bytes())
+    data[_C.file_layout(bytes(data[:128]))["payload"][0] + start // 8] ^= 1 << (start % 8)
+    path.write_bytes(restamp(data))
+
+
+def file_maps(path: Path):
+    """(mappings of `path` in this process, their resident bytes)."""
+    n, rss, cur = 0, 0, False
+    name = str(path.resolve())
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()
+            if head and "-" in head[0] and len(head) >= 5 and ":" in head[3]:
+                cur = line.rstrip("\n").endswith(" " + name)
+                n += cur
+            elif cur and line.startswith("Rss:"):
+                rss += int(head[1]) * 1024
+    return n, rss
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    return mixed_rows()
+
+
+def test_verify_modes_are_checked_at_the_entry(tmp_path, mixed):
+    ibp_gnn.compress(mixed).save(tmp_path / "x.ibp")
+    for bad in ("yes", "none", 1, None):
+        with pytest.raises(ValueError, match="load: verify must be"):
+            ibp_gnn.load(tmp_path / "x.ibp", verify=bad)
+
+
+@pytest.mark.parametrize("verify", [True, False, "background", "lazy"])
+def test_corrupt_row_is_reported_in_every_verify_mode(tmp_path, mixed, verify, monkeypatch):
+    path = tmp_path / "x.ibp"
+    ibp_gnn.compress(mixed).save(path)
+    bad = 2345
+    flip_mode_bit(path, bad)
+    want = f"x.ibp.*row {bad} is corrupt"
+    if verify in (True, False):
+        with pytest.raises(ibp_gnn.FormatError, match=want):
+            ibp_gnn.load(path, mmap=True, verify=verify)
+        return
+    go = threading.Event()
+    walk = _C.validate_row_range
+    monkeypatch.setattr(_C, "validate_row_range", lambda *a: go.wait(30) and walk(*a))
+    ct = ibp_gnn.load(path, mmap=True, verify=verify)  # returns before reading any row
+    # While the background pass is held, gathers check the rows they read.
+    good = torch.tensor([0, 1, bad - 1, bad + 1, 3999])
+    assert_bits_equal(ct.gather(good), torch.from_numpy(mixed[good.numpy()]))
+    out = torch.full((3, 64), 7.0)
+    with pytest.raises(ibp_gnn.FormatError, match=want):
+        ct.gather(torch.tensor([5, bad, 6]), out=out)
+    assert bool((out == 7.0).all())  # nothing written: the check runs before the decode
+    go.set()
+    if verify == "background":
+        with pytest.raises(ibp_gnn.FormatError, match=f"background check.*{want}"):
+            ct.check_verified()
+        # Once the pass has failed, every gather reports it, whatever rows it asks for.
+        with pytest.raises(ibp_gnn.FormatError, match=f"background check.*{want}"):
+            ct.gather(torch.tensor([0]))
+    else:
+        assert ct.check_verified() is True  # lazy: no pass, rows checked as gathered
+        assert_bits_equal(ct.gather(good), torch.from_numpy(mixed[good.numpy()]))
+    # Saving writes fresh CRCs: it first needs every row sound.
+    with pytest.raises(ibp_gnn.FormatError, match=want):
+        ct.save(tmp_path / "copy.ibp")
+    assert not (tmp_path / "copy.ibp").exists()
+
+
+def test_corrupt_index_sections_are_refused_at_load_in_every_mode(tmp_path, mixed):
+    path = tmp_path / "x.ibp"
+    ibp_gnn.compress(mixed).save(path)
+    data = bytearray(path.read_bytes())
+    off, n = _C.file_layout(bytes(data[:128]))["bases"]
+    data[off + 8 * 5 + 6] ^= 0x40  # block base 5 jumps past the payload
+    path.write_bytes(restamp(data))
+    for verify in (True, False, "background", "lazy"):
+        with pytest.raises(ibp_gnn.FormatError, match="x.ibp.*(index|block bases)"):
+            ibp_gnn.load(path, mmap=True, verify=verify)
+
+
+def test_background_checksum_failure_surfaces_in_the_next_gather(tmp_path, mixed):
+    path = tmp_path / "x.ibp"
+    ibp_gnn.compress(mixed).save(path)
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x10  # payload padding: every row still parses, only the CRC can tell
+    path.write_bytes(bytes(data))
+    with pytest.raises(ibp_gnn.ChecksumError, match="x.ibp.*payload checksum"):
+        ibp_gnn.load(path, mmap=True)
+    ct = ibp_gnn.load(path, mmap=True, verify="background")
+    with pytest.raises(ibp_gnn.ChecksumError, match="background check.*payload checksum"):
+        ct.check_verified()
+    with pytest.raises(ibp_gnn.ChecksumError, match="save: the background check"):
+        ct.save(tmp_path / "copy.ibp")
+    with pytest.raises(ibp_gnn.ChecksumError, match="CompressedTensor.gather: the background"):
+        ct.gather(torch.tensor([1, 2]))
+    store = IBPStore(path, verify="background")
+    with pytest.raises(ibp_gnn.ChecksumError, match="background check.*x.ibp"):
+        store.check_verified()
+    with pytest.raises(ibp_gnn.ChecksumError, match="background check"):
+        store.gather(torch.tensor([3]))
+    # No CRCs in "lazy" and False: the rows are sound, so they decode.
+    for verify in (False, "lazy"):
+        got = ibp_gnn.load(path, mmap=True, verify=verify).gather(torch.arange(4000))
+        assert_bits_equal(got, torch.from_numpy(mixed))
+    ibp_gnn.compress(mixed).save(path)
+    ibp_gnn.load(path, mmap=True, verify="lazy").save(tmp_path / "copy.ibp")
+    assert (tmp_path / "copy.ibp").read_bytes() == path.read_bytes()
+
+
+def test_row_checks_agree_with_full_validation_on_damaged_files(tmp_path, mixed):
+    """Random damage to the offsets and row bits (CRCs restamped), in a child
+    process: the full check, the background pass and gathers of a lazy load
+    reach the same verdict on the same row, every accepted file decodes as
+    the full check's load does, and nothing ends the process."""
+    path = tmp_path / "x.ibp"
+    ibp_gnn.compress(mixed).save(path)
+    p = run_child(f"""
+        import re
+        import numpy as np, torch, ibp_gnn
+        from test_reliability import restamp
+        from ibp_gnn import _C
+        src = open({str(path)!r}, "rb").read()
+        lay = _C.file_layout(src[:128])
+        rng = np.random.default_rng(0)
+        verdicts = {{}}
+        for case in range(40):
+            data = bytearray(src)
+            for _ in range(int(rng.integers(1, 4))):
+                sec = ("rel", "payload")[int(rng.integers(0, 2))]
+                off, n = lay[sec]
+                data[off + int(rng.integers(0, n))] ^= 1 << int(rng.integers(0, 8))
+            bad = {str(tmp_path)!r} + "/bad.ibp"
+            open(bad, "wb").write(restamp(data))
+            try:
+                full = ibp_gnn.load(bad, verify=False).gather(torch.arange(4000))
+                verdict = "ok"
+            except ibp_gnn.FormatError as e:
+                m = re.search(r"row \\d+ is corrupt|the header counts .*", str(e))
+                verdict = m.group(0)
+            lazy = ibp_gnn.load(bad, mmap=True, verify="lazy")
+            try:
+                got = lazy.gather(torch.arange(4000))
+                assert verdict == "ok" or verdict.startswith("the header counts"), verdict
+                if verdict == "ok":
+                    assert torch.equal(got.view(torch.int32), full.view(torch.int32))
+            except ibp_gnn.FormatError as e:
+                assert verdict in str(e), (verdict, str(e))
+            bg = ibp_gnn.load(bad, mmap=True, verify="background")
+            try:
+                bg.check_verified()
+                assert verdict == "ok", verdict
+            except ibp_gnn.FormatError as e:
+                assert verdict in str(e), (verdict, str(e))
+            key = verdict.split(" is")[0].split(" rows")[0][:12]
+            verdicts[key] = verdicts.get(key, 0) + 1
+        print(verdicts)
+        assert sum(verdicts.values()) == 40 and verdicts.get("ok", 0) < 40
+        assert any(k.startswith("row") for k in verdicts)
+    """, timeout=300)
+    assert_clean_exit(p)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+def test_background_check_reads_the_tensors_own_mapping(tmp_path, monkeypatch):
+    """One mapping of the file while the background pass runs, and the pass
+    leaves no pages of it resident (RSS counts each mapping's pages)."""
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((1 << 14, 128)) * 0.1).astype(np.float32)  # ~7 MiB compressed
+    path = tmp_path / "x.ibp"
+    ibp_gnn.compress(x).save(path)
+    go, seen = threading.Event(), []
+    walk = _C.validate_row_range
+
+    def held(*a, **k):
+        seen.append(file_maps(path)[0])
+        go.wait(30)
+        return walk(*a, **k)
+
+    monkeypatch.setattr(_C, "validate_row_range", held)
+    store = IBPStore(path, verify="background")
+    assert not store.check_verified(wait=False)  # the pass is held
+    assert file_maps(path)[0] == 1
+    go.set()
+    assert store.check_verified() is True and seen and set(seen) == {1}
+    assert file_maps(path)[1] < 1 << 20  # read whole, then released
+    ids = torch.arange(0, 1 << 14, 7)
+    assert_bits_equal(store.gather(ids), torch.from_numpy(x)[ids])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+def test_compress_file_sample_leaves_no_source_pages_mapped(tmp_path, monkeypatch):
+    """The table sample reads rows spread over the whole source; the pages those
+    reads map (a page-cached file maps neighbours too) are released before the
+    chunked pass, so the source's resident pages stay at about a chunk."""
+    from ibp_gnn import _tensor
+
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal((1 << 15, 128)) * 0.1).astype(np.float32)  # 16 MiB
+    np.save(tmp_path / "x.npy", x)
+    m = np.load(tmp_path / "x.npy", mmap_mode="r")
+    resident = []
+    release = _tensor._ArrayRows.release
+
+    def watched(self, a, count):
+        resident.append(file_maps(tmp_path / "x.npy")[1])
+        return release(self, a, count)
+
+    monkeypatch.setattr(_tensor._ArrayRows, "release", watched)
+    ibp_gnn.compress_file(m, tmp_path / "x.ibp", chunk_bytes=1 << 20, progress=False)
+    assert len(resident) >= 16 and max(resident) < 5 << 20, resident[:4]
