@@ -7,6 +7,7 @@
 #include "bits.h"
 #include "coded.h"
 #include "parallel.h"
+#include "sparse_code.h"
 
 namespace ibp {
 namespace {
@@ -21,9 +22,17 @@ std::string str(uint64_t v) { return std::to_string(v); }
 // A kSparse row whose bits after the group id start at `pos` and end at `end`:
 // counts in range, length as its fields say, positions increasing and inside
 // the row, dictionary indices inside the dictionary.
-bool sparse_row_ok(const uint32_t* p, uint64_t pos, uint64_t end, uint32_t W) {
+// From version 4 a row with d > c has the coded form (sparse_code.h): its
+// walk must end exactly at `end`.
+bool sparse_row_ok(const uint32_t* p, uint64_t pos, uint64_t end, uint32_t W, uint32_t version) {
   const uint32_t cb = count_bits(W);
   if (end < pos || end - pos < 2ull * cb + 1) return false;
+  if (version >= 4 && is_sparse_code(p, pos, W)) {
+    if (end - pos < sparse_code_head_bits(W, 0)) return false;
+    uint64_t stop;
+    return walk_sparse_code(p, pos, end, W, [](uint32_t, uint32_t, uint32_t) {}, &stop) &&
+           stop == end;
+  }
   const SparseRow s(p, pos, W);
   if (s.count > W || s.dict > s.count || s.end != end) return false;
   for (uint32_t i = 0; s.dict && i < s.count; ++i) {
@@ -244,7 +253,7 @@ Status validate_arrays(const FileHeader& h, const uint32_t* tables, const uint64
                    g < h.num_groups) {
           ++sparses;
           len = end - start;
-          ok = sparse_row_ok(payload, start + kModeBits + h.group_bits, end, W);
+          ok = sparse_row_ok(payload, start + kModeBits + h.group_bits, end, W, h.version);
         } else if (mode == static_cast<uint32_t>(RowMode::kCoded) && C && g < h.num_groups) {
           ++codeds;
           len = end - start;
