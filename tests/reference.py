@@ -762,7 +762,8 @@ def choose_tables_ref(sample_words: np.ndarray, total_rows: int, selector: int) 
     fit. A G is kept when its estimated size (mean bits of a held-out row --
     up to 4096 sample rows outside the subsample, or the whole sample when
     there are none -- times total_rows, plus 32 bits per table word) is
-    strictly smaller than the best so far."""
+    strictly smaller than the best so far. Row sizes are those of the
+    version-3 encodings (no coded-form sparse rows), as in _tensor.py."""
     words = np.asarray(sample_words, np.uint32)
     n, w_count = words.shape
     one = make_tables(select_masks_ref(words, selector))
@@ -775,11 +776,11 @@ def choose_tables_ref(sample_words: np.ndarray, total_rows: int, selector: int) 
     held = words[rest[:2 * CLUSTER_ROWS]] if len(rest) else words
 
     def estimate(tables):
-        bits = row_bits_ref(held, tables).min(axis=1).sum()
+        bits = row_bits_ref(held, tables, sparse_code=False).min(axis=1).sum()
         return bits / len(held) * total_rows + tables.size * 32
 
     best, best_size = one, estimate(one)
-    start = row_bits_ref(sub_words, one)[:, 0]
+    start = row_bits_ref(sub_words, one, sparse_code=False)[:, 0]
     for groups in GROUP_CHOICES:
         if groups * 64 > len(sub):
             break
@@ -790,7 +791,7 @@ def choose_tables_ref(sample_words: np.ndarray, total_rows: int, selector: int) 
             tables = make_tables(*[select_masks_ref(sub_words[assign == g], selector,
                                                     frames=last) for g in range(groups)])
             if not last:
-                assign = row_bits_ref(sub_words, tables).argmin(axis=1)
+                assign = row_bits_ref(sub_words, tables, sparse_code=False).argmin(axis=1)
         size = estimate(tables)
         if size < best_size:
             best, best_size = tables, size
