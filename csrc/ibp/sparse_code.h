@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "bits.h"
 #include "coded.h"
@@ -136,5 +137,75 @@ IBP_HD void decode_sparse_code_words(const uint32_t* p, uint64_t pos, const uint
   walk_sparse_code(p, pos, ~0ull, W, [&](uint32_t, uint32_t w, uint32_t word) { words[w] = word; },
                    &stop);
 }
+
+#if !defined(__CUDA_ARCH__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+// The CPU decoder's decode_sparse_code_words for validated rows: the payload
+// read as a little-endian byte stream, one unaligned 64-bit load (at least 57
+// valid bits) for a word's gap code and value (a second one when the gap code
+// is long); quotients too long for that are counted 32 bits at a time. Each load starts inside the row,
+// so it stays inside the payload's padding. Same result as
+// decode_sparse_code_words on every row validate() accepts.
+inline uint64_t load_bits64(const uint32_t* p, uint64_t pos) {
+  uint64_t v;
+  std::memcpy(&v, reinterpret_cast<const uint8_t*>(p) + (pos >> 3), 8);
+  return v >> (pos & 7);
+}
+
+inline void decode_sparse_code_host(const uint32_t* p, uint64_t pos, const uint32_t* value,
+                                    uint32_t W, uint32_t* words) {
+  std::memcpy(words, value, 4ull * W);
+  const SparseCodeHead s(p, pos, W);
+  const uint32_t k = s.rice, h = s.hi, lo_bits = 32 - h;
+  const uint64_t kmask = low_mask(k), lomask = low_mask(lo_bits), hmask = low_mask(h);
+  uint64_t at = s.body, next = 0;
+  for (uint32_t i = 0; i < s.count; ++i) {
+    uint64_t v = load_bits64(p, at);
+    const uint32_t ones = ~v ? static_cast<uint32_t>(__builtin_ctzll(~v)) : 64;
+    uint64_t gap;
+    uint32_t used = 64;  // bits of v consumed by the gap code (64: v is spent)
+    if (ones + 1 + k <= 56) {
+      gap = (static_cast<uint64_t>(ones) << k) | ((v >> (ones + 1)) & kmask);
+      used = ones + 1 + k;
+      at += used;
+    } else {
+      uint64_t q = 0;
+      for (uint32_t t = read_bits(p, at, 32); t == 0xFFFFFFFFu; t = read_bits(p, at, 32)) {
+        q += 32;
+        at += 32;
+      }
+      const uint32_t o = ctz32(~read_bits(p, at, 32));
+      q += o;
+      at += o + 1;
+      gap = (q << k) | read_bits(p, at, k);
+      at += k;
+    }
+    const uint64_t w = next + gap;
+    if (w >= W) return;  // only in a row validate() refuses
+    // The value takes at most kSparseEscape + 32 bits: what is left of v's
+    // 57 valid bits when the gap code was short, else a new load.
+    v = used + kSparseEscape + 32 <= 57 ? v >> used : load_bits64(p, at);
+    uint32_t word;
+    if (h) {
+      const uint32_t z = ctz32(~static_cast<uint32_t>(v) | (1u << kSparseEscape));
+      uint32_t top;
+      if (z < kSparseEscape) {
+        top = (s.base + ((z >> 1) ^ (0u - (z & 1u)))) & static_cast<uint32_t>(hmask);
+        v >>= z + 1;
+        at += z + 1;
+      } else {
+        top = static_cast<uint32_t>(v >> kSparseEscape) & static_cast<uint32_t>(hmask);
+        v >>= kSparseEscape + h;
+        at += kSparseEscape + h;
+      }
+      word = top << lo_bits | static_cast<uint32_t>(v & lomask);
+    } else {
+      word = static_cast<uint32_t>(v);
+    }
+    at += lo_bits;
+    words[w] = word;
+    next = w + 1;
+  }
+}
+#endif
 
 }  // namespace ibp

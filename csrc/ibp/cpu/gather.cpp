@@ -87,7 +87,7 @@ void decode_row(const CompressedView& c, const DenseProgram& prog, uint64_t r, u
   if (mode == static_cast<uint32_t>(RowMode::kSparse)) {
     const uint64_t at = start + kModeBits + geo.group_bits;
     if (is_sparse_code(c.payload, at, W)) {
-      decode_sparse_code_words(c.payload, at, table + kValue * W, W, words);
+      decode_sparse_code_host(c.payload, at, table + kValue * W, W, words);
     } else {
       decode_sparse(c.payload, at, table, W, words);
     }
