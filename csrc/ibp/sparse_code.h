@@ -172,6 +172,7 @@ inline void decode_sparse_code_host(const uint32_t* p, uint64_t pos, const uint3
       for (uint32_t t = read_bits(p, at, 32); t == 0xFFFFFFFFu; t = read_bits(p, at, 32)) {
         q += 32;
         at += 32;
+        if ((q << k) >= W) return;  // only in a row validate() refuses
       }
       const uint32_t o = ctz32(~read_bits(p, at, 32));
       q += o;
