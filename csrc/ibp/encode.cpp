@@ -716,8 +716,8 @@ bool Encoder::sparse_code_plan(const uint32_t* x, uint32_t g, uint32_t c, uint64
   const uint64_t head = kModeBits + group_bits_ + sparse_code_head_bits(W, 0);
   if (head >= limit) return false;
   const size_t base = static_cast<size_t>(g) * W;
-  // scratch: the c gaps, then the c listed words.
-  scratch->resize(2ull * c + c);
+  // scratch: the c gaps, the c listed words, then their top bits.
+  scratch->resize(3ull * c);
   uint32_t* gap = scratch->data();
   uint32_t* val = gap + c;
   uint32_t* top = val + c;

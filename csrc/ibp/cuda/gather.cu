@@ -109,7 +109,7 @@ __device__ void decode_sparse_code(const uint32_t* __restrict__ p, uint64_t pos,
                                    const uint32_t* __restrict__ table, uint32_t W, uint32_t g,
                                    uint32_t G, unsigned mask, uint8_t* row, uint64_t row_bytes) {
   for (uint32_t w = g; w < W; w += G) store_word(row, row_bytes, w, table[kValue * W + w]);
-  __syncwarp(mask);  // the listed words overwrite the values (bytes, for odd widths)
+  __syncwarp(mask);  // values first: listed words (or their bytes) are stored over them
   uint64_t stop;
   walk_sparse_code(p, pos, ~0ull, W, [&](uint32_t i, uint32_t w, uint32_t word) {
     if (i % G == g) store_word(row, row_bytes, w, word);
