@@ -259,34 +259,37 @@ def papers_like(rows: int, fp16: bool) -> tuple[np.ndarray, str]:
 
 def ratio_row(name: str, x: np.ndarray) -> dict:
     """Fetch ratios (raw / payload bytes) of mode="paper", the version-2
-    encodings (kCoded rows off), version 3 and the ceiling; host ratios too."""
+    encodings (kCoded rows off), version 3 (coded-form sparse rows off),
+    version 4 and the ceiling; host ratios too."""
     from ibp_gnn import _tensor
 
     t = torch.from_numpy(np.ascontiguousarray(x))
     out = {"name": name, "shape": f"{x.shape[0]}x{x.shape[1]}", "dtype": str(x.dtype)}
-    for key, mode, coded in (("paper", "paper", False), ("v2", "auto", False), ("v3", "auto", True)):
-        _tensor.CODED_ROWS = coded
+    for key, mode, coded, sparse_code in (("paper", "paper", False, False),
+                                          ("v2", "auto", False, False),
+                                          ("v3", "auto", True, False), ("v4", "auto", True, True)):
+        _tensor.CODED_ROWS, _tensor.SPARSE_CODE = coded, sparse_code
         try:
             ct = ibp_gnn.compress(t, mode=mode, threads=2, progress=False)
         finally:
-            _tensor.CODED_ROWS = True
+            _tensor.CODED_ROWS, _tensor.SPARSE_CODE = True, True
         if not torch.equal(ct.decompress(threads=2).view(torch.uint8), t.view(torch.uint8)):
             fail(f"{name}: {key} decompress() != original bytes")
         out[key] = ct.stats()["fetch_ratio"]
         out[key + "_host"] = ct.ratio
-        if key == "v3":
-            out["v3_rows"] = ct.stats()["rows_per_mode"]
+        if key == "v4":
+            out["v4_rows"] = ct.stats()["rows_per_mode"]
     out["ceiling"] = entropy_ceiling(x)
     out["huffman_est"] = huffman_estimate(x)
     c, pa = out["ceiling"], out["paper"]
-    out["gap_closed"] = (out["v3"] - pa) / (c - pa) if c is not None and c > pa else None
+    out["gap_closed"] = (out["v4"] - pa) / (c - pa) if c is not None and c > pa else None
     return out
 
 
 def ratio_table(results: list) -> str:
     """The --ratio results as a markdown table (README's dense-features table)."""
-    lines = ["| dataset | shape | dtype | paper | v2 | v3 | ceiling | gap closed | v3 host |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | shape | dtype | paper | v2 | v3 | v4 | ceiling | gap closed | v4 host |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         c = r["ceiling"]
         if c is not None and r["v2"] >= c:
@@ -297,7 +300,8 @@ def ratio_table(results: list) -> str:
             gap = "-"
         label = r["name"] + ("*" if r["name"].startswith("syn") else "")
         lines.append(f"| {label} | {r['shape']} | {r['dtype']} | {r['paper']:.3f} | {r['v2']:.3f} | "
-                     f"{r['v3']:.3f} | {fmt(c, '.3f', 0).strip()} | {gap} | {r['v3_host']:.3f} |")
+                     f"{r['v3']:.3f} | {r['v4']:.3f} | {fmt(c, '.3f', 0).strip()} | {gap} | "
+                     f"{r['v4_host']:.3f} |")
     return "\n".join(lines)
 
 
@@ -324,12 +328,15 @@ def ratio_main(args) -> None:
         r = ratio_row(name, x)
         results.append(r)
         print(f"{name:<14} {r['shape']:>10} {r['dtype']:<8} paper {r['paper']:.3f}  v2 {r['v2']:.3f}  "
-              f"v3 {r['v3']:.3f}  ceiling {fmt(r['ceiling'], '.3f', 5)}  huffman est "
-              f"{fmt(r['huffman_est'], '.3f', 5)}  host v2/v3 "
-              f"{r['v2_host']:.3f}/{r['v3_host']:.3f}  rows {r['v3_rows']}  ({desc})", flush=True)
+              f"v3 {r['v3']:.3f}  v4 {r['v4']:.3f}  ceiling {fmt(r['ceiling'], '.3f', 5)}  huffman est "
+              f"{fmt(r['huffman_est'], '.3f', 5)}  host v2/v3/v4 "
+              f"{r['v2_host']:.3f}/{r['v3_host']:.3f}/{r['v4_host']:.3f}  rows {r['v4_rows']}  "
+              f"({desc})", flush=True)
     print("\n" + ratio_table(results))
     bad = [r["name"] for r in results if r["v3"] < r["v2"] or r["v3_host"] < r["v2_host"]]
     print(f"v3 below v2 on: {bad or 'none'}")
+    bad = [r["name"] for r in results if r["v4"] < r["v3"] or r["v4_host"] < r["v3_host"]]
+    print(f"v4 below v3 on: {bad or 'none'}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

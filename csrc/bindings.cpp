@@ -256,7 +256,7 @@ PYBIND11_MODULE(_C, m) {
 
   py::class_<Encoder>(m, "Encoder")
       .def(py::init([](uint64_t row_bytes, uint32_t row_words, const Array<uint32_t>& tables,
-                       bool allow_sparse) {
+                       bool allow_sparse, bool sparse_code) {
              require(tables.ndim() == 3 &&
                          (tables.shape(1) == 2 || tables.shape(1) == 10 || tables.shape(1) == 18) &&
                          static_cast<uint64_t>(tables.shape(2)) == row_words,
@@ -264,10 +264,10 @@ PYBIND11_MODULE(_C, m) {
                      "code_rows 0, 8 or 16");
              return new Encoder(row_bytes, row_words, static_cast<uint32_t>(tables.shape(0)),
                                 tables.data(), allow_sparse,
-                                static_cast<uint32_t>(tables.shape(1) - 2));
+                                static_cast<uint32_t>(tables.shape(1) - 2), sparse_code);
            }),
            py::arg("row_bytes"), py::arg("row_words"), py::arg("tables"),
-           py::arg("allow_sparse") = true)
+           py::arg("allow_sparse") = true, py::arg("sparse_code") = true)
       .def_property_readonly("block_rows", &Encoder::block_rows)
       .def_property_readonly("rel_bytes", &Encoder::rel_bytes)
       .def_property_readonly("group_bits", &Encoder::group_bits)

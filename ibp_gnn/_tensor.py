@@ -27,6 +27,17 @@ ROW_MODES = ("raw", "ibp", "sparse", "coded")
 # Whether mode="auto" may store kCoded rows (format version 3); benchmarks turn
 # it off to measure the version-2 encodings side by side.
 CODED_ROWS = True
+# Whether mode="auto" may store coded-form kSparse rows (format version 4);
+# benchmarks and tests turn it off to measure the version-3 encodings. The
+# tables are chosen under the version-3 encodings (_estimator) either way, so
+# the coded form only ever shrinks a row.
+SPARSE_CODE = True
+
+
+def _estimator(row_bytes, row_words, tables):
+    return _C.Encoder(row_bytes, row_words, tables, sparse_code=False)
+
+
 _STATUS_NEWER = 2
 _STATUS_MAGIC = 1
 _CRC_HEADER_AT = 116  # offset of FileHeader::crc_header
@@ -144,7 +155,7 @@ class _Build:
             self.tables = _with_codes(rows, self.row_bytes, self.row_words, code, shape[0],
                                       self.tables, threads)
         self.encoder = _C.Encoder(self.row_bytes, self.row_words, self.tables,
-                                  allow_sparse=mode == "auto")
+                                  allow_sparse=mode == "auto", sparse_code=SPARSE_CODE)
         self.words, self.rel, self.bases = [], [], []
 
     def chunk_rows(self, chunk_bytes: int) -> int:
@@ -210,12 +221,12 @@ def _choose_tables(rows: np.ndarray, row_bytes: int, row_words: int, total_rows:
     held = np.ascontiguousarray(rows[rest[:2 * CLUSTER_ROWS]] if len(rest) else rows)
 
     def estimate(tables):
-        e = _C.Encoder(row_bytes, row_words, tables)
+        e = _estimator(row_bytes, row_words, tables)
         bits = e.row_bits(held, row_bytes, threads).min(axis=1).sum()
         return bits / len(held) * total_rows + tables.size * 32
 
     best, best_size = one, estimate(one)
-    start = _C.Encoder(row_bytes, row_words, one).row_bits(sub_rows, row_bytes, threads)[:, 0]
+    start = _estimator(row_bytes, row_words, one).row_bits(sub_rows, row_bytes, threads)[:, 0]
     # The fits release the GIL: the groups of a round are fitted in parallel.
     with ThreadPoolExecutor(max_workers=min(threads, GROUP_CHOICES[-1])) as pool:
         for groups in GROUP_CHOICES:
@@ -231,7 +242,7 @@ def _choose_tables(rows: np.ndarray, row_bytes: int, row_words: int, total_rows:
                     lambda ids: _fit(sub_rows, row_bytes, row_words, ids, mode, frames=last),
                     members)))
                 if not last:
-                    cost = _C.Encoder(row_bytes, row_words, tables).row_bits(sub_rows, row_bytes,
+                    cost = _estimator(row_bytes, row_words, tables).row_bits(sub_rows, row_bytes,
                                                                              threads)
                     assign = cost.argmin(axis=1)
             size = estimate(tables)
@@ -253,7 +264,7 @@ def _with_codes(rows: np.ndarray, row_bytes: int, row_words: int, code: int, tot
         return tables
     rows = np.ascontiguousarray(rows[::max(1, -(-rows.shape[0] // CODE_ROWS_SAMPLE))])
     n = rows.shape[0]
-    cost = _C.Encoder(row_bytes, row_words, tables).row_bits(rows, row_bytes, threads)
+    cost = _estimator(row_bytes, row_words, tables).row_bits(rows, row_bytes, threads)
     assign = cost.argmin(axis=1)
     parts = []
     for g in range(tables.shape[0]):
@@ -261,7 +272,7 @@ def _with_codes(rows: np.ndarray, row_bytes: int, row_words: int, code: int, tot
         ids = ids if len(ids) else np.arange(n)
         parts.append(_C.select_codes(rows, row_bytes, row_words, code, ids.astype(np.uint64)))
     coded = np.ascontiguousarray(np.concatenate([tables, np.stack(parts)], axis=1))
-    with_codes = _C.Encoder(row_bytes, row_words, coded).row_bits(rows, row_bytes, threads)
+    with_codes = _estimator(row_bytes, row_words, coded).row_bits(rows, row_bytes, threads)
     saved = (cost.min(axis=1).sum() - with_codes.min(axis=1).sum()) / n * total_rows
     return coded if saved > (coded.size - tables.size) * 32 else tables
 

@@ -1,5 +1,5 @@
-"""A plain numpy/python reference of the ibp_gnn format, version 3 (and the
-version-1 and -2 streams it still reads).
+"""A plain numpy/python reference of the ibp_gnn format, version 4 (and the
+version-1, -2 and -3 streams it still reads).
 
 Written from the contract in csrc/ibp/format.h and the mask-selection and
 row-choice rules of csrc/ibp/encode.h, deliberately simple and slow: streams
@@ -19,13 +19,15 @@ from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 MODE_BITS = 2
 PAYLOAD_PAD_WORDS = 2
 RAW, IBP, SPARSE, CODED = 0, 1, 2, 3
 CODE_SLOTS, MAX_CODE_SYMBOLS = 16, 15
 SELECTOR_AUTO, SELECTOR_PAPER = 0, 1
 FULL = 0xFFFFFFFF
+SPARSE_RICE_BITS, SPARSE_HI_BITS, SPARSE_ESCAPE = 5, 5, 8
+SPARSE_HI_CHOICES = (0, 9, 12, 16, 20, 24, 28)
 
 # Header dtype codes (format.h DType) -> bytes per element.
 DTYPE_BYTES = {0: 4, 1: 2, 2: 2, 3: 1, 4: 1, 5: 2, 6: 4, 7: 8}
@@ -338,6 +340,140 @@ def sparse_plan_ref(row: np.ndarray, value: np.ndarray, group_bits: int) -> Spar
 
 
 # ---------------------------------------------------------------------------
+# Coded-form kSparse rows (version 4): Rice-coded gaps, zigzag-unary high bits
+# ---------------------------------------------------------------------------
+class SparseCodePlan(NamedTuple):
+    count: int   # c
+    rice: int    # k: Rice parameter of the gaps
+    hi: int      # h: coded high bits of a listed word
+    base: int    # the centre of the high bits' zigzag code
+    bits: int    # length of the row
+
+
+def zigzag_ref(t: int, base: int) -> int:
+    e = t - base
+    return 2 * e if e >= 0 else -2 * e - 1
+
+
+def sparse_code_plan_ref(row: np.ndarray, value: np.ndarray, group_bits: int, limit: int):
+    """The encoder's coded-form layout of `row` under a group with values
+    `value`, or None when it is not tried (32 c >= limit, or c + 1 does not
+    fit the count field) or takes `limit` bits or more. The smallest Rice
+    parameter in [0, min(31, count_bits(W))] of fewest gap bits; the first of
+    SPARSE_HI_CHOICES of fewest value bits, base the lower median of the top
+    h bits."""
+    w_count = len(row)
+    cb = count_bits(w_count)
+    where = [w for w in range(w_count) if int(row[w]) != int(value[w])]
+    c = len(where)
+    if 32 * c >= limit or c + 1 > (1 << cb) - 1:
+        return None
+    head = MODE_BITS + group_bits + 2 * cb + 1 + SPARSE_RICE_BITS + SPARSE_HI_BITS
+    if head >= limit:
+        return None
+    gaps = [w - p - 1 for w, p in zip(where, [-1] + where[:-1])]
+    vals = [int(row[w]) for w in where]
+    gap_bits, rice = min((c * (k + 1) + sum(g >> k for g in gaps), k)
+                         for k in range(min(2 ** SPARSE_RICE_BITS - 1, cb) + 1))
+    best = None
+    for h in SPARSE_HI_CHOICES:
+        med = sorted(v >> (32 - h) for v in vals)[(c - 1) // 2] if h and c else 0
+        bits = h + c * (32 - h)
+        if h:
+            for v in vals:
+                z = zigzag_ref(v >> (32 - h), med)
+                bits += z + 1 if z < SPARSE_ESCAPE else SPARSE_ESCAPE + h
+        if best is None or bits < best[0]:
+            best = (bits, h, med)
+    bits = head + gap_bits + best[0]
+    if bits >= limit:
+        return None
+    return SparseCodePlan(c, rice, best[1], best[2], bits)
+
+
+def write_sparse_code_ref(bw, row: np.ndarray, value: np.ndarray, plan: SparseCodePlan) -> None:
+    w_count = len(row)
+    cb = count_bits(w_count)
+    bw.write(plan.count, cb)
+    bw.write(plan.count + 1, cb)  # d = c + 1 marks the coded form
+    bw.write(0, 1)
+    bw.write(plan.rice, SPARSE_RICE_BITS)
+    bw.write(plan.hi, SPARSE_HI_BITS)
+    bw.write(plan.base, plan.hi)
+    k, h = plan.rice, plan.hi
+    prev = -1
+    for w in range(w_count):
+        x = int(row[w])
+        if x == int(value[w]):
+            continue
+        gap = w - prev - 1
+        prev = w
+        for _ in range(gap >> k):
+            bw.write(1, 1)
+        bw.write(0, 1)
+        bw.write(gap & ((1 << k) - 1), k)
+        if h:
+            t = x >> (32 - h)
+            z = zigzag_ref(t, plan.base)
+            if z < SPARSE_ESCAPE:
+                for _ in range(z):
+                    bw.write(1, 1)
+                bw.write(0, 1)
+            else:
+                for _ in range(SPARSE_ESCAPE):
+                    bw.write(1, 1)
+                bw.write(t, h)
+        bw.write(x & ((1 << (32 - h)) - 1), 32 - h)
+
+
+def read_sparse_code_ref(br, pos: int, w_count: int, r: int):
+    """({position: word}, bit after the row) of a coded-form row whose bits
+    after the group id start at `pos`; ValueError when malformed."""
+    cb = count_bits(w_count)
+    c, d, form = br.read(pos, cb), br.read(pos + cb, cb), br.read(pos + 2 * cb, 1)
+    pos += 2 * cb + 1
+    if d != c + 1 or form != 0 or c > w_count:
+        raise ValueError(f"row {r}: coded sparse row with c={c} d={d} form={form}")
+    k = br.read(pos, SPARSE_RICE_BITS)
+    h = br.read(pos + SPARSE_RICE_BITS, SPARSE_HI_BITS)
+    pos += SPARSE_RICE_BITS + SPARSE_HI_BITS
+    base = br.read(pos, h)
+    pos += h
+    listed, nxt = {}, 0
+    for _ in range(c):
+        q = 0
+        while br.read(pos, 1):
+            q += 1
+            pos += 1
+            if q << k >= w_count:
+                raise ValueError(f"row {r}: gap quotient {q} past the row")
+        pos += 1
+        w = nxt + ((q << k) | br.read(pos, k))
+        pos += k
+        if w >= w_count:
+            raise ValueError(f"row {r}: position {w} >= {w_count}")
+        t = 0
+        if h:
+            z = 0
+            while z < SPARSE_ESCAPE and br.read(pos + z, 1):
+                z += 1
+            if z < SPARSE_ESCAPE:
+                pos += z + 1
+                t = base + (-(z + 1) // 2 if z & 1 else z // 2)
+                if not 0 <= t < (1 << h):
+                    raise ValueError(f"row {r}: high bits {t} outside {h} bits")
+            else:
+                pos += SPARSE_ESCAPE
+                t = br.read(pos, h)
+                pos += h
+        lo = br.read(pos, 32 - h)
+        pos += 32 - h
+        listed[w] = (t << (32 - h)) | lo if h else lo
+        nxt = w + 1
+    return listed, pos
+
+
+# ---------------------------------------------------------------------------
 # kCoded rows (version 3): units, code rows, plain bits and unary-ranked codes
 # ---------------------------------------------------------------------------
 def code_units_of(tables: np.ndarray) -> int:
@@ -462,12 +598,15 @@ def select_codes_ref(words: np.ndarray, dtype: int, row_bytes: int):
     return out
 
 
-def choose_mode(row: np.ndarray, tables: np.ndarray, *, allow_sparse: bool):
+def choose_mode(row: np.ndarray, tables: np.ndarray, *, allow_sparse: bool,
+                sparse_code: bool = True):
     """(mode, group, bits, plan). Raw first; then for each group in order kIbp
     when strictly fewer bits than the best so far; then (allow_sparse) for
     each group in order kSparse when strictly fewer bits; then (code rows)
-    for each group in order kCoded when strictly fewer bits. `plan` is the
-    SparsePlan of a kSparse row, else None."""
+    for each group in order kCoded when strictly fewer bits; then (allow_sparse
+    and sparse_code) for each group in order the coded form of kSparse when
+    strictly fewer bits. `plan` is the SparsePlan or SparseCodePlan of a
+    kSparse row, else None."""
     num_groups, _, w_count = tables.shape
     gb = group_bits_for(num_groups)
     best = (RAW, 0, raw_row_bits(w_count, gb), None)
@@ -483,10 +622,15 @@ def choose_mode(row: np.ndarray, tables: np.ndarray, *, allow_sparse: bool):
         bits = row_coded_bits_ref(row, tables, g, gb)
         if bits < best[2]:
             best = (CODED, g, bits, None)
+    for g in range(num_groups if allow_sparse and sparse_code else 0):
+        plan = sparse_code_plan_ref(row, tables[g, 1], gb, best[2])
+        if plan is not None:
+            best = (SPARSE, g, plan.bits, plan)
     return best
 
 
-def row_bits_ref(words: np.ndarray, tables: np.ndarray, *, allow_sparse: bool = True):
+def row_bits_ref(words: np.ndarray, tables: np.ndarray, *, allow_sparse: bool = True,
+                 sparse_code: bool = True):
     """[rows, G]: bits of each row under each group alone, its cheapest of
     raw, kIbp and (allow_sparse) kSparse (Encoder.row_bits)."""
     words = np.asarray(words, np.uint32)
@@ -502,11 +646,15 @@ def row_bits_ref(words: np.ndarray, tables: np.ndarray, *, allow_sparse: bool = 
                 bits = min(bits, sparse_plan_ref(words[r], tables[g, 1], gb).bits)
             if code_units_of(tables):
                 bits = min(bits, row_coded_bits_ref(words[r], tables, g, gb))
+            if allow_sparse and sparse_code:
+                plan = sparse_code_plan_ref(words[r], tables[g, 1], gb, bits)
+                bits = plan.bits if plan is not None else bits
             out[r, g] = bits
     return out
 
 
-def write_row(bw: BitWriter, row: np.ndarray, tables: np.ndarray, mode: int, g: int) -> None:
+def write_row(bw: BitWriter, row: np.ndarray, tables: np.ndarray, mode: int, g: int,
+              plan=None) -> None:
     num_groups, _, w_count = tables.shape
     gb = group_bits_for(num_groups)
     bw.write(mode, MODE_BITS)
@@ -530,6 +678,9 @@ def write_row(bw: BitWriter, row: np.ndarray, tables: np.ndarray, mode: int, g: 
                 bw.write(int(row[w]), 32)
         return
     assert mode == SPARSE
+    if isinstance(plan, SparseCodePlan):
+        write_sparse_code_ref(bw, row, value, plan)
+        return
     plan = sparse_plan_ref(row, value, gb)
     where = [w for w in range(w_count) if int(row[w]) != int(value[w])]
     listed = [int(row[w]) for w in where]
@@ -554,7 +705,8 @@ def write_row(bw: BitWriter, row: np.ndarray, tables: np.ndarray, mode: int, g: 
             bw.write(w, count_bits(w_count - 1))
 
 
-def encode_ref(words: np.ndarray, tables: np.ndarray, *, allow_sparse: bool):
+def encode_ref(words: np.ndarray, tables: np.ndarray, *, allow_sparse: bool,
+               sparse_code: bool = True):
     """(payload uint32 incl. the 2 pad words, bases uint64, rel uint16/uint32,
     mode_rows tuple of 4) for the rows `words` [rows, W] under `tables`."""
     words = np.asarray(words, np.uint32)
@@ -572,9 +724,10 @@ def encode_ref(words: np.ndarray, tables: np.ndarray, *, allow_sparse: bool):
         if r % block_rows == 0:
             bases.append(pos)
         rel.append(pos - bases[-1])
-        mode, g, bits, _ = choose_mode(words[r], tables, allow_sparse=allow_sparse)
+        mode, g, bits, plan = choose_mode(words[r], tables, allow_sparse=allow_sparse,
+                                          sparse_code=sparse_code)
         before = len(bw)
-        write_row(bw, words[r], tables, mode, g)
+        write_row(bw, words[r], tables, mode, g, plan)
         assert len(bw) - before == bits
         pos += bits
         mode_rows[mode] += 1
@@ -609,7 +762,8 @@ def choose_tables_ref(sample_words: np.ndarray, total_rows: int, selector: int) 
     fit. A G is kept when its estimated size (mean bits of a held-out row --
     up to 4096 sample rows outside the subsample, or the whole sample when
     there are none -- times total_rows, plus 32 bits per table word) is
-    strictly smaller than the best so far."""
+    strictly smaller than the best so far. Row sizes are those of the
+    version-3 encodings (no coded-form sparse rows), as in _tensor.py."""
     words = np.asarray(sample_words, np.uint32)
     n, w_count = words.shape
     one = make_tables(select_masks_ref(words, selector))
@@ -622,11 +776,11 @@ def choose_tables_ref(sample_words: np.ndarray, total_rows: int, selector: int) 
     held = words[rest[:2 * CLUSTER_ROWS]] if len(rest) else words
 
     def estimate(tables):
-        bits = row_bits_ref(held, tables).min(axis=1).sum()
+        bits = row_bits_ref(held, tables, sparse_code=False).min(axis=1).sum()
         return bits / len(held) * total_rows + tables.size * 32
 
     best, best_size = one, estimate(one)
-    start = row_bits_ref(sub_words, one)[:, 0]
+    start = row_bits_ref(sub_words, one, sparse_code=False)[:, 0]
     for groups in GROUP_CHOICES:
         if groups * 64 > len(sub):
             break
@@ -637,7 +791,7 @@ def choose_tables_ref(sample_words: np.ndarray, total_rows: int, selector: int) 
             tables = make_tables(*[select_masks_ref(sub_words[assign == g], selector,
                                                     frames=last) for g in range(groups)])
             if not last:
-                assign = row_bits_ref(sub_words, tables).argmin(axis=1)
+                assign = row_bits_ref(sub_words, tables, sparse_code=False).argmin(axis=1)
         size = estimate(tables)
         if size < best_size:
             best, best_size = tables, size
@@ -761,6 +915,15 @@ def decode_rows_ref(fields: Mapping, tables: np.ndarray, bases: np.ndarray, rel:
             c = br.read(pos, cb)
             d = br.read(pos + cb, cb)
             bitmap = br.read(pos + 2 * cb, 1) == 1
+            if version >= 4 and d > c:
+                listed, pos = read_sparse_code_ref(br, pos, w_count, r)
+                out[j] = tables[g, 1]
+                for w, v in listed.items():
+                    out[j, w] = v
+                infos.append(RowInfo(mode, g, c, d, False))
+                if pos != end(r):
+                    raise ValueError(f"row {r}: bits end at {pos}, the index says {end(r)}")
+                continue
             pos += 2 * cb + 1
             if c > w_count or d > c:
                 raise ValueError(f"row {r}: sparse counts c={c} d={d} for {w_count} words")

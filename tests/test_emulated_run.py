@@ -16,7 +16,7 @@ from emulated import CHILD, INFO, NEEDS_CHILD, REQUIRED
 
 HERE = Path(__file__).resolve().parent
 FILES = ["test_emulated.py", "test_emulated_sampler.py", "test_emulated_cache.py",
-         "test_emulated_coded.py"]
+         "test_emulated_coded.py", "test_emulated_sparse_code.py"]
 
 
 def test_emulated_build_exists_when_required():

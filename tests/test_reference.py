@@ -191,8 +191,9 @@ def _check_gather(ct, case: Case, ids: np.ndarray, threads: int = 1) -> None:
 
 
 def _check_against_encode_ref(ct, words: np.ndarray, tables: np.ndarray,
-                              allow_sparse: bool) -> tuple:
-    payload, bases, rel, mode_rows = R.encode_ref(words, tables, allow_sparse=allow_sparse)
+                              allow_sparse: bool, sparse_code: bool = True) -> tuple:
+    payload, bases, rel, mode_rows = R.encode_ref(words, tables, allow_sparse=allow_sparse,
+                                                  sparse_code=sparse_code)
     assert ct._payload.dtype == np.uint32 and np.array_equal(ct._payload, payload)
     assert ct._bases.dtype == np.uint64 and np.array_equal(ct._bases, bases)
     assert ct._rel.dtype == rel.dtype and np.array_equal(ct._rel, rel)
@@ -548,13 +549,13 @@ def test_property_compress_matches_reference(name, rows, cols, seed, kind, mode)
 # 4. several groups, the streaming encoder and threads
 # ---------------------------------------------------------------------------
 def _encode_chunks(xb: np.ndarray, tables: np.ndarray, chunk_blocks, threads: int = 1,
-                   allow_sparse: bool = True):
+                   allow_sparse: bool = True, sparse_code: bool = True):
     """Encodes with _C.Encoder in chunks of chunk_blocks[i] * block_rows rows
     (the rest in a last chunk). Returns (encoder, words, rel bytes, bases)."""
     rows, row_bytes = xb.shape
     w = tables.shape[2]
     enc = _C.Encoder(row_bytes, w, np.ascontiguousarray(tables, np.uint32),
-                     allow_sparse=allow_sparse)
+                     allow_sparse=allow_sparse, sparse_code=sparse_code)
     words, rel, bases = [], [], []
     a = 0
     for nb in list(chunk_blocks) + [None]:
@@ -857,7 +858,8 @@ def test_frozen_v2_files_with_reference(path):
     if rows and fields["num_groups"] == 1:  # tables chosen from all rows
         assert np.array_equal(tables, R.make_tables(R.select_masks_ref(words, selector)))
     rpayload, rbases, rrel, mode_rows = R.encode_ref(words, tables,
-                                                     allow_sparse=selector == R.SELECTOR_AUTO)
+                                                     allow_sparse=selector == R.SELECTOR_AUTO,
+                                                     sparse_code=fields["version"] >= 4)
     assert np.array_equal(rpayload, payload) and np.array_equal(rbases, bases)
     assert np.array_equal(rrel, rel) and mode_rows == fields["mode_rows"]
     # What make_files.py says the files hold.
@@ -1034,12 +1036,15 @@ def _sparse_infos(ct, rows) -> list:
     return [(i.mode, i.count, i.dict, i.bitmap) for i in infos]
 
 
-def _encode_hand(x: np.ndarray, code: int, tables: np.ndarray, allow_sparse: bool = True):
+def _encode_hand(x: np.ndarray, code: int, tables: np.ndarray, allow_sparse: bool = True,
+                 sparse_code: bool = True):
     case = Case(x, R.to_bytes(x), x.dtype.type, code)
     ct = _assemble(case, tables, *_encode_chunks(case.xb, tables, chunk_blocks=[],
-                                                 allow_sparse=allow_sparse))
+                                                 allow_sparse=allow_sparse,
+                                                 sparse_code=sparse_code))
     words = R.to_words(case.xb)
-    mode_rows = _check_against_encode_ref(ct, words, tables, allow_sparse=allow_sparse)
+    mode_rows = _check_against_encode_ref(ct, words, tables, allow_sparse=allow_sparse,
+                                          sparse_code=sparse_code)
     _check_gather(ct, case, _unsorted_ids(np.random.default_rng(len(x)), len(x)))
     return ct, mode_rows
 
@@ -1116,7 +1121,7 @@ def test_sparse_rows_odd_widths(name, cols):
         x[r] = R.from_words(words[None], unsigned, cols)[0]
     x = np.ascontiguousarray(x.view(storage))
     tables = R.make_tables((np.zeros(len(tw), np.uint32), tw))
-    ct, mode_rows = _encode_hand(x, code, tables)
+    ct, mode_rows = _encode_hand(x, code, tables, sparse_code=False)  # the version-3 forms
     infos = set(_sparse_infos(ct, len(x)))
     w = len(tw)
     want = {(R.SPARSE, 0, 0, False), (R.SPARSE, 1, 0, False), (R.RAW, 0, 0, False)}
@@ -1194,7 +1199,7 @@ def test_multi_group_sparse_hand_tables():
     masks = [np.full(w, m, np.uint32) for m in (0xFFFF0000, 0xFFFFFF00, 0xFFF00000, 0xFFFFFF00)]
     tables = R.make_tables(*[(m, temps[g].view(np.uint32))
                              for m, g in zip(masks, (0, 1, 2, 1))])
-    ct, _ = _encode_hand(x, 6, tables)
+    ct, _ = _encode_hand(x, 6, tables, sparse_code=False)  # the version-3 forms
     _, infos = R.decode_rows_ref(ct._fields, ct._tables, ct._bases, ct._rel, ct._payload,
                                  range(len(x)))
     assert all(i.mode == R.SPARSE for i in infos)

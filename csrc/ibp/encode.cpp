@@ -10,6 +10,7 @@
 #include "coded.h"
 #include "gather.h"
 #include "parallel.h"
+#include "sparse_code.h"
 
 namespace ibp {
 namespace {
@@ -290,9 +291,11 @@ void select_masks(const uint8_t* x, uint64_t row_bytes, uint32_t row_words,
 }
 
 Encoder::Encoder(uint64_t row_bytes, uint32_t row_words, uint32_t num_groups,
-                 const uint32_t* tables, bool allow_sparse, uint32_t code_rows)
+                 const uint32_t* tables, bool allow_sparse, uint32_t code_rows,
+                 bool sparse_code)
     : row_bytes_(row_bytes), row_words_(row_words), num_groups_(num_groups),
-      allow_sparse_(allow_sparse), code_rows_(code_rows) {
+      allow_sparse_(allow_sparse), sparse_code_(allow_sparse && sparse_code),
+      code_rows_(code_rows) {
   if (code_rows != 0 && code_rows != 8 && code_rows != 16) {
     throw std::invalid_argument("ibp encode: code_rows must be 0, 8 or 16, got " +
                                 std::to_string(code_rows));
@@ -492,6 +495,7 @@ uint64_t Encoder::row_cost(const uint32_t* row, uint32_t g, uint64_t limit, Spar
     best = plan->bits;
   }
   if (code_rows_) best = std::min(best, coded_bits(row, g));
+  if (sparse_code_ && sparse_code_plan(row, g, c, best, plan, &trial->scratch)) best = plan->bits;
   return best;
 }
 
@@ -550,6 +554,14 @@ void Encoder::encode(const uint8_t* x, uint64_t n, int num_threads,
         if (bits < best) {
           best = bits;
           best_tag = g << 2 | static_cast<uint32_t>(RowMode::kCoded);
+        }
+      }
+      for (uint32_t g = 0; sparse_code_ && g < num_groups_; ++g) {
+        SparsePlan plan;
+        if (sparse_code_plan(row.data(), g, listed[g], best, &plan, &trial.scratch)) {
+          best = plan.bits;
+          best_tag = g << 2 | static_cast<uint32_t>(RowMode::kSparse);
+          plans[i] = plan;
         }
       }
       len[i] = best;
@@ -622,6 +634,8 @@ void Encoder::encode(const uint8_t* x, uint64_t n, int num_threads,
         }
       } else if (mode == static_cast<uint32_t>(RowMode::kCoded)) {
         write_coded(row.data(), g, p, put);
+      } else if (plans[i].code) {
+        write_sparse_code(row.data(), base, plans[i], p, put);
       } else {
         write_sparse(row.data(), base, plans[i], p, put, &dict);
       }
@@ -673,6 +687,131 @@ void Encoder::write_sparse(const uint32_t* x, size_t base, const SparsePlan& pla
       put(where + static_cast<uint64_t>(i) * pb, w, pb);
     }
     ++i;
+  }
+}
+
+namespace {
+
+// Coded high bits a coded-form kSparse row may take, tried in this order (the
+// first of equal sizes wins): none, the sign and exponent of float32 (or of
+// the high bfloat16 of a word), and wider prefixes for small integers.
+constexpr uint32_t kSparseHiChoices[] = {0, 9, 12, 16, 20, 24, 28};
+
+// zigzag(t - base): 2e for e >= 0, -2e - 1 for e < 0.
+inline uint64_t zigzag(uint32_t t, uint32_t base) {
+  const int64_t e = static_cast<int64_t>(t) - static_cast<int64_t>(base);
+  return e >= 0 ? 2 * static_cast<uint64_t>(e) : static_cast<uint64_t>(-2 * e - 1);
+}
+
+}  // namespace
+
+// The gaps take the Rice parameter k in [0, count_bits(W)] of fewest bits
+// (the smallest such k); the values the choice of kSparseHiChoices of fewest
+// bits, with base the lower median of the row's top h bits.
+bool Encoder::sparse_code_plan(const uint32_t* x, uint32_t g, uint32_t c, uint64_t limit,
+                               SparsePlan* plan, std::vector<uint32_t>* scratch) const {
+  const uint32_t W = row_words_;
+  const uint32_t cb = count_bits(W);
+  if (32ull * c >= limit || c + 1 > low_mask(cb)) return false;
+  const uint64_t head = kModeBits + group_bits_ + sparse_code_head_bits(W, 0);
+  if (head >= limit) return false;
+  const size_t base = static_cast<size_t>(g) * W;
+  // scratch: the c gaps, the c listed words, then their top bits.
+  scratch->resize(3ull * c);
+  uint32_t* gap = scratch->data();
+  uint32_t* val = gap + c;
+  uint32_t* top = val + c;
+  uint32_t i = 0, next = 0;
+  for (uint32_t w = 0; w < W; ++w) {
+    if (x[w] == value_[base + w]) continue;
+    gap[i] = w - next;
+    val[i++] = x[w];
+    next = w + 1;
+  }
+  const uint32_t kmax = std::min<uint32_t>(low_mask(kSparseRiceBits), cb);
+  uint64_t gap_bits = ~0ull;
+  uint32_t rice = 0;
+  for (uint32_t k = 0; k <= kmax; ++k) {
+    uint64_t b = static_cast<uint64_t>(c) * (k + 1);
+    for (uint32_t j = 0; j < c; ++j) b += gap[j] >> k;
+    if (b < gap_bits) {
+      gap_bits = b;
+      rice = k;
+    }
+  }
+  uint64_t val_bits = ~0ull;
+  uint32_t hi = 0, hi_base = 0;
+  for (uint32_t h : kSparseHiChoices) {
+    uint64_t b = static_cast<uint64_t>(c) * (32 - h) + h;
+    uint32_t med = 0;
+    if (h && c) {
+      for (uint32_t j = 0; j < c; ++j) top[j] = val[j] >> (32 - h);
+      std::nth_element(top, top + (c - 1) / 2, top + c);
+      med = top[(c - 1) / 2];
+      for (uint32_t j = 0; j < c; ++j) {
+        const uint64_t z = zigzag(val[j] >> (32 - h), med);
+        b += z < kSparseEscape ? z + 1 : kSparseEscape + h;
+      }
+    }
+    if (b < val_bits) {
+      val_bits = b;
+      hi = h;
+      hi_base = med;
+    }
+  }
+  const uint64_t bits = head + gap_bits + val_bits;
+  if (bits >= limit) return false;
+  plan->count = c;
+  plan->dict = c + 1;
+  plan->bitmap = false;
+  plan->bits = bits;
+  plan->code = true;
+  plan->rice = rice;
+  plan->hi = hi;
+  plan->base = hi_base;
+  return true;
+}
+
+template <typename Put>
+void Encoder::write_sparse_code(const uint32_t* x, size_t base, const SparsePlan& plan,
+                                uint64_t p, const Put& put) const {
+  const uint32_t cb = count_bits(row_words_);
+  const uint32_t k = plan.rice, h = plan.hi, lo_bits = 32 - h;
+  put(p, plan.count, cb);
+  put(p + cb, plan.count + 1, cb);  // d = c + 1; form = 0
+  uint64_t at = p + 2ull * cb + 1;
+  put(at, k, kSparseRiceBits);
+  put(at + kSparseRiceBits, h, kSparseHiBits);
+  put(at + kSparseRiceBits + kSparseHiBits, plan.base, h);
+  at += kSparseRiceBits + kSparseHiBits + h;
+  uint32_t next = 0;
+  for (uint32_t w = 0; w < row_words_; ++w) {
+    if (x[w] == value_[base + w]) continue;
+    const uint32_t gap = w - next;
+    next = w + 1;
+    for (uint32_t q = gap >> k; q;) {  // q one bits, then a zero bit
+      const uint32_t n = std::min<uint32_t>(q, 32);
+      put(at, low_mask(n), n);
+      at += n;
+      q -= n;
+    }
+    at += 1;
+    put(at, gap & low_mask(k), k);
+    at += k;
+    if (h) {
+      const uint32_t t = x[w] >> lo_bits;
+      const uint64_t z = zigzag(t, plan.base);
+      if (z < kSparseEscape) {
+        put(at, low_mask(static_cast<uint32_t>(z)), static_cast<uint32_t>(z));
+        at += z + 1;
+      } else {
+        put(at, low_mask(kSparseEscape), kSparseEscape);
+        put(at + kSparseEscape, t, h);
+        at += kSparseEscape + h;
+      }
+    }
+    put(at, x[w] & low_mask(lo_bits), lo_bits);
+    at += lo_bits;
   }
 }
 

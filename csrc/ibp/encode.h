@@ -44,9 +44,11 @@ class Encoder {
   // tables: num_groups x (mask[row_words], value[row_words], code_rows rows
   // of row_words). Rows are stored in the cheapest of kRaw, kIbp, (when
   // allow_sparse) kSparse and (when code_rows > 0) kCoded, under the group
-  // that makes them cheapest (the lowest group on ties).
+  // that makes them cheapest (the lowest group on ties). sparse_code (with
+  // allow_sparse) adds the coded form of kSparse rows (version 4), tried last.
   Encoder(uint64_t row_bytes, uint32_t row_words, uint32_t num_groups,
-          const uint32_t* tables, bool allow_sparse = true, uint32_t code_rows = 0);
+          const uint32_t* tables, bool allow_sparse = true, uint32_t code_rows = 0,
+          bool sparse_code = true);
 
   uint32_t block_rows() const { return block_rows_; }
   uint32_t rel_bytes() const { return rel_bytes_; }
@@ -78,6 +80,8 @@ class Encoder {
     uint32_t dict = 0;    // dictionary entries, 0 for inline values
     bool bitmap = false;  // positions as a bitmap
     uint64_t bits = 0;    // length of the row
+    bool code = false;    // the coded form (sparse_code.h): rice, hi, base below
+    uint32_t rice = 0, hi = 0, base = 0;
   };
 
   // Whether word x fits word j (= g * row_words + w) of the tables.
@@ -100,6 +104,14 @@ class Encoder {
   // `limit` (plan is set when kSparse wins).
   uint64_t row_cost(const uint32_t* row, uint32_t g, uint64_t limit, SparsePlan* plan,
                     SparseTrial* trial) const;
+  // The coded form of a kSparse row with c listed words under group g, when
+  // it takes fewer than `limit` bits; tried only when 32 c < limit (rows
+  // whose listed words cost more than that raw are left to the other modes).
+  bool sparse_code_plan(const uint32_t* x, uint32_t g, uint32_t c, uint64_t limit,
+                        SparsePlan* plan, std::vector<uint32_t>* scratch) const;
+  template <typename Put>
+  void write_sparse_code(const uint32_t* x, size_t base, const SparsePlan& plan, uint64_t p,
+                         const Put& put) const;
   // Bits of row x under group g in kCoded mode (code_rows_ > 0).
   uint64_t coded_bits(const uint32_t* x, uint32_t g) const;
   template <typename Put>
@@ -113,6 +125,7 @@ class Encoder {
   uint32_t num_groups_;
   uint32_t group_bits_;
   bool allow_sparse_;
+  bool sparse_code_ = true;
   uint32_t code_rows_ = 0, upw_ = 1;
   std::vector<uint32_t> codes_;   // [g][code_rows][row_words], as stored
   std::vector<uint64_t> plain_;   // [g]: plain bits of a kCoded row

@@ -1,4 +1,4 @@
-// The ibp_gnn compressed-tensor format, version 3: the contract shared by the
+// The ibp_gnn compressed-tensor format, version 4: the contract shared by the
 // encoder, both gather-decoders, the validator and the Python layer.
 //
 // A compressed tensor holds a 2-D row-major matrix of `rows x cols` elements of
@@ -60,6 +60,21 @@
 //                      where  form 0: c positions of count_bits(row_words - 1)
 //                             bits, strictly increasing; form 1: row_words
 //                             bits, bit w set iff word w is listed (c set bits).
+//                    Coded form (version >= 4; sparse_code.h): d = c + 1
+//                    marks it (the forms above have d <= c), form = 0, then
+//                      k      kSparseRiceBits bits: Rice parameter of the gaps
+//                      h      kSparseHiBits bits: coded high bits of a word
+//                      base   h bits
+//                      then per listed word, by increasing position w:
+//                        gap  w - w' - 1 (w' the previous listed position,
+//                             -1 for the first): q = gap >> k one bits, a zero
+//                             bit, then the k low bits of gap
+//                        hi   when h > 0, the word's top h bits t coded by
+//                             z = zigzag(t - base) (2e for e >= 0, -2e - 1 for
+//                             e < 0): z one bits then a zero bit when
+//                             z < kSparseEscape, else kSparseEscape one bits
+//                             then t in h bits (an escape)
+//                        lo   the word's low 32 - h bits
 //         for kCoded (version >= 3, code_rows > 0): no participation bitmap;
 //                    two sections, each over the units u = 0, 1, ... in order:
 //                      plain  per unit, its U - nc plain bits as one field:
@@ -80,7 +95,7 @@
 
 namespace ibp {
 
-constexpr uint32_t kFormatVersion = 3;
+constexpr uint32_t kFormatVersion = 4;
 constexpr uint32_t kOldestVersion = 1;  // oldest version this code reads
 constexpr char kMagic[8] = {'I', 'B', 'P', 'G', 'N', 'N', '\r', '\n'};
 constexpr uint32_t kSectionAlign = 64;
@@ -90,6 +105,9 @@ constexpr uint32_t kMaxGroups = 1u << 16;
 constexpr uint32_t kCodeSlots = 16;       // 16-bit slots per unit of the code rows
 constexpr uint32_t kMaxCodeSymbols = kCodeSlots - 1;
 constexpr uint32_t kMaxCodeBits = 16;     // widest coded field
+constexpr uint32_t kSparseRiceBits = 5;   // coded-form kSparse row: Rice parameter field
+constexpr uint32_t kSparseHiBits = 5;     // its coded high bits field
+constexpr uint32_t kSparseEscape = 8;     // its longest unary hi code
 
 enum class DType : uint32_t {
   kFloat32 = 0,

@@ -7,6 +7,7 @@
 #include "bits.h"
 #include "coded.h"
 #include "parallel.h"
+#include "sparse_code.h"
 
 namespace ibp {
 namespace {
@@ -21,9 +22,17 @@ std::string str(uint64_t v) { return std::to_string(v); }
 // A kSparse row whose bits after the group id start at `pos` and end at `end`:
 // counts in range, length as its fields say, positions increasing and inside
 // the row, dictionary indices inside the dictionary.
-bool sparse_row_ok(const uint32_t* p, uint64_t pos, uint64_t end, uint32_t W) {
+// From version 4 a row with d > c has the coded form (sparse_code.h): its
+// walk must end exactly at `end`.
+bool sparse_row_ok(const uint32_t* p, uint64_t pos, uint64_t end, uint32_t W, uint32_t version) {
   const uint32_t cb = count_bits(W);
   if (end < pos || end - pos < 2ull * cb + 1) return false;
+  if (version >= 4 && is_sparse_code(p, pos, W)) {
+    if (end - pos < sparse_code_head_bits(W, 0)) return false;
+    uint64_t stop;
+    return walk_sparse_code(p, pos, end, W, [](uint32_t, uint32_t, uint32_t) {}, &stop) &&
+           stop == end;
+  }
   const SparseRow s(p, pos, W);
   if (s.count > W || s.dict > s.count || s.end != end) return false;
   for (uint32_t i = 0; s.dict && i < s.count; ++i) {
@@ -215,7 +224,7 @@ class RowChecker {
       // The bitmap lies inside the row only if the row is long enough.
       ok = end - body >= h_.row_words && ibp_(p_, body, g) == end - start;
     } else if (mode == static_cast<uint32_t>(RowMode::kSparse)) {
-      ok = h_.version >= 2 && sparse_row_ok(p_, body, end, h_.row_words);
+      ok = h_.version >= 2 && sparse_row_ok(p_, body, end, h_.row_words, h_.version);
     } else {  // kCoded
       ok = h_.code_rows && coded_.row_ok(p_, body, end, g);
     }

@@ -1,6 +1,7 @@
 """Writes the small frozen files of the current format version into tests/data.
 
-Run once per released format version (python tests/data/make_files.py); never
+Run once per released format version (python tests/data/make_files.py, or
+with a name prefix to write only those cases of the version); never
 regenerate the files of an earlier version: test_regression.py checks that
 they still decode to the arrays saved beside them.
 """
@@ -45,11 +46,32 @@ def cases():
     yield "float32_coded", emb, "auto"
     yield "float16_coded_odd", (torch.randn(1500, 13, generator=g) * 0.3).half(), "auto"
     yield "bfloat16_coded", (torch.randn(1500, 10, generator=g) * 0.05).bfloat16(), "auto"
+    # From version 4: coded-form sparse rows (Rice-coded gaps, zigzag-unary
+    # high bits): TF-IDF-like fp32 with NaN, Inf, -0.0 and denormals listed,
+    # fp16 of odd width, bf16, sparse int32 and int64.
+    g = torch.Generator().manual_seed(2027)
+
+    def sparse(rows, cols, density, scale):
+        keep = torch.rand(rows, cols, generator=g) < density
+        return keep * (torch.rand(rows, cols, generator=g) * scale)
+
+    tfidf = sparse(60, 300, 0.05, 0.3)
+    tfidf[4, :5] = torch.tensor([float("nan"), float("inf"), -0.0, 1e-40, -float("inf")])
+    yield "sparse_float32_tfidf", tfidf, "auto"
+    yield "sparse_float16_odd", sparse(40, 301, 0.05, 2.0).half(), "auto"
+    yield "sparse_bfloat16", sparse(40, 130, 0.05, 0.1).bfloat16(), "auto"
+    yield "sparse_int32", (sparse(40, 200, 0.04, 1.0) * 2**31).int(), "auto"
+    yield "sparse_int64", (sparse(30, 90, 0.05, 1.0) * 2**40).long(), "auto"
 
 
 if __name__ == "__main__":
+    import sys
+
     v = ibp_gnn.FORMAT_VERSION
+    prefix = sys.argv[1] if len(sys.argv) > 1 else ""  # e.g. "sparse": only those cases
     for name, x, mode in cases():
+        if not name.startswith(prefix):
+            continue
         ct = ibp_gnn.compress(x, mode=mode)
         ct.save(HERE / f"v{v}_{name}.ibp")
         raw = x.contiguous().view(torch.uint8).numpy() if x.numel() else np.zeros((0, 0), np.uint8)

@@ -8,6 +8,7 @@
 
 #include "../coded.h"
 #include "../parallel.h"
+#include "../sparse_code.h"
 #include "dense.h"
 
 namespace ibp {
@@ -84,7 +85,12 @@ void decode_row(const CompressedView& c, const DenseProgram& prog, uint64_t r, u
   }
   const uint32_t* table = c.table + static_cast<uint64_t>(g) * kDecodeRows * W;
   if (mode == static_cast<uint32_t>(RowMode::kSparse)) {
-    decode_sparse(c.payload, start + kModeBits + geo.group_bits, table, W, words);
+    const uint64_t at = start + kModeBits + geo.group_bits;
+    if (is_sparse_code(c.payload, at, W)) {
+      decode_sparse_code_host(c.payload, at, table + kValue * W, W, words);
+    } else {
+      decode_sparse(c.payload, at, table, W, words);
+    }
     return;
   }
   if (mode == static_cast<uint32_t>(RowMode::kCoded) && geo.code_rows) {

@@ -10,6 +10,7 @@
 // straight from host memory chunk by chunk.
 #include "../coded.h"
 #include "../gather.h"
+#include "../sparse_code.h"
 #include "launch.h"
 
 #if defined(IBP_CUDA_EMU)
@@ -99,6 +100,20 @@ __device__ void decode_sparse(const uint32_t* __restrict__ p, uint64_t pos,
       store_word(row, row_bytes, w, s.listed_value(p, i));
     }
   }
+  __syncwarp(mask);
+}
+
+// A coded-form kSparse row (sparse_code.h) read from p by the G lanes of
+// `mask`: all walk its stream, lane i % G stores listed word i.
+__device__ void decode_sparse_code(const uint32_t* __restrict__ p, uint64_t pos,
+                                   const uint32_t* __restrict__ table, uint32_t W, uint32_t g,
+                                   uint32_t G, unsigned mask, uint8_t* row, uint64_t row_bytes) {
+  for (uint32_t w = g; w < W; w += G) store_word(row, row_bytes, w, table[kValue * W + w]);
+  __syncwarp(mask);  // values first: listed words (or their bytes) are stored over them
+  uint64_t stop;
+  walk_sparse_code(p, pos, ~0ull, W, [&](uint32_t i, uint32_t w, uint32_t word) {
+    if (i % G == g) store_word(row, row_bytes, w, word);
+  }, &stop);
   __syncwarp(mask);
 }
 
@@ -227,7 +242,9 @@ gather_kernel(CompressedView c, const Id* __restrict__ ids, uint64_t n,
           c.table + static_cast<uint64_t>(head >> kModeBits) * kDecodeRows * W;
       const uint64_t bitmap = pos + kModeBits + geo.group_bits;
       const bool raw = mode == static_cast<uint32_t>(RowMode::kRaw);
-      if (mode == static_cast<uint32_t>(RowMode::kSparse)) {
+      if (mode == static_cast<uint32_t>(RowMode::kSparse) && is_sparse_code(s, bitmap, W)) {
+        decode_sparse_code(s, bitmap, table, W, g, G, mask, row, geo.row_bytes);
+      } else if (mode == static_cast<uint32_t>(RowMode::kSparse)) {
         decode_sparse(s, bitmap, table, W, g, G, mask, row, geo.row_bytes);
       } else if (mode == static_cast<uint32_t>(RowMode::kCoded) && geo.code_rows) {  // shared or host
         decode_coded(s, bitmap,
