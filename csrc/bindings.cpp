@@ -383,8 +383,8 @@ PYBIND11_MODULE(_C, m) {
   // The CPU gather with its setup done once (CompressedTensor keeps one): the
   // arrays are checked here and kept alive; a call takes the addresses of a
   // contiguous int32/int64 ids tensor and of an output of n * row_bytes bytes
-  // that the caller checked, and returns 0, 1 (an id out of range) or 2 (out
-  // not writable), decoding nothing unless 0.
+  // that the caller checked, and returns CpuGather::gather's 0, 1 (an id out
+  // of range) or 2 (out not writable), decoding nothing unless 0.
   struct CpuGatherHandle {
     py::object keep;  // header, table, bases, rel, payload
     std::unique_ptr<CpuGather> g;
@@ -409,11 +409,8 @@ PYBIND11_MODULE(_C, m) {
                     "ibp CpuGather.gather: kernel must be one this CPU runs (cpu_kernels())");
             auto* op = reinterpret_cast<uint8_t*>(out);
             py::gil_scoped_release nogil;
-            if (check_out && !cpu_writable(op, n * self.g->view().geo.row_bytes)) return 2;
             return self.g->gather(reinterpret_cast<const void*>(ids), ids64, n, op, threads,
-                                  static_cast<CpuKernel>(kernel))
-                       ? 0
-                       : 1;
+                                  check_out, static_cast<CpuKernel>(kernel));
           },
           py::arg("ids"), py::arg("n"), py::arg("ids64"), py::arg("out"), py::arg("threads") = 1,
           py::arg("check_out") = true, py::arg("kernel") = 0);

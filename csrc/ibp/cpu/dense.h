@@ -38,23 +38,37 @@ constexpr uint32_t kChunkWords = 8;
 
 // Per group g, for word w in chunk c = w / 8: pre[g * padded + w] is the sum
 // of nvar over the words of c before w; total[g * chunks + c] the sum over c.
-// padded = chunks * 8; entries past row_words are 0.
+// padded = chunks * 8; entries past row_words are 0. The same for the 16-word
+// chunks of the AVX-512 kernel (pre16, total16, padded16, chunks16), with
+// dep16[g * chunks16 + c] = 1 when a word of the chunk has a non-zero deposit
+// mask (0: every word's variable bits are its low nvar bits, no deposit).
 struct DenseProgram {
-  uint32_t chunks = 0, padded = 0;
-  std::vector<uint32_t> pre, total;
+  uint32_t chunks = 0, padded = 0, chunks16 = 0, padded16 = 0;
+  std::vector<uint32_t> pre, total, pre16, total16;
+  std::vector<uint8_t> dep16;
 
   explicit DenseProgram(const CompressedView& c) {
     const uint32_t W = c.geo.row_words, G = c.geo.num_groups;
     chunks = (W + kChunkWords - 1) / kChunkWords;
     padded = chunks * kChunkWords;
+    chunks16 = (W + 15) / 16;
+    padded16 = chunks16 * 16;
     pre.assign(static_cast<size_t>(G) * padded, 0);
     total.assign(static_cast<size_t>(G) * chunks, 0);
+    pre16.assign(static_cast<size_t>(G) * padded16, 0);
+    total16.assign(static_cast<size_t>(G) * chunks16, 0);
+    dep16.assign(static_cast<size_t>(G) * chunks16, 0);
     for (uint32_t g = 0; g < G; ++g) {
-      const uint32_t* nvar = c.table + (static_cast<uint64_t>(g) * kDecodeRows + kNvar) * W;
+      const uint32_t* t = c.table + static_cast<uint64_t>(g) * kDecodeRows * W;
+      const uint32_t* nvar = t + kNvar * W;
       for (uint32_t w = 0; w < W; ++w) {
-        uint32_t& t = total[static_cast<size_t>(g) * chunks + w / kChunkWords];
-        pre[static_cast<size_t>(g) * padded + w] = t;
-        t += nvar[w];
+        uint32_t& a = total[static_cast<size_t>(g) * chunks + w / kChunkWords];
+        pre[static_cast<size_t>(g) * padded + w] = a;
+        a += nvar[w];
+        const size_t c16 = static_cast<size_t>(g) * chunks16 + w / 16;
+        pre16[static_cast<size_t>(g) * padded16 + w] = total16[c16];
+        total16[c16] += nvar[w];
+        for (uint32_t i = 0; i < 5; ++i) dep16[c16] |= t[(kDep0 + i) * W + w] != 0;
       }
     }
   }
@@ -67,6 +81,9 @@ struct DenseRow {
   const uint32_t* total;  // DenseProgram::total of the group
   uint32_t W;
   uint64_t payload_bytes;
+  const uint32_t* pre16;    // DenseProgram::pre16 of the group
+  const uint32_t* total16;  // DenseProgram::total16 of the group
+  const uint8_t* dep16;     // DenseProgram::dep16 of the group
 };
 
 inline uint64_t load_u64(const uint8_t* p) {
@@ -232,21 +249,29 @@ IBP_TARGET_AVX512 void ibp_row_avx512(const uint32_t* payload, uint64_t head,
   const __m512i zero = _mm512_setzero_si512(), ones = _mm512_set1_epi32(-1);
   const __m512i k32 = _mm512_set1_epi32(32), seven = _mm512_set1_epi32(7);
   uint64_t pos = head + W;
-  for (uint32_t w = 0; w < W; w += 16) {
+  for (uint32_t w = 0, c = 0; w < W; w += 16, ++c) {
     const uint32_t n = W - w < 16 ? W - w : 16;
     const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
     const __mmask16 part = static_cast<__mmask16>(part_bits(bytes, head, w, n));
-    const __m512i k = _mm512_mask_mov_epi32(_mm512_maskz_mov_epi32(m & ~part, k32), part,
-                                            _mm512_maskz_loadu_epi32(m, t + kNvar * W + w));
-    __m512i incl = _mm512_add_epi32(k, _mm512_alignr_epi32(k, zero, 15));
-    incl = _mm512_add_epi32(incl, _mm512_alignr_epi32(incl, zero, 14));
-    incl = _mm512_add_epi32(incl, _mm512_alignr_epi32(incl, zero, 12));
-    incl = _mm512_add_epi32(incl, _mm512_alignr_epi32(incl, zero, 8));
-    const uint32_t sum =
-        static_cast<uint32_t>(_mm_extract_epi32(_mm512_extracti32x4_epi32(incl, 3), 3));
+    const __m512i nv = _mm512_maskz_loadu_epi32(m, t + kNvar * W + w);
+    // Offsets: the program's, plus 32 - nvar for each earlier word stored
+    // whole; the total from scalar code, so the next chunk's position never
+    // waits for the vector prefix sum.
+    const __mmask16 whole = m & ~part;
+    const __m512i k = _mm512_mask_mov_epi32(nv, whole, k32);
+    __m512i excl = _mm512_maskz_loadu_epi32(m, r.pre16 + w);
+    uint32_t sum = r.total16[c];
+    if (whole) {
+      const __m512i d = _mm512_maskz_sub_epi32(whole, k32, nv);
+      __m512i incl = _mm512_add_epi32(d, _mm512_alignr_epi32(d, zero, 15));
+      incl = _mm512_add_epi32(incl, _mm512_alignr_epi32(incl, zero, 14));
+      incl = _mm512_add_epi32(incl, _mm512_alignr_epi32(incl, zero, 12));
+      incl = _mm512_add_epi32(incl, _mm512_alignr_epi32(incl, zero, 8));
+      excl = _mm512_add_epi32(excl, _mm512_sub_epi32(incl, d));
+      for (uint32_t x = whole; x; x &= x - 1) sum += 32 - t[kNvar * W + w + __builtin_ctz(x)];
+    }
     const uint64_t at = pos >> 3;
-    const __m512i off = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(pos & 7)),
-                                         _mm512_sub_epi32(incl, k));
+    const __m512i off = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(pos & 7)), excl);
     const __m512i idx =
         _mm512_add_epi8(_mm512_shuffle_epi8(_mm512_srli_epi32(off, 3), first_byte), seq);
     const uint64_t left = r.payload_bytes - at;
@@ -268,14 +293,16 @@ IBP_TARGET_AVX512 void ibp_row_avx512(const uint32_t* payload, uint64_t head,
         _mm512_and_si512(_mm512_shrdv_epi32(lo, hi, _mm512_and_si512(off, seven)),
                          _mm512_srlv_epi32(ones, _mm512_sub_epi32(k32, k)));
     __m512i f = raw;
+    if (r.dep16[c]) {
 #define IBP_STAGE(i)                                                                 \
   {                                                                                  \
     const __m512i d = _mm512_maskz_loadu_epi32(m, t + (kDep0 + i) * W + w);          \
     const __m512i s = _mm512_and_si512(f, d);                                        \
     f = _mm512_or_si512(_mm512_xor_si512(f, s), _mm512_slli_epi32(s, 1 << i));       \
   }
-    IBP_STAGE(4) IBP_STAGE(3) IBP_STAGE(2) IBP_STAGE(1) IBP_STAGE(0)
+      IBP_STAGE(4) IBP_STAGE(3) IBP_STAGE(2) IBP_STAGE(1) IBP_STAGE(0)
 #undef IBP_STAGE
+    }
     f = _mm512_add_epi32(f, _mm512_maskz_loadu_epi32(m, t + kValue * W + w));
     _mm512_mask_storeu_epi32(out + w, m, _mm512_mask_mov_epi32(raw, part, f));
     pos += sum;

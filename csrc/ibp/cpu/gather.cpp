@@ -119,9 +119,14 @@ void decode_row(const CompressedView& c, const DenseProgram& prog, uint64_t r, u
                        words);
     return;
   }
-  const DenseRow dense{table, prog.pre.data() + static_cast<size_t>(g) * prog.padded,
-                       prog.total.data() + static_cast<size_t>(g) * prog.chunks, W,
-                       4 * geo.payload_words};
+  const DenseRow dense{table,
+                       prog.pre.data() + static_cast<size_t>(g) * prog.padded,
+                       prog.total.data() + static_cast<size_t>(g) * prog.chunks,
+                       W,
+                       4 * geo.payload_words,
+                       prog.pre16.data() + static_cast<size_t>(g) * prog.padded16,
+                       prog.total16.data() + static_cast<size_t>(g) * prog.chunks16,
+                       prog.dep16.data() + static_cast<size_t>(g) * prog.chunks16};
   Kernel::ibp_row(c.payload, start + kModeBits + geo.group_bits, dense, words);
 }
 
@@ -277,18 +282,21 @@ void gather_cpu(const CompressedView& c, const void* ids, bool ids64, uint64_t n
 CpuGather::CpuGather(const CompressedView& c) : c_(c), prog_(new DenseProgram(c)) {}
 CpuGather::~CpuGather() = default;
 
-bool CpuGather::gather(const void* ids, bool ids64, uint64_t n, uint8_t* out, int num_threads,
-                       CpuKernel kernel) const {
+int CpuGather::gather(const void* ids, bool ids64, uint64_t n, uint8_t* out, int num_threads,
+                      bool check_out, CpuKernel kernel) const {
+  const auto bad_out = [&] { return check_out && !cpu_writable(out, n * c_.geo.row_bytes); };
   if (ids64) {
     std::vector<int64_t> copy;
-    if (!copy_ids(static_cast<const int64_t*>(ids), n, c_.geo.rows, &copy)) return false;
+    if (!copy_ids(static_cast<const int64_t*>(ids), n, c_.geo.rows, &copy)) return 1;
+    if (bad_out()) return 2;
     gather_with(c_, *prog_, copy.data(), true, n, out, num_threads, kernel);
   } else {
     std::vector<int32_t> copy;
-    if (!copy_ids(static_cast<const int32_t*>(ids), n, c_.geo.rows, &copy)) return false;
+    if (!copy_ids(static_cast<const int32_t*>(ids), n, c_.geo.rows, &copy)) return 1;
+    if (bad_out()) return 2;
     gather_with(c_, *prog_, copy.data(), false, n, out, num_threads, kernel);
   }
-  return true;
+  return 0;
 }
 
 bool cpu_writable(void* p, uint64_t bytes) {

@@ -21,10 +21,11 @@ class CpuGather {
 
   // gather_cpu(view(), ids, ids64, n, out, num_threads, kernel) for ids the
   // caller may still change or share with `out`: the ids are copied first
-  // and range-checked on the copy. Returns false, writing nothing, when an
-  // id is outside [0, rows).
-  bool gather(const void* ids, bool ids64, uint64_t n, uint8_t* out, int num_threads,
-              CpuKernel kernel = CpuKernel::kAuto) const;
+  // and range-checked on the copy, then (when check_out) out is checked with
+  // cpu_writable. Returns 0; or, writing nothing, 1 when an id is outside
+  // [0, rows), 2 when out is not writable.
+  int gather(const void* ids, bool ids64, uint64_t n, uint8_t* out, int num_threads,
+             bool check_out, CpuKernel kernel = CpuKernel::kAuto) const;
 
  private:
   CompressedView c_;
