@@ -13,6 +13,7 @@
 
 #include "../coded.h"
 #include "../parallel.h"
+#include "coded_cpu.h"
 #include "dense.h"
 #include "gather_cpu.h"
 #include "sparse.h"
@@ -39,6 +40,10 @@ struct PortableKernel {  // the shared bits.h deposit, what the CUDA kernel runs
                          uint32_t* words) {
     decode_sparse(p, pos, table, W, words);
   }
+  static void coded_row(const uint32_t* p, uint64_t pos, const uint32_t* codes, uint32_t W,
+                        uint32_t code_rows, uint32_t* words) {
+    decode_coded_words(p, pos, codes, W, code_rows, words);
+  }
 };
 #if defined(IBP_X86_SIMD)
 // The same result from the BMI2 PDEP instruction, used only when the CPU has
@@ -53,6 +58,10 @@ struct Bmi2Kernel {
                          uint32_t* words) {
     sparse_row_scalar(p, pos, table, W, words);
   }
+  static void coded_row(const uint32_t* p, uint64_t pos, const uint32_t* codes, uint32_t W,
+                        uint32_t code_rows, uint32_t* words) {
+    coded_row_scalar(p, pos, codes, W, code_rows, words);
+  }
 };
 struct Avx2Kernel {
   static void ibp_row(const uint32_t* p, uint64_t head, const DenseRow& r, uint32_t* out) {
@@ -62,6 +71,10 @@ struct Avx2Kernel {
                          uint32_t* words) {
     sparse_row_scalar(p, pos, table, W, words);
   }
+  static void coded_row(const uint32_t* p, uint64_t pos, const uint32_t* codes, uint32_t W,
+                        uint32_t code_rows, uint32_t* words) {
+    coded_row_scalar(p, pos, codes, W, code_rows, words);
+  }
 };
 struct Avx512Kernel {
   static void ibp_row(const uint32_t* p, uint64_t head, const DenseRow& r, uint32_t* out) {
@@ -70,6 +83,10 @@ struct Avx512Kernel {
   static void sparse_row(const uint32_t* p, uint64_t pos, const uint32_t* table, uint32_t W,
                          uint32_t* words) {
     sparse_row_avx512(p, pos, table, W, words);
+  }
+  static void coded_row(const uint32_t* p, uint64_t pos, const uint32_t* codes, uint32_t W,
+                        uint32_t code_rows, uint32_t* words) {
+    coded_row_scalar(p, pos, codes, W, code_rows, words);
   }
 };
 #endif
@@ -100,9 +117,10 @@ void decode_row(const CompressedView& c, const DenseProgram& prog, uint64_t r, u
   const Geometry& geo = c.geo;
   const uint32_t W = geo.row_words;
   const uint64_t start = row_start(c.bases, c.rel, geo.rel_bytes, geo.block_shift, r);
-  BitReader in(c.payload, start);
-  const uint32_t mode = in.read(kModeBits);
-  const uint32_t g = in.read(geo.group_bits);
+  const uint32_t head = field_at(reinterpret_cast<const uint8_t*>(c.payload), start,
+                                 kModeBits + geo.group_bits);
+  const uint32_t mode = head & ((1u << kModeBits) - 1);
+  const uint32_t g = head >> kModeBits;
   if (mode == static_cast<uint32_t>(RowMode::kRaw)) {
     const uint64_t head = start + kModeBits + geo.group_bits;
     for (uint32_t w = 0; w < W; ++w) words[w] = read_bits(c.payload, head + 32ull * w, 32);
@@ -114,9 +132,9 @@ void decode_row(const CompressedView& c, const DenseProgram& prog, uint64_t r, u
     return;
   }
   if (mode == static_cast<uint32_t>(RowMode::kCoded) && geo.code_rows) {
-    decode_coded_words(c.payload, start + kModeBits + geo.group_bits,
-                       code_part(c.table, geo.num_groups, W, geo.code_rows, g), W, geo.code_rows,
-                       words);
+    Kernel::coded_row(c.payload, start + kModeBits + geo.group_bits,
+                      code_part(c.table, geo.num_groups, W, geo.code_rows, g), W, geo.code_rows,
+                      words);
     return;
   }
   const DenseRow dense{table,
