@@ -41,7 +41,7 @@ struct PortableKernel {  // the shared bits.h deposit, what the CUDA kernel runs
     decode_sparse(p, pos, table, W, words);
   }
   static void coded_row(const uint32_t* p, uint64_t pos, const uint32_t* codes, uint32_t W,
-                        uint32_t code_rows, uint32_t* words) {
+                        uint32_t code_rows, uint64_t /*payload_bytes*/, uint32_t* words) {
     decode_coded_words(p, pos, codes, W, code_rows, words);
   }
 };
@@ -59,7 +59,7 @@ struct Bmi2Kernel {
     sparse_row_scalar(p, pos, table, W, words);
   }
   static void coded_row(const uint32_t* p, uint64_t pos, const uint32_t* codes, uint32_t W,
-                        uint32_t code_rows, uint32_t* words) {
+                        uint32_t code_rows, uint64_t /*payload_bytes*/, uint32_t* words) {
     coded_row_scalar(p, pos, codes, W, code_rows, words);
   }
 };
@@ -72,7 +72,7 @@ struct Avx2Kernel {
     sparse_row_scalar(p, pos, table, W, words);
   }
   static void coded_row(const uint32_t* p, uint64_t pos, const uint32_t* codes, uint32_t W,
-                        uint32_t code_rows, uint32_t* words) {
+                        uint32_t code_rows, uint64_t /*payload_bytes*/, uint32_t* words) {
     coded_row_scalar(p, pos, codes, W, code_rows, words);
   }
 };
@@ -85,8 +85,8 @@ struct Avx512Kernel {
     sparse_row_avx512(p, pos, table, W, words);
   }
   static void coded_row(const uint32_t* p, uint64_t pos, const uint32_t* codes, uint32_t W,
-                        uint32_t code_rows, uint32_t* words) {
-    coded_row_scalar(p, pos, codes, W, code_rows, words);
+                        uint32_t code_rows, uint64_t payload_bytes, uint32_t* words) {
+    coded_row_avx512(p, pos, codes, W, code_rows, payload_bytes, words);
   }
 };
 #endif
@@ -134,7 +134,7 @@ void decode_row(const CompressedView& c, const DenseProgram& prog, uint64_t r, u
   if (mode == static_cast<uint32_t>(RowMode::kCoded) && geo.code_rows) {
     Kernel::coded_row(c.payload, start + kModeBits + geo.group_bits,
                       code_part(c.table, geo.num_groups, W, geo.code_rows, g), W, geo.code_rows,
-                      words);
+                      4 * geo.payload_words, words);
     return;
   }
   const DenseRow dense{table,
