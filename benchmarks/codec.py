@@ -69,7 +69,8 @@ codecs (ratio = raw bytes / compressed bytes):
   x[idx]           : torch.index_select(x, 0, idx, out=buf) on the raw CPU tensor.
 gather: uniform random ids with replacement (fixed seed), --batch ids per call, same batches for
   every method, output into a preallocated buffer; ibp uses ct.gather(idx, out=buf, threads=T)
-  with torch.set_num_threads(T) too; zstd/lz4 decode row by row in a Python loop (1 thread),
+  with torch.set_num_threads(T) too ('C++ entry alone': _C.CpuGather.gather on the same ids and
+  buffer, without ct.gather's Python checks); zstd/lz4 decode row by row in a Python loop (1 thread),
   copying each decoded row into a preallocated numpy buffer (ids pre-converted to a list).
 encode: ibp = the whole ibp_gnn.compress (mask selection + encoding); zstd/lz4 = per-row loop."""
 
@@ -590,10 +591,15 @@ def bench_speed(x: torch.Tensor, xb: np.ndarray, args) -> dict:
                            x.view(torch.uint8)[bs[0]]):
             fail("speed: ibp gather != x[idx]")
         best = {"ibp_t1": math.inf, "x_idx_t1": math.inf, "ibp_t1_wall": math.inf,
-                "ibp_auto": math.inf}
+                "ibp_auto": math.inf, "ibp_core_t1": math.inf}
         calls = max(1, math.ceil(args.min_time * 4e8 / (batch * rb)))
+        # The C++ entry alone (what ct.gather calls after its Python checks).
+        core = _C.CpuGather(ct._header, ct._decode_table, ct._bases, ct._rel, ct._payload)
+        optr, n_ids = out.data_ptr(), batch
         for _ in range(args.repeat):  # alternate methods, keep each one's fastest
             for key, fn in (("ibp_t1", lambda i: ct.gather(i, out=out, threads=1)),
+                            ("ibp_core_t1", lambda i: core.gather(i.data_ptr(), n_ids, True, optr,
+                                                                  1, False)),
                             ("x_idx_t1", lambda i: torch.index_select(x, 0, i, out=out))):
                 t0 = clock()
                 for c in range(calls):
@@ -628,7 +634,8 @@ def bench_speed_only(name: str, x_np: np.ndarray, desc: str, args) -> dict:
           f"MB/s; load avg {loadavg()}")
     for b, r in sp["gather"].items():
         print(f"  batch {b:>6}: ibp {r['ibp_t1']:.3f} GB/s vs x[idx] {r['x_idx_t1']:.3f} GB/s "
-              f"(ratio {r['ibp_t1'] / r['x_idx_t1']:.2f}); threads=None -> {r['threads_auto']} "
+              f"(ratio {r['ibp_t1'] / r['x_idx_t1']:.2f}; C++ entry alone {r['ibp_core_t1']:.3f} GB/s, "
+              f"{r['ibp_core_t1'] / r['x_idx_t1']:.2f}); threads=None -> {r['threads_auto']} "
               f"thread(s) {r['ibp_auto']:.3f} GB/s ({r['ibp_auto'] / r['ibp_t1_wall']:.2f}x one thread, "
               "wall clock)", flush=True)
     return dict(name=name, shape=list(x.shape), dtype=str(x.dtype), row_bytes=xb.shape[1],

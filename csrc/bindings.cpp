@@ -14,6 +14,7 @@
 #include "ibp/encode.h"
 #include "ibp/format.h"
 #include "ibp/gather.h"
+#include "ibp/cpu/gather_cpu.h"
 #include "ibp/runtime.h"
 #include "ibp/subset.h"
 #include "ibp/validate.h"
@@ -488,6 +489,41 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("header"), py::arg("table"), py::arg("bases"), py::arg("rel"), py::arg("payload"),
       py::arg("ids"), py::arg("out"), py::arg("threads") = 1, py::arg("kernel") = 0);
+
+  // The CPU gather with its setup done once (CompressedTensor keeps one): the
+  // arrays are checked here and kept alive; a call takes the addresses of a
+  // contiguous int32/int64 ids tensor and of an output of n * row_bytes bytes
+  // that the caller checked, and returns CpuGather::gather's 0, 1 (an id out
+  // of range) or 2 (out not writable), decoding nothing unless 0.
+  struct CpuGatherHandle {
+    py::object keep;  // header, table, bases, rel, payload
+    std::unique_ptr<CpuGather> g;
+  };
+  py::class_<CpuGatherHandle>(m, "CpuGather")
+      .def(py::init([](const py::bytes& header, const Array<uint32_t>& table,
+                       const Array<uint64_t>& bases, const py::array& rel,
+                       const Array<uint32_t>& payload) {
+             const FileHeader h = header_from_bytes(header);
+             auto* r = new CpuGatherHandle{py::make_tuple(header, table, bases, rel, payload),
+                                           nullptr};
+             r->g.reset(new CpuGather(cpu_view(h, table, bases, rel, payload)));
+             return r;
+           }),
+           py::arg("header"), py::arg("table"), py::arg("bases"), py::arg("rel"),
+           py::arg("payload"))
+      .def(
+          "gather",
+          [](const CpuGatherHandle& self, uintptr_t ids, uint64_t n, bool ids64, uintptr_t out,
+             int threads, bool check_out, int kernel) {
+            require(kernel >= 0 && kernel <= 4 && cpu_has_kernel(static_cast<CpuKernel>(kernel)),
+                    "ibp CpuGather.gather: kernel must be one this CPU runs (cpu_kernels())");
+            auto* op = reinterpret_cast<uint8_t*>(out);
+            py::gil_scoped_release nogil;
+            return self.g->gather(reinterpret_cast<const void*>(ids), ids64, n, op, threads,
+                                  check_out, static_cast<CpuKernel>(kernel));
+          },
+          py::arg("ids"), py::arg("n"), py::arg("ids64"), py::arg("out"), py::arg("threads") = 1,
+          py::arg("check_out") = true, py::arg("kernel") = 0);
 
   // subset: the size bound, then the call writing into caller-provided arrays
   // (numpy views of pinned buffers for the staged transfer).

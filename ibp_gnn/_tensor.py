@@ -742,6 +742,9 @@ def index_1d(x, what: str, op: str) -> torch.Tensor:
     return x.contiguous()
 
 
+_CPU_IDS = (torch.int64, torch.int32)
+
+
 class CompressedTensor(TensorLike):
     """A 2-D tensor compressed with Invariant Bit Packing; any rows can be
     gathered without decoding the others. It indexes like a tensor
@@ -912,6 +915,10 @@ class CompressedTensor(TensorLike):
         ids out of range instead of reading outside the tensor.
         """
         op = "CompressedTensor.gather"
+        if device is None and type(idx) is torch.Tensor and idx.device.type == "cpu":
+            got = self._gather_cpu(idx, out, threads, op)
+            if got is not None:
+                return got
         idx = self._ids(idx, op)
         if idx.device.type == "cpu":
             # A private copy: the ids checked are the ids decoded, even when the caller's
@@ -946,6 +953,34 @@ class CompressedTensor(TensorLike):
         if target.type != "cuda":
             raise ValueError(f"{op}: device must be cpu or cuda, got {target}")
         return self._gather_cuda(idx.to(target, non_blocking=True), out, op)
+
+    def _gather_cpu(self, idx: torch.Tensor, out, threads, op: str) -> Optional[torch.Tensor]:
+        """The common CPU call (contiguous 1-D int64/int32 ids, out None or a
+        matching contiguous CPU tensor) in one C++ step that range-checks a
+        private copy of the ids and checks that out is writable; None when the
+        call takes the general path (other inputs, or an error to report there)."""
+        if idx.dtype not in _CPU_IDS or idx.dim() != 1 or not idx.is_contiguous():
+            return None
+        n, cols = idx.shape[0], self._fields["cols"]
+        if out is None:
+            out, given = torch.empty((n, cols), dtype=self.dtype), False
+        elif (type(out) is not torch.Tensor or out.device.type != "cpu"
+              or out.dtype != self.dtype or out.shape != (n, cols) or not out.is_contiguous()):
+            return None
+        else:
+            given = True
+        if self._source is not None:
+            self._source.check(op)
+        payload = self._pinned if self._pinned is not None else self._payload
+        dec = self.__dict__.get("_cpu_gather")
+        if dec is None or dec[0] is not payload:
+            arr = payload.numpy().view(np.uint32) if payload is self._pinned else payload
+            dec = self.__dict__["_cpu_gather"] = (payload, _C.CpuGather(
+                self._header, self._decode_table, self._bases, self._rel, arr))
+        if n and dec[1].gather(idx.data_ptr(), n, idx.dtype == torch.int64, out.data_ptr(),
+                               _threads(threads, op), given) != 0:
+            return None
+        return out
 
     def _gather_cuda(self, idx: torch.Tensor, out: torch.Tensor, op: str) -> torch.Tensor:
         if not _C.cuda_built():

@@ -137,6 +137,9 @@ from ibp_gnn import _C
 cols, dtype = int(sys.argv[1]), getattr(np, sys.argv[2])
 rng = np.random.default_rng(cols)
 x = (rng.standard_normal((300, cols)) * 0.1).astype(dtype)
+if len(sys.argv) > 3:  # bag-of-words rows: one value per row (row-normalised), ~1/3 of the words
+    x = (rng.random((300, cols)) < 0.3).astype(dtype)
+    x /= np.maximum(x.sum(1, keepdims=True), 1)
 ct = ibp_gnn.compress(x, progress=False)
 payload = ct._payload
 page = mmap.PAGESIZE
@@ -154,16 +157,23 @@ for k in _C.cpu_kernels():
     out = np.empty_like(want)
     _C.gather(ct._header, ct._decode_table, ct._bases, ct._rel, tight, ids, out.reshape(-1), 1, k)
     assert np.array_equal(out, want), k
+    g = _C.CpuGather(ct._header, ct._decode_table, ct._bases, ct._rel, tight)
+    out = np.empty_like(want)
+    assert g.gather(ids.ctypes.data, 300, True, out.ctypes.data, 1, True, k) == 0
+    assert np.array_equal(out, want), k
 print("ok", _C.cpu_kernels())
 """
 
 
-@pytest.mark.parametrize("cols,dtype", [(3, "float32"), (64, "float32"), (33, "float16")])
-def test_kernels_read_nothing_past_the_payload(cols, dtype):
-    """The last rows decode with every kernel when the page after the payload
-    is unreadable (the wide SIMD loads stay inside the payload and its padding)."""
+@pytest.mark.parametrize("cols,dtype,bow", [(3, "float32", ""), (64, "float32", ""),
+                                            (33, "float16", ""), (17, "float32", "bow"),
+                                            (767, "float32", "bow")])
+def test_kernels_read_nothing_past_the_payload(cols, dtype, bow):
+    """The last rows decode with every kernel, through _C.gather and CpuGather,
+    when the page after the payload is unreadable (the wide SIMD loads stay
+    inside the payload and its padding): dense rows and one-value sparse rows."""
     import subprocess
-    r = subprocess.run([sys.executable, "-c", _GUARD_SCRIPT, str(cols), dtype],
+    r = subprocess.run([sys.executable, "-c", _GUARD_SCRIPT, str(cols), dtype] + ([bow] if bow else []),
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "ok" in r.stdout, (r.returncode, r.stdout, r.stderr[-2000:])
 
@@ -179,3 +189,103 @@ def test_kernel_forced_by_environment():
         got, best = map(int, subprocess.run([sys.executable, "-c", code], env=env, check=True,
                                             capture_output=True, text=True).stdout.split())
         assert got == (want if want in _C.cpu_kernels() else best), name
+
+
+FROZEN = sorted((Path(__file__).resolve().parent / "data").glob("v*.ibp"))
+
+
+@pytest.mark.parametrize("path", FROZEN, ids=[p.stem for p in FROZEN])
+def test_frozen_files_every_kernel(path):
+    """Every frozen file (v1/v2/v3: dense, coded, sparse, dictionary, bitmap
+    rows) decodes to its saved bytes with every CPU kernel through CpuGather,
+    int64 and int32 ids."""
+    ct = ibp_gnn.load(path)
+    rows = len(ct)
+    raw = np.load(path.with_suffix(".raw.npy")).view(np.uint8).reshape(rows, ct.shape[1] * ct.dtype.itemsize)
+    g = _C.CpuGather(ct._header, ct._decode_table, ct._bases, ct._rel, ct._payload)
+    ids = np.random.default_rng(7).integers(0, max(rows, 1), 3 * rows + 1) if rows else \
+        np.zeros(0, np.int64)
+    for kernel in KERNELS:
+        for dt in (np.int64, np.int32):
+            i = ids.astype(dt)
+            out = np.full((len(i), raw.shape[1]), 0xA5, np.uint8)
+            assert g.gather(i.ctypes.data, len(i), dt == np.int64, out.ctypes.data, 1, True,
+                            kernel) == 0
+            assert np.array_equal(out, raw[i]), (kernel, dt)
+
+
+@pytest.mark.parametrize("cols", [1, 15, 16, 17, 31, 33, 767])
+def test_one_value_sparse_rows_every_width(cols):
+    """Binary and row-normalised bag-of-words rows (a one-entry dictionary and a
+    bitmap: the AVX-512 blend path) at widths around its 16-word steps, and
+    empty rows, decode bit-exactly with every kernel."""
+    rng = np.random.default_rng(cols)
+    x = (rng.random((400, cols)) < 0.3).astype(np.float32)
+    x[::7] = 0
+    x[1::5] /= np.maximum(x[1::5].sum(1, keepdims=True), 1)
+    x[3, :] = -0.0
+    ct = ibp_gnn.compress(x, progress=False)
+    assert ct.stats()["rows_per_mode"].get("sparse", 0) > 0 or cols == 1
+    ids = rng.integers(0, 400, 1000)
+    want = x.view(np.uint8)[ids]
+    for kernel in KERNELS:
+        got = _gather(ct, ids, kernel, 1).view(torch.uint8).numpy()
+        assert np.array_equal(got, want), kernel
+
+
+def test_fast_path_checks_like_the_general_path():
+    """ct.gather's one-step CPU path (contiguous int64/int32 ids, out None or a
+    matching tensor): the same errors as the general path before anything is
+    written, ids copied before they are checked and decoded (ids sharing memory
+    with out), and the same rows as the general path (non-contiguous ids)."""
+    x = torch.from_numpy(_embedding(500, 9, np.float32, seed=3))
+    ct = ibp_gnn.compress(x, progress=False)
+    out = torch.full((3, 9), 7.0)
+    for bad, msg in (([0, -1, 2], "holds negative id -1"), ([0, 500, 2], "id 500, out of range")):
+        for dt in (torch.int64, torch.int32):
+            with pytest.raises(IndexError, match=msg):
+                ct.gather(torch.tensor(bad, dtype=dt), out=out)
+            assert torch.equal(out, torch.full((3, 9), 7.0))
+    import mmap
+    import warnings
+    ro_map = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ro = torch.from_numpy(np.frombuffer(ro_map, np.float32, 27).reshape(3, 9))
+    with pytest.raises(ValueError, match="read-only memory"):
+        ct.gather(torch.tensor([0, 1, 2]), out=ro)
+    ids = torch.randint(0, 500, (2000,), generator=torch.Generator().manual_seed(0))
+    for dt in (torch.int64, torch.int32):
+        got = ct.gather(ids.to(dt))
+        assert torch.equal(got.view(torch.int32), x[ids].view(torch.int32))
+        o = torch.empty((2000, 9))
+        assert ct.gather(ids.to(dt), out=o, threads=2) is o
+        assert torch.equal(o.view(torch.int32), x[ids].view(torch.int32))
+    strided = ids.repeat_interleave(2)[::2]
+    assert not strided.is_contiguous()
+    assert torch.equal(ct.gather(strided).view(torch.int32), x[ids].view(torch.int32))
+    # ids that are the bytes of out itself (one int32 column): decoded as given.
+    y = torch.arange(400, dtype=torch.int32).reshape(400, 1).flip(0).contiguous()
+    cy = ibp_gnn.compress(y, progress=False)
+    shared = torch.tensor([5, 0, 399, 7], dtype=torch.int32).reshape(4, 1)
+    assert cy.gather(shared.view(-1), out=shared) is shared
+    assert shared.view(-1).tolist() == [394, 399, 0, 392]
+    assert ct.gather(torch.zeros(0, dtype=torch.int64)).shape == (0, 9)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("cols", [1, 15, 16, 17, 41, 128])
+def test_coded_rows_every_kernel_and_width(dtype, cols):
+    """kCoded rows (embedding-like, with NaN payloads, -0.0, Inf, denormals)
+    decode bit-exactly with every kernel at widths around the AVX-512 kernel's
+    16-word steps, int64 and int32 ids."""
+    from test_format_v3 import embeddings
+    x = embeddings(dtype, 900, cols, seed=cols)
+    ct = ibp_gnn.compress(x, progress=False)
+    assert ct.stats()["rows_per_mode"].get("coded", 0) > 0 or cols == 1
+    ids = np.random.default_rng(cols).integers(0, 900, 700)
+    want = x.contiguous().view(torch.uint8).numpy()[ids]
+    for kernel in KERNELS:
+        for dt in (np.int64, np.int32):
+            got = _gather(ct, ids.astype(dt), kernel, 1).view(torch.uint8).numpy()
+            assert np.array_equal(got, want), (kernel, dt)

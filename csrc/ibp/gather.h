@@ -39,7 +39,7 @@ inline Geometry geometry_of(const FileHeader& h) {
 // Which CPU decode of kIbp rows to use (cpu/dense.h); all write the same
 // bits. kPortable: scalar with the shared bits.h deposit the CUDA kernel
 // runs; kBmi2: scalar with the x86 PDEP instruction; kAvx2 / kAvx512: 8 words
-// at a time (AVX2 + BMI2; AVX-512 F/BW/VL/VBMI). kAuto: the environment
+// at a time (AVX2 + BMI2; AVX-512 F/BW/VL/VBMI/VBMI2, 16). kAuto: the environment
 // variable IBP_CPU_KERNEL (portable, bmi2, avx2, avx512) when that kernel
 // runs here, else the fastest this CPU has. A kernel the CPU lacks runs as kAuto.
 enum class CpuKernel : int { kAuto = 0, kPortable = 1, kBmi2 = 2, kAvx2 = 3, kAvx512 = 4 };

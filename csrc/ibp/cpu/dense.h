@@ -5,14 +5,15 @@
 // fixed: DenseProgram precomputes it per group (`pre`) with the chunk's total
 // (`total`). Such a chunk decodes with no per-word branch and no serial
 // dependency between its words: scalar (portable deposit or BMI2 PDEP), AVX2
-// (gathers of 64-bit windows) or AVX-512 VBMI (one 64-byte load, a byte
-// permute). A chunk with an exception (a word stored whole) takes the
-// per-word path with a running bit position. Every variant writes the same
-// words: value + deposit(field, ~mask), or the field itself.
+// (gathers of 64-bit windows; a chunk with an exception, a word stored
+// whole, takes the per-word path with a running bit position) or AVX-512
+// VBMI/VBMI2 (16 words, exceptions included, from two 64-byte loads, byte
+// permutes and a funnel shift). Every variant writes the same words:
+// value + deposit(field, ~mask), or the field itself.
 //
 // Reads: a field at bit b is read as the 8 bytes from byte b / 8, inside the
 // payload padding (format.h) since fields are at most 32 bits. The AVX-512
-// chunk load of 64 bytes is masked at the payload's end.
+// chunk loads of 2 x 64 bytes are masked at the payload's end.
 #pragma once
 
 #include <cstdint>
@@ -25,7 +26,7 @@
 #define IBP_X86_SIMD 1
 #include <immintrin.h>
 #define IBP_TARGET_AVX2 __attribute__((target("avx2,bmi2")))
-#define IBP_TARGET_AVX512 __attribute__((target("avx2,bmi2,avx512f,avx512bw,avx512vl,avx512vbmi")))
+#define IBP_TARGET_AVX512 __attribute__((target("avx2,bmi2,avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2")))
 #endif
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
@@ -37,23 +38,37 @@ constexpr uint32_t kChunkWords = 8;
 
 // Per group g, for word w in chunk c = w / 8: pre[g * padded + w] is the sum
 // of nvar over the words of c before w; total[g * chunks + c] the sum over c.
-// padded = chunks * 8; entries past row_words are 0.
+// padded = chunks * 8; entries past row_words are 0. The same for the 16-word
+// chunks of the AVX-512 kernel (pre16, total16, padded16, chunks16), with
+// dep16[g * chunks16 + c] = 1 when a word of the chunk has a non-zero deposit
+// mask (0: every word's variable bits are its low nvar bits, no deposit).
 struct DenseProgram {
-  uint32_t chunks = 0, padded = 0;
-  std::vector<uint32_t> pre, total;
+  uint32_t chunks = 0, padded = 0, chunks16 = 0, padded16 = 0;
+  std::vector<uint32_t> pre, total, pre16, total16;
+  std::vector<uint8_t> dep16;
 
   explicit DenseProgram(const CompressedView& c) {
     const uint32_t W = c.geo.row_words, G = c.geo.num_groups;
     chunks = (W + kChunkWords - 1) / kChunkWords;
     padded = chunks * kChunkWords;
+    chunks16 = (W + 15) / 16;
+    padded16 = chunks16 * 16;
     pre.assign(static_cast<size_t>(G) * padded, 0);
     total.assign(static_cast<size_t>(G) * chunks, 0);
+    pre16.assign(static_cast<size_t>(G) * padded16, 0);
+    total16.assign(static_cast<size_t>(G) * chunks16, 0);
+    dep16.assign(static_cast<size_t>(G) * chunks16, 0);
     for (uint32_t g = 0; g < G; ++g) {
-      const uint32_t* nvar = c.table + (static_cast<uint64_t>(g) * kDecodeRows + kNvar) * W;
+      const uint32_t* t = c.table + static_cast<uint64_t>(g) * kDecodeRows * W;
+      const uint32_t* nvar = t + kNvar * W;
       for (uint32_t w = 0; w < W; ++w) {
-        uint32_t& t = total[static_cast<size_t>(g) * chunks + w / kChunkWords];
-        pre[static_cast<size_t>(g) * padded + w] = t;
-        t += nvar[w];
+        uint32_t& a = total[static_cast<size_t>(g) * chunks + w / kChunkWords];
+        pre[static_cast<size_t>(g) * padded + w] = a;
+        a += nvar[w];
+        const size_t c16 = static_cast<size_t>(g) * chunks16 + w / 16;
+        pre16[static_cast<size_t>(g) * padded16 + w] = total16[c16];
+        total16[c16] += nvar[w];
+        for (uint32_t i = 0; i < 5; ++i) dep16[c16] |= t[(kDep0 + i) * W + w] != 0;
       }
     }
   }
@@ -66,6 +81,9 @@ struct DenseRow {
   const uint32_t* total;  // DenseProgram::total of the group
   uint32_t W;
   uint64_t payload_bytes;
+  const uint32_t* pre16;    // DenseProgram::pre16 of the group
+  const uint32_t* total16;  // DenseProgram::total16 of the group
+  const uint8_t* dep16;     // DenseProgram::dep16 of the group
 };
 
 inline uint64_t load_u64(const uint8_t* p) {
@@ -98,7 +116,7 @@ inline void chunk_words(const uint8_t* bytes, uint64_t* pos, uint32_t part, uint
   *pos = p;
 }
 
-// The participation bits of words [w, w + n), n <= 8, of the row whose
+// The participation bits of words [w, w + n), n <= 32, of the row whose
 // bitmap starts at bit `head`.
 inline uint32_t part_bits(const uint8_t* bytes, uint64_t head, uint32_t w, uint32_t n) {
   return field_at(bytes, head + w, n);
@@ -212,57 +230,81 @@ IBP_TARGET_AVX2 void ibp_row_avx2(const uint32_t* payload, uint64_t head, const 
   }
 }
 
-// AVX-512: every chunk, exceptions included, without a branch. The field
-// widths k (nvar, or 32 for a word stored whole) are summed in the register
-// (an exclusive prefix sum over the 8 lanes gives each field's offset); the
-// chunk's fields (at most 8 x 32 bits + 7) come from one 64-byte load and
-// each 64-bit lane picks its 8-byte window with VPERMB.
+// AVX-512: 16 words at a time, exceptions included, without a branch. The
+// field widths k (nvar, or 32 for a word stored whole) are summed in the
+// register (an exclusive prefix sum over the 16 lanes gives each field's bit
+// offset o from the chunk's first byte); the chunk's fields (at most
+// 16 x 32 bits + 7) come from two 64-byte loads, each lane picking the 4 bytes
+// at o / 8 and the 4 after them with VPERMT2B and shifting the pair right by
+// o % 8 (VPSHRDVD). Loads are masked at the payload's end.
 IBP_TARGET_AVX512 void ibp_row_avx512(const uint32_t* payload, uint64_t head,
                                       const DenseRow& r, uint32_t* out) {
   const uint8_t* bytes = reinterpret_cast<const uint8_t*>(payload);
   const uint32_t W = r.W;
   const uint32_t* t = r.table;
-  const __m512i lane_bytes = _mm512_set1_epi64(0x0706050403020100ll);
-  // Within each 128-bit lane: bytes 0-7 <- byte 0, bytes 8-15 <- byte 8.
-  const __m512i first_byte = _mm512_set4_epi64(0x0808080808080808ll, 0, 0x0808080808080808ll, 0);
-  const __m256i zero = _mm256_setzero_si256(), ones = _mm256_set1_epi32(-1);
-  const __m256i k32 = _mm256_set1_epi32(32);
+  // Byte j of each 32-bit lane <- byte 0 of the lane, plus j.
+  const __m512i first_byte =
+      _mm512_set4_epi32(0x0C0C0C0C, 0x08080808, 0x04040404, 0x00000000);
+  const __m512i seq = _mm512_set1_epi32(0x03020100), four = _mm512_set1_epi8(4);
+  const __m512i zero = _mm512_setzero_si512(), ones = _mm512_set1_epi32(-1);
+  const __m512i k32 = _mm512_set1_epi32(32), seven = _mm512_set1_epi32(7);
   uint64_t pos = head + W;
-  for (uint32_t w = 0; w < W; w += kChunkWords) {
-    const uint32_t n = W - w < kChunkWords ? W - w : kChunkWords;
-    const __mmask8 m = static_cast<__mmask8>((1u << n) - 1);
-    const __mmask8 part = static_cast<__mmask8>(part_bits(bytes, head, w, n));
-    const __m256i k = _mm256_mask_mov_epi32(_mm256_maskz_mov_epi32(m & ~part, k32), part,
-                                            _mm256_maskz_loadu_epi32(m, t + kNvar * W + w));
-    __m256i incl = _mm256_add_epi32(k, _mm256_alignr_epi32(k, zero, 7));
-    incl = _mm256_add_epi32(incl, _mm256_alignr_epi32(incl, zero, 6));
-    incl = _mm256_add_epi32(incl, _mm256_alignr_epi32(incl, zero, 4));
-    const uint32_t sum = static_cast<uint32_t>(_mm256_extract_epi32(incl, 7));
+  for (uint32_t w = 0, c = 0; w < W; w += 16, ++c) {
+    const uint32_t n = W - w < 16 ? W - w : 16;
+    const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
+    const __mmask16 part = static_cast<__mmask16>(part_bits(bytes, head, w, n));
+    const __m512i nv = _mm512_maskz_loadu_epi32(m, t + kNvar * W + w);
+    // Offsets: the program's, plus 32 - nvar for each earlier word stored
+    // whole; the total from scalar code, so the next chunk's position never
+    // waits for the vector prefix sum.
+    const __mmask16 whole = m & ~part;
+    const __m512i k = _mm512_mask_mov_epi32(nv, whole, k32);
+    __m512i excl = _mm512_maskz_loadu_epi32(m, r.pre16 + w);
+    uint32_t sum = r.total16[c];
+    if (whole) {
+      const __m512i d = _mm512_maskz_sub_epi32(whole, k32, nv);
+      __m512i incl = _mm512_add_epi32(d, _mm512_alignr_epi32(d, zero, 15));
+      incl = _mm512_add_epi32(incl, _mm512_alignr_epi32(incl, zero, 14));
+      incl = _mm512_add_epi32(incl, _mm512_alignr_epi32(incl, zero, 12));
+      incl = _mm512_add_epi32(incl, _mm512_alignr_epi32(incl, zero, 8));
+      excl = _mm512_add_epi32(excl, _mm512_sub_epi32(incl, d));
+      for (uint32_t x = whole; x; x &= x - 1) sum += 32 - t[kNvar * W + w + __builtin_ctz(x)];
+    }
     const uint64_t at = pos >> 3;
-    const __m512i off = _mm512_add_epi64(_mm512_set1_epi64(static_cast<long long>(pos)),
-                                         _mm512_cvtepu32_epi64(_mm256_sub_epi32(incl, k)));
-    const __m512i rel = _mm512_sub_epi64(_mm512_srli_epi64(off, 3),
-                                         _mm512_set1_epi64(static_cast<long long>(at)));
-    const __m512i idx = _mm512_add_epi8(_mm512_shuffle_epi8(rel, first_byte), lane_bytes);
+    const __m512i off = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(pos & 7)), excl);
+    const __m512i idx =
+        _mm512_add_epi8(_mm512_shuffle_epi8(_mm512_srli_epi32(off, 3), first_byte), seq);
     const uint64_t left = r.payload_bytes - at;
-    const __m512i src =
-        left >= 64 ? _mm512_loadu_si512(bytes + at)
-                   : _mm512_maskz_loadu_epi8(_cvtu64_mask64((uint64_t{1} << left) - 1), bytes + at);
-    const __m512i win = _mm512_srlv_epi64(_mm512_permutexvar_epi8(idx, src),
-                                          _mm512_and_si512(off, _mm512_set1_epi64(7)));
-    const __m256i raw = _mm256_and_si256(_mm512_cvtepi64_epi32(win),
-                                         _mm256_srlv_epi32(ones, _mm256_sub_epi32(k32, k)));
-    __m256i f = raw;
+    __m512i src0, src1;
+    if (left >= 128) {
+      src0 = _mm512_loadu_si512(bytes + at);
+      src1 = _mm512_loadu_si512(bytes + at + 64);
+    } else if (left >= 64) {
+      src0 = _mm512_loadu_si512(bytes + at);
+      src1 = _mm512_maskz_loadu_epi8(_cvtu64_mask64((uint64_t{1} << (left - 64)) - 1),
+                                     bytes + at + 64);
+    } else {
+      src0 = _mm512_maskz_loadu_epi8(_cvtu64_mask64((uint64_t{1} << left) - 1), bytes + at);
+      src1 = zero;
+    }
+    const __m512i lo = _mm512_permutex2var_epi8(src0, idx, src1);
+    const __m512i hi = _mm512_permutex2var_epi8(src0, _mm512_add_epi8(idx, four), src1);
+    const __m512i raw =
+        _mm512_and_si512(_mm512_shrdv_epi32(lo, hi, _mm512_and_si512(off, seven)),
+                         _mm512_srlv_epi32(ones, _mm512_sub_epi32(k32, k)));
+    __m512i f = raw;
+    if (r.dep16[c]) {
 #define IBP_STAGE(i)                                                                 \
   {                                                                                  \
-    const __m256i d = _mm256_maskz_loadu_epi32(m, t + (kDep0 + i) * W + w);          \
-    const __m256i s = _mm256_and_si256(f, d);                                        \
-    f = _mm256_or_si256(_mm256_xor_si256(f, s), _mm256_slli_epi32(s, 1 << i));       \
+    const __m512i d = _mm512_maskz_loadu_epi32(m, t + (kDep0 + i) * W + w);          \
+    const __m512i s = _mm512_and_si512(f, d);                                        \
+    f = _mm512_or_si512(_mm512_xor_si512(f, s), _mm512_slli_epi32(s, 1 << i));       \
   }
-    IBP_STAGE(4) IBP_STAGE(3) IBP_STAGE(2) IBP_STAGE(1) IBP_STAGE(0)
+      IBP_STAGE(4) IBP_STAGE(3) IBP_STAGE(2) IBP_STAGE(1) IBP_STAGE(0)
 #undef IBP_STAGE
-    f = _mm256_add_epi32(f, _mm256_maskz_loadu_epi32(m, t + kValue * W + w));
-    _mm256_mask_storeu_epi32(out + w, m, _mm256_mask_mov_epi32(raw, part, f));
+    }
+    f = _mm512_add_epi32(f, _mm512_maskz_loadu_epi32(m, t + kValue * W + w));
+    _mm512_mask_storeu_epi32(out + w, m, _mm512_mask_mov_epi32(raw, part, f));
     pos += sum;
   }
 }
@@ -273,7 +315,7 @@ inline bool cpu_has_avx2_kernel() {
 inline bool cpu_has_avx512_kernel() {
   return cpu_has_avx2_kernel() && __builtin_cpu_supports("avx512f") &&
          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-         __builtin_cpu_supports("avx512vbmi");
+         __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512vbmi2");
 }
 #else
 inline bool cpu_has_avx2_kernel() { return false; }

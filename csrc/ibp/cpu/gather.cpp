@@ -1,6 +1,11 @@
 #include "../gather.h"
 
+#include <fcntl.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -9,7 +14,10 @@
 #include "../coded.h"
 #include "../parallel.h"
 #include "../sparse_code.h"
+#include "coded_cpu.h"
 #include "dense.h"
+#include "gather_cpu.h"
+#include "sparse.h"
 
 namespace ibp {
 namespace {
@@ -22,9 +30,20 @@ struct PortableDeposit {
 };
 
 // The CPU kernels: how a kIbp row decodes (dense.h).
+void decode_sparse(const uint32_t* p, uint64_t pos, const uint32_t* table, uint32_t W,
+                   uint32_t* words);
+
 struct PortableKernel {  // the shared bits.h deposit, what the CUDA kernel runs
   static void ibp_row(const uint32_t* p, uint64_t head, const DenseRow& r, uint32_t* out) {
     ibp_row_scalar<PortableDeposit>(p, head, r, out);
+  }
+  static void sparse_row(const uint32_t* p, uint64_t pos, const uint32_t* table, uint32_t W,
+                         uint32_t* words) {
+    decode_sparse(p, pos, table, W, words);
+  }
+  static void coded_row(const uint32_t* p, uint64_t pos, const uint32_t* codes, uint32_t W,
+                        uint32_t code_rows, uint64_t /*payload_bytes*/, uint32_t* words) {
+    decode_coded_words(p, pos, codes, W, code_rows, words);
   }
 };
 #if defined(IBP_X86_SIMD)
@@ -36,15 +55,39 @@ struct Bmi2Kernel {
   static void ibp_row(const uint32_t* p, uint64_t head, const DenseRow& r, uint32_t* out) {
     ibp_row_scalar<Bmi2Deposit>(p, head, r, out);
   }
+  static void sparse_row(const uint32_t* p, uint64_t pos, const uint32_t* table, uint32_t W,
+                         uint32_t* words) {
+    sparse_row_scalar(p, pos, table, W, words);
+  }
+  static void coded_row(const uint32_t* p, uint64_t pos, const uint32_t* codes, uint32_t W,
+                        uint32_t code_rows, uint64_t /*payload_bytes*/, uint32_t* words) {
+    coded_row_scalar(p, pos, codes, W, code_rows, words);
+  }
 };
 struct Avx2Kernel {
   static void ibp_row(const uint32_t* p, uint64_t head, const DenseRow& r, uint32_t* out) {
     ibp_row_avx2(p, head, r, out);
   }
+  static void sparse_row(const uint32_t* p, uint64_t pos, const uint32_t* table, uint32_t W,
+                         uint32_t* words) {
+    sparse_row_scalar(p, pos, table, W, words);
+  }
+  static void coded_row(const uint32_t* p, uint64_t pos, const uint32_t* codes, uint32_t W,
+                        uint32_t code_rows, uint64_t /*payload_bytes*/, uint32_t* words) {
+    coded_row_scalar(p, pos, codes, W, code_rows, words);
+  }
 };
 struct Avx512Kernel {
   static void ibp_row(const uint32_t* p, uint64_t head, const DenseRow& r, uint32_t* out) {
     ibp_row_avx512(p, head, r, out);
+  }
+  static void sparse_row(const uint32_t* p, uint64_t pos, const uint32_t* table, uint32_t W,
+                         uint32_t* words) {
+    sparse_row_avx512(p, pos, table, W, words);
+  }
+  static void coded_row(const uint32_t* p, uint64_t pos, const uint32_t* codes, uint32_t W,
+                        uint32_t code_rows, uint64_t payload_bytes, uint32_t* words) {
+    coded_row_avx512(p, pos, codes, W, code_rows, payload_bytes, words);
   }
 };
 #endif
@@ -75,9 +118,10 @@ void decode_row(const CompressedView& c, const DenseProgram& prog, uint64_t r, u
   const Geometry& geo = c.geo;
   const uint32_t W = geo.row_words;
   const uint64_t start = row_start(c.bases, c.rel, geo.rel_bytes, geo.block_shift, r);
-  BitReader in(c.payload, start);
-  const uint32_t mode = in.read(kModeBits);
-  const uint32_t g = in.read(geo.group_bits);
+  const uint32_t head = field_at(reinterpret_cast<const uint8_t*>(c.payload), start,
+                                 kModeBits + geo.group_bits);
+  const uint32_t mode = head & ((1u << kModeBits) - 1);
+  const uint32_t g = head >> kModeBits;
   if (mode == static_cast<uint32_t>(RowMode::kRaw)) {
     const uint64_t head = start + kModeBits + geo.group_bits;
     for (uint32_t w = 0; w < W; ++w) words[w] = read_bits(c.payload, head + 32ull * w, 32);
@@ -89,19 +133,24 @@ void decode_row(const CompressedView& c, const DenseProgram& prog, uint64_t r, u
     if (is_sparse_code(c.payload, at, W)) {
       decode_sparse_code_host(c.payload, at, table + kValue * W, W, words);
     } else {
-      decode_sparse(c.payload, at, table, W, words);
+      Kernel::sparse_row(c.payload, at, table, W, words);
     }
     return;
   }
   if (mode == static_cast<uint32_t>(RowMode::kCoded) && geo.code_rows) {
-    decode_coded_words(c.payload, start + kModeBits + geo.group_bits,
-                       code_part(c.table, geo.num_groups, W, geo.code_rows, g), W, geo.code_rows,
-                       words);
+    Kernel::coded_row(c.payload, start + kModeBits + geo.group_bits,
+                      code_part(c.table, geo.num_groups, W, geo.code_rows, g), W, geo.code_rows,
+                      4 * geo.payload_words, words);
     return;
   }
-  const DenseRow dense{table, prog.pre.data() + static_cast<size_t>(g) * prog.padded,
-                       prog.total.data() + static_cast<size_t>(g) * prog.chunks, W,
-                       4 * geo.payload_words};
+  const DenseRow dense{table,
+                       prog.pre.data() + static_cast<size_t>(g) * prog.padded,
+                       prog.total.data() + static_cast<size_t>(g) * prog.chunks,
+                       W,
+                       4 * geo.payload_words,
+                       prog.pre16.data() + static_cast<size_t>(g) * prog.padded16,
+                       prog.total16.data() + static_cast<size_t>(g) * prog.chunks16,
+                       prog.dep16.data() + static_cast<size_t>(g) * prog.chunks16};
   Kernel::ibp_row(c.payload, start + kModeBits + geo.group_bits, dense, words);
 }
 
@@ -159,9 +208,8 @@ void gather_rows(const CompressedView& c, const DenseProgram& prog, const Id* id
 }
 
 template <typename Kernel>
-void gather_any(const CompressedView& c, const void* ids, bool ids64, uint64_t n, uint8_t* out,
-                int num_threads) {
-  const DenseProgram prog(c);
+void gather_any(const CompressedView& c, const DenseProgram& prog, const void* ids, bool ids64,
+                uint64_t n, uint8_t* out, int num_threads) {
   if (ids64) {
     gather_rows<Kernel>(c, prog, static_cast<const int64_t*>(ids), n, out, num_threads);
   } else {
@@ -214,20 +262,75 @@ int gather_threads(uint64_t n, uint64_t row_bytes, int num_threads, uint64_t pay
   return static_cast<int>(std::min<uint64_t>(t, static_cast<uint64_t>(num_threads)));
 }
 
-void gather_cpu(const CompressedView& c, const void* ids, bool ids64, uint64_t n, uint8_t* out,
-                int num_threads, CpuKernel kernel) {
+namespace {
+
+void gather_with(const CompressedView& c, const DenseProgram& prog, const void* ids, bool ids64,
+                 uint64_t n, uint8_t* out, int num_threads, CpuKernel kernel) {
   const uint64_t payload_per_row =
       c.geo.rows ? (4 * c.geo.payload_words + c.geo.rows - 1) / c.geo.rows : 0;
   num_threads = gather_threads(n, c.geo.row_bytes, num_threads, payload_per_row);
   if (kernel == CpuKernel::kAuto || !cpu_has_kernel(kernel)) kernel = auto_kernel();
   switch (kernel) {
 #if defined(IBP_X86_SIMD)
-    case CpuKernel::kAvx512: return gather_any<Avx512Kernel>(c, ids, ids64, n, out, num_threads);
-    case CpuKernel::kAvx2: return gather_any<Avx2Kernel>(c, ids, ids64, n, out, num_threads);
-    case CpuKernel::kBmi2: return gather_any<Bmi2Kernel>(c, ids, ids64, n, out, num_threads);
+    case CpuKernel::kAvx512:
+      return gather_any<Avx512Kernel>(c, prog, ids, ids64, n, out, num_threads);
+    case CpuKernel::kAvx2: return gather_any<Avx2Kernel>(c, prog, ids, ids64, n, out, num_threads);
+    case CpuKernel::kBmi2: return gather_any<Bmi2Kernel>(c, prog, ids, ids64, n, out, num_threads);
 #endif
-    default: return gather_any<PortableKernel>(c, ids, ids64, n, out, num_threads);
+    default: return gather_any<PortableKernel>(c, prog, ids, ids64, n, out, num_threads);
   }
+}
+
+// A private copy of ids with the range checked on it.
+template <typename Id>
+bool copy_ids(const Id* ids, uint64_t n, uint64_t rows, std::vector<Id>* copy) {
+  copy->resize(n);
+  Id* dst = copy->data();
+  uint64_t bad = 0;  // ids outside [0, rows): as unsigned, >= rows
+  for (uint64_t i = 0; i < n; ++i) {
+    const Id v = ids[i];
+    dst[i] = v;
+    bad |= static_cast<uint64_t>(static_cast<uint64_t>(static_cast<int64_t>(v)) >= rows);
+  }
+  return !bad;
+}
+
+}  // namespace
+
+void gather_cpu(const CompressedView& c, const void* ids, bool ids64, uint64_t n, uint8_t* out,
+                int num_threads, CpuKernel kernel) {
+  const DenseProgram prog(c);
+  gather_with(c, prog, ids, ids64, n, out, num_threads, kernel);
+}
+
+CpuGather::CpuGather(const CompressedView& c) : c_(c), prog_(new DenseProgram(c)) {}
+CpuGather::~CpuGather() = default;
+
+int CpuGather::gather(const void* ids, bool ids64, uint64_t n, uint8_t* out, int num_threads,
+                      bool check_out, CpuKernel kernel) const {
+  const auto bad_out = [&] { return check_out && !cpu_writable(out, n * c_.geo.row_bytes); };
+  if (ids64) {
+    std::vector<int64_t> copy;
+    if (!copy_ids(static_cast<const int64_t*>(ids), n, c_.geo.rows, &copy)) return 1;
+    if (bad_out()) return 2;
+    gather_with(c_, *prog_, copy.data(), true, n, out, num_threads, kernel);
+  } else {
+    std::vector<int32_t> copy;
+    if (!copy_ids(static_cast<const int32_t*>(ids), n, c_.geo.rows, &copy)) return 1;
+    if (bad_out()) return 2;
+    gather_with(c_, *prog_, copy.data(), false, n, out, num_threads, kernel);
+  }
+  return 0;
+}
+
+bool cpu_writable(void* p, uint64_t bytes) {
+  static const int fd = ::open("/dev/zero", O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || !bytes) return true;
+  for (uint8_t* at : {static_cast<uint8_t*>(p), static_cast<uint8_t*>(p) + bytes - 1}) {
+    iovec v{at, 1};
+    if (::readv(fd, &v, 1) < 0 && errno == EFAULT) return false;
+  }
+  return true;
 }
 
 #if !defined(IBP_WITH_CUDA)

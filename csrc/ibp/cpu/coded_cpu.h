@@ -1,0 +1,156 @@
+// CPU decode of kCoded rows (coded.h): the same words as decode_coded_words,
+// with the plain section read at its per-word offsets (the code part's offset
+// row: one independent unaligned load per unit, no serial reader) and the
+// code section through a 64-bit window reloaded only when fewer bits than
+// the longest code remain in it. Reads stay inside the payload padding like
+// dense.h's field_at.
+#pragma once
+
+#include <cstdint>
+
+#include "../coded.h"
+#include "dense.h"
+
+namespace ibp {
+
+// UPW units per word (1: 32-bit words, 2: two 16-bit halves).
+template <uint32_t UPW>
+inline void coded_row_units(const uint8_t* bytes, uint64_t pos, const uint32_t* codes, uint32_t W,
+                            uint32_t* words) {
+  constexpr uint32_t U = 32 / UPW;
+  const uint32_t* offset = codes + 8 * UPW * W;
+  uint64_t plain_bits = offset[W - 1];
+  for (uint32_t h = 0; h < UPW; ++h) plain_bits += U - ((codes[8 * h * W + W - 1] >> 9) & 31u);
+  // The code section: window = the bits from `code` on (at least 57 valid);
+  // a unit's code is at most s + 1 <= 16 bits (an escape's raw field is read
+  // from memory), so the window is reloaded once more than 41 bits are used.
+  uint64_t code = pos + plain_bits;
+  uint64_t window = load_u64(bytes + (code >> 3)) >> (code & 7);
+  uint32_t used = 0;
+  for (uint32_t w = 0; w < W; ++w) {
+    uint32_t word = 0;
+    uint64_t plain = pos + offset[w];
+    for (uint32_t h = 0; h < UPW; ++h) {
+      if (used > 41) {
+        code += used;
+        used = 0;
+        window = load_u64(bytes + (code >> 3)) >> (code & 7);
+      }
+      const uint32_t* slots = codes + 8 * h * W + w;  // slot k: slots[(k / 2) * W], half k % 2
+      const uint32_t d = slots[0];
+      const uint32_t s = d & 15u, lo = (d >> 4) & 31u, nc = (d >> 9) & 31u;
+      const uint32_t pl = field_at(bytes, plain, U - nc);
+      plain += U - nc;
+      const uint32_t r = ctz32(~static_cast<uint32_t>(window >> used) | (1u << s));
+      uint32_t f;
+      if (r < s) {
+        used += r + 1;
+        const uint32_t v = slots[((1 + r) >> 1) * W];
+        f = (r & 1u) ? v & 0xFFFFu : v >> 16;  // slot 1 + r: odd r -> even slot (low half)
+      } else {
+        f = field_at(bytes, code + used + s, nc);
+        used += s + nc;
+      }
+      word |= unit_of(pl, f, lo, nc) << (h * U);
+    }
+    words[w] = word;
+  }
+}
+
+inline void coded_row_scalar(const uint32_t* p, uint64_t pos, const uint32_t* codes, uint32_t W,
+                             uint32_t code_rows, uint32_t* words) {
+  if (!W) return;
+  const uint8_t* bytes = reinterpret_cast<const uint8_t*>(p);
+  if (code_rows == 8) {
+    coded_row_units<1>(bytes, pos, codes, W, words);
+  } else {
+    coded_row_units<2>(bytes, pos, codes, W, words);
+  }
+}
+
+#if defined(IBP_X86_SIMD)
+// AVX-512, 32-bit units: the codes of 16 words decoded by the scalar window
+// loop above into a buffer, then the 16 words' plain bits read and the words
+// rebuilt in the register (plain bits from two 64-byte loads masked at the
+// payload's end, like ibp_row_avx512: 16 x 32 bits + 7 fit in 128 bytes).
+IBP_TARGET_AVX512 inline void coded_row_avx512(const uint32_t* p, uint64_t pos,
+                                               const uint32_t* codes, uint32_t W,
+                                               uint32_t code_rows, uint64_t payload_bytes,
+                                               uint32_t* words) {
+  if (code_rows != 8) {
+    coded_row_scalar(p, pos, codes, W, code_rows, words);
+    return;
+  }
+  if (!W) return;
+  const uint8_t* bytes = reinterpret_cast<const uint8_t*>(p);
+  const uint32_t* offset = codes + 8 * W;
+  uint64_t code = pos + offset[W - 1] + 32 - ((codes[W - 1] >> 9) & 31u);
+  uint64_t window = load_u64(bytes + (code >> 3)) >> (code & 7);
+  uint32_t used = 0;
+  const __m512i first_byte =
+      _mm512_set4_epi32(0x0C0C0C0C, 0x08080808, 0x04040404, 0x00000000);
+  const __m512i seq = _mm512_set1_epi32(0x03020100), four = _mm512_set1_epi8(4);
+  const __m512i ones = _mm512_set1_epi32(-1), k31 = _mm512_set1_epi32(31);
+  const __m512i k32 = _mm512_set1_epi32(32), seven = _mm512_set1_epi32(7);
+  alignas(64) uint32_t field[16];
+  for (uint32_t w0 = 0; w0 < W; w0 += 16) {
+    const uint32_t n = W - w0 < 16 ? W - w0 : 16;
+    for (uint32_t j = 0; j < n; ++j) {
+      if (used > 41) {
+        code += used;
+        used = 0;
+        window = load_u64(bytes + (code >> 3)) >> (code & 7);
+      }
+      const uint32_t* slots = codes + w0 + j;
+      const uint32_t d = slots[0];
+      const uint32_t s = d & 15u, nc = (d >> 9) & 31u;
+      const uint32_t r = ctz32(~static_cast<uint32_t>(window >> used) | (1u << s));
+      if (r < s) {
+        used += r + 1;
+        const uint32_t v = slots[((1 + r) >> 1) * W];
+        field[j] = (r & 1u) ? v & 0xFFFFu : v >> 16;
+      } else {
+        field[j] = field_at(bytes, code + used + s, nc);
+        used += s + nc;
+      }
+    }
+    const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
+    const __m512i d = _mm512_maskz_loadu_epi32(m, codes + w0);
+    const __m512i lo = _mm512_and_si512(_mm512_srli_epi32(d, 4), k31);
+    const __m512i nc = _mm512_and_si512(_mm512_srli_epi32(d, 9), k31);
+    const uint64_t base = pos + offset[w0], at = base >> 3;
+    const __m512i off = _mm512_add_epi32(
+        _mm512_sub_epi32(_mm512_maskz_loadu_epi32(m, offset + w0),
+                         _mm512_set1_epi32(static_cast<int>(offset[w0]))),
+        _mm512_set1_epi32(static_cast<int>(base & 7)));
+    const __m512i idx =
+        _mm512_add_epi8(_mm512_shuffle_epi8(_mm512_srli_epi32(off, 3), first_byte), seq);
+    const uint64_t left = payload_bytes - at;
+    __m512i src0, src1;
+    if (left >= 128) {
+      src0 = _mm512_loadu_si512(bytes + at);
+      src1 = _mm512_loadu_si512(bytes + at + 64);
+    } else if (left >= 64) {
+      src0 = _mm512_loadu_si512(bytes + at);
+      src1 = _mm512_maskz_loadu_epi8(_cvtu64_mask64((uint64_t{1} << (left - 64)) - 1),
+                                     bytes + at + 64);
+    } else {
+      src0 = _mm512_maskz_loadu_epi8(_cvtu64_mask64((uint64_t{1} << left) - 1), bytes + at);
+      src1 = _mm512_setzero_si512();
+    }
+    const __m512i wlo = _mm512_permutex2var_epi8(src0, idx, src1);
+    const __m512i whi = _mm512_permutex2var_epi8(src0, _mm512_add_epi8(idx, four), src1);
+    // plain: 32 - nc bits; word = plain's low lo bits | field << lo | the rest << (lo + nc)
+    const __m512i pl = _mm512_and_si512(_mm512_shrdv_epi32(wlo, whi, _mm512_and_si512(off, seven)),
+                                        _mm512_srlv_epi32(ones, nc));
+    const __m512i f = _mm512_load_si512(field);
+    const __m512i word = _mm512_ternarylogic_epi32(
+        _mm512_and_si512(pl, _mm512_srlv_epi32(ones, _mm512_sub_epi32(k32, lo))),
+        _mm512_sllv_epi32(f, lo),
+        _mm512_sllv_epi32(_mm512_srlv_epi32(pl, lo), _mm512_add_epi32(lo, nc)), 0xFE);
+    _mm512_mask_storeu_epi32(words + w0, m, word);
+  }
+}
+#endif
+
+}  // namespace ibp
