@@ -61,6 +61,7 @@ py::dict header_to_dict(const FileHeader& h) {
   d["crc_payload"] = h.crc_payload;
   d["crc_header"] = h.crc_header;
   d["code_rows"] = h.code_rows;
+  d["layout"] = h.layout;
   return d;
 }
 
@@ -88,6 +89,7 @@ py::bytes pack_header(const py::dict& d) {
   h.crc_payload = d.contains("crc_payload") ? d["crc_payload"].cast<uint32_t>() : 0;
   h.crc_header = d.contains("crc_header") ? d["crc_header"].cast<uint32_t>() : 0;
   h.code_rows = d.contains("code_rows") ? d["code_rows"].cast<uint32_t>() : 0;
+  h.layout = d.contains("layout") ? d["layout"].cast<uint8_t>() : 0;
   return py::bytes(reinterpret_cast<const char*>(&h), sizeof(h));
 }
 
@@ -227,18 +229,25 @@ PYBIND11_MODULE(_C, m) {
 
   py::class_<Encoder>(m, "Encoder")
       .def(py::init([](uint64_t row_bytes, uint32_t row_words, const Array<uint32_t>& tables,
-                       bool allow_sparse) {
+                       bool allow_sparse, uint32_t layout) {
              require(tables.ndim() == 3 &&
                          (tables.shape(1) == 2 || tables.shape(1) == 10 || tables.shape(1) == 18) &&
                          static_cast<uint64_t>(tables.shape(2)) == row_words,
                      "ibp Encoder: tables must have shape (groups, 2 + code_rows, row_words), "
                      "code_rows 0, 8 or 16");
-             return new Encoder(row_bytes, row_words, static_cast<uint32_t>(tables.shape(0)),
-                                tables.data(), allow_sparse,
-                                static_cast<uint32_t>(tables.shape(1) - 2));
+             require(layout <= static_cast<uint32_t>(RowLayout::kSectors),
+                     "ibp Encoder: layout must be 0 (packed) or 1 (sectors), got " +
+                         std::to_string(layout));
+             auto* e = new Encoder(row_bytes, row_words, static_cast<uint32_t>(tables.shape(0)),
+                                   tables.data(), allow_sparse,
+                                   static_cast<uint32_t>(tables.shape(1) - 2));
+             e->set_layout(static_cast<RowLayout>(layout));
+             return e;
            }),
            py::arg("row_bytes"), py::arg("row_words"), py::arg("tables"),
-           py::arg("allow_sparse") = true)
+           py::arg("allow_sparse") = true, py::arg("layout") = 0)
+      .def_property_readonly("layout",
+                             [](const Encoder& e) { return static_cast<uint32_t>(e.layout()); })
       .def_property_readonly("block_rows", &Encoder::block_rows)
       .def_property_readonly("rel_bytes", &Encoder::rel_bytes)
       .def_property_readonly("group_bits", &Encoder::group_bits)

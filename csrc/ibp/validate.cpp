@@ -18,14 +18,17 @@ Status fail(Status s, std::string* msg, const std::string& what) {
 
 std::string str(uint64_t v) { return std::to_string(v); }
 
-// A kSparse row whose bits after the group id start at `pos` and end at `end`:
-// counts in range, length as its fields say, positions increasing and inside
-// the row, dictionary indices inside the dictionary.
-bool sparse_row_ok(const uint32_t* p, uint64_t pos, uint64_t end, uint32_t W) {
+// A kSparse row whose bits after the group id start at `pos` and end at or
+// before `end` (its end into *row_end): counts in range, length as its fields
+// say, positions increasing and inside the row, dictionary indices inside the
+// dictionary.
+bool sparse_row_ok(const uint32_t* p, uint64_t pos, uint64_t end, uint32_t W,
+                   uint64_t* row_end) {
   const uint32_t cb = count_bits(W);
   if (end < pos || end - pos < 2ull * cb + 1) return false;
   const SparseRow s(p, pos, W);
-  if (s.count > W || s.dict > s.count || s.end != end) return false;
+  if (s.count > W || s.dict > s.count || s.end > end) return false;
+  *row_end = s.end;
   for (uint32_t i = 0; s.dict && i < s.count; ++i) {
     if (read_bits(p, s.indices + static_cast<uint64_t>(i) * s.index_bits, s.index_bits) >= s.dict) {
       return false;
@@ -64,11 +67,12 @@ bool code_rows_ok(const uint32_t* codes, uint32_t W, uint32_t code_rows) {
   return true;
 }
 
-// A kCoded row whose bits after the group id start at `pos` ends exactly at
-// `end`. Each step starts at or before `end`, so its reads (at most
-// kMaxCodeSymbols bits on, plus read_bits' window) stay inside the padding.
+// A kCoded row whose bits after the group id start at `pos` ends at or before
+// `end` (its end into *row_end). Each step starts at or before `end`, so its
+// reads (at most kMaxCodeSymbols bits on, plus read_bits' window) stay inside
+// the padding.
 bool coded_row_ok(const uint32_t* p, uint64_t pos, uint64_t end, const uint32_t* codes,
-                  uint32_t W, uint32_t code_rows, uint64_t plain_bits) {
+                  uint32_t W, uint32_t code_rows, uint64_t plain_bits, uint64_t* row_end) {
   const uint32_t upw = code_rows / 8;
   if (end < pos || end - pos < plain_bits) return false;
   uint64_t code = pos + plain_bits;
@@ -77,7 +81,16 @@ bool coded_row_ok(const uint32_t* p, uint64_t pos, uint64_t end, const uint32_t*
     read_code(p, &code, codes, W, upw, u, cu);
     if (code > end) return false;
   }
-  return code == end;
+  *row_end = code;
+  return true;
+}
+
+// Whether the `len` bits at `pos` are all zero.
+bool zero_bits(const uint32_t* p, uint64_t pos, uint64_t len) {
+  for (; len; pos += 32, len -= len < 32 ? len : 32) {
+    if (read_bits(p, pos, len < 32 ? static_cast<uint32_t>(len) : 32)) return false;
+  }
+  return true;
 }
 
 }  // namespace
@@ -128,6 +141,10 @@ Status validate_header(const FileHeader& h, std::string* msg) {
   if (h.selector > static_cast<uint32_t>(Selector::kPaper)) {
     return fail(Status::kBadHeader, msg, "unknown selector " + str(h.selector));
   }
+  if (h.layout > static_cast<uint8_t>(RowLayout::kSectors) || (h.layout && h.version < 4)) {
+    return fail(Status::kBadHeader, msg, "row layout " + str(h.layout) +
+                                             " is invalid for this version");
+  }
   for (uint8_t b : h.reserved) {
     if (b) return fail(Status::kBadHeader, msg, "reserved header bytes are not zero");
   }
@@ -140,7 +157,8 @@ Status validate_header(const FileHeader& h, std::string* msg) {
       h.mode_rows[0] + h.mode_rows[1] + h.mode_rows[2] + h.mode_rows[3] != h.rows) {
     return fail(Status::kBadHeader, msg, "per-mode row counts do not add up to rows");
   }
-  if (h.payload_bits > max_payload_bits(h.rows, h.row_words, h.group_bits)) {
+  if (h.payload_bits > max_payload_bits(h.rows, h.row_words, h.group_bits,
+                                        static_cast<RowLayout>(h.layout))) {
     return fail(Status::kBadHeader, msg, "payload_bits " + str(h.payload_bits) +
                                              " exceeds the bound for the shape");
   }
@@ -206,6 +224,7 @@ Status validate_arrays(const FileHeader& h, const uint32_t* tables, const uint64
   std::atomic<uint64_t> bad_row{~0ull};
   std::atomic<uint64_t> raw_rows{0}, sparse_rows{0}, coded_rows{0};
   const uint64_t raw_bits = raw_row_bits(W, h.group_bits);
+  const bool sectors = h.layout == static_cast<uint8_t>(RowLayout::kSectors);
   parallel_for(h.rows, num_threads, h.rows * raw_bits / 8, [&](uint64_t a, uint64_t b) {
     uint64_t raws = 0, sparses = 0, codeds = 0;
     for (uint64_t r = a; r < b; ++r) {
@@ -243,17 +262,20 @@ Status validate_arrays(const FileHeader& h, const uint32_t* tables, const uint64
         } else if (mode == static_cast<uint32_t>(RowMode::kSparse) && h.version >= 2 &&
                    g < h.num_groups) {
           ++sparses;
-          len = end - start;
-          ok = sparse_row_ok(payload, start + kModeBits + h.group_bits, end, W);
+          ok = sparse_row_ok(payload, start + kModeBits + h.group_bits, end, W, &len);
+          len -= start;
         } else if (mode == static_cast<uint32_t>(RowMode::kCoded) && C && g < h.num_groups) {
           ++codeds;
-          len = end - start;
           ok = coded_row_ok(payload, start + kModeBits + h.group_bits, end,
-                            tables + g * stride + 2ull * W, W, C, plain[g]);
+                            tables + g * stride + 2ull * W, W, C, plain[g], &len);
+          len -= start;
         } else {
           ok = false;
         }
-        ok = ok && len == end - start;
+        // kSectors: a zero gap of under a sector may follow the row's bits.
+        ok = ok && (sectors ? len <= end - start && end - start - len < kSectorBits &&
+                                  zero_bits(payload, start + len, end - start - len)
+                            : len == end - start);
       }
       if (!ok) {
         uint64_t cur = bad_row.load();
