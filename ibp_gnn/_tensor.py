@@ -24,11 +24,13 @@ from ._tensorlike import CompressedView, TensorLike
 MODES = {"auto": 0, "paper": 1}
 # Row layouts (format.h RowLayout): "sectors" starts a row at the next 32-byte
 # sector where that saves the sector a zero-copy read of it would touch;
-# "auto" takes it when the sample's rows average at least LAYOUT_AUTO_MIN_BYTES
-# compressed (smaller rows share sectors with their neighbours and would
-# mostly gain gaps).
+# "auto" takes it for tables of at least LAYOUT_AUTO_MIN_ROWS rows whose sample
+# rows average at least LAYOUT_AUTO_MIN_BYTES compressed. Smaller rows, or the
+# rows of a small table (mini-batches read most of it, and neighbours share
+# their sectors), would mostly gain gaps (benchmarks/bus_bytes.md).
 LAYOUTS = {"packed": 0, "sectors": 1}
-LAYOUT_AUTO_MIN_BYTES = 64
+LAYOUT_AUTO_MIN_BYTES = 32
+LAYOUT_AUTO_MIN_ROWS = 8192
 LAYOUT_AUTO_SAMPLE = 2048
 MODE_NAMES = {v: k for k, v in MODES.items()}
 ROW_MODES = ("raw", "ibp", "sparse", "coded")
@@ -155,8 +157,9 @@ class _Build:
             self.tables = _with_codes(rows, self.row_bytes, self.row_words, code, shape[0],
                                       self.tables, threads)
         if layout == "auto":
-            layout = _auto_layout(rows, self.row_bytes, self.row_words, self.tables, mode,
-                                  threads)
+            layout = ("packed" if shape[0] < LAYOUT_AUTO_MIN_ROWS else
+                      _auto_layout(rows, self.row_bytes, self.row_words, self.tables, mode,
+                                   threads))
         self.encoder = _C.Encoder(self.row_bytes, self.row_words, self.tables,
                                   allow_sparse=mode == "auto", layout=LAYOUTS[layout])
         self.words, self.rel, self.bases = [], [], []
@@ -192,8 +195,9 @@ class _Build:
 
 def _auto_layout(rows: np.ndarray, row_bytes: int, row_words: int, tables: np.ndarray,
                  mode: str, threads: int) -> str:
-    """layout="auto": "sectors" when the sample's rows average at least
-    LAYOUT_AUTO_MIN_BYTES compressed, else "packed"."""
+    """layout="auto" for a table of LAYOUT_AUTO_MIN_ROWS rows or more:
+    "sectors" when the sample's rows average at least LAYOUT_AUTO_MIN_BYTES
+    compressed, else "packed"."""
     if rows.shape[0] == 0 or row_words == 0:
         return "packed"
     sub = np.ascontiguousarray(rows[::max(1, -(-rows.shape[0] // LAYOUT_AUTO_SAMPLE))])
@@ -325,7 +329,8 @@ def compress(x, *, mode: str = "auto", sample_rows: int = DEFAULT_SAMPLE_ROWS,
     layout: "packed" stores rows back to back; "sectors" starts a row at the
     next 32-byte sector when that saves a sector of its zero-copy reads (a
     little storage for fewer bus bytes); "auto" (default) picks "sectors" for
-    rows of LAYOUT_AUTO_MIN_BYTES compressed bytes or more.
+    tables of LAYOUT_AUTO_MIN_ROWS rows or more whose rows average
+    LAYOUT_AUTO_MIN_BYTES compressed bytes or more.
     """
     xb, code, shape = _as_bytes_2d(x, "compress")
     _check_row_width(shape, code, "compress")

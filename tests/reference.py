@@ -697,6 +697,7 @@ class RowInfo(NamedTuple):
     count: int = 0      # kSparse: listed words
     dict: int = 0       # kSparse: dictionary entries (0: inline values)
     bitmap: bool = False
+    end: int = 0        # the bit after the row's own bits (a kSectors gap may follow)
 
 
 def decode_rows_ref(fields: Mapping, tables: np.ndarray, bases: np.ndarray, rel: np.ndarray,
@@ -831,7 +832,7 @@ def decode_rows_ref(fields: Mapping, tables: np.ndarray, bases: np.ndarray, rel:
             raise ValueError(f"row {r}: bits end at {pos}, the index says {end(r)}")
         if any(br.bit(pos + i) for i in range(gap)):
             raise ValueError(f"row {r}: the gap after its bits is not zero")
-        infos.append(info)
+        infos.append(info._replace(end=pos))
     return out, infos
 
 
