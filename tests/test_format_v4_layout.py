@@ -209,3 +209,15 @@ def test_subset_of_a_sectors_tensor():
     cf = cache.CachedFeature(ct, np.arange(0, 500, 2), budget=ct.nbytes // 3)
     idx = torch.randint(0, 500, (300,), generator=torch.Generator().manual_seed(6))
     assert_bits_equal(cf.gather(idx), x[idx])
+
+
+def test_store_layout(tmp_path):
+    from ibp_gnn.stores import IBPStore
+
+    x = torch.randn(600, 64, generator=torch.Generator().manual_seed(8)) * 0.1
+    for layout, want in (("sectors", "sectors"), ("packed", "packed"), ("auto", "packed")):
+        st = IBPStore(x, layout=layout)
+        assert st.describe()["layout"] == want
+        assert_bits_equal(st.gather(torch.tensor([5, 0, 599])), x[[5, 0, 599]])
+    with pytest.raises(ValueError, match="store.layout must be one of"):
+        IBPStore(x, layout="aligned")
