@@ -143,7 +143,10 @@ def raw_sectors(ids: np.ndarray, row_bytes: int, *, distinct: bool = False) -> i
 def span_sectors(ct: CompressedTensor, ids: np.ndarray, *, distinct: bool = False) -> int:
     """32-byte sectors covering each row's compressed span at its byte address
     in the payload (a zero-copy read of each row once; the kernel's 16-byte
-    loads from the span's first sector stay inside its last one). With
+    loads from the span's first sector stay inside its last one). The span is
+    the index's [start(r), start(r + 1)): under the kSectors row layout it
+    includes the zero gap after the row's bits, which ends at the sector
+    boundary where the next row starts, so it adds no sector. With
     distinct=True a sector shared by rows of the launch counts once."""
     ids = np.asarray(ids, np.int64)
     if ids.size == 0:
