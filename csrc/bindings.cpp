@@ -395,11 +395,31 @@ PYBIND11_MODULE(_C, m) {
       [](const py::bytes& header, const Array<uint32_t>& table, const Array<uint64_t>& bases,
          const py::array& rel, const Array<uint32_t>& payload, const Array<int64_t>& rows,
          int threads) {
-        const CompressedView c = cpu_view(header_from_bytes(header), table, bases, rel, payload);
+        const FileHeader h = header_from_bytes(header);
+        const CompressedView c = cpu_view(h, table, bases, rel, payload);
         const int64_t* rp = rows.data();
         const auto n = static_cast<uint64_t>(rows.size());
         py::gil_scoped_release nogil;
-        return subset_payload_bits(c, rp, n, threads);
+        return subset_payload_bits(c, rp, n, threads, h.layout != 0);
+      },
+      py::arg("header"), py::arg("table"), py::arg("bases"), py::arg("rel"), py::arg("payload"),
+      py::arg("rows"), py::arg("threads") = 1);
+  m.def(
+      "subset_row_bits",
+      [](const py::bytes& header, const Array<uint32_t>& table, const Array<uint64_t>& bases,
+         const py::array& rel, const Array<uint32_t>& payload, const Array<int64_t>& rows,
+         int threads) {
+        const FileHeader h = header_from_bytes(header);
+        const CompressedView c = cpu_view(h, table, bases, rel, payload);
+        const auto n = static_cast<uint64_t>(rows.size());
+        Array<uint64_t> out(static_cast<py::ssize_t>(n));
+        const int64_t* rp = rows.data();
+        uint64_t* op = out.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          subset_row_bits(c, rp, n, h.layout != 0, op, threads);
+        }
+        return out;
       },
       py::arg("header"), py::arg("table"), py::arg("bases"), py::arg("rel"), py::arg("payload"),
       py::arg("rows"), py::arg("threads") = 1);
@@ -426,9 +446,9 @@ PYBIND11_MODULE(_C, m) {
         uint64_t modes[4];
         {
           py::gil_scoped_release nogil;
-          require(subset_payload_bits(c, rp, n, threads) == payload_bits,
+          require(subset_payload_bits(c, rp, n, threads, h.layout != 0) == payload_bits,
                   "ibp subset: payload_bits is not subset_payload_bits of these rows");
-          subset(c, rp, n, bp, relp, pp, modes, threads);
+          subset(c, rp, n, bp, relp, pp, modes, threads, h.layout != 0);
         }
         return py::make_tuple(modes[0], modes[1], modes[2], modes[3]);
       },

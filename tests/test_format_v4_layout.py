@@ -221,3 +221,27 @@ def test_store_layout(tmp_path):
         assert_bits_equal(st.gather(torch.tensor([5, 0, 599])), x[[5, 0, 599]])
     with pytest.raises(ValueError, match="store.layout must be one of"):
         IBPStore(x, layout="aligned")
+
+
+def test_subset_leaves_the_gaps_out():
+    """A subset of a kSectors tensor copies each row's own bits (no gap): the
+    same payload as the subset of the packed tensor of the same rows."""
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(900, 48, generator=g) * 0.2
+    x[::7] = torch.randint(-2**31, 2**31 - 1, (129, 48), generator=g,
+                           dtype=torch.int64).to(torch.int32).view(torch.float32)  # raw rows
+    sec, pk = ibp_gnn.compress(x, layout="sectors"), ibp_gnn.compress(x, layout="packed")
+    assert sec._fields["payload_bits"] > pk._fields["payload_bits"]
+    modes = sec.stats()["rows_per_mode"]
+    assert modes.get("raw", 0) and (modes.get("coded", 0) or modes.get("ibp", 0))
+    rows = np.array([5, 7, 7, 0, 899, 14, 3, 300, 301, 302, 303])
+    a, b = cache.subset(sec, rows, validate=True), cache.subset(pk, rows)
+    assert np.array_equal(a._payload, b._payload) and np.array_equal(a._rel, b._rel)
+    assert_bits_equal(a.decompress(), x[torch.from_numpy(rows)])
+    order = np.arange(900)[::-1].copy()
+    assert np.array_equal(cache.subset_nbytes(sec, order), cache.subset_nbytes(pk, order))
+    assert cache.staged_bytes(sec, rows) == cache.staged_bytes(pk, rows)
+    cf = cache.CachedFeature(sec, order, budget=sec.nbytes // 4, transfer="staged")
+    idx = torch.randint(0, 900, (400,), generator=g)
+    assert_bits_equal(cf.gather(idx), x[idx])
+    assert 0 < cf.hits < cf.requests
