@@ -16,6 +16,10 @@ Paths, for the feature rows of every mini-batch (``SampledSubgraph.node``):
   IBP + compressed cache     the longest presampled prefix whose compressed
                              subset (payload, index, tables) fits the budget;
                              misses zero-copy, or staged ("+ staged")
+The IBP paths use compress()'s default row layout (layout="auto"); the
+zero-copy paths are also counted with the other layout ("sectors": rows moved
+to the next 32-byte sector where that saves one; "packed": back to back), side
+by side.
 Each batch's gather (its misses) is one kernel launch whose distinct sectors
 cross the bus (a sector two rows share is read once, as the CUDA emulation
 counts distinct_sectors), for raw and compressed rows alike.
@@ -216,6 +220,9 @@ def run_graph(name, x, graph, train, *, fanouts=FANOUTS, batch_size=1024, budget
     raw_total = n * row_bytes
     t = time.time()
     ct = ct if ct is not None else ibp_gnn.compress(x, progress=False)
+    layout = "sectors" if ct._fields.get("layout") else "packed"
+    other_layout = "packed" if layout == "sectors" else "sectors"
+    other = ibp_gnn.compress(x, progress=False, layout=other_layout)
     t_comp = time.time() - t
     t = time.time()
     batches = epoch_batches(graph, train, fanouts, batch_size, seed)
@@ -227,13 +234,15 @@ def run_graph(name, x, graph, train, *, fanouts=FANOUTS, batch_size=1024, budget
     t_samp = time.time() - t
     deg = cache.degree_hot_rows(graph)
     sizes = cache.subset_nbytes(ct, hot)
+    other_sizes = cache.subset_nbytes(other, hot)
     requests = sum(len(b) for b in batches)
     rows = []
 
     def add(budget, path, nbytes, hit=None):
         rows.append({"dataset": name, "budget": budget, "path": path, "bytes": int(nbytes),
                      "hit_rate": hit, "requests": requests, "raw_table": raw_total,
-                     "ibp_table": int(sizes[-1]), "batches": len(batches)})
+                     "ibp_table": int(sizes[-1]), "batches": len(batches), "layout": layout,
+                     "other_layout": other_layout})
 
     uva = SECTOR * sum(cache.raw_sectors(b, row_bytes, distinct=True) for b in batches)
     zc = SECTOR * sum(cache.span_sectors(ct, b, distinct=True) for b in batches)
@@ -241,6 +250,8 @@ def run_graph(name, x, graph, train, *, fanouts=FANOUTS, batch_size=1024, budget
     add(0.0, "raw UVA", uva)
     add(0.0, "IBP zero-copy", zc)
     add(0.0, "IBP staged", st)
+    add(0.0, "IBP zero-copy, other layout",
+        SECTOR * sum(cache.span_sectors(other, b, distinct=True) for b in batches))
 
     def static(order, k):
         cached = np.zeros(n, bool)
@@ -267,8 +278,12 @@ def run_graph(name, x, graph, train, *, fanouts=FANOUTS, batch_size=1024, budget
             SECTOR * sum(cache.span_sectors(ct, m, distinct=True) for m in cmiss), chit)
         add(frac, "IBP + compressed cache + staged",
             sum(cache.staged_bytes(ct, m) for m in cmiss), chit)
+        ko = int(np.searchsorted(other_sizes, budget, side="right")) - 1
+        omiss, _ = static(hot, ko)
+        add(frac, "IBP + compressed cache, other layout",
+            SECTOR * sum(cache.span_sectors(other, m, distinct=True) for m in omiss))
     log(f"{name}: {n} nodes, {graph.num_edges} edges, {x.shape[1]} x {x.dtype}, ratio "
-        f"{ct.ratio:.2f}, {len(batches)} batches, {requests} rows; compress {t_comp:.1f}s, "
+        f"{ct.ratio:.3f} (layout {layout}; {other.ratio:.3f} {other_layout}), {len(batches)} batches, {requests} rows; compress {t_comp:.1f}s, "
         f"sample {t_samp:.1f}s")
     return rows
 
@@ -342,8 +357,9 @@ def table(rows) -> str:
     out = ["| dataset | budget | raw cache presampled | raw cache LRU | raw cache S3-FIFO | "
            "IBP zero-copy | IBP staged | IBP + cc | IBP + cc + staged | "
            "IBP+cc / best raw cache | IBP+cc+staged / best raw cache | "
-           "hit rate presampled / degree / S3-FIFO / compressed |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "hit rate presampled / degree / S3-FIFO / compressed | layout | "
+           "other layout: IBP zero-copy | other layout: IBP+cc / best raw cache |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     by = {}
     for r in rows:
         by[(r["dataset"], r["budget"], r["path"])] = r
@@ -351,6 +367,8 @@ def table(rows) -> str:
         uva = by[(name, 0.0, "raw UVA")]["bytes"]
         zc = by[(name, 0.0, "IBP zero-copy")]["bytes"] / uva
         st = by[(name, 0.0, "IBP staged")]["bytes"] / uva
+        zo = by[(name, 0.0, "IBP zero-copy, other layout")]
+        lay, olay = zo["layout"], zo["other_layout"]
         for b in sorted({r["budget"] for r in rows if r["dataset"] == name and r["budget"]}):
             g = lambda p: by[(name, b, p)]  # noqa: E731
             raw = [g(f"raw + cache ({p})")["bytes"] for p in ("presampled", "LRU", "S3-FIFO")]
@@ -367,7 +385,9 @@ def table(rows) -> str:
                 f"{g('raw + cache (presampled)')['hit_rate']:.3f} / "
                 f"{g('raw + cache (degree)')['hit_rate']:.3f} / "
                 f"{g('raw + cache (S3-FIFO)')['hit_rate']:.3f} / "
-                f"{g('IBP + compressed cache')['hit_rate']:.3f} |")
+                f"{g('IBP + compressed cache')['hit_rate']:.3f} | {lay} | "
+                f"{olay} {zo['bytes'] / uva:.3f} | "
+                f"{olay} {rel(g('IBP + compressed cache, other layout')['bytes']):.3f} |")
     return "\n".join(out)
 
 

@@ -62,6 +62,7 @@ py::dict header_to_dict(const FileHeader& h) {
   d["crc_payload"] = h.crc_payload;
   d["crc_header"] = h.crc_header;
   d["code_rows"] = h.code_rows;
+  d["layout"] = h.layout;
   return d;
 }
 
@@ -89,6 +90,7 @@ py::bytes pack_header(const py::dict& d) {
   h.crc_payload = d.contains("crc_payload") ? d["crc_payload"].cast<uint32_t>() : 0;
   h.crc_header = d.contains("crc_header") ? d["crc_header"].cast<uint32_t>() : 0;
   h.code_rows = d.contains("code_rows") ? d["code_rows"].cast<uint32_t>() : 0;
+  h.layout = d.contains("layout") ? d["layout"].cast<uint8_t>() : 0;
   return py::bytes(reinterpret_cast<const char*>(&h), sizeof(h));
 }
 
@@ -257,18 +259,26 @@ PYBIND11_MODULE(_C, m) {
 
   py::class_<Encoder>(m, "Encoder")
       .def(py::init([](uint64_t row_bytes, uint32_t row_words, const Array<uint32_t>& tables,
-                       bool allow_sparse, bool sparse_code) {
+                       bool allow_sparse, bool sparse_code, uint32_t layout) {
              require(tables.ndim() == 3 &&
                          (tables.shape(1) == 2 || tables.shape(1) == 10 || tables.shape(1) == 18) &&
                          static_cast<uint64_t>(tables.shape(2)) == row_words,
                      "ibp Encoder: tables must have shape (groups, 2 + code_rows, row_words), "
                      "code_rows 0, 8 or 16");
-             return new Encoder(row_bytes, row_words, static_cast<uint32_t>(tables.shape(0)),
-                                tables.data(), allow_sparse,
-                                static_cast<uint32_t>(tables.shape(1) - 2), sparse_code);
+             require(layout <= static_cast<uint32_t>(RowLayout::kSectors),
+                     "ibp Encoder: layout must be 0 (packed) or 1 (sectors), got " +
+                         std::to_string(layout));
+             auto* e = new Encoder(row_bytes, row_words, static_cast<uint32_t>(tables.shape(0)),
+                                   tables.data(), allow_sparse,
+                                   static_cast<uint32_t>(tables.shape(1) - 2), sparse_code);
+             e->set_layout(static_cast<RowLayout>(layout));
+             return e;
            }),
            py::arg("row_bytes"), py::arg("row_words"), py::arg("tables"),
-           py::arg("allow_sparse") = true, py::arg("sparse_code") = true)
+           py::arg("allow_sparse") = true, py::arg("sparse_code") = true,
+           py::arg("layout") = 0)
+      .def_property_readonly("layout",
+                             [](const Encoder& e) { return static_cast<uint32_t>(e.layout()); })
       .def_property_readonly("block_rows", &Encoder::block_rows)
       .def_property_readonly("rel_bytes", &Encoder::rel_bytes)
       .def_property_readonly("group_bits", &Encoder::group_bits)
@@ -532,11 +542,31 @@ PYBIND11_MODULE(_C, m) {
       [](const py::bytes& header, const Array<uint32_t>& table, const Array<uint64_t>& bases,
          const py::array& rel, const Array<uint32_t>& payload, const Array<int64_t>& rows,
          int threads) {
-        const CompressedView c = cpu_view(header_from_bytes(header), table, bases, rel, payload);
+        const FileHeader h = header_from_bytes(header);
+        const CompressedView c = cpu_view(h, table, bases, rel, payload);
         const int64_t* rp = rows.data();
         const auto n = static_cast<uint64_t>(rows.size());
         py::gil_scoped_release nogil;
-        return subset_payload_bits(c, rp, n, threads);
+        return subset_payload_bits(c, rp, n, threads, h.layout != 0);
+      },
+      py::arg("header"), py::arg("table"), py::arg("bases"), py::arg("rel"), py::arg("payload"),
+      py::arg("rows"), py::arg("threads") = 1);
+  m.def(
+      "subset_row_bits",
+      [](const py::bytes& header, const Array<uint32_t>& table, const Array<uint64_t>& bases,
+         const py::array& rel, const Array<uint32_t>& payload, const Array<int64_t>& rows,
+         int threads) {
+        const FileHeader h = header_from_bytes(header);
+        const CompressedView c = cpu_view(h, table, bases, rel, payload);
+        const auto n = static_cast<uint64_t>(rows.size());
+        Array<uint64_t> out(static_cast<py::ssize_t>(n));
+        const int64_t* rp = rows.data();
+        uint64_t* op = out.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          subset_row_bits(c, rp, n, h.layout != 0, op, threads);
+        }
+        return out;
       },
       py::arg("header"), py::arg("table"), py::arg("bases"), py::arg("rel"), py::arg("payload"),
       py::arg("rows"), py::arg("threads") = 1);
@@ -563,9 +593,9 @@ PYBIND11_MODULE(_C, m) {
         uint64_t modes[4];
         {
           py::gil_scoped_release nogil;
-          require(subset_payload_bits(c, rp, n, threads) == payload_bits,
+          require(subset_payload_bits(c, rp, n, threads, h.layout != 0) == payload_bits,
                   "ibp subset: payload_bits is not subset_payload_bits of these rows");
-          subset(c, rp, n, bp, relp, pp, modes, threads);
+          subset(c, rp, n, bp, relp, pp, modes, threads, h.layout != 0);
         }
         return py::make_tuple(modes[0], modes[1], modes[2], modes[3]);
       },

@@ -22,6 +22,16 @@ from ._dtypes import code_of, itemsize, torch_dtype
 from ._tensorlike import CompressedView, TensorLike
 
 MODES = {"auto": 0, "paper": 1}
+# Row layouts (format.h RowLayout): "sectors" starts a row at the next 32-byte
+# sector where that saves the sector a zero-copy read of it would touch;
+# "auto" takes it for tables of at least LAYOUT_AUTO_MIN_ROWS rows whose sample
+# rows average at least LAYOUT_AUTO_MIN_BYTES compressed. Smaller rows, or the
+# rows of a small table (mini-batches read most of it, and neighbours share
+# their sectors), would mostly gain gaps (benchmarks/bus_bytes.md).
+LAYOUTS = {"packed": 0, "sectors": 1}
+LAYOUT_AUTO_MIN_BYTES = 32
+LAYOUT_AUTO_MIN_ROWS = 8192
+LAYOUT_AUTO_SAMPLE = 2048
 MODE_NAMES = {v: k for k, v in MODES.items()}
 ROW_MODES = ("raw", "ibp", "sparse", "coded")
 # Whether mode="auto" may store kCoded rows (format version 3); benchmarks turn
@@ -140,10 +150,13 @@ class _Build:
     compress_file, whose outputs are therefore identical)."""
 
     def __init__(self, sample: np.ndarray, sample_ids: np.ndarray, code: int, shape, mode: str,
-                 threads: int = 1, codes: Optional[bool] = None):
+                 threads: int = 1, codes: Optional[bool] = None, layout: str = "auto"):
         codes = CODED_ROWS if codes is None else codes
         if mode not in MODES:
             raise ValueError(f"compress: mode must be one of {sorted(MODES)}, got {mode!r}")
+        if layout != "auto" and layout not in LAYOUTS:
+            raise ValueError(f"compress: layout must be one of {['auto', *LAYOUTS]}, "
+                             f"got {layout!r}")
         self.code, self.shape, self.mode = code, shape, mode
         self.row_bytes = shape[1] * itemsize(code)
         self.row_words = (self.row_bytes + 3) // 4
@@ -154,8 +167,13 @@ class _Build:
         if mode == "auto" and codes:
             self.tables = _with_codes(rows, self.row_bytes, self.row_words, code, shape[0],
                                       self.tables, threads)
+        if layout == "auto":
+            layout = ("packed" if shape[0] < LAYOUT_AUTO_MIN_ROWS else
+                      _auto_layout(rows, self.row_bytes, self.row_words, self.tables, mode,
+                                   threads))
         self.encoder = _C.Encoder(self.row_bytes, self.row_words, self.tables,
-                                  allow_sparse=mode == "auto", sparse_code=SPARSE_CODE)
+                                  allow_sparse=mode == "auto", sparse_code=SPARSE_CODE,
+                                  layout=LAYOUTS[layout])
         self.words, self.rel, self.bases = [], [], []
 
     def chunk_rows(self, chunk_bytes: int) -> int:
@@ -176,7 +194,7 @@ class _Build:
                     row_words=self.row_words, num_groups=int(self.tables.shape[0]),
                     group_bits=e.group_bits, block_rows=e.block_rows, rel_bytes=e.rel_bytes,
                     selector=MODES[self.mode], payload_bits=e.payload_bits,
-                    mode_rows=e.mode_rows, code_rows=e.code_rows)
+                    mode_rows=e.mode_rows, code_rows=e.code_rows, layout=e.layout)
 
     def finish(self):
         """(last payload words, header fields, bases, rel) once every row is in."""
@@ -185,6 +203,19 @@ class _Build:
         rel = np.concatenate(self.rel) if self.rel else np.zeros(0, np.uint8)
         rel = rel.view(_rel_dtype(self.encoder.rel_bytes))
         return w, self.fields(), np.concatenate(self.bases), rel
+
+
+def _auto_layout(rows: np.ndarray, row_bytes: int, row_words: int, tables: np.ndarray,
+                 mode: str, threads: int) -> str:
+    """layout="auto" for a table of LAYOUT_AUTO_MIN_ROWS rows or more:
+    "sectors" when the sample's rows average at least LAYOUT_AUTO_MIN_BYTES
+    compressed, else "packed"."""
+    if rows.shape[0] == 0 or row_words == 0:
+        return "packed"
+    sub = np.ascontiguousarray(rows[::max(1, -(-rows.shape[0] // LAYOUT_AUTO_SAMPLE))])
+    bits = _C.Encoder(row_bytes, row_words, tables, allow_sparse=mode == "auto").row_bits(
+        sub, row_bytes, threads).min(axis=1)
+    return "sectors" if bits.mean() >= 8 * LAYOUT_AUTO_MIN_BYTES else "packed"
 
 
 GROUP_CHOICES = (2, 4, 8, 16)
@@ -300,18 +331,25 @@ def _check_sample_rows(sample_rows, op: str = "compress") -> None:
 
 
 def compress(x, *, mode: str = "auto", sample_rows: int = DEFAULT_SAMPLE_ROWS,
-             threads: Optional[int] = None, progress: Optional[bool] = None) -> "CompressedTensor":
+             threads: Optional[int] = None, progress: Optional[bool] = None,
+             layout: str = "auto") -> "CompressedTensor":
     """Losslessly compress a 2-D, C-contiguous CPU tensor (or numpy array).
 
     mode: "auto" picks per-word masks that minimise size; "paper" uses the
     published algorithm (one majority threshold swept over 0.70..1.00).
     Masks are chosen from `sample_rows` rows (all rows when fewer).
+    layout: "packed" stores rows back to back; "sectors" starts a row at the
+    next 32-byte sector when that saves a sector of its zero-copy reads (a
+    little storage for fewer bus bytes); "auto" (default) picks "sectors" for
+    tables of LAYOUT_AUTO_MIN_ROWS rows or more whose rows average
+    LAYOUT_AUTO_MIN_BYTES compressed bytes or more.
     """
     xb, code, shape = _as_bytes_2d(x, "compress")
     _check_row_width(shape, code, "compress")
     _check_sample_rows(sample_rows)
     threads = _threads(threads, "compress")
-    b = _Build(xb, _sample_ids(shape[0], sample_rows), code, shape, mode, threads)
+    b = _Build(xb, _sample_ids(shape[0], sample_rows), code, shape, mode, threads,
+               layout=layout)
     step = b.chunk_rows(DEFAULT_CHUNK_BYTES)
     words = []
     with _progress(shape[0], progress, "compress") as bar:
@@ -398,7 +436,8 @@ class _ArrayRows:
 
 def compress_file(src, dst: Union[str, os.PathLike], *, mode: str = "auto",
                   sample_rows: int = DEFAULT_SAMPLE_ROWS, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-                  threads: Optional[int] = None, progress: Optional[bool] = True) -> Path:
+                  threads: Optional[int] = None, progress: Optional[bool] = True,
+                  layout: str = "auto") -> Path:
     """Compress an .npy file (or a numpy array / np.memmap) straight to an .ibp file.
 
     One pass over the input in chunks of about `chunk_bytes` (the masks come
@@ -433,7 +472,8 @@ def compress_file(src, dst: Union[str, os.PathLike], *, mode: str = "auto",
         if dst.is_dir():
             raise IsADirectoryError(f"compress_file: dst {str(dst)!r} is a directory; "
                                     "name the .ibp file to write")
-        return _compress_to(reader, dst, mode, sample_rows, chunk_bytes, threads, progress)
+        return _compress_to(reader, dst, mode, sample_rows, chunk_bytes, threads, progress,
+                            layout)
     finally:
         if isinstance(reader, _NpyRows):
             reader.f.close()
@@ -457,11 +497,11 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _compress_to(reader, dst: Path, mode: str, sample_rows: int, chunk_bytes: int,
-                 threads: int, progress: Optional[bool]) -> Path:
+                 threads: int, progress: Optional[bool], layout: str = "auto") -> Path:
     shape = reader.shape
     ids = _sample_ids(shape[0], sample_rows)
     b = _Build(reader.rows(ids), np.arange(len(ids), dtype=np.uint64), reader.code, shape, mode,
-               threads)
+               threads, layout=layout)
     step = b.chunk_rows(chunk_bytes)
     crc = 0
     with _files.atomic_write(dst) as f, \
@@ -961,6 +1001,9 @@ class CompressedTensor(TensorLike):
         call takes the general path (other inputs, or an error to report there)."""
         if idx.dtype not in _CPU_IDS or idx.dim() != 1 or not idx.is_contiguous():
             return None
+        rows = self._rows
+        if rows is not None and (not rows.passed or rows.error is not None):
+            return None  # rows not checked yet (verify="background"/"lazy"): the general path
         n, cols = idx.shape[0], self._fields["cols"]
         if out is None:
             out, given = torch.empty((n, cols), dtype=self.dtype), False

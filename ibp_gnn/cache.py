@@ -53,6 +53,32 @@ def _rows_np(ct: CompressedTensor, rows, op: str, what: str = "rows") -> np.ndar
     return np.ascontiguousarray(rows.numpy().astype(np.int64, copy=False))
 
 
+def _copied_bits(ct: CompressedTensor, ids: np.ndarray, threads: Optional[int] = None):
+    """Bits :func:`subset` copies for each row of `ids`: its span, or for a
+    tensor of row layout "sectors" its own bits (the zero gap after a kRaw,
+    kIbp or kCoded row is left out)."""
+    ids = np.ascontiguousarray(ids, np.int64)
+    if not ct._fields.get("layout"):
+        start, end = ct._row_spans(ids)
+        return end - start
+    return _C.subset_row_bits(*_view(ct), ids, _threads(threads)).astype(np.int64)
+
+
+def _check_offsets(ct: CompressedTensor, bits: np.ndarray, op: str) -> None:
+    """Each index block of a subset whose rows copy `bits` bits fits the
+    relative offsets (rows that keep a gap may exceed a raw row)."""
+    if not ct._fields.get("layout") or bits.size == 0:
+        return
+    b = ct._fields["block_rows"]
+    blocks = np.zeros(-(-len(bits) // b) * b, np.int64)
+    blocks[:len(bits)] = bits
+    rel = np.cumsum(blocks.reshape(-1, b), axis=1)[:, :-1]
+    limit = (1 << (8 * ct._fields["rel_bytes"])) - 1
+    if rel.size and int(rel.max()) > limit:
+        raise ValueError(f"{op}: these rows' compressed spans overflow the index's "
+                         f"{ct._fields['rel_bytes']}-byte offsets within a block of {b} rows")
+
+
 def _index_sizes(ct: CompressedTensor, n: int):
     """(entries of bases, bytes of rel) of an n-row tensor of ct's geometry."""
     b = ct._fields["block_rows"]
@@ -64,7 +90,9 @@ def _subset_into(ct: CompressedTensor, rows: np.ndarray, threads: int, alloc=Non
     returns the uint8 buffer an array is written into (default: new arrays)."""
     ct._check_rows(rows, "ibp_gnn.cache.subset", threads)  # rows a lazy load has not checked
     view = _view(ct)
-    bits = _C.subset_payload_bits(*view, rows, threads)
+    copied = _copied_bits(ct, rows, threads)
+    _check_offsets(ct, copied, "ibp_gnn.cache.subset")
+    bits = int(copied.sum())
     nb, rel_bytes = _index_sizes(ct, len(rows))
     rdt = _rel_dtype(ct._fields["rel_bytes"])
 
@@ -102,8 +130,7 @@ def subset(ct: CompressedTensor, rows, *, threads: Optional[int] = None,
 def subset_nbytes(ct: CompressedTensor, order: np.ndarray) -> np.ndarray:
     """Bytes a cache of the first k rows of ``order`` occupies, for k = 0..len:
     payload (padding included), index and mask tables (0 for k = 0)."""
-    start, end = ct._row_spans(np.asarray(order, np.int64))
-    bits = np.concatenate([[0], np.cumsum(end - start)])
+    bits = np.concatenate([[0], np.cumsum(_copied_bits(ct, np.asarray(order, np.int64)))])
     k = np.arange(len(bits))
     nb, rel = _index_sizes(ct, k)
     sizes = (4 * ((bits + 31) // 32 + _C.PAYLOAD_PAD_WORDS) + 8 * nb + rel
@@ -144,7 +171,10 @@ def raw_sectors(ids: np.ndarray, row_bytes: int, *, distinct: bool = False) -> i
 def span_sectors(ct: CompressedTensor, ids: np.ndarray, *, distinct: bool = False) -> int:
     """32-byte sectors covering each row's compressed span at its byte address
     in the payload (a zero-copy read of each row once; the kernel's 16-byte
-    loads from the span's first sector stay inside its last one). With
+    loads from the span's first sector stay inside its last one). The span is
+    the index's [start(r), start(r + 1)): under the kSectors row layout it
+    includes the zero gap after the row's bits, which ends at the sector
+    boundary where the next row starts, so it adds no sector. With
     distinct=True a sector shared by rows of the launch counts once."""
     ids = np.asarray(ids, np.int64)
     if ids.size == 0:
@@ -157,14 +187,14 @@ def span_sectors(ct: CompressedTensor, ids: np.ndarray, *, distinct: bool = Fals
 
 
 def staged_bytes(ct: CompressedTensor, ids: np.ndarray) -> int:
-    """Bytes one staged copy of rows `ids` moves: their packed payload words and
-    the packed tensor's index, rounded up to whole sectors."""
+    """Bytes one staged copy of rows `ids` moves: their packed payload words
+    (:func:`subset`'s copies, without kSectors gaps) and the packed tensor's
+    index, rounded up to whole sectors."""
     ids = np.asarray(ids, np.int64)
     if ids.size == 0:
         return 0
-    start, end = ct._row_spans(ids)
     nb, rel = _index_sizes(ct, len(ids))
-    total = 4 * ((int((end - start).sum()) + 31) // 32) + 8 * nb + rel
+    total = 4 * ((int(_copied_bits(ct, ids).sum()) + 31) // 32) + 8 * nb + rel
     return -(-total // SECTOR) * SECTOR
 
 

@@ -181,7 +181,8 @@ class IBPStore(FeatureStoreBase):
 
     x: a GraphData (its cached .ibp file, compressed on first use in `mode`),
     a path to an .ibp file, a CompressedTensor, or a numpy array / tensor
-    (compressed in memory). mmap=True maps the file (shared by the processes
+    (compressed in memory). layout: compress's row layout (auto, sectors or
+    packed) for the features it compresses. mmap=True maps the file (shared by the processes
     of a node through the page cache); pin=True pins the payload for GPU
     zero-copy reads. cache (bytes, "auto" or None) / cache_hot / cache_* /
     transfer: a compressed cache of hot rows and how misses travel
@@ -204,26 +205,29 @@ class IBPStore(FeatureStoreBase):
                  threads: Optional[int] = None, progress: bool = False, cache=None,
                  cache_hot: str = "presample", cache_fanouts=(15, 10, 5),
                  cache_batch_size: int = 1024, cache_batches: int = 64,
-                 transfer: str = "zero_copy"):
+                 transfer: str = "zero_copy", layout: str = "auto"):
         import ibp_gnn
+        from ibp_gnn._tensor import LAYOUTS
 
         super().__init__(device)
         graph = x if isinstance(x, GraphData) else None
         if mode not in CODEC_MODES:
             raise ValueError(f"store.mode must be one of {list(CODEC_MODES)}, got {mode!r}")
+        if layout != "auto" and layout not in LAYOUTS:
+            raise ValueError(f"store.layout must be one of {['auto', *LAYOUTS]}, got {layout!r}")
         if verify not in (True, False, "full", "background", "lazy"):
             raise ValueError("store.verify must be true ('full'), false, 'background' or "
                              f"'lazy', got {verify!r}")
         self.path: Optional[Path] = None
         if isinstance(x, GraphData):
-            x = x.compressed(mode, progress=progress)
+            x = x.compressed(mode, progress=progress, layout=layout)
         if isinstance(x, (str, os.PathLike)):
             self.path = Path(x)
             ct = ibp_gnn.load(self.path, mmap=mmap, verify=verify)
         elif isinstance(x, ibp_gnn.CompressedTensor):
             ct = x
         elif isinstance(x, (np.ndarray, torch.Tensor)):
-            ct = ibp_gnn.compress(x, mode=mode, progress=progress)
+            ct = ibp_gnn.compress(x, mode=mode, progress=progress, layout=layout)
         else:
             raise TypeError(f"IBPStore: x must be GraphData, an .ibp path, CompressedTensor, "
                             f"numpy array or tensor, got {type(x).__name__}")
@@ -292,6 +296,7 @@ class IBPStore(FeatureStoreBase):
     def describe(self) -> dict:
         d = super().describe()
         d.update(format_version=self.ct.format_version, mode=self.ct.mode,
+                 layout="sectors" if self.ct._fields.get("layout") else "packed",
                  path=str(self.path) if self.path else None)
         if self.cached is not None:
             d["cache"] = self.cached.describe()

@@ -705,10 +705,27 @@ def write_row(bw: BitWriter, row: np.ndarray, tables: np.ndarray, mode: int, g: 
             bw.write(w, count_bits(w_count - 1))
 
 
+def sector_start_ref(pos: int, bits: int, r: int, block_rows: int, block_base: int,
+                     rel_bytes: int, raw_bits: int) -> int:
+    """Where layout kSectors starts a row of `bits` bits that packed rows
+    would start at `pos`: the next 256-bit boundary when the row would touch
+    more sectors than ceil(bits / 256) and (unless it starts a block) its
+    rel plus the raw bits of the block's rows from it on fit rel_bytes."""
+    o = pos % 256
+    if o == 0 or bits == 0 or -(-(o + bits) // 256) == -(-bits // 256):
+        return pos
+    moved = pos + 256 - o
+    if r % block_rows and moved - block_base + (block_rows - r % block_rows) * raw_bits \
+            > (1 << (8 * rel_bytes)) - 1:
+        return pos
+    return moved
+
+
 def encode_ref(words: np.ndarray, tables: np.ndarray, *, allow_sparse: bool,
-               sparse_code: bool = True):
+               sparse_code: bool = True, layout: int = 0):
     """(payload uint32 incl. the 2 pad words, bases uint64, rel uint16/uint32,
-    mode_rows tuple of 4) for the rows `words` [rows, W] under `tables`."""
+    mode_rows tuple of 4) for the rows `words` [rows, W] under `tables`;
+    layout 1 (kSectors, version >= 4) moves rows as sector_start_ref says."""
     words = np.asarray(words, np.uint32)
     tables = np.asarray(tables, np.uint32)
     rows, w_count = words.shape
@@ -720,12 +737,19 @@ def encode_ref(words: np.ndarray, tables: np.ndarray, *, allow_sparse: bool,
     bases, rel = [], []
     mode_rows = [0, 0, 0, 0]
     pos = 0
+    raw_bits = MODE_BITS + gb + 32 * w_count
     for r in range(rows):
+        mode, g, bits, plan = choose_mode(words[r], tables, allow_sparse=allow_sparse,
+                                          sparse_code=sparse_code)
+        if layout == 1:
+            moved = sector_start_ref(pos, bits, r, block_rows, bases[-1] if bases else 0,
+                                     rel_bytes, raw_bits)
+            for _ in range(moved - pos):
+                bw.write(0, 1)
+            pos = moved
         if r % block_rows == 0:
             bases.append(pos)
         rel.append(pos - bases[-1])
-        mode, g, bits, plan = choose_mode(words[r], tables, allow_sparse=allow_sparse,
-                                          sparse_code=sparse_code)
         before = len(bw)
         write_row(bw, words[r], tables, mode, g, plan)
         assert len(bw) - before == bits
@@ -827,6 +851,7 @@ class RowInfo(NamedTuple):
     count: int = 0      # kSparse: listed words
     dict: int = 0       # kSparse: dictionary entries (0: inline values)
     bitmap: bool = False
+    end: int = 0        # the bit after the row's own bits (a kSectors gap may follow)
 
 
 def decode_rows_ref(fields: Mapping, tables: np.ndarray, bases: np.ndarray, rel: np.ndarray,
@@ -851,6 +876,8 @@ def decode_rows_ref(fields: Mapping, tables: np.ndarray, bases: np.ndarray, rel:
     assert 1 <= version <= FORMAT_VERSION
     code_rows = int(fields.get("code_rows", 0))
     assert code_rows == 0 or version >= 3
+    sectors = int(fields.get("layout", 0)) == 1  # row layout kSectors (version >= 4)
+    assert not sectors or version >= 4
     tables = np.asarray(tables, np.uint32).reshape(num_groups, 2 + code_rows, w_count)
     if version == 1:
         assert not (tables[:, 1] & ~tables[:, 0]).any(), "v1: value bits outside the mask"
@@ -963,9 +990,12 @@ def decode_rows_ref(fields: Mapping, tables: np.ndarray, bases: np.ndarray, rel:
             info = RowInfo(mode, g, c, d, bitmap)
         else:
             raise ValueError(f"row {r}: mode {mode} is invalid in version {version}")
-        if pos != end(r):
+        gap = end(r) - pos
+        if gap != 0 and not (sectors and 0 < gap < 256):
             raise ValueError(f"row {r}: bits end at {pos}, the index says {end(r)}")
-        infos.append(info)
+        if any(br.bit(pos + i) for i in range(gap)):
+            raise ValueError(f"row {r}: the gap after its bits is not zero")
+        infos.append(info._replace(end=pos))
     return out, infos
 
 
@@ -992,13 +1022,13 @@ SECTION_ALIGN = 64
 # word_view, rows, cols, row_words, num_groups, group_bits, block_rows,
 # rel_bytes, selector, payload_bits, mode_rows[4], crc_tables, crc_index,
 # crc_payload, crc_header, code_rows (version >= 3; reserved, zero, before),
-# reserved[4].
-_HEADER_FORMAT = "<8s4I2Q6IQ4Q4II4s"
+# layout (1 byte, version >= 4; reserved, zero, before), reserved[3].
+_HEADER_FORMAT = "<8s4I2Q6IQ4Q4IIB3s"
 _HEADER_NAMES = ("magic", "version", "header_bytes", "dtype", "word_view", "rows", "cols",
                  "row_words", "num_groups", "group_bits", "block_rows", "rel_bytes",
                  "selector", "payload_bits", "mode_rows0", "mode_rows1", "mode_rows2",
                  "mode_rows3", "crc_tables", "crc_index", "crc_payload", "crc_header",
-                 "code_rows", "reserved")
+                 "code_rows", "layout", "reserved")
 
 
 def parse_header_ref(b: bytes) -> dict:
@@ -1024,7 +1054,8 @@ def read_file_ref(path) -> tuple:
     f = parse_header_ref(data)
     assert f["magic"] == MAGIC and f["header_bytes"] == HEADER_BYTES
     assert 1 <= f["version"] <= FORMAT_VERSION
-    assert f["word_view"] == 0 and f["reserved"] == b"\0" * 4
+    assert f["word_view"] == 0 and f["reserved"] == b"\0" * 3
+    assert f["layout"] in ((0, 1) if f["version"] >= 4 else (0,))
     upw = 2 if DTYPE_BYTES[f["dtype"]] == 2 else 1
     assert f["code_rows"] in ((0, 8 * upw) if f["version"] >= 3 else (0,))
     esize = DTYPE_BYTES[f["dtype"]]

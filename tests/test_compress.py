@@ -86,10 +86,11 @@ def test_compressible_data_shrinks_and_sizes_add_up():
 def test_incompressible_rows_are_stored_raw():
     g = torch.Generator().manual_seed(0)
     x = torch.randint(-2**31, 2**31 - 1, (500, 16), generator=g, dtype=torch.int64).to(torch.int32)
-    ct = ibp_gnn.compress(x)
+    ct = ibp_gnn.compress(x, layout="packed")
     rows = ct.stats()["rows_per_mode"]
     assert rows.get("raw", 0) > 0
-    # A raw row costs its words plus the 2-bit mode tag, nothing more.
+    # A raw row costs its words plus the 2-bit mode tag, nothing more (packed
+    # rows: no gaps before them).
     assert ct._fields["payload_bits"] <= 500 * (16 * 32 + 2)
     assert_bits_equal(ct.decompress(), x)
 

@@ -105,6 +105,7 @@ def test_default_config_is_the_one_minute_synthetic_run(tmp_path):
 @pytest.mark.parametrize("override, words", [
     ("loader.sampler=dgl", ["loader.sampler", "'ibp'", "'pyg'"]),
     ("store.mode=fast", ["store.mode", "'auto'", "'paper'"]),
+    ("store.layout=aligned", ["store.layout", "'sectors'", "'packed'"]),
     ("trainer.amp=fp8", ["trainer.amp", "bf16", "fp16"]),
     ("trainer.device=tpu", ["trainer.device", "'cpu'", "'cuda'"]),
     ("loader.fanouts=[10,0]", ["loader.fanouts", "-1"]),

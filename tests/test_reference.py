@@ -193,7 +193,8 @@ def _check_gather(ct, case: Case, ids: np.ndarray, threads: int = 1) -> None:
 def _check_against_encode_ref(ct, words: np.ndarray, tables: np.ndarray,
                               allow_sparse: bool, sparse_code: bool = True) -> tuple:
     payload, bases, rel, mode_rows = R.encode_ref(words, tables, allow_sparse=allow_sparse,
-                                                  sparse_code=sparse_code)
+                                                  sparse_code=sparse_code,
+                                                  layout=ct._fields.get("layout", 0))
     assert ct._payload.dtype == np.uint32 and np.array_equal(ct._payload, payload)
     assert ct._bases.dtype == np.uint64 and np.array_equal(ct._bases, bases)
     assert ct._rel.dtype == rel.dtype and np.array_equal(ct._rel, rel)

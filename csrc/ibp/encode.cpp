@@ -515,6 +515,19 @@ void Encoder::row_bits(const uint8_t* x, uint64_t n, int num_threads, uint64_t* 
   });
 }
 
+// Start of a row of `len` bits that the packed layout would start at `pos`,
+// under RowLayout::kSectors: the next sector boundary when the row would
+// otherwise touch one sector more than ceil(len / kSectorBits) and the move
+// (the gap) is at most `room` bits, else pos.
+static uint64_t sector_start(uint64_t pos, uint64_t len, uint64_t room) {
+  const uint64_t o = pos % kSectorBits;
+  if (o == 0 || len == 0) return pos;
+  const uint64_t touched = (o + len + kSectorBits - 1) / kSectorBits;
+  const uint64_t least = (len + kSectorBits - 1) / kSectorBits;
+  const uint64_t gap = kSectorBits - o;
+  return touched > least && gap <= room ? pos + gap : pos;
+}
+
 void Encoder::encode(const uint8_t* x, uint64_t n, int num_threads,
                      std::vector<uint32_t>* words, std::vector<uint8_t>* rel,
                      std::vector<uint64_t>* bases) {
@@ -574,8 +587,17 @@ void Encoder::encode(const uint8_t* x, uint64_t n, int num_threads,
   const size_t rel_at = rel->size();
   rel->resize(rel_at + n * rel_bytes_);
   uint64_t pos = bits_;
+  const uint64_t rel_limit = rel_bytes_ == 2 ? 0xFFFFull : 0xFFFFFFFFull;
   for (uint64_t i = 0; i < n; ++i) {
     const uint64_t r = rows_ + i;
+    if (layout_ == RowLayout::kSectors) {
+      // A block's first row may move freely (its base is 64-bit); a later one
+      // as far as leaves room for the block's remaining rows stored raw.
+      const uint64_t left = block_rows_ - r % block_rows_;
+      pos = sector_start(pos, len[i], r % block_rows_ == 0
+                                          ? ~0ull
+                                          : rel_limit - (pos - block_base_) - left * raw_bits);
+    }
     if (r % block_rows_ == 0) {
       block_base_ = pos;
       bases->push_back(pos);

@@ -55,6 +55,9 @@ class Encoder {
   uint32_t group_bits() const { return group_bits_; }
   uint32_t num_groups() const { return num_groups_; }
   uint32_t code_rows() const { return code_rows_; }
+  // Where rows are placed (format.h RowLayout; kSectors needs version >= 4).
+  void set_layout(RowLayout layout) { layout_ = layout; }
+  RowLayout layout() const { return layout_; }
 
   // Encodes n rows of x with `num_threads` threads. Appends the payload words
   // that are complete to `words` (the last partial word is kept for the next
@@ -151,6 +154,7 @@ class Encoder {
   uint64_t block_base_ = 0;
   uint32_t tail_ = 0;      // bits of the last partial word (bits_ % 32 valid)
   uint64_t mode_rows_[4] = {0, 0, 0, 0};
+  RowLayout layout_ = RowLayout::kPacked;
 };
 
 // Turns the group tables (mask, value per word, code rows) into the decoder's

@@ -40,6 +40,10 @@
 //
 // Row r occupies bits [start(r), end(r)) with start(r) = bases[r / B] + rel[r]
 // and end(r) = start(r + 1) (or bases[r / B + 1] for the last row of a block).
+// With layout kSectors (version >= 4) a row's bits may end before end(r): the
+// gap after them is under kSectorBits bits and all zero, so the encoder can
+// start a row at the next 32-byte sector boundary where that makes the row
+// touch fewer sectors (see RowLayout). Readers only use start(r).
 // A row's bits, in order:
 //   mode      kModeBits bits   RowMode below
 //   group     group_bits bits  index into tables (group_bits = 0 when one group)
@@ -108,6 +112,7 @@ constexpr uint32_t kMaxCodeBits = 16;     // widest coded field
 constexpr uint32_t kSparseRiceBits = 5;   // coded-form kSparse row: Rice parameter field
 constexpr uint32_t kSparseHiBits = 5;     // its coded high bits field
 constexpr uint32_t kSparseEscape = 8;     // its longest unary hi code
+constexpr uint32_t kSectorBits = 256;     // a 32-byte sector of the payload
 
 enum class DType : uint32_t {
   kFloat32 = 0,
@@ -143,6 +148,16 @@ enum class Selector : uint32_t {
                // swept over 0.70..1.00; raw and kIbp rows only
 };
 
+// Where rows sit in the payload (version >= 4; earlier files are kPacked).
+enum class RowLayout : uint8_t {
+  kPacked = 0,   // back to back: every row ends where the next starts
+  kSectors = 1,  // a row that would touch more sectors than
+                 // ceil(bits / kSectorBits) starts at the next sector boundary
+                 // instead, zero bits filling the gap, unless it is not its
+                 // block's first row and its rel there plus raw_row_bits for
+                 // each row of the block from it on would pass rel's range
+};
+
 struct FileHeader {
   char magic[8];            // kMagic
   uint32_t version;         // kFormatVersion of the writer
@@ -164,7 +179,8 @@ struct FileHeader {
   uint32_t crc_payload;
   uint32_t crc_header;      // of this header with crc_header set to 0
   uint32_t code_rows;       // rows of code tables per group (version >= 3; else 0)
-  uint8_t reserved[4];      // zero
+  uint8_t layout;           // RowLayout (version >= 4; else 0)
+  uint8_t reserved[3];      // zero
 };
 static_assert(sizeof(FileHeader) == 128, "FileHeader must stay 128 bytes");
 
@@ -183,10 +199,12 @@ inline uint64_t raw_row_bits(uint32_t row_words, uint32_t group_bits) {
   return kModeBits + group_bits + 32ull * row_words;
 }
 
-// Upper bound of payload_bits for `rows` rows: the size bound beside compress().
-inline uint64_t max_payload_bits(uint64_t rows, uint32_t row_words,
-                                 uint32_t group_bits) {
-  return rows * raw_row_bits(row_words, group_bits);
+// Upper bound of payload_bits for `rows` rows: the size bound beside compress()
+// (kSectors: each row may follow a gap of under a sector).
+inline uint64_t max_payload_bits(uint64_t rows, uint32_t row_words, uint32_t group_bits,
+                                 RowLayout layout = RowLayout::kPacked) {
+  return rows * (raw_row_bits(row_words, group_bits) +
+                 (layout == RowLayout::kSectors ? kSectorBits - 1 : 0));
 }
 
 // Index geometry, fixed by the shape alone so a streaming encoder knows it

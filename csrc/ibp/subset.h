@@ -15,16 +15,29 @@
 
 namespace ibp {
 
-// Payload bits of the subset: the sum of the rows' spans (the size bound
+// trim (for a source of row layout kSectors): copy each kRaw, kIbp and kCoded
+// row's own bits, without the zero gap after them; kSparse rows and rows of
+// other sources are copied with their whole span [start(r), start(r + 1)).
+// The subset keeps the source's layout field: the gaps it still holds are
+// under a sector and zero. The caller checks that each block of the subset
+// fits the index's relative offsets (its rows' spans may exceed raw rows by
+// up to a sector each).
+
+// Bits subset() copies for each row, into out[n].
+void subset_row_bits(const CompressedView& c, const int64_t* rows, uint64_t n, bool trim,
+                     uint64_t* out, int num_threads);
+
+// Payload bits of the subset: the sum of subset_row_bits (the size bound
 // beside subset(); its payload holds payload_words(bits) words).
 uint64_t subset_payload_bits(const CompressedView& c, const int64_t* rows, uint64_t n,
-                             int num_threads);
+                             int num_threads, bool trim = false);
 
 // Writes the subset's index and payload: bases (ceil(n / block_rows) + 1
 // entries), rel (n entries of geo.rel_bytes bytes), payload
 // (payload_words(subset_payload_bits(...)) words, padding zeroed) and
 // mode_rows[4], the number of rows of each RowMode.
 void subset(const CompressedView& c, const int64_t* rows, uint64_t n, uint64_t* bases,
-            void* rel, uint32_t* payload, uint64_t* mode_rows, int num_threads);
+            void* rel, uint32_t* payload, uint64_t* mode_rows, int num_threads,
+            bool trim = false);
 
 }  // namespace ibp

@@ -19,22 +19,23 @@ Status fail(Status s, std::string* msg, const std::string& what) {
 
 std::string str(uint64_t v) { return std::to_string(v); }
 
-// A kSparse row whose bits after the group id start at `pos` and end at `end`:
-// counts in range, length as its fields say, positions increasing and inside
-// the row, dictionary indices inside the dictionary.
-// From version 4 a row with d > c has the coded form (sparse_code.h): its
-// walk must end exactly at `end`.
-bool sparse_row_ok(const uint32_t* p, uint64_t pos, uint64_t end, uint32_t W, uint32_t version) {
+// A kSparse row whose bits after the group id start at `pos` and end at or
+// before `end` (its end into *row_end): counts in range, length as its fields
+// say, positions increasing and inside the row, dictionary indices inside the
+// dictionary. From version 4 a row with d > c has the coded form
+// (sparse_code.h): its walk must stop at or before `end`.
+bool sparse_row_ok(const uint32_t* p, uint64_t pos, uint64_t end, uint32_t W, uint32_t version,
+                   uint64_t* row_end) {
   const uint32_t cb = count_bits(W);
   if (end < pos || end - pos < 2ull * cb + 1) return false;
   if (version >= 4 && is_sparse_code(p, pos, W)) {
     if (end - pos < sparse_code_head_bits(W, 0)) return false;
-    uint64_t stop;
-    return walk_sparse_code(p, pos, end, W, [](uint32_t, uint32_t, uint32_t) {}, &stop) &&
-           stop == end;
+    return walk_sparse_code(p, pos, end, W, [](uint32_t, uint32_t, uint32_t) {}, row_end) &&
+           *row_end <= end;
   }
   const SparseRow s(p, pos, W);
-  if (s.count > W || s.dict > s.count || s.end != end) return false;
+  if (s.count > W || s.dict > s.count || s.end > end) return false;
+  *row_end = s.end;
   for (uint32_t i = 0; s.dict && i < s.count; ++i) {
     if (read_bits(p, s.indices + static_cast<uint64_t>(i) * s.index_bits, s.index_bits) >= s.dict) {
       return false;
@@ -162,13 +163,14 @@ struct CodedUnits {
   }
 
   // Whether the kCoded row of group g whose bits after the group id start at
-  // `pos` ends exactly at `end`: the plain section, then per unit r one bits
+  // `pos` ends at or before `end` (its end into *row_end): the plain section, then per unit r one bits
   // and a zero (a ranked symbol, r < s) or s one bits and nc bits (an escape).
   // The codes are read through a 64-bit buffer refilled a word at a time
   // while it holds under 32 bits. Each step starts at or before `end` <=
   // payload_bits, so the word it loads is at most one past the bit at `end`,
   // inside the padding.
-  bool row_ok(const uint32_t* p, uint64_t pos, uint64_t end, uint32_t g) const {
+  bool row_ok(const uint32_t* p, uint64_t pos, uint64_t end, uint32_t g,
+              uint64_t* row_end) const {
     if (end < pos || end - pos < plain[g]) return false;
     const uint8_t* su = s.data() + static_cast<size_t>(g) * units;
     const uint8_t* nu = nc.data() + static_cast<size_t>(g) * units;
@@ -188,9 +190,18 @@ struct CodedUnits {
       used += len;
       if (used > left) return false;
     }
-    return used == left;
+    *row_end = code + used;
+    return true;
   }
 };
+
+// Whether the `len` bits at `pos` are all zero.
+bool zero_bits(const uint32_t* p, uint64_t pos, uint64_t len) {
+  for (; len; pos += 32, len -= len < 32 ? len : 32) {
+    if (read_bits(p, pos, len < 32 ? static_cast<uint32_t>(len) : 32)) return false;
+  }
+  return true;
+}
 
 // Checks single rows of a tensor whose sections passed check_sections: its
 // bases increase and end at payload_bits, its code tables are in range.
@@ -199,7 +210,8 @@ class RowChecker {
   RowChecker(const FileHeader& h, const uint32_t* tables, const uint64_t* bases, const void* rel,
              const uint32_t* payload)
       : h_(h), bases_(bases), rel_(rel), p_(payload), ibp_(h, tables), coded_(h, tables),
-        raw_bits_(raw_row_bits(h.row_words, h.group_bits)) {
+        raw_bits_(raw_row_bits(h.row_words, h.group_bits)),
+        sectors_(h.layout == static_cast<uint8_t>(RowLayout::kSectors)) {
     while ((1u << shift_) < h.block_rows) ++shift_;
   }
 
@@ -215,19 +227,27 @@ class RowChecker {
     const uint32_t mode = read_bits(p_, start, kModeBits);
     const uint32_t g = read_bits(p_, start + kModeBits, h_.group_bits);
     const uint64_t body = start + kModeBits + h_.group_bits;
-    bool ok;
+    uint64_t len = 0, stop = 0;  // the row's own bits, as they define them
+    bool ok = true;
     if (mode == static_cast<uint32_t>(RowMode::kRaw)) {
-      ok = end - start == raw_bits_;
+      len = raw_bits_;
     } else if (g >= h_.num_groups) {
       ok = false;
     } else if (mode == static_cast<uint32_t>(RowMode::kIbp)) {
       // The bitmap lies inside the row only if the row is long enough.
-      ok = end - body >= h_.row_words && ibp_(p_, body, g) == end - start;
+      ok = end - body >= h_.row_words;
+      if (ok) len = ibp_(p_, body, g);
     } else if (mode == static_cast<uint32_t>(RowMode::kSparse)) {
-      ok = h_.version >= 2 && sparse_row_ok(p_, body, end, h_.row_words, h_.version);
+      ok = h_.version >= 2 && sparse_row_ok(p_, body, end, h_.row_words, h_.version, &stop);
+      len = stop - start;
     } else {  // kCoded
-      ok = h_.code_rows && coded_.row_ok(p_, body, end, g);
+      ok = h_.code_rows && coded_.row_ok(p_, body, end, g, &stop);
+      len = stop - start;
     }
+    // kSectors: a zero gap of under a sector may follow the row's bits.
+    ok = ok && (sectors_ ? len <= end - start && end - start - len < kSectorBits &&
+                               zero_bits(p_, start + len, end - start - len)
+                         : len == end - start);
     return ok ? static_cast<int>(mode) : -1;
   }
 
@@ -239,6 +259,7 @@ class RowChecker {
   IbpLengths ibp_;
   CodedUnits coded_;
   uint64_t raw_bits_;
+  bool sectors_;  // rows may be followed by a zero gap (layout kSectors)
   uint32_t shift_ = 0;
 };
 
@@ -303,6 +324,10 @@ Status validate_header(const FileHeader& h, std::string* msg) {
   if (h.selector > static_cast<uint32_t>(Selector::kPaper)) {
     return fail(Status::kBadHeader, msg, "unknown selector " + str(h.selector));
   }
+  if (h.layout > static_cast<uint8_t>(RowLayout::kSectors) || (h.layout && h.version < 4)) {
+    return fail(Status::kBadHeader, msg, "row layout " + str(h.layout) +
+                                             " is invalid for this version");
+  }
   for (uint8_t b : h.reserved) {
     if (b) return fail(Status::kBadHeader, msg, "reserved header bytes are not zero");
   }
@@ -315,7 +340,8 @@ Status validate_header(const FileHeader& h, std::string* msg) {
       h.mode_rows[0] + h.mode_rows[1] + h.mode_rows[2] + h.mode_rows[3] != h.rows) {
     return fail(Status::kBadHeader, msg, "per-mode row counts do not add up to rows");
   }
-  if (h.payload_bits > max_payload_bits(h.rows, h.row_words, h.group_bits)) {
+  if (h.payload_bits > max_payload_bits(h.rows, h.row_words, h.group_bits,
+                                        static_cast<RowLayout>(h.layout))) {
     return fail(Status::kBadHeader, msg, "payload_bits " + str(h.payload_bits) +
                                              " exceeds the bound for the shape");
   }

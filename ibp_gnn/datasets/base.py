@@ -84,11 +84,14 @@ class GraphData:
                        "ibp": _jsonable(file_identity(path))}
 
     def compressed(self, mode: str = "auto", *, progress: bool = True,
-                   chunk_bytes: int = 64 << 20) -> Path:
+                   chunk_bytes: int = 64 << 20, layout: str = "auto") -> Path:
         """The .ibp file of the features in `mode`, compressed now if the cache
         lacks it or if it was made from features that have changed since (the
-        source file's size, mtime and inode are recorded beside it)."""
+        source file's size, mtime and inode are recorded beside it). A row
+        layout other than "auto" (compress's layout=) has files of its own."""
         from .. import compress_file
+
+        codec, mode = mode, (mode if layout == "auto" else f"{mode}-{layout}")
 
         path = self.ibp_path(mode)
         if self._ibp_current(mode):
@@ -108,7 +111,8 @@ class GraphData:
                  f"({src.nbytes / 2**20:.1f} MiB) -> {path}", progress)
             before = _jsonable(src.identity())
             t = time.perf_counter()
-            compress_file(src.open(), path, mode=mode, chunk_bytes=chunk_bytes, progress=progress)
+            compress_file(src.open(), path, mode=codec, chunk_bytes=chunk_bytes, progress=progress,
+                          layout=layout)
             _log(f"compressed in {time.perf_counter() - t:.1f}s", progress)
             if _jsonable(src.identity()) != before:
                 path.unlink(missing_ok=True)

@@ -97,6 +97,8 @@ def validate(cfg) -> None:
 
     if "mode" in st and st["mode"] not in CODEC_MODES:
         _fail("store.mode", st["mode"], f"allowed values: {list(CODEC_MODES)}")
+    if st.get("layout", "auto") not in ("auto", "sectors", "packed"):
+        _fail("store.layout", st.get("layout"), "allowed values: ['auto', 'sectors', 'packed']")
     _check_device("store.device", st.get("device", "cpu"))
     if st.get("cache") is not None or st.get("transfer", "zero_copy") != "zero_copy":
         from ..cache import config_errors
