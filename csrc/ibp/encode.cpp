@@ -357,6 +357,97 @@ Encoder::Encoder(uint64_t row_bytes, uint32_t row_words, uint32_t num_groups,
         }
       }
     }
+    build_cost_tables();
+  }
+}
+
+void Encoder::build_cost_tables() {
+  // Tables of all units together stay under kMaxCostBytes; past that every
+  // unit is looked up per group.
+  constexpr uint64_t kMaxCostBytes = 64ull << 20;
+  constexpr uint32_t kMaxTableGroups = 16;
+  gp_ = 1;
+  while (gp_ < num_groups_) gp_ *= 2;
+  const uint32_t units = row_words_ * upw_, U = unit_bits(upw_);
+  const size_t per_group = static_cast<size_t>(row_words_) * upw_;
+  std::vector<uint8_t> shared(units, 0);
+  uint64_t bytes = 0;
+  for (uint32_t u = 0; u < units; ++u) {
+    const UnitCode& c0 = units_[u];
+    bool same = c0.nc <= kCostFieldBits;
+    for (uint32_t g = 1; same && g < num_groups_; ++g) {
+      const UnitCode& c = units_[g * per_group + u];
+      same = c.lo == c0.lo && c.nc == c0.nc;
+    }
+    shared[u] = same;
+    if (same) bytes += (uint64_t{gp_} << c0.nc);
+  }
+  fields_.clear();
+  cost_.clear();
+  slow_.clear();
+  cost_at_.assign(units, kSlowUnit);
+  if (bytes > kMaxCostBytes || gp_ > kMaxTableGroups) std::fill(shared.begin(), shared.end(), 0);
+  for (uint32_t u = 0; u < units; ++u) {
+    if (!shared[u]) {
+      slow_.push_back(u);
+      continue;
+    }
+    const UnitCode& c0 = units_[u];
+    const uint32_t at = static_cast<uint32_t>(cost_.size());
+    cost_.resize(cost_.size() + (size_t{gp_} << c0.nc), 0);
+    for (uint32_t g = 0; g < num_groups_; ++g) {
+      const UnitCode& c = units_[g * per_group + u];
+      for (uint32_t f = 0; f < (1u << c.nc); ++f) {
+        const uint32_t r = rank_of(c, f);
+        cost_[at + static_cast<size_t>(f) * gp_ + g] = static_cast<uint8_t>(r < c.s ? r + 1 : c.s + c.nc);
+      }
+    }
+    fields_.push_back(UnitField{u / upw_, (u % upw_) * U + c0.lo, low_mask(c0.nc), at});
+    cost_at_[u] = at;
+  }
+}
+
+// Code bits (without the plain bits and the head) of row x under each of the
+// first GP groups, into sums[0 .. GP). The unit costs are at most
+// kMaxCodeSymbols + kMaxCodeBits < 32, so 16-bit sums hold 2048 units.
+template <uint32_t GP>
+void Encoder::coded_sums(const uint32_t* x, uint64_t* sums) const {
+  constexpr size_t kSpan = 2048;
+  for (uint32_t g = 0; g < GP; ++g) sums[g] = 0;
+  const UnitField* f = fields_.data();
+  const uint8_t* cost = cost_.data();
+  for (size_t a = 0; a < fields_.size(); a += kSpan) {
+    const size_t b = std::min(fields_.size(), a + kSpan);
+    uint16_t acc[GP] = {};
+    for (size_t i = a; i < b; ++i) {
+      const uint8_t* t = cost + f[i].at + static_cast<size_t>((x[f[i].word] >> f[i].shift) & f[i].mask) * GP;
+      for (uint32_t g = 0; g < GP; ++g) acc[g] = static_cast<uint16_t>(acc[g] + t[g]);
+    }
+    for (uint32_t g = 0; g < GP; ++g) sums[g] += acc[g];
+  }
+}
+
+void Encoder::coded_bits_all(const uint32_t* x, uint64_t* bits) const {
+  uint64_t sums[16] = {};
+  switch (fields_.empty() ? 0 : gp_) {
+    case 0: break;
+    case 1: coded_sums<1>(x, sums); break;
+    case 2: coded_sums<2>(x, sums); break;
+    case 4: coded_sums<4>(x, sums); break;
+    case 8: coded_sums<8>(x, sums); break;
+    default: coded_sums<16>(x, sums); break;
+  }
+  const uint32_t U = unit_bits(upw_);
+  const size_t per_group = static_cast<size_t>(row_words_) * upw_;
+  for (uint32_t g = 0; g < num_groups_; ++g) {
+    uint64_t b = kModeBits + group_bits_ + plain_[g] + (fields_.empty() ? 0 : sums[g]);
+    for (uint32_t u : slow_) {
+      const UnitCode& c = units_[g * per_group + u];
+      const uint32_t x_u = static_cast<uint32_t>(static_cast<uint64_t>(x[u / upw_]) >> ((u % upw_) * U));
+      const uint32_t r = rank_of(c, field_of(x_u, c.lo, c.nc));
+      b += r < c.s ? r + 1 : c.s + c.nc;
+    }
+    bits[g] = b;
   }
 }
 
@@ -390,7 +481,15 @@ void Encoder::write_coded(const uint32_t* x, uint32_t g, uint64_t p, const Put& 
       put(plain, plain_of(x_u, cu.lo, cu.nc), U - cu.nc);
       plain += U - cu.nc;
       const uint32_t f = field_of(x_u, cu.lo, cu.nc);
-      const uint32_t r = rank_of(units_[static_cast<size_t>(g) * row_words_ * upw_ + u], f);
+      uint32_t r;
+      if (cost_at_[u] != kSlowUnit) {
+        // The cost is r + 1 <= s for ranked symbol r; an escape costs s + nc.
+        const uint32_t bits = cost_[cost_at_[u] + static_cast<size_t>(f) * gp_ + g];
+        const UnitCode& c = units_[static_cast<size_t>(g) * row_words_ * upw_ + u];
+        r = bits != 0 && bits <= cu.s && c.slot[bits - 1] == f ? bits - 1 : cu.s;
+      } else {
+        r = rank_of(units_[static_cast<size_t>(g) * row_words_ * upw_ + u], f);
+      }
       if (r < cu.s) {
         put(code, low_mask(r), r + 1);  // r ones, then a zero
         code += r + 1;
@@ -483,29 +582,30 @@ bool Encoder::sparse_plan(const uint32_t* x, uint32_t g, uint64_t limit, SparseP
   return plan->bits < limit;
 }
 
-uint64_t Encoder::row_cost(const uint32_t* row, uint32_t g, uint64_t limit, SparsePlan* plan,
-                           SparseTrial* trial) const {
+uint64_t Encoder::row_cost(const uint32_t* row, uint32_t g, uint64_t limit, uint64_t coded,
+                           SparsePlan* plan, SparseTrial* trial) const {
   uint32_t c;
   uint64_t best = std::min(limit, ibp_bits(row, g, &c));
   if (allow_sparse_ && sparse_may_win(row, c, best, trial) &&
       sparse_plan(row, g, best, plan, &trial->scratch)) {
     best = plan->bits;
   }
-  if (code_rows_) best = std::min(best, coded_bits(row, g));
-  return best;
+  return std::min(best, coded);
 }
 
 void Encoder::row_bits(const uint8_t* x, uint64_t n, int num_threads, uint64_t* out) const {
   const uint64_t raw_bits = raw_row_bits(row_words_, group_bits_);
   parallel_for(n, num_threads, n * row_bytes_ * num_groups_, [&](uint64_t a, uint64_t b) {
     std::vector<uint32_t> row(row_words_);
+    std::vector<uint64_t> coded(num_groups_, raw_bits);
     SparseTrial trial;
     SparsePlan plan;
     for (uint64_t i = a; i < b; ++i) {
       load_row(x + i * row_bytes_, row_bytes_, row_words_, row.data());
       trial.distinct = -1;
+      if (code_rows_) coded_bits_all(row.data(), coded.data());
       for (uint32_t g = 0; g < num_groups_; ++g) {
-        out[i * num_groups_ + g] = row_cost(row.data(), g, raw_bits, &plan, &trial);
+        out[i * num_groups_ + g] = row_cost(row.data(), g, raw_bits, coded[g], &plan, &trial);
       }
     }
   });
@@ -523,6 +623,7 @@ void Encoder::encode(const uint8_t* x, uint64_t n, int num_threads,
   std::vector<SparsePlan> plans(allow_sparse_ ? n : 0);
   parallel_for(n, num_threads, n * row_bytes_, [&](uint64_t a, uint64_t b) {
     std::vector<uint32_t> row(row_words_), listed(num_groups_);
+    std::vector<uint64_t> coded(code_rows_ ? num_groups_ : 0);
     SparseTrial trial;
     for (uint64_t i = a; i < b; ++i) {
       load_row(x + i * row_bytes_, row_bytes_, row_words_, row.data());
@@ -545,8 +646,9 @@ void Encoder::encode(const uint8_t* x, uint64_t n, int num_threads,
           plans[i] = plan;
         }
       }
+      if (code_rows_) coded_bits_all(row.data(), coded.data());
       for (uint32_t g = 0; code_rows_ && g < num_groups_; ++g) {
-        const uint64_t bits = coded_bits(row.data(), g);
+        const uint64_t bits = coded[g];
         if (bits < best) {
           best = bits;
           best_tag = g << 2 | static_cast<uint32_t>(RowMode::kCoded);

@@ -96,12 +96,17 @@ class Encoder {
   bool sparse_may_win(const uint32_t* x, uint32_t c, uint64_t limit, SparseTrial* t) const;
   bool sparse_plan(const uint32_t* x, uint32_t g, uint64_t limit, SparsePlan* plan,
                    std::vector<uint32_t>* scratch) const;
-  // Bits of the row's cheapest kIbp or kSparse layout under group g, capped at
-  // `limit` (plan is set when kSparse wins).
-  uint64_t row_cost(const uint32_t* row, uint32_t g, uint64_t limit, SparsePlan* plan,
-                    SparseTrial* trial) const;
+  // Bits of the row's cheapest kIbp, kSparse or kCoded layout under group g
+  // (`coded`: its kCoded bits), capped at `limit` (plan is set when kSparse wins).
+  uint64_t row_cost(const uint32_t* row, uint32_t g, uint64_t limit, uint64_t coded,
+                    SparsePlan* plan, SparseTrial* trial) const;
   // Bits of row x under group g in kCoded mode (code_rows_ > 0).
   uint64_t coded_bits(const uint32_t* x, uint32_t g) const;
+  // coded_bits(x, g) for every group g into bits[0 .. num_groups) (code_rows_ > 0).
+  void coded_bits_all(const uint32_t* x, uint64_t* bits) const;
+  void build_cost_tables();
+  template <uint32_t GP>
+  void coded_sums(const uint32_t* x, uint64_t* sums) const;
   template <typename Put>
   void write_coded(const uint32_t* x, uint32_t g, uint64_t p, const Put& put) const;
   template <typename Put>
@@ -123,6 +128,21 @@ class Encoder {
     uint32_t s, lo, nc;
   };
   std::vector<UnitCode> units_;
+  // The coded trial of all groups at once. A unit whose groups all code the
+  // same field [lo, lo + nc) with nc <= kCostFieldBits has a cost table:
+  // cost_[at + f * gp_ + g] = code bits of field value f under group g
+  // (gp_ = num_groups rounded up to a power of two; padding groups cost 0).
+  // The other units ("slow") look their rank up per group.
+  static constexpr uint32_t kCostFieldBits = 8;
+  struct UnitField {
+    uint32_t word, shift, mask, at;  // field = (x[word] >> shift) & mask
+  };
+  uint32_t gp_ = 1;
+  std::vector<UnitField> fields_;  // the units with a cost table, in unit order
+  std::vector<uint8_t> cost_;
+  std::vector<uint32_t> slow_;     // the other units
+  static constexpr uint32_t kSlowUnit = ~0u;
+  std::vector<uint32_t> cost_at_;  // [unit]: its table's `at`, or kSlowUnit
   // Rank of field f in unit code c: r < c.s, or c.s when f is escaped.
   static uint32_t rank_of(const UnitCode& c, uint32_t f) {
     uint32_t m = 0;
