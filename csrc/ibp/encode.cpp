@@ -324,6 +324,12 @@ Encoder::Encoder(uint64_t row_bytes, uint32_t row_words, uint32_t num_groups,
       for (int k = 0; k < 5; ++k) dep_[i * 5 + k] = d.dep[k];
     }
   }
+  ibp_floor_.assign(num_groups, 0);
+  for (uint32_t g = 0; g < num_groups; ++g) {
+    uint64_t bits = kModeBits + group_bits_ + row_words;
+    for (uint32_t w = 0; w < row_words; ++w) bits += nvar_[static_cast<size_t>(g) * row_words + w];
+    ibp_floor_[g] = bits;
+  }
   if (code_rows_) {
     upw_ = code_rows_ / 8;
     const uint32_t U = unit_bits(upw_);
@@ -343,6 +349,7 @@ Encoder::Encoder(uint64_t row_bytes, uint32_t row_words, uint32_t num_groups,
       }
     }
     units_.resize(static_cast<size_t>(num_groups) * row_words * upw_);
+    desc_.resize(units_.size());
     for (uint32_t g = 0; g < num_groups; ++g) {
       const uint32_t* codes = codes_.data() + static_cast<size_t>(g) * code_rows_ * row_words;
       for (uint32_t u = 0; u < row_words * upw_; ++u) {
@@ -351,6 +358,8 @@ Encoder::Encoder(uint64_t row_bytes, uint32_t row_words, uint32_t num_groups,
         c.s = cu.s;
         c.lo = cu.lo;
         c.nc = cu.nc;
+        desc_[static_cast<size_t>(g) * row_words * upw_ + u] =
+            static_cast<uint16_t>(code_slot0(cu.s, cu.lo, cu.nc));
         for (uint32_t r = 0; r < kCodeSlots; ++r) {
           c.slot[r] = r < cu.s ? static_cast<uint16_t>(code_slot(codes, row_words, upw_, u, 1 + r))
                                : 0;
@@ -374,7 +383,7 @@ void Encoder::build_cost_tables() {
   uint64_t bytes = 0;
   for (uint32_t u = 0; u < units; ++u) {
     const UnitCode& c0 = units_[u];
-    bool same = c0.nc <= kCostFieldBits;
+    bool same = c0.nc >= 1 && c0.nc <= kCostFieldBits;
     for (uint32_t g = 1; same && g < num_groups_; ++g) {
       const UnitCode& c = units_[g * per_group + u];
       same = c.lo == c0.lo && c.nc == c0.nc;
@@ -467,39 +476,106 @@ uint64_t Encoder::coded_bits(const uint32_t* x, uint32_t g) const {
   return bits;
 }
 
+namespace {
+// Packs fields LSB-first into out[0 ..), branch-free: out[i] is written
+// whole on every add (out must hold one word past the last full one).
+struct WordSink {
+  uint32_t* out;
+  uint64_t acc = 0;  // pending bits
+  uint32_t n = 0;    // pending bits, < 32 between calls
+  size_t i = 0;      // word being filled
+  void add(uint32_t v, uint32_t k) {  // k <= 32, v < 2^k
+    acc |= static_cast<uint64_t>(v) << n;
+    n += k;
+    out[i] = static_cast<uint32_t>(acc);
+    i += n >> 5;
+    acc >>= n & 32;
+    n &= 31;
+  }
+  void flush() { out[i] = static_cast<uint32_t>(acc); }
+};
+
+// ORs the `bits` bits of words[] into the stream at `pos` through put.
 template <typename Put>
-void Encoder::write_coded(const uint32_t* x, uint32_t g, uint64_t p, const Put& put) const {
-  const uint32_t* codes = codes_.data() + static_cast<size_t>(g) * code_rows_ * row_words_;
-  const uint32_t U = unit_bits(upw_);
-  uint64_t plain = p, code = p + plain_[g];
-  for (uint32_t w = 0; w < row_words_; ++w) {
-    for (uint32_t h = 0; h < upw_; ++h) {
-      const uint32_t u = w * upw_ + h;
-      const CodeUnit cu = code_unit(codes, row_words_, upw_, u);
-      const uint32_t x_u = static_cast<uint32_t>(static_cast<uint64_t>(x[w]) >> (h * U)) &
-                           low_mask(U);
-      put(plain, plain_of(x_u, cu.lo, cu.nc), U - cu.nc);
-      plain += U - cu.nc;
-      const uint32_t f = field_of(x_u, cu.lo, cu.nc);
-      uint32_t r;
-      if (cost_at_[u] != kSlowUnit) {
-        // The cost is r + 1 <= s for ranked symbol r; an escape costs s + nc.
-        const uint32_t bits = cost_[cost_at_[u] + static_cast<size_t>(f) * gp_ + g];
-        const UnitCode& c = units_[static_cast<size_t>(g) * row_words_ * upw_ + u];
-        r = bits != 0 && bits <= cu.s && c.slot[bits - 1] == f ? bits - 1 : cu.s;
+void put_words(const Put& put, uint64_t pos, const uint32_t* words, uint64_t bits) {
+  uint64_t j = 0;
+  for (; 32 * (j + 1) <= bits; ++j) put(pos + 32 * j, words[j], 32);
+  if (bits > 32 * j) put(pos + 32 * j, words[j], static_cast<uint32_t>(bits - 32 * j));
+}
+}  // namespace
+
+template <typename Put>
+void Encoder::write_coded(const uint32_t* x, uint32_t g, uint64_t p, const Put& put,
+                          std::vector<uint32_t>* scratch) const {
+  const uint32_t U = unit_bits(upw_), units = row_words_ * upw_;
+  const UnitCode* code_of = units_.data() + static_cast<size_t>(g) * units;
+  const uint16_t* desc = desc_.data() + static_cast<size_t>(g) * units;
+  // The plain section (plain_[g] bits, at most 32 per word) and the codes (at
+  // most 31 bits a unit) are packed apart, then put at p and p + plain_[g].
+  scratch->resize(static_cast<size_t>(row_words_) + units + 4);
+  WordSink plain{scratch->data()}, code{scratch->data() + row_words_ + 2};
+  if (slow_.empty()) {
+    // Every unit has a cost table, so all groups share each unit's lo and nc
+    // (those of group 0): the plain bits of a word go in at once.
+    for (uint32_t w = 0; w < row_words_; ++w) {
+      if (upw_ == 1) {
+        const uint32_t d = desc_[w], lo = (d >> 4) & 31u, nc = (d >> 9) & 31u;
+        plain.add(plain_of(x[w], lo, nc), 32 - nc);
       } else {
-        r = rank_of(units_[static_cast<size_t>(g) * row_words_ * upw_ + u], f);
+        const uint32_t d0 = desc_[2 * w], lo0 = (d0 >> 4) & 31u, nc0 = (d0 >> 9) & 31u;
+        const uint32_t d1 = desc_[2 * w + 1], lo1 = (d1 >> 4) & 31u, nc1 = (d1 >> 9) & 31u;
+        plain.add(plain_of(x[w] & 0xFFFFu, lo0, nc0) | plain_of(x[w] >> 16, lo1, nc1) << (16 - nc0),
+                  32 - nc0 - nc1);
       }
-      if (r < cu.s) {
-        put(code, low_mask(r), r + 1);  // r ones, then a zero
-        code += r + 1;
-      } else {
-        put(code, low_mask(cu.s), cu.s);
-        put(code + cu.s, f, cu.nc);
-        code += cu.s + cu.nc;
+    }
+    const UnitField* fu = fields_.data();
+    for (uint32_t u = 0; u < units; ++u) {
+      const uint32_t f = (x[fu[u].word] >> fu[u].shift) & fu[u].mask;
+      const uint32_t bits = cost_[fu[u].at + static_cast<size_t>(f) * gp_ + g];
+      const uint32_t s = desc[u] & 15u;
+      // ranked symbol r (bits = r + 1 <= s): r ones, then a zero; an escape
+      // (bits = s + nc > s): s ones, then the field
+      code.add(bits > s ? low_mask(s) | f << s : low_mask(bits - 1), bits);
+    }
+  } else {
+    for (uint32_t w = 0; w < row_words_; ++w) {
+      for (uint32_t h = 0; h < upw_; ++h) {
+        const uint32_t u = w * upw_ + h;
+        const uint32_t d = desc[u], s = d & 15u, lo = (d >> 4) & 31u, nc = (d >> 9) & 31u;
+        const uint32_t x_u = static_cast<uint32_t>(static_cast<uint64_t>(x[w]) >> (h * U)) &
+                             low_mask(U);
+        plain.add(plain_of(x_u, lo, nc), U - nc);
+        const uint32_t f = field_of(x_u, lo, nc);
+        // Ranked symbol r: r ones, then a zero (r + 1 <= s bits); an escape: s
+        // ones, then the field (s + nc bits, more than s as a tabled unit has nc >= 1).
+        uint32_t ones;
+        bool escape;
+        if (cost_at_[u] != kSlowUnit) {
+          const uint32_t bits = cost_[cost_at_[u] + static_cast<size_t>(f) * gp_ + g];
+          escape = bits > s;
+          ones = escape ? s : bits - 1;
+        } else {
+          const uint32_t r = rank_of(code_of[u], f);
+          escape = r >= s;
+          ones = escape ? s : r;
+        }
+        // one field of at most kMaxCodeSymbols + kMaxCodeBits < 32 bits
+        code.add(low_mask(ones) | (escape ? f << ones : 0u), ones + (escape ? nc : 1u));
       }
     }
   }
+  const uint64_t plain_bits = 32ull * plain.i + plain.n, code_bits = 32ull * code.i + code.n;
+  plain.flush();
+  code.flush();
+  put_words(put, p, plain.out, plain_bits);
+  put_words(put, p + plain_bits, code.out, code_bits);
+}
+
+uint32_t Encoder::count_listed(const uint32_t* x, uint32_t g) const {
+  const uint32_t* value = value_.data() + static_cast<size_t>(g) * row_words_;
+  uint32_t c = 0;
+  for (uint32_t w = 0; w < row_words_; ++w) c += static_cast<uint32_t>(x[w] != value[w]);
+  return c;
 }
 
 uint64_t Encoder::ibp_bits(const uint32_t* x, uint32_t g, uint32_t* listed) const {
@@ -627,14 +703,39 @@ void Encoder::encode(const uint8_t* x, uint64_t n, int num_threads,
     SparseTrial trial;
     for (uint64_t i = a; i < b; ++i) {
       load_row(x + i * row_bytes_, row_bytes_, row_words_, row.data());
+      // The row takes the fewest bits, ties going to raw, kIbp, kSparse,
+      // kCoded in that order and then to the lowest group. The kCoded bits of
+      // every group come first: a group's kIbp bits are at least
+      // ibp_floor_[g], so a group whose floor cannot beat the best so far, or
+      // exceeds the best kCoded row, is not tried.
+      uint64_t coded_best = ~0ull;
+      uint32_t coded_g = 0;
+      if (code_rows_) {
+        coded_bits_all(row.data(), coded.data());
+        for (uint32_t g = 0; g < num_groups_; ++g) {
+          if (coded[g] < coded_best) {
+            coded_best = coded[g];
+            coded_g = g;
+          }
+        }
+      }
       uint64_t best = raw_bits;
       uint32_t best_tag = static_cast<uint32_t>(RowMode::kRaw);
       for (uint32_t g = 0; g < num_groups_; ++g) {
+        if (ibp_floor_[g] >= best || ibp_floor_[g] > coded_best) {
+          listed[g] = allow_sparse_ ? count_listed(row.data(), g) : 0;
+          continue;
+        }
         const uint64_t bits = ibp_bits(row.data(), g, &listed[g]);
         if (bits < best) {
           best = bits;
           best_tag = g << 2 | static_cast<uint32_t>(RowMode::kIbp);
         }
+      }
+      // A kSparse row must take fewer bits than `best` and at most coded_best.
+      if (coded_best < best) {
+        best = coded_best + 1;
+        best_tag = coded_g << 2 | static_cast<uint32_t>(RowMode::kCoded);
       }
       trial.distinct = -1;
       for (uint32_t g = 0; allow_sparse_ && g < num_groups_; ++g) {
@@ -646,14 +747,7 @@ void Encoder::encode(const uint8_t* x, uint64_t n, int num_threads,
           plans[i] = plan;
         }
       }
-      if (code_rows_) coded_bits_all(row.data(), coded.data());
-      for (uint32_t g = 0; code_rows_ && g < num_groups_; ++g) {
-        const uint64_t bits = coded[g];
-        if (bits < best) {
-          best = bits;
-          best_tag = g << 2 | static_cast<uint32_t>(RowMode::kCoded);
-        }
-      }
+      if ((best_tag & 3) == static_cast<uint32_t>(RowMode::kCoded)) best = coded_best;
       len[i] = best;
       tag[i] = best_tag;
     }
@@ -695,7 +789,7 @@ void Encoder::encode(const uint8_t* x, uint64_t n, int num_threads,
   parallel_for(n, num_threads, n * row_bytes_, [&](uint64_t a, uint64_t b) {
     const uint64_t lo = (start[a] - origin) >> 5;
     const uint64_t hi = ((start[b] - origin) >> 5) + 1;
-    std::vector<uint32_t> row(row_words_), dict;
+    std::vector<uint32_t> row(row_words_), dict, scratch;
     auto put = [&](uint64_t at, uint32_t v, uint32_t k) { or_bits(buf.data(), at, v, k, lo, hi); };
     for (uint64_t i = a; i < b; ++i) {
       load_row(x + i * row_bytes_, row_bytes_, row_words_, row.data());
@@ -723,7 +817,7 @@ void Encoder::encode(const uint8_t* x, uint64_t n, int num_threads,
           }
         }
       } else if (mode == static_cast<uint32_t>(RowMode::kCoded)) {
-        write_coded(row.data(), g, p, put);
+        write_coded(row.data(), g, p, put, &scratch);
       } else {
         write_sparse(row.data(), base, plans[i], p, put, &dict);
       }

@@ -85,6 +85,8 @@ class Encoder {
   // Bits of row `x` under group g in kIbp mode; *listed receives the number
   // of words that differ from the group's values (the c of a kSparse row).
   uint64_t ibp_bits(const uint32_t* x, uint32_t g, uint32_t* listed) const;
+  // That number of words alone.
+  uint32_t count_listed(const uint32_t* x, uint32_t g) const;
   // Per-thread state of the kSparse trial of one row.
   struct SparseTrial {
     std::vector<uint32_t> scratch;  // listed values
@@ -108,7 +110,8 @@ class Encoder {
   template <uint32_t GP>
   void coded_sums(const uint32_t* x, uint64_t* sums) const;
   template <typename Put>
-  void write_coded(const uint32_t* x, uint32_t g, uint64_t p, const Put& put) const;
+  void write_coded(const uint32_t* x, uint32_t g, uint64_t p, const Put& put,
+                   std::vector<uint32_t>* scratch) const;
   template <typename Put>
   void write_sparse(const uint32_t* x, size_t base, const SparsePlan& plan, uint64_t p,
                     const Put& put, std::vector<uint32_t>* dict) const;
@@ -128,6 +131,7 @@ class Encoder {
     uint32_t s, lo, nc;
   };
   std::vector<UnitCode> units_;
+  std::vector<uint16_t> desc_;  // [g][unit]: slot 0 (s, lo, nc) of units_
   // The coded trial of all groups at once. A unit whose groups all code the
   // same field [lo, lo + nc) with nc <= kCostFieldBits has a cost table:
   // cost_[at + f * gp_ + g] = code bits of field value f under group g
@@ -153,6 +157,8 @@ class Encoder {
   uint32_t block_rows_ = 1;
   uint32_t rel_bytes_ = 4;
   std::vector<uint32_t> mask_, value_, nvar_, dep_;  // [g * row_words + w], dep x5
+  // [g]: the fewest bits a kIbp row of group g takes (every word fits).
+  std::vector<uint64_t> ibp_floor_;
   uint64_t bits_ = 0;      // bits written so far
   uint64_t rows_ = 0;      // rows encoded so far
   uint64_t block_base_ = 0;
