@@ -175,3 +175,29 @@ def test_sparse_against_coded_at_a_tie():
         assert best[:3] == (mode, 0, 6 if second else 5)
         assert ref.sparse_plan_ref(words[0], tables[0, 1], 1).bits == 6
         assert_same_as_reference(words, tables)
+
+
+@pytest.mark.parametrize("kind", ["embed", "sparse"])
+def test_select_masks_many_rows_matches_reference(kind):
+    # Past 255 rows the bit counts are emptied from byte lanes (at 255 and
+    # 510 rows here); from 512 rows on, first differing ranks come from byte
+    # tables instead of a walk over the bits.
+    rng = np.random.default_rng(3)
+    n, W = 700, 6
+    if kind == "embed":
+        x = (rng.standard_normal((n, W)) * 0.2).astype(np.float32)
+        x[rng.random((n, W)) < 0.05] = np.float32(np.nan)
+        words = x.view(np.uint32)
+    else:
+        words = np.where(rng.random((n, W)) < 0.9, 0,
+                         rng.integers(0, 1 << 32, (n, W), dtype=np.uint64)).astype(np.uint32)
+    xb = ref.to_bytes(words)
+    for sample in (np.arange(n), np.arange(510), np.arange(511), np.arange(512),
+                   rng.integers(0, n, 600)):
+        sample = sample.astype(np.uint64)
+        rows = words[sample.astype(np.int64)]
+        for selector, frames in ((ref.SELECTOR_AUTO, True), (ref.SELECTOR_AUTO, False),
+                                 (ref.SELECTOR_PAPER, True)):
+            mask, value = _C.select_masks(xb, 4 * W, W, sample, selector, frames)
+            rmask, rvalue = ref.select_masks_ref(rows, selector, frames=frames)
+            assert np.array_equal(mask, rmask) and np.array_equal(value, rvalue)

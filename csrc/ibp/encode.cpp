@@ -194,12 +194,35 @@ void select_masks(const uint8_t* x, uint64_t row_bytes, uint32_t row_words,
   if (n == 0 || row_words == 0) return;
   std::vector<uint32_t> row(row_words);
 
-  // Pass 1: how often each bit of each word is set.
+  // Pass 1: how often each bit of each word is set, counted in byte lanes
+  // (lanes[4 w + j] byte i: bit 8 j + i of word w; spread[v] byte i: bit i of
+  // v), emptied into `ones` every 255 rows.
+  static const std::array<uint64_t, 256> spread = [] {
+    std::array<uint64_t, 256> t{};
+    for (uint32_t v = 0; v < 256; ++v) {
+      for (uint32_t i = 0; i < 8; ++i) t[v] |= static_cast<uint64_t>((v >> i) & 1u) << (8 * i);
+    }
+    return t;
+  }();
   std::vector<uint64_t> ones(static_cast<size_t>(row_words) * 32, 0);
+  std::vector<uint64_t> lanes(static_cast<size_t>(row_words) * 4, 0);
   for (uint64_t s = 0; s < n; ++s) {
     load_row(x + sample[s] * row_bytes, row_bytes, row_words, row.data());
     for (uint32_t w = 0; w < row_words; ++w) {
-      for (uint32_t v = row[w]; v; v &= v - 1) ++ones[w * 32 + __builtin_ctz(v)];
+      const uint32_t v = row[w];
+      if (!v) continue;
+      uint64_t* l = lanes.data() + 4 * static_cast<size_t>(w);
+      l[0] += spread[v & 255u];
+      l[1] += spread[(v >> 8) & 255u];
+      l[2] += spread[(v >> 16) & 255u];
+      l[3] += spread[v >> 24];
+    }
+    if (s % 255 == 254 || s + 1 == n) {
+      for (size_t j = 0; j < lanes.size(); ++j) {
+        if (!lanes[j]) continue;
+        for (uint32_t i = 0; i < 8; ++i) ones[8 * j + i] += (lanes[j] >> (8 * i)) & 255u;
+        lanes[j] = 0;
+      }
     }
   }
 
@@ -223,12 +246,36 @@ void select_masks(const uint8_t* x, uint64_t row_bytes, uint32_t row_words,
   // majority; the row matches every prefix mask shorter than that.
   std::vector<std::array<uint64_t, 33>> first_diff(row_words);
   for (auto& h : first_diff) h.fill(0);
+  // With many rows, per word and byte the least rank of the bits set in each
+  // byte value (least[w][j][v], 32 for none; built for a word when one of
+  // its rows first differs) replaces the walk over the bits.
+  constexpr uint64_t kLeastRows = 512, kLeastBytes = 16ull << 20;
+  const bool by_byte = n >= kLeastRows && 1024ull * row_words <= kLeastBytes;
+  std::vector<uint8_t> least(by_byte ? 1024ull * row_words : 0);
+  std::vector<uint8_t> built(by_byte ? row_words : 0, 0);
   for (uint64_t s = 0; s < n; ++s) {
     load_row(x + sample[s] * row_bytes, row_bytes, row_words, row.data());
     for (uint32_t w = 0; w < row_words; ++w) {
+      const uint32_t d = row[w] ^ majority[w];
       uint32_t r = 32;
-      for (uint32_t d = row[w] ^ majority[w]; d; d &= d - 1) {
-        r = std::min<uint32_t>(r, rank[w][__builtin_ctz(d)]);
+      if (by_byte) {
+        if (d) {
+          uint8_t* t = least.data() + 1024ull * w;
+          if (!built[w]) {
+            built[w] = 1;
+            for (uint32_t j = 0; j < 4; ++j) {
+              uint8_t* tj = t + 256 * j;
+              tj[0] = 32;
+              for (uint32_t v = 1; v < 256; ++v) {
+                tj[v] = std::min<uint8_t>(tj[v & (v - 1)], rank[w][8 * j + __builtin_ctz(v)]);
+              }
+            }
+          }
+          r = std::min(std::min(t[d & 255u], t[256 + ((d >> 8) & 255u)]),
+                       std::min(t[512 + ((d >> 16) & 255u)], t[768 + (d >> 24)]));
+        }
+      } else {
+        for (uint32_t e = d; e; e &= e - 1) r = std::min<uint32_t>(r, rank[w][__builtin_ctz(e)]);
       }
       ++first_diff[w][r];
     }
