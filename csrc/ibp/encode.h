@@ -44,7 +44,8 @@ class Encoder {
   // tables: num_groups x (mask[row_words], value[row_words], code_rows rows
   // of row_words). Rows are stored in the cheapest of kRaw, kIbp, (when
   // allow_sparse) kSparse and (when code_rows > 0) kCoded, under the group
-  // that makes them cheapest (the lowest group on ties).
+  // that makes them cheapest; ties go to kRaw, kIbp, kSparse, kCoded in that
+  // order, then to the lowest group (the exhaustive trial's choice).
   Encoder(uint64_t row_bytes, uint32_t row_words, uint32_t num_groups,
           const uint32_t* tables, bool allow_sparse = true, uint32_t code_rows = 0);
 
@@ -133,7 +134,8 @@ class Encoder {
   std::vector<UnitCode> units_;
   std::vector<uint16_t> desc_;  // [g][unit]: slot 0 (s, lo, nc) of units_
   // The coded trial of all groups at once. A unit whose groups all code the
-  // same field [lo, lo + nc) with nc <= kCostFieldBits has a cost table:
+  // same field [lo, lo + nc) with 1 <= nc <= kCostFieldBits has a cost table
+  // (when there are at most 16 groups and all tables fit 64 MiB):
   // cost_[at + f * gp_ + g] = code bits of field value f under group g
   // (gp_ = num_groups rounded up to a power of two; padding groups cost 0).
   // The other units ("slow") look their rank up per group.
