@@ -563,27 +563,36 @@ def bench_speed(x: torch.Tensor, xb: np.ndarray, args) -> dict:
     ids = T._sample_ids(rows, T.DEFAULT_SAMPLE_ROWS)
     # (the table choice fits in a one-worker pool: the process's CPU clock counts it)
     tclock = time.process_time if args.clock == "thread" else time.perf_counter
-    t0 = tclock()
-    b = T._Build(xb, ids, ibp_gnn._dtypes.code_of(x.dtype, "bench"), tuple(x.shape), "auto", 1)
-    tables_s = tclock() - t0
+    # --coded-rows both: tables with and without kCoded rows (CODED_ROWS on/off),
+    # their encodes alternated in one loop; the "_v2" figures are those with it off.
+    coded = {"on": (True,), "off": (False,), "both": (True, False)}[args.coded_rows]
+    builds, tables_s = {}, {}
+    for c in coded:
+        t0 = tclock()
+        builds[c] = T._Build(xb, ids, ibp_gnn._dtypes.code_of(x.dtype, "bench"), tuple(x.shape),
+                             "auto", 1, codes=c)
+        tables_s[c] = tclock() - t0
 
-    def encode():
+    def encode(b):
         e = _C.Encoder(b.row_bytes, b.row_words, b.tables, allow_sparse=True)
         step = b.chunk_rows(T.DEFAULT_CHUNK_BYTES)
         for a in range(0, rows, step):
             e.encode(xb[a:a + step], b.row_bytes, 1)
 
-    s = math.inf
+    s = {c: math.inf for c in coded}
     for _ in range(max(1, min(args.repeat, args.encode_repeat))):
-        t0 = clock()
-        encode()
-        s = min(s, clock() - t0)
-    res = dict(tables_s=tables_s, sample_rows=len(ids), encode_MBps=xb.nbytes / s / 1e6,
-               gather={})
+        for c in coded:
+            t0 = clock()
+            encode(builds[c])
+            s[c] = min(s[c], clock() - t0)
+    res = dict(tables_s=tables_s[coded[0]], sample_rows=len(ids),
+               encode_MBps=xb.nbytes / s[coded[0]] / 1e6, coded_rows=args.coded_rows, gather={})
+    if len(coded) == 2:
+        res.update(tables_s_v2=tables_s[False], encode_MBps_v2=xb.nbytes / s[False] / 1e6)
     ct = ibp_gnn.compress(x, threads=2, progress=False)
     gen = torch.Generator().manual_seed(SEED + 1)
     rb = xb.shape[1]
-    for batch in SPEED_BATCHES:
+    for batch in () if args.encode_only else SPEED_BATCHES:
         n_batches = max(2, min(8, (64 << 20) // max(1, batch * rb)))
         bs = [torch.randint(0, rows, (batch,), generator=gen) for _ in range(n_batches)]
         out = torch.empty((batch, x.shape[1]), dtype=x.dtype)
@@ -630,8 +639,10 @@ def bench_speed_only(name: str, x_np: np.ndarray, desc: str, args) -> dict:
           f"raw -- {desc}", flush=True)
     ratio = ibp_gnn.compress(x, threads=2, progress=False).ratio
     sp = bench_speed(x, xb, args)
+    v2 = (f" (coded rows off: table choice {sp['tables_s_v2']:.2f} s; encode "
+          f"{sp['encode_MBps_v2']:.0f} MB/s)") if "encode_MBps_v2" in sp else ""
     print(f"  ratio {ratio:.2f}; table choice {sp['tables_s']:.2f} s; encode {sp['encode_MBps']:.0f} "
-          f"MB/s; load avg {loadavg()}")
+          f"MB/s{v2}; load avg {loadavg()}")
     for b, r in sp["gather"].items():
         print(f"  batch {b:>6}: ibp {r['ibp_t1']:.3f} GB/s vs x[idx] {r['x_idx_t1']:.3f} GB/s "
               f"(ratio {r['ibp_t1'] / r['x_idx_t1']:.2f}; C++ entry alone {r['ibp_core_t1']:.3f} GB/s, "
@@ -747,6 +758,11 @@ def main() -> None:
     p.add_argument("--clock", choices=("wall", "thread"), default="wall",
                    help="clock of the one-thread speed figures: wall (default) or the thread's "
                         "CPU time (for a loaded machine; threads=None is timed on the wall clock)")
+    p.add_argument("--coded-rows", choices=("on", "off", "both"), default="on",
+                   help="speed section: encode with kCoded rows on (default, as compress does), "
+                        "off (CODED_ROWS = False), or both alternated in one loop")
+    p.add_argument("--encode-only", action="store_true",
+                   help="speed section: table choice and encode only (no gather timings)")
     p.add_argument("--speed-only", action="store_true",
                    help="only the ratio and the speed section (table choice, encode, gather vs "
                         "index_select at batches 1024 and 100k; no zstd/lz4/blosc2 columns)")
@@ -820,12 +836,16 @@ def main() -> None:
 
     if args.speed_only:
         print("\n=== speed (GB/s of output, one thread unless noted; ibp / index_select) ===")
+        both = args.coded_rows == "both"
         print(f"{'dataset':<14}{'row B':>7}{'ratio':>7}{'tables s':>9}{'enc MB/s':>9}"
-              f"{'batch 1024':>24}{'batch 100k':>24}{'auto/1t 1024':>15}{'auto/1t 100k':>15}")
+              + (f"{'v2 tab s':>9}{'v2 MB/s':>9}" if both else "")
+              + f"{'batch 1024':>24}{'batch 100k':>24}{'auto/1t 1024':>15}{'auto/1t 100k':>15}")
         for r in results:
             g = r["speed"]["gather"]
             print(f"{r['name'] + ('*' if r['synthetic'] else ''):<14}{r['row_bytes']:>7}"
                   f"{r['ratio']:>7.2f}{r['speed']['tables_s']:>9.2f}{r['speed']['encode_MBps']:>9.0f}"
+                  + (f"{r['speed']['tables_s_v2']:>9.2f}{r['speed']['encode_MBps_v2']:>9.0f}"
+                     if both else "")
                   + "".join(f"{v['ibp_t1']:>8.2f} /{v['x_idx_t1']:>5.2f} ({v['ibp_t1'] / v['x_idx_t1']:.2f})"
                             for v in g.values())
                   + "".join(f"{v['ibp_auto'] / v['ibp_t1_wall']:>10.2f} ({v['threads_auto']}t)"

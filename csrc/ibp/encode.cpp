@@ -195,12 +195,35 @@ void select_masks(const uint8_t* x, uint64_t row_bytes, uint32_t row_words,
   if (n == 0 || row_words == 0) return;
   std::vector<uint32_t> row(row_words);
 
-  // Pass 1: how often each bit of each word is set.
+  // Pass 1: how often each bit of each word is set, counted in byte lanes
+  // (lanes[4 w + j] byte i: bit 8 j + i of word w; spread[v] byte i: bit i of
+  // v), emptied into `ones` every 255 rows.
+  static const std::array<uint64_t, 256> spread = [] {
+    std::array<uint64_t, 256> t{};
+    for (uint32_t v = 0; v < 256; ++v) {
+      for (uint32_t i = 0; i < 8; ++i) t[v] |= static_cast<uint64_t>((v >> i) & 1u) << (8 * i);
+    }
+    return t;
+  }();
   std::vector<uint64_t> ones(static_cast<size_t>(row_words) * 32, 0);
+  std::vector<uint64_t> lanes(static_cast<size_t>(row_words) * 4, 0);
   for (uint64_t s = 0; s < n; ++s) {
     load_row(x + sample[s] * row_bytes, row_bytes, row_words, row.data());
     for (uint32_t w = 0; w < row_words; ++w) {
-      for (uint32_t v = row[w]; v; v &= v - 1) ++ones[w * 32 + __builtin_ctz(v)];
+      const uint32_t v = row[w];
+      if (!v) continue;
+      uint64_t* l = lanes.data() + 4 * static_cast<size_t>(w);
+      l[0] += spread[v & 255u];
+      l[1] += spread[(v >> 8) & 255u];
+      l[2] += spread[(v >> 16) & 255u];
+      l[3] += spread[v >> 24];
+    }
+    if (s % 255 == 254 || s + 1 == n) {
+      for (size_t j = 0; j < lanes.size(); ++j) {
+        if (!lanes[j]) continue;
+        for (uint32_t i = 0; i < 8; ++i) ones[8 * j + i] += (lanes[j] >> (8 * i)) & 255u;
+        lanes[j] = 0;
+      }
     }
   }
 
@@ -224,12 +247,36 @@ void select_masks(const uint8_t* x, uint64_t row_bytes, uint32_t row_words,
   // majority; the row matches every prefix mask shorter than that.
   std::vector<std::array<uint64_t, 33>> first_diff(row_words);
   for (auto& h : first_diff) h.fill(0);
+  // With many rows, per word and byte the least rank of the bits set in each
+  // byte value (least[w][j][v], 32 for none; built for a word when one of
+  // its rows first differs) replaces the walk over the bits.
+  constexpr uint64_t kLeastRows = 512, kLeastBytes = 16ull << 20;
+  const bool by_byte = n >= kLeastRows && 1024ull * row_words <= kLeastBytes;
+  std::vector<uint8_t> least(by_byte ? 1024ull * row_words : 0);
+  std::vector<uint8_t> built(by_byte ? row_words : 0, 0);
   for (uint64_t s = 0; s < n; ++s) {
     load_row(x + sample[s] * row_bytes, row_bytes, row_words, row.data());
     for (uint32_t w = 0; w < row_words; ++w) {
+      const uint32_t d = row[w] ^ majority[w];
       uint32_t r = 32;
-      for (uint32_t d = row[w] ^ majority[w]; d; d &= d - 1) {
-        r = std::min<uint32_t>(r, rank[w][__builtin_ctz(d)]);
+      if (by_byte) {
+        if (d) {
+          uint8_t* t = least.data() + 1024ull * w;
+          if (!built[w]) {
+            built[w] = 1;
+            for (uint32_t j = 0; j < 4; ++j) {
+              uint8_t* tj = t + 256 * j;
+              tj[0] = 32;
+              for (uint32_t v = 1; v < 256; ++v) {
+                tj[v] = std::min<uint8_t>(tj[v & (v - 1)], rank[w][8 * j + __builtin_ctz(v)]);
+              }
+            }
+          }
+          r = std::min(std::min(t[d & 255u], t[256 + ((d >> 8) & 255u)]),
+                       std::min(t[512 + ((d >> 16) & 255u)], t[768 + (d >> 24)]));
+        }
+      } else {
+        for (uint32_t e = d; e; e &= e - 1) r = std::min<uint32_t>(r, rank[w][__builtin_ctz(e)]);
       }
       ++first_diff[w][r];
     }
@@ -327,6 +374,12 @@ Encoder::Encoder(uint64_t row_bytes, uint32_t row_words, uint32_t num_groups,
       for (int k = 0; k < 5; ++k) dep_[i * 5 + k] = d.dep[k];
     }
   }
+  ibp_floor_.assign(num_groups, 0);
+  for (uint32_t g = 0; g < num_groups; ++g) {
+    uint64_t bits = kModeBits + group_bits_ + row_words;
+    for (uint32_t w = 0; w < row_words; ++w) bits += nvar_[static_cast<size_t>(g) * row_words + w];
+    ibp_floor_[g] = bits;
+  }
   if (code_rows_) {
     upw_ = code_rows_ / 8;
     const uint32_t U = unit_bits(upw_);
@@ -346,6 +399,7 @@ Encoder::Encoder(uint64_t row_bytes, uint32_t row_words, uint32_t num_groups,
       }
     }
     units_.resize(static_cast<size_t>(num_groups) * row_words * upw_);
+    desc_.resize(units_.size());
     for (uint32_t g = 0; g < num_groups; ++g) {
       const uint32_t* codes = codes_.data() + static_cast<size_t>(g) * code_rows_ * row_words;
       for (uint32_t u = 0; u < row_words * upw_; ++u) {
@@ -354,12 +408,105 @@ Encoder::Encoder(uint64_t row_bytes, uint32_t row_words, uint32_t num_groups,
         c.s = cu.s;
         c.lo = cu.lo;
         c.nc = cu.nc;
+        desc_[static_cast<size_t>(g) * row_words * upw_ + u] =
+            static_cast<uint16_t>(code_slot0(cu.s, cu.lo, cu.nc));
         for (uint32_t r = 0; r < kCodeSlots; ++r) {
           c.slot[r] = r < cu.s ? static_cast<uint16_t>(code_slot(codes, row_words, upw_, u, 1 + r))
                                : 0;
         }
       }
     }
+    build_cost_tables();
+  }
+}
+
+void Encoder::build_cost_tables() {
+  // Tables of all units together stay under kMaxCostBytes; past that every
+  // unit is looked up per group.
+  constexpr uint64_t kMaxCostBytes = 64ull << 20;
+  constexpr uint32_t kMaxTableGroups = 16;
+  gp_ = 1;
+  while (gp_ < num_groups_) gp_ *= 2;
+  const uint32_t units = row_words_ * upw_, U = unit_bits(upw_);
+  const size_t per_group = static_cast<size_t>(row_words_) * upw_;
+  std::vector<uint8_t> shared(units, 0);
+  uint64_t bytes = 0;
+  for (uint32_t u = 0; u < units; ++u) {
+    const UnitCode& c0 = units_[u];
+    bool same = c0.nc >= 1 && c0.nc <= kCostFieldBits;
+    for (uint32_t g = 1; same && g < num_groups_; ++g) {
+      const UnitCode& c = units_[g * per_group + u];
+      same = c.lo == c0.lo && c.nc == c0.nc;
+    }
+    shared[u] = same;
+    if (same) bytes += (uint64_t{gp_} << c0.nc);
+  }
+  fields_.clear();
+  cost_.clear();
+  slow_.clear();
+  cost_at_.assign(units, kSlowUnit);
+  if (bytes > kMaxCostBytes || gp_ > kMaxTableGroups) std::fill(shared.begin(), shared.end(), 0);
+  for (uint32_t u = 0; u < units; ++u) {
+    if (!shared[u]) {
+      slow_.push_back(u);
+      continue;
+    }
+    const UnitCode& c0 = units_[u];
+    const uint32_t at = static_cast<uint32_t>(cost_.size());
+    cost_.resize(cost_.size() + (size_t{gp_} << c0.nc), 0);
+    for (uint32_t g = 0; g < num_groups_; ++g) {
+      const UnitCode& c = units_[g * per_group + u];
+      for (uint32_t f = 0; f < (1u << c.nc); ++f) {
+        const uint32_t r = rank_of(c, f);
+        cost_[at + static_cast<size_t>(f) * gp_ + g] = static_cast<uint8_t>(r < c.s ? r + 1 : c.s + c.nc);
+      }
+    }
+    fields_.push_back(UnitField{u / upw_, (u % upw_) * U + c0.lo, low_mask(c0.nc), at});
+    cost_at_[u] = at;
+  }
+}
+
+// Code bits (without the plain bits and the head) of row x under each of the
+// first GP groups, into sums[0 .. GP). The unit costs are at most
+// kMaxCodeSymbols + kMaxCodeBits < 32, so 16-bit sums hold 2048 units.
+template <uint32_t GP>
+void Encoder::coded_sums(const uint32_t* x, uint64_t* sums) const {
+  constexpr size_t kSpan = 2048;
+  for (uint32_t g = 0; g < GP; ++g) sums[g] = 0;
+  const UnitField* f = fields_.data();
+  const uint8_t* cost = cost_.data();
+  for (size_t a = 0; a < fields_.size(); a += kSpan) {
+    const size_t b = std::min(fields_.size(), a + kSpan);
+    uint16_t acc[GP] = {};
+    for (size_t i = a; i < b; ++i) {
+      const uint8_t* t = cost + f[i].at + static_cast<size_t>((x[f[i].word] >> f[i].shift) & f[i].mask) * GP;
+      for (uint32_t g = 0; g < GP; ++g) acc[g] = static_cast<uint16_t>(acc[g] + t[g]);
+    }
+    for (uint32_t g = 0; g < GP; ++g) sums[g] += acc[g];
+  }
+}
+
+void Encoder::coded_bits_all(const uint32_t* x, uint64_t* bits) const {
+  uint64_t sums[16] = {};
+  switch (fields_.empty() ? 0 : gp_) {
+    case 0: break;
+    case 1: coded_sums<1>(x, sums); break;
+    case 2: coded_sums<2>(x, sums); break;
+    case 4: coded_sums<4>(x, sums); break;
+    case 8: coded_sums<8>(x, sums); break;
+    default: coded_sums<16>(x, sums); break;
+  }
+  const uint32_t U = unit_bits(upw_);
+  const size_t per_group = static_cast<size_t>(row_words_) * upw_;
+  for (uint32_t g = 0; g < num_groups_; ++g) {
+    uint64_t b = kModeBits + group_bits_ + plain_[g] + (fields_.empty() ? 0 : sums[g]);
+    for (uint32_t u : slow_) {
+      const UnitCode& c = units_[g * per_group + u];
+      const uint32_t x_u = static_cast<uint32_t>(static_cast<uint64_t>(x[u / upw_]) >> ((u % upw_) * U));
+      const uint32_t r = rank_of(c, field_of(x_u, c.lo, c.nc));
+      b += r < c.s ? r + 1 : c.s + c.nc;
+    }
+    bits[g] = b;
   }
 }
 
@@ -379,31 +526,106 @@ uint64_t Encoder::coded_bits(const uint32_t* x, uint32_t g) const {
   return bits;
 }
 
+namespace {
+// Packs fields LSB-first into out[0 ..), branch-free: out[i] is written
+// whole on every add (out must hold one word past the last full one).
+struct WordSink {
+  uint32_t* out;
+  uint64_t acc = 0;  // pending bits
+  uint32_t n = 0;    // pending bits, < 32 between calls
+  size_t i = 0;      // word being filled
+  void add(uint32_t v, uint32_t k) {  // k <= 32, v < 2^k
+    acc |= static_cast<uint64_t>(v) << n;
+    n += k;
+    out[i] = static_cast<uint32_t>(acc);
+    i += n >> 5;
+    acc >>= n & 32;
+    n &= 31;
+  }
+  void flush() { out[i] = static_cast<uint32_t>(acc); }
+};
+
+// ORs the `bits` bits of words[] into the stream at `pos` through put.
 template <typename Put>
-void Encoder::write_coded(const uint32_t* x, uint32_t g, uint64_t p, const Put& put) const {
-  const uint32_t* codes = codes_.data() + static_cast<size_t>(g) * code_rows_ * row_words_;
-  const uint32_t U = unit_bits(upw_);
-  uint64_t plain = p, code = p + plain_[g];
-  for (uint32_t w = 0; w < row_words_; ++w) {
-    for (uint32_t h = 0; h < upw_; ++h) {
-      const uint32_t u = w * upw_ + h;
-      const CodeUnit cu = code_unit(codes, row_words_, upw_, u);
-      const uint32_t x_u = static_cast<uint32_t>(static_cast<uint64_t>(x[w]) >> (h * U)) &
-                           low_mask(U);
-      put(plain, plain_of(x_u, cu.lo, cu.nc), U - cu.nc);
-      plain += U - cu.nc;
-      const uint32_t f = field_of(x_u, cu.lo, cu.nc);
-      const uint32_t r = rank_of(units_[static_cast<size_t>(g) * row_words_ * upw_ + u], f);
-      if (r < cu.s) {
-        put(code, low_mask(r), r + 1);  // r ones, then a zero
-        code += r + 1;
+void put_words(const Put& put, uint64_t pos, const uint32_t* words, uint64_t bits) {
+  uint64_t j = 0;
+  for (; 32 * (j + 1) <= bits; ++j) put(pos + 32 * j, words[j], 32);
+  if (bits > 32 * j) put(pos + 32 * j, words[j], static_cast<uint32_t>(bits - 32 * j));
+}
+}  // namespace
+
+template <typename Put>
+void Encoder::write_coded(const uint32_t* x, uint32_t g, uint64_t p, const Put& put,
+                          std::vector<uint32_t>* scratch) const {
+  const uint32_t U = unit_bits(upw_), units = row_words_ * upw_;
+  const UnitCode* code_of = units_.data() + static_cast<size_t>(g) * units;
+  const uint16_t* desc = desc_.data() + static_cast<size_t>(g) * units;
+  // The plain section (plain_[g] bits, at most 32 per word) and the codes (at
+  // most 31 bits a unit) are packed apart, then put at p and p + plain_[g].
+  scratch->resize(static_cast<size_t>(row_words_) + units + 4);
+  WordSink plain{scratch->data()}, code{scratch->data() + row_words_ + 2};
+  if (slow_.empty()) {
+    // Every unit has a cost table, so all groups share each unit's lo and nc
+    // (those of group 0): the plain bits of a word go in at once.
+    for (uint32_t w = 0; w < row_words_; ++w) {
+      if (upw_ == 1) {
+        const uint32_t d = desc_[w], lo = (d >> 4) & 31u, nc = (d >> 9) & 31u;
+        plain.add(plain_of(x[w], lo, nc), 32 - nc);
       } else {
-        put(code, low_mask(cu.s), cu.s);
-        put(code + cu.s, f, cu.nc);
-        code += cu.s + cu.nc;
+        const uint32_t d0 = desc_[2 * w], lo0 = (d0 >> 4) & 31u, nc0 = (d0 >> 9) & 31u;
+        const uint32_t d1 = desc_[2 * w + 1], lo1 = (d1 >> 4) & 31u, nc1 = (d1 >> 9) & 31u;
+        plain.add(plain_of(x[w] & 0xFFFFu, lo0, nc0) | plain_of(x[w] >> 16, lo1, nc1) << (16 - nc0),
+                  32 - nc0 - nc1);
+      }
+    }
+    const UnitField* fu = fields_.data();
+    for (uint32_t u = 0; u < units; ++u) {
+      const uint32_t f = (x[fu[u].word] >> fu[u].shift) & fu[u].mask;
+      const uint32_t bits = cost_[fu[u].at + static_cast<size_t>(f) * gp_ + g];
+      const uint32_t s = desc[u] & 15u;
+      // ranked symbol r (bits = r + 1 <= s): r ones, then a zero; an escape
+      // (bits = s + nc > s): s ones, then the field
+      code.add(bits > s ? low_mask(s) | f << s : low_mask(bits - 1), bits);
+    }
+  } else {
+    for (uint32_t w = 0; w < row_words_; ++w) {
+      for (uint32_t h = 0; h < upw_; ++h) {
+        const uint32_t u = w * upw_ + h;
+        const uint32_t d = desc[u], s = d & 15u, lo = (d >> 4) & 31u, nc = (d >> 9) & 31u;
+        const uint32_t x_u = static_cast<uint32_t>(static_cast<uint64_t>(x[w]) >> (h * U)) &
+                             low_mask(U);
+        plain.add(plain_of(x_u, lo, nc), U - nc);
+        const uint32_t f = field_of(x_u, lo, nc);
+        // Ranked symbol r: r ones, then a zero (r + 1 <= s bits); an escape: s
+        // ones, then the field (s + nc bits, more than s as a tabled unit has nc >= 1).
+        uint32_t ones;
+        bool escape;
+        if (cost_at_[u] != kSlowUnit) {
+          const uint32_t bits = cost_[cost_at_[u] + static_cast<size_t>(f) * gp_ + g];
+          escape = bits > s;
+          ones = escape ? s : bits - 1;
+        } else {
+          const uint32_t r = rank_of(code_of[u], f);
+          escape = r >= s;
+          ones = escape ? s : r;
+        }
+        // one field of at most kMaxCodeSymbols + kMaxCodeBits < 32 bits
+        code.add(low_mask(ones) | (escape ? f << ones : 0u), ones + (escape ? nc : 1u));
       }
     }
   }
+  const uint64_t plain_bits = 32ull * plain.i + plain.n, code_bits = 32ull * code.i + code.n;
+  plain.flush();
+  code.flush();
+  put_words(put, p, plain.out, plain_bits);
+  put_words(put, p + plain_bits, code.out, code_bits);
+}
+
+uint32_t Encoder::count_listed(const uint32_t* x, uint32_t g) const {
+  const uint32_t* value = value_.data() + static_cast<size_t>(g) * row_words_;
+  uint32_t c = 0;
+  for (uint32_t w = 0; w < row_words_; ++w) c += static_cast<uint32_t>(x[w] != value[w]);
+  return c;
 }
 
 uint64_t Encoder::ibp_bits(const uint32_t* x, uint32_t g, uint32_t* listed) const {
@@ -486,15 +708,15 @@ bool Encoder::sparse_plan(const uint32_t* x, uint32_t g, uint64_t limit, SparseP
   return plan->bits < limit;
 }
 
-uint64_t Encoder::row_cost(const uint32_t* row, uint32_t g, uint64_t limit, SparsePlan* plan,
-                           SparseTrial* trial) const {
+uint64_t Encoder::row_cost(const uint32_t* row, uint32_t g, uint64_t limit, uint64_t coded,
+                           SparsePlan* plan, SparseTrial* trial) const {
   uint32_t c;
   uint64_t best = std::min(limit, ibp_bits(row, g, &c));
   if (allow_sparse_ && sparse_may_win(row, c, best, trial) &&
       sparse_plan(row, g, best, plan, &trial->scratch)) {
     best = plan->bits;
   }
-  if (code_rows_) best = std::min(best, coded_bits(row, g));
+  best = std::min(best, coded);
   if (sparse_code_ && sparse_code_plan(row, g, c, best, plan, &trial->scratch)) best = plan->bits;
   return best;
 }
@@ -503,13 +725,15 @@ void Encoder::row_bits(const uint8_t* x, uint64_t n, int num_threads, uint64_t* 
   const uint64_t raw_bits = raw_row_bits(row_words_, group_bits_);
   parallel_for(n, num_threads, n * row_bytes_ * num_groups_, [&](uint64_t a, uint64_t b) {
     std::vector<uint32_t> row(row_words_);
+    std::vector<uint64_t> coded(num_groups_, raw_bits);
     SparseTrial trial;
     SparsePlan plan;
     for (uint64_t i = a; i < b; ++i) {
       load_row(x + i * row_bytes_, row_bytes_, row_words_, row.data());
       trial.distinct = -1;
+      if (code_rows_) coded_bits_all(row.data(), coded.data());
       for (uint32_t g = 0; g < num_groups_; ++g) {
-        out[i * num_groups_ + g] = row_cost(row.data(), g, raw_bits, &plan, &trial);
+        out[i * num_groups_ + g] = row_cost(row.data(), g, raw_bits, coded[g], &plan, &trial);
       }
     }
   });
@@ -540,17 +764,43 @@ void Encoder::encode(const uint8_t* x, uint64_t n, int num_threads,
   std::vector<SparsePlan> plans(allow_sparse_ ? n : 0);
   parallel_for(n, num_threads, n * row_bytes_, [&](uint64_t a, uint64_t b) {
     std::vector<uint32_t> row(row_words_), listed(num_groups_);
+    std::vector<uint64_t> coded(code_rows_ ? num_groups_ : 0);
     SparseTrial trial;
     for (uint64_t i = a; i < b; ++i) {
       load_row(x + i * row_bytes_, row_bytes_, row_words_, row.data());
+      // The row takes the fewest bits, ties going to raw, kIbp, kSparse,
+      // kCoded in that order and then to the lowest group. The kCoded bits of
+      // every group come first: a group's kIbp bits are at least
+      // ibp_floor_[g], so a group whose floor cannot beat the best so far, or
+      // exceeds the best kCoded row, is not tried.
+      uint64_t coded_best = ~0ull;
+      uint32_t coded_g = 0;
+      if (code_rows_) {
+        coded_bits_all(row.data(), coded.data());
+        for (uint32_t g = 0; g < num_groups_; ++g) {
+          if (coded[g] < coded_best) {
+            coded_best = coded[g];
+            coded_g = g;
+          }
+        }
+      }
       uint64_t best = raw_bits;
       uint32_t best_tag = static_cast<uint32_t>(RowMode::kRaw);
       for (uint32_t g = 0; g < num_groups_; ++g) {
+        if (ibp_floor_[g] >= best || ibp_floor_[g] > coded_best) {
+          listed[g] = allow_sparse_ ? count_listed(row.data(), g) : 0;
+          continue;
+        }
         const uint64_t bits = ibp_bits(row.data(), g, &listed[g]);
         if (bits < best) {
           best = bits;
           best_tag = g << 2 | static_cast<uint32_t>(RowMode::kIbp);
         }
+      }
+      // A kSparse row must take fewer bits than `best` and at most coded_best.
+      if (coded_best < best) {
+        best = coded_best + 1;
+        best_tag = coded_g << 2 | static_cast<uint32_t>(RowMode::kCoded);
       }
       trial.distinct = -1;
       for (uint32_t g = 0; allow_sparse_ && g < num_groups_; ++g) {
@@ -562,13 +812,7 @@ void Encoder::encode(const uint8_t* x, uint64_t n, int num_threads,
           plans[i] = plan;
         }
       }
-      for (uint32_t g = 0; code_rows_ && g < num_groups_; ++g) {
-        const uint64_t bits = coded_bits(row.data(), g);
-        if (bits < best) {
-          best = bits;
-          best_tag = g << 2 | static_cast<uint32_t>(RowMode::kCoded);
-        }
-      }
+      if ((best_tag & 3) == static_cast<uint32_t>(RowMode::kCoded)) best = coded_best;
       for (uint32_t g = 0; sparse_code_ && g < num_groups_; ++g) {
         SparsePlan plan;
         if (sparse_code_plan(row.data(), g, listed[g], best, &plan, &trial.scratch)) {
@@ -627,7 +871,7 @@ void Encoder::encode(const uint8_t* x, uint64_t n, int num_threads,
   parallel_for(n, num_threads, n * row_bytes_, [&](uint64_t a, uint64_t b) {
     const uint64_t lo = (start[a] - origin) >> 5;
     const uint64_t hi = ((start[b] - origin) >> 5) + 1;
-    std::vector<uint32_t> row(row_words_), dict;
+    std::vector<uint32_t> row(row_words_), dict, scratch;
     auto put = [&](uint64_t at, uint32_t v, uint32_t k) { or_bits(buf.data(), at, v, k, lo, hi); };
     for (uint64_t i = a; i < b; ++i) {
       load_row(x + i * row_bytes_, row_bytes_, row_words_, row.data());
@@ -655,7 +899,7 @@ void Encoder::encode(const uint8_t* x, uint64_t n, int num_threads,
           }
         }
       } else if (mode == static_cast<uint32_t>(RowMode::kCoded)) {
-        write_coded(row.data(), g, p, put);
+        write_coded(row.data(), g, p, put, &scratch);
       } else if (plans[i].code) {
         write_sparse_code(row.data(), base, plans[i], p, put);
       } else {

@@ -44,8 +44,10 @@ class Encoder {
   // tables: num_groups x (mask[row_words], value[row_words], code_rows rows
   // of row_words). Rows are stored in the cheapest of kRaw, kIbp, (when
   // allow_sparse) kSparse and (when code_rows > 0) kCoded, under the group
-  // that makes them cheapest (the lowest group on ties). sparse_code (with
-  // allow_sparse) adds the coded form of kSparse rows (version 4), tried last.
+  // that makes them cheapest; ties go to kRaw, kIbp, kSparse, kCoded in that
+  // order, then to the lowest group (the exhaustive trial's choice). sparse_code
+  // (with allow_sparse) adds the coded form of kSparse rows (version 4), tried
+  // last and taken only when strictly smaller.
   Encoder(uint64_t row_bytes, uint32_t row_words, uint32_t num_groups,
           const uint32_t* tables, bool allow_sparse = true, uint32_t code_rows = 0,
           bool sparse_code = true);
@@ -92,6 +94,8 @@ class Encoder {
   // Bits of row `x` under group g in kIbp mode; *listed receives the number
   // of words that differ from the group's values (the c of a kSparse row).
   uint64_t ibp_bits(const uint32_t* x, uint32_t g, uint32_t* listed) const;
+  // That number of words alone.
+  uint32_t count_listed(const uint32_t* x, uint32_t g) const;
   // Per-thread state of the kSparse trial of one row.
   struct SparseTrial {
     std::vector<uint32_t> scratch;  // listed values
@@ -103,10 +107,11 @@ class Encoder {
   bool sparse_may_win(const uint32_t* x, uint32_t c, uint64_t limit, SparseTrial* t) const;
   bool sparse_plan(const uint32_t* x, uint32_t g, uint64_t limit, SparsePlan* plan,
                    std::vector<uint32_t>* scratch) const;
-  // Bits of the row's cheapest kIbp or kSparse layout under group g, capped at
-  // `limit` (plan is set when kSparse wins).
-  uint64_t row_cost(const uint32_t* row, uint32_t g, uint64_t limit, SparsePlan* plan,
-                    SparseTrial* trial) const;
+  // Bits of the row's cheapest kIbp, kSparse (either form) or kCoded layout
+  // under group g (`coded`: its kCoded bits), capped at `limit` (plan is set
+  // when kSparse wins).
+  uint64_t row_cost(const uint32_t* row, uint32_t g, uint64_t limit, uint64_t coded,
+                    SparsePlan* plan, SparseTrial* trial) const;
   // The coded form of a kSparse row with c listed words under group g, when
   // it takes fewer than `limit` bits; tried only when 32 c < limit (rows
   // whose listed words cost more than that raw are left to the other modes).
@@ -117,8 +122,14 @@ class Encoder {
                          const Put& put) const;
   // Bits of row x under group g in kCoded mode (code_rows_ > 0).
   uint64_t coded_bits(const uint32_t* x, uint32_t g) const;
+  // coded_bits(x, g) for every group g into bits[0 .. num_groups) (code_rows_ > 0).
+  void coded_bits_all(const uint32_t* x, uint64_t* bits) const;
+  void build_cost_tables();
+  template <uint32_t GP>
+  void coded_sums(const uint32_t* x, uint64_t* sums) const;
   template <typename Put>
-  void write_coded(const uint32_t* x, uint32_t g, uint64_t p, const Put& put) const;
+  void write_coded(const uint32_t* x, uint32_t g, uint64_t p, const Put& put,
+                   std::vector<uint32_t>* scratch) const;
   template <typename Put>
   void write_sparse(const uint32_t* x, size_t base, const SparsePlan& plan, uint64_t p,
                     const Put& put, std::vector<uint32_t>* dict) const;
@@ -139,6 +150,23 @@ class Encoder {
     uint32_t s, lo, nc;
   };
   std::vector<UnitCode> units_;
+  std::vector<uint16_t> desc_;  // [g][unit]: slot 0 (s, lo, nc) of units_
+  // The coded trial of all groups at once. A unit whose groups all code the
+  // same field [lo, lo + nc) with 1 <= nc <= kCostFieldBits has a cost table
+  // (when there are at most 16 groups and all tables fit 64 MiB):
+  // cost_[at + f * gp_ + g] = code bits of field value f under group g
+  // (gp_ = num_groups rounded up to a power of two; padding groups cost 0).
+  // The other units ("slow") look their rank up per group.
+  static constexpr uint32_t kCostFieldBits = 8;
+  struct UnitField {
+    uint32_t word, shift, mask, at;  // field = (x[word] >> shift) & mask
+  };
+  uint32_t gp_ = 1;
+  std::vector<UnitField> fields_;  // the units with a cost table, in unit order
+  std::vector<uint8_t> cost_;
+  std::vector<uint32_t> slow_;     // the other units
+  static constexpr uint32_t kSlowUnit = ~0u;
+  std::vector<uint32_t> cost_at_;  // [unit]: its table's `at`, or kSlowUnit
   // Rank of field f in unit code c: r < c.s, or c.s when f is escaped.
   static uint32_t rank_of(const UnitCode& c, uint32_t f) {
     uint32_t m = 0;
@@ -149,6 +177,8 @@ class Encoder {
   uint32_t block_rows_ = 1;
   uint32_t rel_bytes_ = 4;
   std::vector<uint32_t> mask_, value_, nvar_, dep_;  // [g * row_words + w], dep x5
+  // [g]: the fewest bits a kIbp row of group g takes (every word fits).
+  std::vector<uint64_t> ibp_floor_;
   uint64_t bits_ = 0;      // bits written so far
   uint64_t rows_ = 0;      // rows encoded so far
   uint64_t block_base_ = 0;
