@@ -262,18 +262,18 @@ def ratio_row(name: str, x: np.ndarray) -> dict:
     """Fetch ratios (raw / payload bytes) of mode="paper", the version-2
     encodings (kCoded rows off), version 3 (coded-form sparse rows off),
     version 4 and the ceiling; host ratios too."""
-    from ibp_gnn import _tensor
+    from ibp_gnn import _encode
 
     t = torch.from_numpy(np.ascontiguousarray(x))
     out = {"name": name, "shape": f"{x.shape[0]}x{x.shape[1]}", "dtype": str(x.dtype)}
     for key, mode, coded, sparse_code in (("paper", "paper", False, False),
                                           ("v2", "auto", False, False),
                                           ("v3", "auto", True, False), ("v4", "auto", True, True)):
-        _tensor.CODED_ROWS, _tensor.SPARSE_CODE = coded, sparse_code
+        _encode.CODED_ROWS, _encode.SPARSE_CODE = coded, sparse_code
         try:
             ct = ibp_gnn.compress(t, mode=mode, threads=2, progress=False)
         finally:
-            _tensor.CODED_ROWS, _tensor.SPARSE_CODE = True, True
+            _encode.CODED_ROWS, _encode.SPARSE_CODE = True, True
         if not torch.equal(ct.decompress(threads=2).view(torch.uint8), t.view(torch.uint8)):
             fail(f"{name}: {key} decompress() != original bytes")
         out[key] = ct.stats()["fetch_ratio"]
@@ -553,7 +553,7 @@ def bench_speed(x: torch.Tensor, xb: np.ndarray, args) -> dict:
     1-thread CPU gather of random batches of SPEED_BATCHES rows against
     torch.index_select, alternated in one loop (fresh batches every call), plus
     threads=None (the thread count the gather picks from the work size)."""
-    from ibp_gnn import _tensor as T
+    from ibp_gnn import _encode as T
 
     torch.set_num_threads(1)
     # One-thread figures on the calling thread's CPU clock with --clock thread (a

@@ -767,7 +767,7 @@ def payload_bits_of(bases: np.ndarray) -> int:
 
 
 # ---------------------------------------------------------------------------
-# compress()'s choice of groups: a heuristic of ibp_gnn/_tensor.py
+# compress()'s choice of groups: a heuristic of ibp_gnn/_encode.py
 # (_choose_tables), not part of the format; mirrored here so a test can pin it.
 # ---------------------------------------------------------------------------
 GROUP_CHOICES = (2, 4, 8, 16)
@@ -787,7 +787,7 @@ def choose_tables_ref(sample_words: np.ndarray, total_rows: int, selector: int) 
     up to 4096 sample rows outside the subsample, or the whole sample when
     there are none -- times total_rows, plus 32 bits per table word) is
     strictly smaller than the best so far. Row sizes are those of the
-    version-3 encodings (no coded-form sparse rows), as in _tensor.py."""
+    version-3 encodings (no coded-form sparse rows), as in _encode.py."""
     words = np.asarray(sample_words, np.uint32)
     n, w_count = words.shape
     one = make_tables(select_masks_ref(words, selector))

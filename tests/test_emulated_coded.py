@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import ibp_gnn
-from ibp_gnn import _tensor
+from ibp_gnn import _encode
 
 from conftest import assert_bits_equal, special_matrix
 from emulated import emu, gather  # noqa: F401  (emu is a fixture)
@@ -67,7 +67,7 @@ def test_coded_rows_with_several_groups_and_misaligned_out(emu):
 
 def test_v2_encodings_still_match(emu, monkeypatch):
     x = embeddings(torch.float32, 600, 40, seed=4)
-    monkeypatch.setattr(_tensor, "CODED_ROWS", False)
+    monkeypatch.setattr(_encode, "CODED_ROWS", False)
     ct = ibp_gnn.compress(x)
     assert "coded" not in ct.stats()["rows_per_mode"]
     check(emu, ct, x, np.arange(0, 600, 7))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import ibp_gnn
-from ibp_gnn import _tensor
+from ibp_gnn import _encode
 
 from conftest import assert_bits_equal
 from emulated import emu, gather  # noqa: F401  (emu is a fixture)
@@ -58,7 +58,7 @@ def test_coded_sparse_rows_misaligned_out(emu):
 
 def test_v3_sparse_forms_still_match(emu, monkeypatch):
     x = sparse_rows(torch.float32, 120, 300, seed=4)
-    monkeypatch.setattr(_tensor, "SPARSE_CODE", False)
+    monkeypatch.setattr(_encode, "SPARSE_CODE", False)
     ct = ibp_gnn.compress(x)
     assert code_rows_in(ct) == 0 and ct.stats()["rows_per_mode"].get("sparse", 0) > 0
     check(emu, ct, x, np.arange(0, 120, 7))

@@ -218,11 +218,11 @@ def test_compress_file_matches_compress(tmp_path):
 
 
 def test_compress_file_leaves_nothing_when_interrupted(tmp_path, monkeypatch):
-    from ibp_gnn import _tensor
+    from ibp_gnn import _encode
 
     np.save(tmp_path / "x.npy", np.ones((5000, 10), np.float32))
     calls = {"n": 0}
-    real = _tensor._Build.encode
+    real = _encode._Build.encode
 
     def failing(self, rows, threads):
         calls["n"] += 1
@@ -230,7 +230,7 @@ def test_compress_file_leaves_nothing_when_interrupted(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(self, rows, threads)
 
-    monkeypatch.setattr(_tensor._Build, "encode", failing)
+    monkeypatch.setattr(_encode._Build, "encode", failing)
     with pytest.raises(KeyboardInterrupt):
         ibp_gnn.compress_file(tmp_path / "x.npy", tmp_path / "x.ibp", chunk_bytes=4096,
                               progress=False)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import ibp_gnn
-from ibp_gnn import _C, _tensor
+from ibp_gnn import _C, _encode
 from ibp_gnn.testing import SHARED_DATASETS, load_shared, shared_dir
 
 import reference as ref
@@ -257,7 +257,7 @@ def test_save_load_and_compress_file(tmp_path):
 def test_never_below_v3_on_shared_datasets(name, monkeypatch):
     x = torch.from_numpy(load_shared(name))[:1000].contiguous()
     v4 = ibp_gnn.compress(x)
-    monkeypatch.setattr(_tensor, "SPARSE_CODE", False)
+    monkeypatch.setattr(_encode, "SPARSE_CODE", False)
     v3 = ibp_gnn.compress(x)
     assert v4._fields["payload_bits"] <= v3._fields["payload_bits"]
     assert v4.nbytes <= v3.nbytes

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import ibp_gnn
-from ibp_gnn import _C, _tensor, cache
+from ibp_gnn import _C, _encode, cache
 
 import reference as ref
 from conftest import assert_bits_equal
@@ -168,7 +168,7 @@ def test_layout_option():
     g = torch.Generator().manual_seed(3)
     emb = torch.randn(9000, 64, generator=g) * 0.1
     bow = (torch.rand(9000, 100, generator=g) < 0.02).float()
-    assert _tensor.LAYOUT_AUTO_MIN_ROWS <= 9000
+    assert _encode.LAYOUT_AUTO_MIN_ROWS <= 9000
     assert ibp_gnn.compress(emb)._fields["layout"] == 1  # "auto": ~215-byte rows
     assert ibp_gnn.compress(emb[:4000])._fields["layout"] == 0  # a small table
     assert ibp_gnn.compress(bow)._fields["layout"] == 0  # rows of a few bytes

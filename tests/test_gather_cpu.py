@@ -48,7 +48,7 @@ def test_dense_rows_every_kernel_and_thread_count(dtype, cols, monkeypatch):
     portable deposit (the CUDA kernel's), PDEP, AVX2 and AVX-512, on 1 and 2 threads (the
     batch is big enough for gather_threads to give 2). kCoded rows are off so the kIbp rows
     stay (tests/test_format_v3.py covers kCoded ones)."""
-    monkeypatch.setattr(ibp_gnn._tensor, "CODED_ROWS", False)
+    monkeypatch.setattr(ibp_gnn._encode, "CODED_ROWS", False)
     rows = max(600, (3 << 20) // (cols * np.dtype(dtype).itemsize) // 4)
     x = _embedding(rows, cols, dtype, seed=cols)
     ct = ibp_gnn.compress(x, threads=2, progress=False)

@@ -227,7 +227,7 @@ def test_interrupted_preparation_is_not_trusted(tmp_path, monkeypatch):
     assert D._read_cache(folder, json.loads(json.dumps(ds.source()))) is not None
 
     # An interrupted compression leaves no .ibp file and no temporary file.
-    import ibp_gnn._tensor as T
+    import ibp_gnn._encode as T
 
     monkeypatch.setattr(T, "_write_head", interrupted)
     with pytest.raises(KeyboardInterrupt):

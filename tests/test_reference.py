@@ -392,7 +392,7 @@ def _compress_checked(case: Case, mode: str, **kw):
     if mode == "paper":
         assert ct._tables.shape[0] == 1 and ct._fields["mode_rows"][R.SPARSE] == 0
     words = R.to_words(case.xb)
-    sample_rows = kw.get("sample_rows", ibp_gnn._tensor.DEFAULT_SAMPLE_ROWS)
+    sample_rows = kw.get("sample_rows", ibp_gnn._encode.DEFAULT_SAMPLE_ROWS)
     rows = words.shape[0]
     if rows <= sample_rows:
         sample = np.arange(rows)
@@ -481,7 +481,7 @@ def test_torch_and_numpy_inputs_agree():
 def test_compress_in_small_chunks(monkeypatch):
     """compress() feeding the encoder many chunks (64 rows each) writes the
     same arrays as the reference."""
-    import ibp_gnn._tensor as T
+    import ibp_gnn._encode as T
 
     monkeypatch.setattr(T, "DEFAULT_CHUNK_BYTES", 1)
     for name, cols in (("float16", 5), ("uint8", 3), ("int64", 2)):
@@ -1331,7 +1331,7 @@ def _groups_data(seed: int) -> np.ndarray:
 @pytest.mark.parametrize("data", ["scales", "templates", "tolokers"])
 def test_group_choice_matches_reference(data):
     """compress(mode="auto")'s tables equal choose_tables_ref's, a mirror of
-    the k-means heuristic in ibp_gnn/_tensor.py (update both together); the
+    the k-means heuristic in ibp_gnn/_encode.py (update both together); the
     inputs make it keep several groups. The 4500-row input has held-out rows
     beyond the 2048-row subsample."""
     if data == "scales":

@@ -902,19 +902,19 @@ def test_compress_file_sample_leaves_no_source_pages_mapped(tmp_path, monkeypatc
     """The table sample reads rows spread over the whole source; the pages those
     reads map (a page-cached file maps neighbours too) are released before the
     chunked pass, so the source's resident pages stay at about a chunk."""
-    from ibp_gnn import _tensor
+    from ibp_gnn import _encode
 
     rng = np.random.default_rng(2)
     x = (rng.standard_normal((1 << 15, 128)) * 0.1).astype(np.float32)  # 16 MiB
     np.save(tmp_path / "x.npy", x)
     m = np.load(tmp_path / "x.npy", mmap_mode="r")
     resident = []
-    release = _tensor._ArrayRows.release
+    release = _encode._ArrayRows.release
 
     def watched(self, a, count):
         resident.append(file_maps(tmp_path / "x.npy")[1])
         return release(self, a, count)
 
-    monkeypatch.setattr(_tensor._ArrayRows, "release", watched)
+    monkeypatch.setattr(_encode._ArrayRows, "release", watched)
     ibp_gnn.compress_file(m, tmp_path / "x.ibp", chunk_bytes=1 << 20, progress=False)
     assert len(resident) >= 16 and max(resident) < 5 << 20, resident[:4]
