@@ -85,34 +85,71 @@ IBP_TARGET_AVX512 inline void coded_row_avx512(const uint32_t* p, uint64_t pos,
   const uint8_t* bytes = reinterpret_cast<const uint8_t*>(p);
   const uint32_t* offset = codes + 8 * W;
   uint64_t code = pos + offset[W - 1] + 32 - ((codes[W - 1] >> 9) & 31u);
-  uint64_t window = load_u64(bytes + (code >> 3)) >> (code & 7);
-  uint32_t used = 0;
   const __m512i first_byte =
       _mm512_set4_epi32(0x0C0C0C0C, 0x08080808, 0x04040404, 0x00000000);
   const __m512i seq = _mm512_set1_epi32(0x03020100), four = _mm512_set1_epi8(4);
   const __m512i ones = _mm512_set1_epi32(-1), k31 = _mm512_set1_epi32(31);
   const __m512i k32 = _mm512_set1_epi32(32), seven = _mm512_set1_epi32(7);
+  const __m512i iota8 = _mm512_set_epi8(
+      63, 62, 61, 60, 59, 58, 57, 56, 55, 54, 53, 52, 51, 50, 49, 48, 47, 46, 45, 44, 43, 42, 41,
+      40, 39, 38, 37, 36, 35, 34, 33, 32, 31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18,
+      17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  const __m512i vW = _mm512_set1_epi32(static_cast<int>(W)), one = _mm512_set1_epi32(1);
+  const __m512i k15 = _mm512_set1_epi32(15), k16 = _mm512_set1_epi32(16);
+  const __m512i kFFFF = _mm512_set1_epi32(0xFFFF);
   alignas(64) uint32_t field[16];
   for (uint32_t w0 = 0; w0 < W; w0 += 16) {
     const uint32_t n = W - w0 < 16 ? W - w0 : 16;
-    for (uint32_t j = 0; j < n; ++j) {
-      if (used > 41) {
-        code += used;
-        used = 0;
-        window = load_u64(bytes + (code >> 3)) >> (code & 7);
+    // The codes of units j.. from one window: without escapes, unit j + i
+    // ends at the window's i-th zero bit, so its rank is the gap between
+    // consecutive zeros; the first unit whose rank reaches s (an escape) or
+    // whose zero lies past the window's valid bits ends the run and is read
+    // alone by the serial step.
+    uint32_t j = 0;
+    while (j < n) {
+      const uint32_t sh = static_cast<uint32_t>(code & 7);
+      const uint64_t window = load_u64(bytes + (code >> 3)) >> sh;
+      const uint64_t z = ~window & (~uint64_t{0} >> sh);
+      const uint32_t zeros = static_cast<uint32_t>(__builtin_popcountll(z));
+      const uint32_t left = n - j;
+      const uint32_t cand = zeros < left ? zeros : left;
+      const __mmask16 cm = static_cast<__mmask16>((1u << cand) - 1);
+      const uint32_t* at = codes + w0 + j;
+      const __m512i zp = _mm512_cvtepu8_epi32(
+          _mm512_castsi512_si128(_mm512_maskz_compress_epi8(_cvtu64_mask64(z), iota8)));
+      const __m512i r = _mm512_sub_epi32(
+          _mm512_sub_epi32(zp, _mm512_alignr_epi32(zp, ones, 15)), one);
+      const __m512i sv = _mm512_and_si512(_mm512_maskz_loadu_epi32(cm, at), k15);
+      const uint32_t esc = _mm512_mask_cmpge_epu32_mask(cm, r, sv);
+      const uint32_t k = static_cast<uint32_t>(__builtin_ctz(esc | (1u << cand)));
+      if (k) {
+        const __mmask16 km = static_cast<__mmask16>((1u << k) - 1);
+        const __m512i r1 = _mm512_add_epi32(r, one);
+        const __m512i gi = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_srli_epi32(r1, 1), vW), lane);
+        const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), km, gi, at, 4);
+        // slot 1 + r: odd r -> even slot (low half)
+        const __m512i f = _mm512_and_si512(
+            _mm512_srlv_epi32(v, _mm512_andnot_si512(_mm512_slli_epi32(r, 4), k16)), kFFFF);
+        _mm512_mask_storeu_epi32(field + j, km, f);
+        code += static_cast<uint32_t>(__builtin_ctzll(_pdep_u64(uint64_t{1} << (k - 1), z))) + 1;
+        j += k;
+        if (j == n) break;
       }
       const uint32_t* slots = codes + w0 + j;
       const uint32_t d = slots[0];
       const uint32_t s = d & 15u, nc = (d >> 9) & 31u;
-      const uint32_t r = ctz32(~static_cast<uint32_t>(window >> used) | (1u << s));
-      if (r < s) {
-        used += r + 1;
-        const uint32_t v = slots[((1 + r) >> 1) * W];
-        field[j] = (r & 1u) ? v & 0xFFFFu : v >> 16;
+      const uint32_t t = static_cast<uint32_t>(load_u64(bytes + (code >> 3)) >> (code & 7));
+      const uint32_t rr = ctz32(~t | (1u << s));
+      if (rr < s) {
+        code += rr + 1;
+        const uint32_t v = slots[((1 + rr) >> 1) * W];
+        field[j] = (rr & 1u) ? v & 0xFFFFu : v >> 16;
       } else {
-        field[j] = field_at(bytes, code + used + s, nc);
-        used += s + nc;
+        field[j] = field_at(bytes, code + s, nc);
+        code += s + nc;
       }
+      ++j;
     }
     const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
     const __m512i d = _mm512_maskz_loadu_epi32(m, codes + w0);
