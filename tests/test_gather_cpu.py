@@ -289,3 +289,43 @@ def test_coded_rows_every_kernel_and_width(dtype, cols):
         for dt in (np.int64, np.int32):
             got = _gather(ct, ids.astype(dt), kernel, 1).view(torch.uint8).numpy()
             assert np.array_equal(got, want), (kernel, dt)
+
+
+def _escape_mix(dtype, rows, cols, seed):
+    """Gaussian embedding rows whose units get, at a per-row share, an exponent
+    the gaussian never has (escapes at every bit of a 64-bit window, runs of
+    them), rows where every unit is such an escape, and rows where every unit
+    has the commonest exponent (rank 0 only)."""
+    from test_format_v3 import embeddings
+    rng = np.random.default_rng(seed)
+    ebits, mbits, st = {torch.float32: (8, 23, torch.int32), torch.float16: (5, 10, torch.int16),
+                        torch.bfloat16: (8, 7, torch.int16)}[dtype]
+    raw = embeddings(dtype, rows, cols, seed=seed, specials=0).view(st).numpy()
+    bits = raw.view(raw.dtype.str.replace("i", "u")).astype(np.int64)
+    emask = ((1 << ebits) - 1) << mbits
+    e = (bits & emask) >> mbits
+    common = np.bincount(e.ravel()).argmax()
+    rare = (1 << ebits) - 2 - rng.integers(0, 3, (rows, cols))  # huge values: never ranked
+    esc = rng.random((rows, cols)) < rng.random((rows, 1)) * 0.1
+    kind = rng.integers(0, 8, rows)
+    esc[kind == 1] = True
+    e = np.where(esc, rare, e)
+    e[kind == 0] = common
+    bits = (bits & ~emask) | (e << mbits)
+    return torch.from_numpy(bits.astype(raw.dtype.str.replace("i", "u")).view(raw.dtype)) \
+        .view(dtype).contiguous()
+
+
+@pytest.mark.parametrize("cols", [16, 17, 64, 128, 300])
+def test_coded_rows_escapes_every_kernel(cols):
+    """kCoded rows with escapes anywhere in the code stream (window ends, runs
+    of them, every unit) and rows of rank-0 codes only decode bit-exactly with
+    every kernel."""
+    x = _escape_mix(torch.float32, 1200, cols, seed=cols)
+    ct = ibp_gnn.compress(x, progress=False)
+    assert ct.stats()["rows_per_mode"].get("coded", 0) > 0
+    ids = np.arange(1200)
+    want = x.view(torch.uint8).numpy()
+    for kernel in KERNELS:
+        got = _gather(ct, ids, kernel, 1).view(torch.uint8).numpy()
+        assert np.array_equal(got, want), kernel
