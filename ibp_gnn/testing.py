@@ -116,3 +116,40 @@ def load_shared(name: str) -> np.ndarray:
     if name in ("inj_amazon", "reddit", "enron", "books", "disney"):
         return _pygod(root / "pygod" / f"{name}.pt.zip")
     raise ValueError(f"load_shared: unknown dataset {name!r}; known: {', '.join(SHARED_DATASETS)}")
+
+
+_FLIP_CHILD = """
+import sys
+import numpy as np, torch, ibp_gnn
+{make}
+rng = np.random.default_rng({seed})
+refused = 0
+for trial in range({trials}):
+    p = ct._payload.copy()
+    for b in rng.integers(0, ct._fields["payload_bits"], rng.integers(1, 4)):
+        p[b // 32] ^= np.uint32(1 << int(b % 32))
+    try:
+        t = ibp_gnn.CompressedTensor(ct._header, ct._tables, ct._bases, ct._rel, p)
+    except ibp_gnn.FormatError:
+        refused += 1
+        continue
+    t.gather(torch.arange(len(t)))
+print("refused", refused)
+"""
+
+
+def refused_bit_flips(make: str, trials: int, *, seed: int = 0, timeout: float = 300) -> int:
+    """Damages a tensor `trials` times in a child process (a crash fails the
+    caller, not the test runner): `make` is Python code that binds `ct`; each
+    trial flips 1-3 random payload bits (no CRC catches them) and either the
+    structural check refuses the tensor (FormatError) or every row is gathered.
+    Returns how many trials were refused; raises AssertionError with the
+    child's stderr when it did not exit cleanly."""
+    import subprocess
+    import sys
+
+    code = _FLIP_CHILD.format(make=make, seed=seed, trials=trials)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=timeout)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return int(r.stdout.split()[-1])

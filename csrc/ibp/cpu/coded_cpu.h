@@ -188,19 +188,8 @@ IBP_TARGET_AVX512 inline void coded_row_avx512(const uint32_t* p, uint64_t pos,
           _mm512_set1_epi32(static_cast<int>(base & 7)));
       const __m512i idx =
           _mm512_add_epi8(_mm512_shuffle_epi8(_mm512_srli_epi32(off, 3), first_byte), seq);
-      const uint64_t left = payload_bytes - at;
       __m512i src0, src1;
-      if (left >= 128) {
-        src0 = _mm512_loadu_si512(bytes + at);
-        src1 = _mm512_loadu_si512(bytes + at + 64);
-      } else if (left >= 64) {
-        src0 = _mm512_loadu_si512(bytes + at);
-        src1 = _mm512_maskz_loadu_epi8(_cvtu64_mask64((uint64_t{1} << (left - 64)) - 1),
-                                       bytes + at + 64);
-      } else {
-        src0 = _mm512_maskz_loadu_epi8(_cvtu64_mask64((uint64_t{1} << left) - 1), bytes + at);
-        src1 = _mm512_setzero_si512();
-      }
+      load128(bytes, at, payload_bytes, &src0, &src1);
       const __m512i wlo = _mm512_permutex2var_epi8(src0, idx, src1);
       const __m512i whi = _mm512_permutex2var_epi8(src0, _mm512_add_epi8(idx, four), src1);
       // plain: 32 - nc bits; word = plain's low lo bits | field << lo | the rest << (lo + nc)

@@ -230,6 +230,24 @@ IBP_TARGET_AVX2 void ibp_row_avx2(const uint32_t* payload, uint64_t head, const 
   }
 }
 
+// The 128 payload bytes from byte `at` as two registers, bytes at or past
+// payload_bytes read as zero (masked loads never touch them).
+IBP_TARGET_AVX512 inline void load128(const uint8_t* bytes, uint64_t at, uint64_t payload_bytes,
+                                      __m512i* src0, __m512i* src1) {
+  const uint64_t left = payload_bytes - at;
+  if (left >= 128) {
+    *src0 = _mm512_loadu_si512(bytes + at);
+    *src1 = _mm512_loadu_si512(bytes + at + 64);
+  } else if (left >= 64) {
+    *src0 = _mm512_loadu_si512(bytes + at);
+    *src1 = _mm512_maskz_loadu_epi8(_cvtu64_mask64((uint64_t{1} << (left - 64)) - 1),
+                                    bytes + at + 64);
+  } else {
+    *src0 = _mm512_maskz_loadu_epi8(_cvtu64_mask64((uint64_t{1} << left) - 1), bytes + at);
+    *src1 = _mm512_setzero_si512();
+  }
+}
+
 // AVX-512: 16 words at a time, exceptions included, without a branch. The
 // field widths k (nvar, or 32 for a word stored whole) are summed in the
 // register (an exclusive prefix sum over the 16 lanes gives each field's bit
@@ -274,19 +292,8 @@ IBP_TARGET_AVX512 void ibp_row_avx512(const uint32_t* payload, uint64_t head,
     const __m512i off = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(pos & 7)), excl);
     const __m512i idx =
         _mm512_add_epi8(_mm512_shuffle_epi8(_mm512_srli_epi32(off, 3), first_byte), seq);
-    const uint64_t left = r.payload_bytes - at;
     __m512i src0, src1;
-    if (left >= 128) {
-      src0 = _mm512_loadu_si512(bytes + at);
-      src1 = _mm512_loadu_si512(bytes + at + 64);
-    } else if (left >= 64) {
-      src0 = _mm512_loadu_si512(bytes + at);
-      src1 = _mm512_maskz_loadu_epi8(_cvtu64_mask64((uint64_t{1} << (left - 64)) - 1),
-                                     bytes + at + 64);
-    } else {
-      src0 = _mm512_maskz_loadu_epi8(_cvtu64_mask64((uint64_t{1} << left) - 1), bytes + at);
-      src1 = zero;
-    }
+    load128(bytes, at, r.payload_bytes, &src0, &src1);
     const __m512i lo = _mm512_permutex2var_epi8(src0, idx, src1);
     const __m512i hi = _mm512_permutex2var_epi8(src0, _mm512_add_epi8(idx, four), src1);
     const __m512i raw =
