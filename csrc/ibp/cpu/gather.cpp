@@ -51,10 +51,8 @@ struct PortableKernel {  // the shared bits.h deposit, what the CUDA kernel runs
 // it. Inline assembly (and target attributes for the SIMD kernels) keeps the
 // instructions out of every other function, so the module still runs on CPUs
 // without them.
-struct Bmi2Kernel {
-  static void ibp_row(const uint32_t* p, uint64_t head, const DenseRow& r, uint32_t* out) {
-    ibp_row_scalar<Bmi2Deposit>(p, head, r, out);
-  }
+// Sparse and coded rows of the BMI2 and AVX2 kernels: the scalar x86 loops.
+struct ScalarRows {
   static void sparse_row(const uint32_t* p, uint64_t pos, const uint32_t* table, uint32_t W,
                          uint32_t* words) {
     sparse_row_scalar(p, pos, table, W, words);
@@ -64,17 +62,14 @@ struct Bmi2Kernel {
     coded_row_scalar(p, pos, codes, W, code_rows, words);
   }
 };
-struct Avx2Kernel {
+struct Bmi2Kernel : ScalarRows {
+  static void ibp_row(const uint32_t* p, uint64_t head, const DenseRow& r, uint32_t* out) {
+    ibp_row_scalar<Bmi2Deposit>(p, head, r, out);
+  }
+};
+struct Avx2Kernel : ScalarRows {
   static void ibp_row(const uint32_t* p, uint64_t head, const DenseRow& r, uint32_t* out) {
     ibp_row_avx2(p, head, r, out);
-  }
-  static void sparse_row(const uint32_t* p, uint64_t pos, const uint32_t* table, uint32_t W,
-                         uint32_t* words) {
-    sparse_row_scalar(p, pos, table, W, words);
-  }
-  static void coded_row(const uint32_t* p, uint64_t pos, const uint32_t* codes, uint32_t W,
-                        uint32_t code_rows, uint64_t /*payload_bytes*/, uint32_t* words) {
-    coded_row_scalar(p, pos, codes, W, code_rows, words);
   }
 };
 struct Avx512Kernel {
