@@ -159,6 +159,17 @@ constexpr uint64_t kRowAhead = 8;
 // Output bytes of the rows a thread takes at a time (parallel_slices).
 constexpr uint64_t kSliceBytes = 256ull << 10;
 
+// A prefetch the compiler keeps: GCC deletes a loop whose only statements
+// are __builtin_prefetch (it counts as no side effect, and C++ loops without
+// one may be removed), which left prefetch_row below without any effect.
+inline void prefetch_line(const void* p) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  asm volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(p)));
+#else
+  __builtin_prefetch(p);
+#endif
+}
+
 inline void prefetch_index(const CompressedView& c, uint64_t r) {
   const Geometry& geo = c.geo;
   __builtin_prefetch(static_cast<const uint8_t*>(c.rel) + r * geo.rel_bytes);
@@ -171,7 +182,7 @@ inline void prefetch_row(const CompressedView& c, uint64_t r) {
   const uint64_t a = row_start(c.bases, c.rel, geo.rel_bytes, geo.block_shift, r) >> 9;
   const uint64_t b = row_end(c.bases, c.rel, geo.rel_bytes, geo.block_shift, geo.rows, r) >> 9;
   const uint8_t* p = reinterpret_cast<const uint8_t*>(c.payload);
-  for (uint64_t line = a; line <= b; ++line) __builtin_prefetch(p + line * 64);
+  for (uint64_t line = a; line <= b; ++line) prefetch_line(p + line * 64);
 }
 
 template <typename Kernel, typename Id>
