@@ -137,10 +137,16 @@ from ibp_gnn import _C
 cols, dtype = int(sys.argv[1]), getattr(np, sys.argv[2])
 rng = np.random.default_rng(cols)
 x = (rng.standard_normal((300, cols)) * 0.1).astype(dtype)
-if len(sys.argv) > 3:  # bag-of-words rows: one value per row (row-normalised), ~1/3 of the words
-    x = (rng.random((300, cols)) < 0.3).astype(dtype)
+if len(sys.argv) > 3 and sys.argv[3] == "bow":  # bag-of-words rows: one value per row
+    x = (rng.random((300, cols)) < 0.3).astype(dtype)  # (row-normalised), ~1/3 of the words
     x /= np.maximum(x.sum(1, keepdims=True), 1)
+if len(sys.argv) > 3 and sys.argv[3] == "esc":  # kCoded rows with escapes up to the payload's end
+    x[-8:, -3:] = 3e37  # an exponent the gaussian never has: escapes in the last codes
+    x[-2:, ::7] = -3e37
+    x[-1, -1] = 0.1  # the last code of the last row in its window, after escapes
 ct = ibp_gnn.compress(x, progress=False)
+if len(sys.argv) > 3 and sys.argv[3] == "esc":
+    assert ct.stats()["rows_per_mode"].get("coded", 0) > 0
 payload = ct._payload
 page = mmap.PAGESIZE
 size = -(-payload.nbytes // page) * page
@@ -167,11 +173,13 @@ print("ok", _C.cpu_kernels())
 
 @pytest.mark.parametrize("cols,dtype,bow", [(3, "float32", ""), (64, "float32", ""),
                                             (33, "float16", ""), (17, "float32", "bow"),
-                                            (767, "float32", "bow")])
+                                            (767, "float32", "bow"), (17, "float32", "esc"),
+                                            (128, "float32", "esc"), (300, "float32", "esc")])
 def test_kernels_read_nothing_past_the_payload(cols, dtype, bow):
     """The last rows decode with every kernel, through _C.gather and CpuGather,
     when the page after the payload is unreadable (the wide SIMD loads stay
-    inside the payload and its padding): dense rows and one-value sparse rows."""
+    inside the payload and its padding): dense rows, one-value sparse rows and
+    kCoded rows whose last codes are escapes."""
     import subprocess
     r = subprocess.run([sys.executable, "-c", _GUARD_SCRIPT, str(cols), dtype] + ([bow] if bow else []),
                        capture_output=True, text=True, timeout=120)

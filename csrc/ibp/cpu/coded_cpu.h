@@ -74,6 +74,12 @@ IBP_TARGET_AVX512 inline uint32_t past_zero(uint64_t z, uint32_t k) {
   return static_cast<uint32_t>(__builtin_ctzll(_pdep_u64(uint64_t{1} << (k - 1), z))) + 1;
 }
 
+// past_zero(z, 16) for a z with at least 16 one bits, without their count
+// (bit 63 set keeps the count of trailing zeros defined for any z).
+IBP_TARGET_AVX512 inline uint32_t past_zero16(uint64_t z) {
+  return static_cast<uint32_t>(__builtin_ctzll(_pdep_u64(uint64_t{1} << 15, z) | (uint64_t{1} << 63))) + 1;
+}
+
 // AVX-512, 32-bit units: the codes of up to 256 words decoded into a buffer
 // up to 16 per 64-bit window (zero positions by VPCOMPRESSB, ranks as their
 // gaps, slots by blends of the 8 code rows), then 16 words' plain bits read
@@ -122,16 +128,20 @@ IBP_TARGET_AVX512 inline void coded_row_avx512(const uint32_t* p, uint64_t pos,
       const uint64_t window = load_u64(bytes + (code >> 3)) >> sh;
       const uint64_t z = ~window & (~uint64_t{0} >> sh);
       const uint32_t zeros = static_cast<uint32_t>(__builtin_popcountll(z));
-      uint32_t cand = nb - j < 16 ? nb - j : 16;
-      cand = zeros < cand ? zeros : cand;
+      const uint32_t left = nb - j < 16 ? nb - j : 16;
+      const uint32_t cand = zeros < left ? zeros : left;
       if (cand) {
+        // Loads and the store cover the `left` lanes (a mask from j alone, so
+        // they need not wait for the zero count); the escape test covers the
+        // cand lanes whose zeros are in the window.
+        const __mmask16 lm = static_cast<__mmask16>((1u << left) - 1);
         const __mmask16 cm = static_cast<__mmask16>((1u << cand) - 1);
         const uint32_t* at = codes + b0 + j;
         const __m512i zp = _mm512_cvtepu8_epi32(
             _mm512_castsi512_si128(_mm512_maskz_compress_epi8(_cvtu64_mask64(z), iota8)));
         const __m512i r =
             _mm512_sub_epi32(_mm512_sub_epi32(zp, _mm512_alignr_epi32(zp, ones, 15)), one);
-        const __m512i sv = _mm512_and_si512(_mm512_maskz_loadu_epi32(cm, at), k15);
+        const __m512i sv = _mm512_and_si512(_mm512_maskz_loadu_epi32(lm, at), k15);
         const uint32_t esc = _mm512_mask_cmpge_epu32_mask(cm, r, sv);
         // slot row (1 + r) / 2 of each lane, picked by the bits of the row
         // index from the 8 rows' loads (no gather)
@@ -139,7 +149,7 @@ IBP_TARGET_AVX512 inline void coded_row_avx512(const uint32_t* p, uint64_t pos,
         const __mmask16 q0 = _mm512_test_epi32_mask(q, one), q1 = _mm512_test_epi32_mask(q, two),
                         q2 = _mm512_test_epi32_mask(q, fourv);
         __m512i row[8];
-        for (uint32_t i = 0; i < 8; ++i) row[i] = _mm512_maskz_loadu_epi32(cm, at + i * W);
+        for (uint32_t i = 0; i < 8; ++i) row[i] = _mm512_maskz_loadu_epi32(lm, at + i * W);
         const __m512i r01 = _mm512_mask_mov_epi32(row[0], q0, row[1]);
         const __m512i r23 = _mm512_mask_mov_epi32(row[2], q0, row[3]);
         const __m512i r45 = _mm512_mask_mov_epi32(row[4], q0, row[5]);
@@ -150,10 +160,19 @@ IBP_TARGET_AVX512 inline void coded_row_avx512(const uint32_t* p, uint64_t pos,
         // slot 1 + r: odd r -> even slot (low half)
         const __m512i f = _mm512_and_si512(
             _mm512_srlv_epi32(v, _mm512_andnot_si512(_mm512_slli_epi32(r, 4), k16)), kFFFF);
-        _mm512_mask_storeu_epi32(field + j, cm, f);  // lanes from an escape on are rewritten
-        if (__builtin_expect(!esc, 1)) {  // the window's end from the zero count alone
-          j += cand;
-          code += past_zero(z, cand);
+        _mm512_mask_storeu_epi32(field + j, lm, f);  // lanes from cand or an escape on are rewritten
+        if (__builtin_expect(!esc, 1)) {
+          // The window's end from the zero count alone. The common case, 16
+          // units from a window with 16 zeros or more, takes the end of its
+          // 16th zero, found without the count (the branch predicts it), so
+          // the next window's load waits for nothing but this one.
+          if (__builtin_expect(cand == 16, 1)) {
+            j += 16;
+            code += past_zero16(z);
+          } else {
+            j += cand;
+            code += past_zero(z, cand);
+          }
           continue;
         }
         const uint32_t k = static_cast<uint32_t>(__builtin_ctz(esc));
