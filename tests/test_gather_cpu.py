@@ -136,14 +136,19 @@ import numpy as np, torch, ibp_gnn
 from ibp_gnn import _C
 cols, dtype = int(sys.argv[1]), getattr(np, sys.argv[2])
 rng = np.random.default_rng(cols)
-x = (rng.standard_normal((300, cols)) * 0.1).astype(dtype)
+R = 1200 if sys.argv[3:] == ["esc"] else 300  # rows
+x = (rng.standard_normal((R, cols)) * 0.1).astype(dtype)
 if len(sys.argv) > 3 and sys.argv[3] == "bow":  # bag-of-words rows: one value per row
-    x = (rng.random((300, cols)) < 0.3).astype(dtype)  # (row-normalised), ~1/3 of the words
+    x = (rng.random((R, cols)) < 0.3).astype(dtype)  # (row-normalised), ~1/3 of the words
     x /= np.maximum(x.sum(1, keepdims=True), 1)
 if len(sys.argv) > 3 and sys.argv[3] == "esc":  # kCoded rows with escapes up to the payload's end
-    # single values of an exponent the gaussian never has: escapes (a group
-    # ranks it only where many of its rows share it) in the last codes
-    x[-1, -2], x[-2, -1], x[-3, cols // 2] = 3e37, -3e37, 3e37
+    # per row, a share of units with exponents the gaussian never has, from
+    # more values than a unit ranks: escapes anywhere, the last rows too
+    rare = rng.integers(130, 150, x.shape).astype(np.uint32) << 23
+    esc = rng.random(x.shape) < rng.random((R, 1)) * 0.1
+    esc[-1, -2:] = True
+    u = x.view(np.uint32)
+    u[esc] = (u[esc] & ~np.uint32(0xFF << 23)) | rare[esc]
 ct = ibp_gnn.compress(x, progress=False)
 if len(sys.argv) > 3 and sys.argv[3] == "esc":
     assert ct.stats()["rows_per_mode"].get("coded", 0) > 0
@@ -157,15 +162,15 @@ libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 assert libc.mprotect(addr + size, page, 0) == 0  # the page after the payload faults
 tight = np.frombuffer(buf, np.uint32, payload.size, size - payload.nbytes)
 tight[:] = payload
-ids = np.arange(300)[::-1].copy()
-want = x.view(np.uint8).reshape(300, -1)[ids]
+ids = np.arange(R)[::-1].copy()
+want = x.view(np.uint8).reshape(R, -1)[ids]
 for k in _C.cpu_kernels():
     out = np.empty_like(want)
     _C.gather(ct._header, ct._decode_table, ct._bases, ct._rel, tight, ids, out.reshape(-1), 1, k)
     assert np.array_equal(out, want), k
     g = _C.CpuGather(ct._header, ct._decode_table, ct._bases, ct._rel, tight)
     out = np.empty_like(want)
-    assert g.gather(ids.ctypes.data, 300, True, out.ctypes.data, 1, True, k) == 0
+    assert g.gather(ids.ctypes.data, R, True, out.ctypes.data, 1, True, k) == 0
     assert np.array_equal(out, want), k
 print("ok", _C.cpu_kernels())
 """
