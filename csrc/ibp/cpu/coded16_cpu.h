@@ -25,20 +25,19 @@
 //    code rows, is gathered as the 16-bit slot (VPGATHERDD with scale 2, the
 //    index from a 32-entry table by r and h), escapes' fields blended in; the
 //    plain bits of the 16 words come from two 64-byte loads masked at the
-//    payload's end (as in coded_row_avx512). When the 32 units share one
-//    (lo, nc) (a float dtype's exponent: every unit but an odd row's
-//    padding), each word is its plain bits shifted by 0, nc and 2 nc under
-//    fixed masks with the two fields put in; otherwise each unit is rebuilt
-//    in its 16-bit lane with variable shifts.
+//    payload's end (as in coded_row_avx512). When the 32 units share unit
+//    0's (lo, nc) (a float dtype's exponent: every unit but an odd row's
+//    padding; found while the block's s are gathered), the words' plain bits
+//    lie every 32 - 2 nc bits and each word is its plain bits shifted by 0,
+//    nc and 2 nc under fixed masks with the two fields put in; otherwise the
+//    plain offsets come from the offset row and each unit is rebuilt in its
+//    16-bit lane with variable shifts.
 //
 // Reads: scan chunks past the row (they may run into later rows) are masked
 // at the payload's end; the serial steps read 8 bytes from a bit inside the
 // row's code section, like the scalar loop (the payload padding). The gathers
 // read inside the group's code rows and the offset row after them.
 #pragma once
-#ifndef IBP_ABL16
-#define IBP_ABL16 0
-#endif
 
 #include <cstdint>
 
@@ -97,8 +96,8 @@ struct ZeroScan16 {
       empty = false;
       base = _mm512_set1_epi8(static_cast<char>(pos[count - 1] + 201 - __builtin_ctzll(z)));
     }
-    _mm512_storeu_si512(pos + count,
-                        _mm512_add_epi8(_mm512_maskz_compress_epi8(_cvtu64_mask64(z), iota8), base));
+    const __m512i at_zero = _mm512_maskz_compress_epi8(_cvtu64_mask64(z), iota8);
+    _mm512_storeu_si512(pos + count, _mm512_add_epi8(at_zero, base));
     base = _mm512_add_epi8(base, _mm512_set1_epi8(64));
     count += static_cast<uint32_t>(__builtin_popcountll(z));
   }
@@ -122,9 +121,6 @@ IBP_TARGET_AVX512 inline void coded16_row_avx512(const uint32_t* p, uint64_t pos
                                                  const uint32_t* codes, uint32_t W,
                                                  uint64_t payload_bytes, uint32_t* words) {
   if (!W) return;
-#if IBP_ABL16 == 5
-  return;
-#endif
   const uint8_t* bytes = reinterpret_cast<const uint8_t*>(p);
   const uint32_t* offset = codes + 16 * W;
   const uint64_t code_start = pos + offset[W - 1] + 32 - ((codes[W - 1] >> 9) & 31u) -
@@ -154,7 +150,8 @@ IBP_TARGET_AVX512 inline void coded16_row_avx512(const uint32_t* p, uint64_t pos
                                           6, 4, 2, 0);
   // The uniform (lo, nc) of unit 0, its shifts and masks.
   const uint32_t desc0 = codes[0] & 0x3FF0u, L = (desc0 >> 4) & 31u, N = (desc0 >> 9) & 31u;
-  const __m512i kLN = _mm512_set1_epi32(0x3FF0), vdesc0 = _mm512_set1_epi32(static_cast<int>(desc0));
+  const __m512i kLN = _mm512_set1_epi32(0x3FF0);
+  const __m512i vdesc0 = _mm512_set1_epi32(static_cast<int>(desc0));
   const __m512i shN = _mm512_set1_epi32(static_cast<int>(N));
   const __m512i sh2N = _mm512_set1_epi32(static_cast<int>(2 * N));
   const __m512i shL = _mm512_set1_epi32(static_cast<int>(L));
@@ -163,11 +160,14 @@ IBP_TARGET_AVX512 inline void coded16_row_avx512(const uint32_t* p, uint64_t pos
   const __m512i m_mid = _mm512_set1_epi32(static_cast<int>(
       16 + L + N >= 32 ? ~0u : (1u << (16 + L + N)) - 1));  // below: << 0 or << N; above: << 2N
   const __m512i m_field = _mm512_set1_epi32(static_cast<int>(fmask | fmask << 16));
+  const __m512i plain_step =  // the plain bits' offsets of 16 uniform words
+      _mm512_mullo_epi32(iota, _mm512_set1_epi32(static_cast<int>(32 - 2 * N)));
   constexpr __mmask32 kHigh = 0xAAAAAAAAu;  // the h = 1 lanes of 16-bit lanes
   alignas(64) uint8_t zpos[kZeroCap16];
   alignas(64) uint8_t sym[kBlock16 + 64];     // s of each unit of the block
   alignas(64) uint8_t rank[kBlock16 + 64];    // its rank, or kEscapeRank
   alignas(64) uint16_t field[kBlock16 + 32];  // an escape's field
+  bool uniform[kBlock16 / 32];                // words 16j.. of the block all have (L, N)
   ZeroScan16 scan(bytes, payload_bytes, code_start, zpos);
   uint32_t i = 0;              // zero index of the next unit's code end; zpos[i] its last zero
   uint32_t ipos = 0;           // zero index at bit bpos
@@ -184,12 +184,11 @@ IBP_TARGET_AVX512 inline void coded16_row_avx512(const uint32_t* p, uint64_t pos
       const __m512i both = _mm512_or_si512(_mm512_and_si512(d0, k15),
                                            _mm512_slli_epi32(_mm512_and_si512(d8, k15), 8));
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(sym + 2 * x), _mm512_cvtepi32_epi16(both));
+      uniform[x / 16] = !(_mm512_mask_cmpneq_epi32_mask(m, _mm512_and_si512(d0, kLN), vdesc0) |
+                          _mm512_mask_cmpneq_epi32_mask(m, _mm512_and_si512(d8, kLN), vdesc0));
     }
     // Pass 1: ranks.
     uint32_t u = 0;
-#if IBP_ABL16 == 2
-    u = nb;
-#endif
     while (u < nb) {
       if (serial) {  // unit u starts at bit b, zero i is the first at or after b
         const uint32_t d = codes[8 * (u & 1u) * W + b0 + (u >> 1)];
@@ -231,9 +230,6 @@ IBP_TARGET_AVX512 inline void coded16_row_avx512(const uint32_t* p, uint64_t pos
       }
       while (scan.count < i + 1 + ahead) scan.chunk(zpos);
       const uint32_t n = nb - u < 64 ? nb - u : 64;
-#if IBP_ABL16 == 4
-      u += n; i += n; continue;
-#endif
       const __mmask64 valid = n == 64 ? ~__mmask64{0} : _cvtu64_mask64((uint64_t{1} << n) - 1);
       const __m512i g = _mm512_sub_epi8(
           _mm512_sub_epi8(_mm512_loadu_si512(zpos + i + 1), _mm512_loadu_si512(zpos + i)), one8);
@@ -253,47 +249,36 @@ IBP_TARGET_AVX512 inline void coded16_row_avx512(const uint32_t* p, uint64_t pos
       serial = true;  // the serial step above reads it (r >= s)
     }
     // Pass 2: words.
-#if IBP_MCA
-    asm volatile("# LLVM-MCA-BEGIN p2");
-#endif
-#if IBP_ABL16 == 1
-    continue;
-#endif
     for (uint32_t x = 0; x < nbw; x += 16) {
       const uint32_t w0 = b0 + x, n = nbw - x < 16 ? nbw - x : 16;
       const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
       const __mmask32 m2 = static_cast<__mmask32>((uint64_t{1} << (2 * n)) - 1);
       // fields: slot 1 + r of each unit (the low 16 bits of each gathered dword)
-      const __m512i r0 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rank + 2 * x)));
-      const __m512i r1 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rank + 2 * x + 16)));
+      const __m128i* rk = reinterpret_cast<const __m128i*>(rank + 2 * x);
+      const __m512i r0 = _mm512_cvtepu8_epi32(_mm_loadu_si128(rk));
+      const __m512i r1 = _mm512_cvtepu8_epi32(_mm_loadu_si128(rk + 1));
       const __m512i i0 = _mm512_add_epi32(
           _mm512_permutex2var_epi32(slot_lo, _mm512_or_si512(r0, half_bit), slot_hi), word_off0);
       const __m512i i1 = _mm512_add_epi32(
           _mm512_permutex2var_epi32(slot_lo, _mm512_or_si512(r1, half_bit), slot_hi), word_off1);
       const __mmask16 gm0 = n >= 8 ? 0xFFFF : static_cast<__mmask16>((1u << (2 * n)) - 1);
       const __mmask16 gm1 = n <= 8 ? 0 : static_cast<__mmask16>((1u << (2 * (n - 8))) - 1);
-#if IBP_ABL16 == 6
-      const __mmask16 gm0x = gm0 & 0x0101, gm1x = gm1 & 0x0101;
-#else
-      const __mmask16 gm0x = gm0, gm1x = gm1;
-#endif
-#if IBP_ABL16 == 3
-      const __m512i g0 = _mm512_maskz_add_epi32(gm0, i0, i0);
-      const __m512i g1 = _mm512_maskz_add_epi32(gm1, i1, i0);
-#else
-      const __m512i g0 = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), gm0x, i0, codes + w0, 2);
-      const __m512i g1 = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), gm1x, i1, codes + w0, 2);
-#endif
+      const __m512i zero = _mm512_setzero_si512();
+      const __m512i g0 = _mm512_mask_i32gather_epi32(zero, gm0, i0, codes + w0, 2);
+      const __m512i g1 = _mm512_mask_i32gather_epi32(zero, gm1, i1, codes + w0, 2);
       __m512i f = _mm512_permutex2var_epi16(g0, even16, g1);
       const __mmask32 e = _mm256_mask_cmpeq_epi8_mask(
           m2, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rank + 2 * x)),
           _mm256_set1_epi8(static_cast<char>(kEscapeRank)));
       if (e) f = _mm512_mask_loadu_epi16(f, e, field + 2 * x);
-      // plain bits: the word's 32 - nc0 - nc1, h = 0's 16 - nc0 first
+      // plain bits: the word's 32 - nc0 - nc1, h = 0's 16 - nc0 first; their
+      // offsets from the first word's are k (32 - 2N) when uniform
       const uint64_t base = pos + offset[w0], at = base >> 3;
+      const bool same = uniform[x / 16];
       const __m512i off = _mm512_add_epi32(
-          _mm512_sub_epi32(_mm512_maskz_loadu_epi32(m, offset + w0),
-                           _mm512_set1_epi32(static_cast<int>(offset[w0]))),
+          same ? plain_step
+               : _mm512_sub_epi32(_mm512_maskz_loadu_epi32(m, offset + w0),
+                                  _mm512_set1_epi32(static_cast<int>(offset[w0]))),
           _mm512_set1_epi32(static_cast<int>(base & 7)));
       const __m512i idx =
           _mm512_add_epi8(_mm512_shuffle_epi8(_mm512_srli_epi32(off, 3), first_byte), seq);
@@ -302,18 +287,16 @@ IBP_TARGET_AVX512 inline void coded16_row_avx512(const uint32_t* p, uint64_t pos
       const __m512i wlo = _mm512_permutex2var_epi8(src0, idx, src1);
       const __m512i whi = _mm512_permutex2var_epi8(src0, _mm512_add_epi8(idx, four), src1);
       const __m512i pl = _mm512_shrdv_epi32(wlo, whi, _mm512_and_si512(off, seven));
-      const __m512i a0 = _mm512_maskz_loadu_epi32(m, codes + w0);
-      const __m512i c0 = _mm512_maskz_loadu_epi32(m, codes + 8 * W + w0);
       __m512i word;
-      if (__builtin_expect(!(_mm512_mask_cmpneq_epi32_mask(m, _mm512_and_si512(a0, kLN), vdesc0) |
-                             _mm512_mask_cmpneq_epi32_mask(m, _mm512_and_si512(c0, kLN), vdesc0)),
-                           1)) {
+      if (__builtin_expect(same, 1)) {
         // one (lo, nc): plain bits [0, lo) stay, [lo, 16 - nc + lo) move up
         // by nc, the rest by 2 nc; the fields go to [lo, lo + nc) of each half
         const __m512i t = _mm512_ternarylogic_epi32(m_lo, pl, _mm512_sllv_epi32(pl, shN), 0xCA);
         const __m512i v = _mm512_ternarylogic_epi32(m_mid, t, _mm512_sllv_epi32(pl, sh2N), 0xCA);
         word = _mm512_ternarylogic_epi32(m_field, _mm512_sllv_epi32(f, shL), v, 0xCA);
       } else {
+        const __m512i a0 = _mm512_maskz_loadu_epi32(m, codes + w0);
+        const __m512i c0 = _mm512_maskz_loadu_epi32(m, codes + 8 * W + w0);
         const __m512i desc = _mm512_mask_blend_epi16(kHigh, a0, _mm512_slli_epi32(c0, 16));
         const __m512i lo = _mm512_and_si512(_mm512_srli_epi16(desc, 4), w31);
         const __m512i nc = _mm512_and_si512(_mm512_srli_epi16(desc, 9), w31);
@@ -329,9 +312,6 @@ IBP_TARGET_AVX512 inline void coded16_row_avx512(const uint32_t* p, uint64_t pos
       }
       _mm512_mask_storeu_epi32(words + w0, m, word);
     }
-#if IBP_MCA
-    asm volatile("# LLVM-MCA-END p2");
-#endif
   }
 }
 
