@@ -128,7 +128,7 @@ IBP_TARGET_AVX512 inline void coded16_row_avx512(const uint32_t* p, uint64_t pos
   const __m512i first_byte =
       _mm512_set4_epi32(0x0C0C0C0C, 0x08080808, 0x04040404, 0x00000000);
   const __m512i seq = _mm512_set1_epi32(0x03020100), four = _mm512_set1_epi8(4);
-  const __m512i k15 = _mm512_set1_epi32(15), k16 = _mm512_set1_epi32(16);
+  const __m512i k16 = _mm512_set1_epi32(16);
   const __m512i k31 = _mm512_set1_epi32(31), seven = _mm512_set1_epi32(7);
   const __m512i ones = _mm512_set1_epi32(-1), w31 = _mm512_set1_epi16(31);
   const __m512i one8 = _mm512_set1_epi8(1);
@@ -150,8 +150,8 @@ IBP_TARGET_AVX512 inline void coded16_row_avx512(const uint32_t* p, uint64_t pos
                                           6, 4, 2, 0);
   // The uniform (lo, nc) of unit 0, its shifts and masks.
   const uint32_t desc0 = codes[0] & 0x3FF0u, L = (desc0 >> 4) & 31u, N = (desc0 >> 9) & 31u;
-  const __m512i kLN = _mm512_set1_epi32(0x3FF0);
-  const __m512i vdesc0 = _mm512_set1_epi32(static_cast<int>(desc0));
+  const __m512i w15 = _mm512_set1_epi16(15), wLN = _mm512_set1_epi16(0x3FF0);
+  const __m512i wdesc0 = _mm512_set1_epi16(static_cast<short>(desc0));
   const __m512i shN = _mm512_set1_epi32(static_cast<int>(N));
   const __m512i sh2N = _mm512_set1_epi32(static_cast<int>(2 * N));
   const __m512i shL = _mm512_set1_epi32(static_cast<int>(L));
@@ -181,11 +181,12 @@ IBP_TARGET_AVX512 inline void coded16_row_avx512(const uint32_t* p, uint64_t pos
       const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
       const __m512i d0 = _mm512_maskz_loadu_epi32(m, codes + b0 + x);
       const __m512i d8 = _mm512_maskz_loadu_epi32(m, codes + 8 * W + b0 + x);
-      const __m512i both = _mm512_or_si512(_mm512_and_si512(d0, k15),
-                                           _mm512_slli_epi32(_mm512_and_si512(d8, k15), 8));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(sym + 2 * x), _mm512_cvtepi32_epi16(both));
-      uniform[x / 16] = !(_mm512_mask_cmpneq_epi32_mask(m, _mm512_and_si512(d0, kLN), vdesc0) |
-                          _mm512_mask_cmpneq_epi32_mask(m, _mm512_and_si512(d8, kLN), vdesc0));
+      // slot 0 of each unit in its 16-bit lane
+      const __m512i d = _mm512_mask_blend_epi16(kHigh, d0, _mm512_slli_epi32(d8, 16));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(sym + 2 * x),
+                          _mm512_cvtepi16_epi8(_mm512_and_si512(d, w15)));
+      uniform[x / 16] = !_mm512_mask_cmpneq_epi16_mask(
+          static_cast<__mmask32>((uint64_t{1} << (2 * n)) - 1), _mm512_and_si512(d, wLN), wdesc0);
     }
     // Pass 1: ranks.
     uint32_t u = 0;
