@@ -84,7 +84,10 @@ struct ZeroScan16 {
       raw = static_cast<uint64_t>(_mm_cvtsi128_si64(
           _mm_maskz_loadu_epi8(static_cast<__mmask16>((1u << left) - 1), bytes + at)));
     }
-    const uint64_t z = ~raw & first;
+    // z = ~raw & first in a general register (BMI1 ANDN, which every AVX-512
+    // CPU has): the compiler would use mask registers, whose port is busy
+    uint64_t z;
+    asm("andn %2, %1, %0" : "=r"(z) : "r"(raw), "r"(first));
     at += 8;
     first = ~uint64_t{0};
     if (__builtin_expect(!z, 0)) {
