@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "../coded.h"
+#include "coded16_cpu.h"
 #include "dense.h"
 
 namespace ibp {
@@ -91,8 +92,8 @@ IBP_TARGET_AVX512 inline void coded_row_avx512(const uint32_t* p, uint64_t pos,
                                                const uint32_t* codes, uint32_t W,
                                                uint32_t code_rows, uint64_t payload_bytes,
                                                uint32_t* words) {
-  if (code_rows != 8) {
-    coded_row_scalar(p, pos, codes, W, code_rows, words);
+  if (code_rows != 8) {  // 16-bit units: coded16_cpu.h
+    coded16_row_avx512(p, pos, codes, W, payload_bytes, words);
     return;
   }
   if (!W) return;

@@ -1,0 +1,205 @@
+"""kCoded rows of 16-bit units (fp16, bf16, and int16 under hand-made code
+tables) through every CPU kernel, against the raw bits: the AVX-512 decode
+of csrc/ibp/cpu/coded16_cpu.h (blocks of 512 units, 64 ranks at a time from
+the zero positions of the code stream, escapes read one at a time, uniform
+and mixed (lo, nc) words) and the scalar loops. Widths around its 16-word
+and 256-word steps, escapes everywhere, code streams with runs of more than
+256 one bits, and rows at the payload's end before an unreadable page."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import ibp_gnn
+from ibp_gnn import _C
+from ibp_gnn._tensor import CompressedTensor
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reference as R  # noqa: E402
+from test_format_v3 import embeddings  # noqa: E402
+from test_gather_cpu import KERNELS, _escape_mix, _gather  # noqa: E402
+
+HALF = (torch.float16, torch.bfloat16)
+# (lo, nc) of the exponent
+FIELD = {torch.float16: (10, 5), torch.bfloat16: (7, 8)}
+
+
+def _check_every_kernel(ct, x, ids):
+    want = x.contiguous().view(torch.uint8).numpy()[ids]
+    assert ct.stats()["rows_per_mode"].get("coded", 0) > 0
+    for kernel in KERNELS:
+        for dt in (np.int64, np.int32):
+            got = _gather(ct, ids.astype(dt), kernel, 1).view(torch.uint8).numpy()
+            assert np.array_equal(got, want), (kernel, dt)
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("cols", [1, 2, 3, 31, 32, 33, 66, 67, 513, 770, 1025])
+def test_half_coded_rows_every_kernel(dtype, cols):
+    """Embedding rows with NaN payloads, -0.0, Inf and denormals; odd widths
+    end in a padding unit (another (lo, nc): the mixed path)."""
+    x = embeddings(dtype, 400, cols, seed=cols)
+    ct = ibp_gnn.compress(x, progress=False)
+    ids = np.random.default_rng(cols).integers(0, 400, 300)
+    _check_every_kernel(ct, x, np.concatenate([ids, [399, 398, 0]]))
+
+
+@pytest.mark.parametrize("dtype,cols", [(torch.float16, 18), (torch.float16, 65),
+                                        (torch.float16, 300), (torch.float16, 771),
+                                        (torch.bfloat16, 18), (torch.bfloat16, 33),
+                                        (torch.bfloat16, 771)])
+def test_half_coded_rows_escapes_every_kernel(dtype, cols):
+    """Escapes anywhere (runs of them, every unit of a row) and rank-0-only rows."""
+    x = _escape_mix(dtype, 2000, cols, seed=cols)
+    ct = ibp_gnn.compress(x, progress=False)
+    _check_every_kernel(ct, x, np.arange(2000))
+
+
+def _long_ones(dtype, rows, cols, seed):
+    """Gaussian rows where some rows hold a run of `run` units whose exponent
+    is all ones (NaN with random payloads, never ranked: each code is s one
+    bits and nc one bits), so their code streams have one-bit runs of more
+    than 256 bits, at several offsets; the rows stay cheaper coded than raw."""
+    lo, nc = FIELD[dtype]
+    rng = np.random.default_rng(seed)
+    bits = embeddings(dtype, rows, cols, seed=seed, specials=0).view(torch.int16).numpy()
+    bits = bits.view(np.uint16).copy()
+    for k, r in enumerate(range(0, rows, 8)):
+        run = 12 + k % 13
+        at = (37 * k) % max(cols - run, 1)
+        seg = bits[r, at:at + run]
+        seg |= np.uint16(((1 << nc) - 1) << lo)
+        seg |= rng.integers(1, 1 << lo, seg.shape).astype(np.uint16)  # NaN, not Inf
+    return torch.from_numpy(bits.view(np.int16)).view(dtype).contiguous()
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("cols", [300, 700])
+def test_half_coded_rows_long_one_runs(dtype, cols):
+    """Runs of one bits of every length around 256 (the zero positions are
+    kept modulo 256: a difference of 256 + r must not read as rank r)."""
+    lo, nc = FIELD[dtype]
+    x = _long_ones(dtype, 800, cols, seed=cols)
+    base = ibp_gnn.compress(x, progress=False)
+    tables = base._tables.copy()
+    for g in range(tables.shape[0]):  # the all-ones exponent never ranked
+        for u in range(2 * tables.shape[2]):
+            slots = _slots(tables, g, u)
+            s, ulo, unc = slots[0] & 15, slots[0] >> 4 & 31, slots[0] >> 9 & 31
+            if (ulo, unc) != (lo, nc):
+                continue
+            ranked = [v for v in slots[1:1 + s] if v != (1 << nc) - 1]
+            _set_slots(tables, g, u, [len(ranked) | lo << 4 | nc << 9] + ranked +
+                       [0] * (15 - len(ranked)))
+    ct = _encode_under(x, tables, base)
+    runs = list(range(0, 800, 8))
+    _, infos = R.decode_rows_ref(ct._fields, ct._tables, ct._bases, ct._rel, ct._payload, runs)
+    coded = sum(i.mode == R.CODED for i in infos)
+    assert coded >= len(runs) // 2
+    _check_every_kernel(ct, x, np.arange(800))
+
+
+def _slots(tables, g, u):
+    """The 16 slots of unit u of group g (format.h: row 2 + 8h + k / 2, half k % 2)."""
+    w, h = divmod(u, 2)
+    return [int(tables[g, 2 + 8 * h + k // 2, w]) >> (16 * (k % 2)) & 0xFFFF for k in range(16)]
+
+
+def _set_slots(tables, g, u, slots):
+    w, h = divmod(u, 2)
+    for q in range(8):
+        tables[g, 2 + 8 * h + q, w] = slots[2 * q] | slots[2 * q + 1] << 16
+
+
+def _encode_under(x, tables, base):
+    """x (2-byte dtype) encoded under `tables`: a tensor of x's dtype with
+    the header fields of `base` otherwise."""
+    f = dict(base._fields)
+    row_bytes = f["cols"] * 2
+    xb = np.ascontiguousarray(x.view(torch.uint8).numpy().reshape(len(x), row_bytes))
+    enc = _C.Encoder(row_bytes, f["row_words"], np.ascontiguousarray(tables))
+    words, rel, bases = enc.encode(xb, row_bytes, 1)
+    tail, last = enc.finish()
+    f.update(dtype=base_code(x.dtype), payload_bits=enc.payload_bits, mode_rows=enc.mode_rows,
+             group_bits=enc.group_bits, block_rows=enc.block_rows, rel_bytes=enc.rel_bytes,
+             layout=enc.layout)
+    rel = rel.view({2: np.uint16, 4: np.uint32}[enc.rel_bytes])
+    return CompressedTensor(_C.pack_header(f), tables, np.concatenate([bases, last]), rel,
+                            np.concatenate([words, tail]))
+
+
+def _custom_code_tables(x, seed):
+    """x (2-byte dtype) under the fp16 code tables of its bits with a share of
+    the units changed to other (lo, nc) with no ranked symbol (s = 0: every
+    code an escape) or one symbol."""
+    base = ibp_gnn.compress(x.view(torch.float16), progress=False)
+    tables = base._tables.copy()
+    W = tables.shape[2]
+    rng = np.random.default_rng(seed)
+    for g in range(tables.shape[0]):
+        for u in rng.choice(2 * W, max(1, W // 3), replace=False):
+            lo = int(rng.integers(0, 12))
+            nc = int(rng.integers(1, 17 - lo))
+            s = int(rng.integers(0, 2))
+            slots = [s | lo << 4 | nc << 9] + [0] * 15
+            if s:
+                slots[1] = int(rng.integers(0, 1 << nc))
+            _set_slots(tables, g, int(u), slots)
+    return _encode_under(x, tables, base)
+
+
+@pytest.mark.parametrize("cols", [7, 48, 333])
+def test_mixed_code_tables_every_kernel(cols):
+    """Units with other (lo, nc) than the exponent's, all-escape units, and
+    int16 rows under fp16-made code tables (valid for any 2-byte dtype)."""
+    x = embeddings(torch.float16, 700, cols, seed=cols, specials=0.01)
+    ct = _custom_code_tables(x, seed=cols)
+    _check_every_kernel(ct, x, np.arange(700))
+    xi = x.view(torch.int16)
+    cti = _custom_code_tables(xi, seed=cols + 1)
+    assert cti.dtype == torch.int16
+    _check_every_kernel(cti, xi, np.arange(700))
+
+
+def base_code(dtype):
+    return ibp_gnn.compress(torch.zeros(1, 1, dtype=dtype), progress=False)._fields["dtype"]
+
+
+_GUARD = r"""
+import ctypes, mmap, sys
+import numpy as np, torch, ibp_gnn
+from ibp_gnn import _C
+cols, dtype = int(sys.argv[1]), getattr(torch, sys.argv[2])
+g = torch.Generator().manual_seed(cols)
+x = (torch.randn(1000, cols, generator=g) * 0.2).to(dtype).contiguous()
+ct = ibp_gnn.compress(x, progress=False)
+assert ct.stats()["rows_per_mode"].get("coded", 0) > 0
+payload = ct._payload
+page = mmap.PAGESIZE
+size = -(-payload.nbytes // page) * page
+buf = mmap.mmap(-1, size + page, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+assert libc.mprotect(addr + size, page, 0) == 0  # the page after the payload faults
+tight = np.frombuffer(buf, np.uint32, payload.size, size - payload.nbytes)
+tight[:] = payload
+ids = np.arange(1000)[::-1].copy()
+want = x.view(torch.uint8).numpy().reshape(1000, -1)[ids]
+for k in _C.cpu_kernels():
+    out = np.empty_like(want)
+    _C.gather(ct._header, ct._decode_table, ct._bases, ct._rel, tight, ids, out.reshape(-1), 1, k)
+    assert np.array_equal(out, want), k
+print("ok", _C.cpu_kernels())
+"""
+
+
+@pytest.mark.parametrize("cols,dtype", [(3, "float16"), (2, "bfloat16"), (67, "bfloat16"),
+                                        (770, "float16")])
+def test_half_coded_rows_read_nothing_past_the_payload(cols, dtype):
+    r = subprocess.run([sys.executable, "-c", _GUARD, str(cols), dtype], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and "ok" in r.stdout, (r.returncode, r.stdout, r.stderr[-2000:])
