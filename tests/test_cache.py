@@ -343,6 +343,33 @@ def test_bus_bytes_benchmark_tiny(tmp_path):
         assert by[(frac, "raw + cache (S3-FIFO)")]["hit_rate"] == hit
 
 
+def test_bus_bytes_benchmark_without_features_or_other_layout():
+    """run_graph from compressed copies alone (x freed) counts the same bytes;
+    other_layout=False leaves only the other-layout rows out, and the table
+    shows them as '-'."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bus_bytes
+    finally:
+        sys.path.pop(0)
+    rng = np.random.default_rng(1)
+    x = (rng.random((300, 24)) < 0.1).astype(np.float32)
+    graph, train = small_graph(300), np.arange(0, 300, 3)
+    kw = dict(fanouts=[3, 2], batch_size=16, budgets=(0.05, 0.2), presample_batches=4,
+              log=lambda line: None)
+    full = bus_bytes.run_graph("t", x, graph, train, **kw)
+    ct, other, _ = bus_bytes.compress_both(x)
+    again = bus_bytes.run_graph("t", None, graph, train, ct=ct, other=other, **kw)
+    assert [(r["path"], r["bytes"]) for r in again] == [(r["path"], r["bytes"]) for r in full]
+    lean = bus_bytes.run_graph("t", None, graph, train, ct=ct, other_layout=False, **kw)
+    want = [(r["path"], r["bytes"]) for r in full if "other layout" not in r["path"]]
+    assert [(r["path"], r["bytes"]) for r in lean] == want and len(want) < len(full)
+    assert bus_bytes.table(lean).splitlines()[2].endswith("| - | - |")
+    assert not bus_bytes.table(full).splitlines()[2].endswith("| - | - |")
+    with pytest.raises(ValueError, match="pass ct"):
+        bus_bytes.run_graph("t", None, graph, train, ct=ct, **kw)
+
+
 def test_s3fifo_hand_trace():
     """3 rows: S holds 1, M 2, the ghost 2 ids (see S3FIFO's docstring)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
