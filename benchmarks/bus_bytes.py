@@ -29,7 +29,7 @@ caches (LRU, S3-FIFO) are warmed by one uncounted epoch of another seed, as
 they are from epoch 2 of a training run.
 
   python benchmarks/bus_bytes.py                 # real graphs + synthetic papers-like
-                                                 # (2M and 4M nodes; peak RSS ~7 GB)
+                                                 # (2M and 4M nodes: 11 min, peak RSS 8.3 GB)
   python benchmarks/bus_bytes.py --datasets '' --synthetic-nodes 6000000 --no-other-layout
   python benchmarks/bus_bytes.py --tiny          # seconds: a small synthetic graph
 """
