@@ -13,9 +13,19 @@ Paths, for the feature rows of every mini-batch (``SampledSubgraph.node``):
   IBP zero-copy              sectors covering each row's compressed span at its
                              byte address in the payload
   IBP staged                 the packed spans + index of the batch, one copy
-  IBP + compressed cache     the longest presampled prefix whose compressed
-                             subset (payload, index, tables) fits the budget;
-                             misses zero-copy, or staged ("+ staged")
+  IBP + compressed cache     the longest presampled prefix that fits the budget
+                             with what its misses keep on the device
+                             (cache.cached_prefix, as CachedFeature sizes it):
+                             misses zero-copy, the budget pays for the cached
+                             rows' payload and index, the decode table and the
+                             host tier's whole index (bases + rel, which the
+                             kernel reads to find a missed row); staged misses
+                             ("+ staged") bring their own index in each copy,
+                             so only the rows and the decode table are charged.
+                             A budget below the misses' share caches nothing
+                             (listed under the table). The slot map (8 B a
+                             row) is left out, as for the raw caches, which
+                             need one too.
 The IBP paths use compress()'s default row layout (layout="auto"); the
 zero-copy paths are also counted with the other layout ("sectors": rows moved
 to the next 32-byte sector where that saves one; "packed": back to back), side
@@ -258,7 +268,6 @@ def run_graph(name, x, graph, train, *, fanouts=FANOUTS, batch_size=1024, budget
     t_samp = time.time() - t
     deg = cache.degree_hot_rows(graph)
     sizes = cache.subset_nbytes(ct, hot)
-    other_sizes = cache.subset_nbytes(other, hot) if other_layout else None
     requests = sum(len(b) for b in batches)
     rows = []
 
@@ -297,14 +306,20 @@ def run_graph(name, x, graph, train, *, fanouts=FANOUTS, batch_size=1024, budget
         add(frac, "raw + cache (LRU)", lru_miss_sectors(batches, k, row_bytes, n, warmup))
         add(frac, "raw + cache (S3-FIFO)",
             *s3fifo_miss_sectors(batches, k, row_bytes, n, warmup))
-        kc = int(np.searchsorted(sizes, budget, side="right")) - 1
+        kc, _ = cache.cached_prefix(ct, hot, budget, "zero_copy")
         cmiss, chit = static(hot, kc)
         add(frac, "IBP + compressed cache",
             SECTOR * sum(cache.span_sectors(ct, m, distinct=True) for m in cmiss), chit)
+        rows[-1].update(cache_rows=kc, resident=cache.miss_resident_nbytes(ct, "zero_copy"),
+                        budget_bytes=budget)
+        ks, _ = cache.cached_prefix(ct, hot, budget, "staged")
+        smiss, shit = static(hot, ks)
         add(frac, "IBP + compressed cache + staged",
-            sum(cache.staged_bytes(ct, m) for m in cmiss), chit)
+            sum(cache.staged_bytes(ct, m) for m in smiss), shit)
+        rows[-1].update(cache_rows=ks, resident=cache.miss_resident_nbytes(ct, "staged"),
+                        budget_bytes=budget)
         if other_layout:
-            ko = int(np.searchsorted(other_sizes, budget, side="right")) - 1
+            ko, _ = cache.cached_prefix(other, hot, budget, "zero_copy")
             omiss, _ = static(hot, ko)
             add(frac, "IBP + compressed cache, other layout",
                 SECTOR * sum(cache.span_sectors(other, m, distinct=True) for m in omiss))
@@ -385,7 +400,7 @@ def table(rows) -> str:
     out = ["| dataset | budget | raw cache presampled | raw cache LRU | raw cache S3-FIFO | "
            "IBP zero-copy | IBP staged | IBP + cc | IBP + cc + staged | "
            "IBP+cc / best raw cache | IBP+cc+staged / best raw cache | "
-           "hit rate presampled / degree / S3-FIFO / compressed | layout | "
+           "hit rate presampled / degree / S3-FIFO / cc / cc + staged | layout | "
            "other layout: IBP zero-copy | other layout: IBP+cc / best raw cache |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     by = {}
@@ -414,10 +429,32 @@ def table(rows) -> str:
                 f"{g('raw + cache (presampled)')['hit_rate']:.3f} / "
                 f"{g('raw + cache (degree)')['hit_rate']:.3f} / "
                 f"{g('raw + cache (S3-FIFO)')['hit_rate']:.3f} / "
-                f"{g('IBP + compressed cache')['hit_rate']:.3f} | {lay} | "
+                f"{g('IBP + compressed cache')['hit_rate']:.3f} / "
+                f"{ccs['hit_rate']:.3f} | {lay} | "
                 + (f"{zo['other_layout']} {zo['bytes'] / uva:.3f} | "
                    f"{zo['other_layout']} {rel(oc['bytes']):.3f} |" if zo else "- | - |"))
-    return "\n".join(out)
+    empty = [f"{r['dataset']} {r['budget']:.0%} {r['path']}: budget {r['budget_bytes']} B "
+             f"< the {r['resident']} B its misses keep on the device: nothing cached"
+             for r in rows if r.get("cache_rows") == 0 and r["budget"]]
+    return "\n".join(out + ([""] + empty if empty else []))
+
+
+def device_lines(rows) -> list:
+    """Per dataset: the device bytes the misses of each variant keep resident
+    (charged to the budget) and the rows each variant caches."""
+    out = []
+    for name in dict.fromkeys(r["dataset"] for r in rows):
+        rs = [r for r in rows if r["dataset"] == name and "cache_rows" in r]
+        if not rs:
+            continue
+        zc = [r for r in rs if r["path"] == "IBP + compressed cache"]
+        st = [r for r in rs if r["path"] != "IBP + compressed cache"]
+        out.append(f"{name}: resident for misses: zero-copy {zc[0]['resident']} B (decode table "
+                   f"+ host index), staged {st[0]['resident']} B (decode table); cached rows "
+                   "zero-copy / staged: " + ", ".join(
+                       f"{int(a['budget'] * 100)}% {a['cache_rows']} / {b['cache_rows']}"
+                       for a, b in zip(zc, st)))
+    return out
 
 
 BAG_OF_WORDS = ("cora", "citeseer", "cora_ml", "actor", "chameleon", "squirrel")
@@ -500,6 +537,8 @@ def main(argv=None):
                               batch_size=a.batch_size, log=log)
             del ct, other, graph
     md = table(rows)
+    for line in device_lines(rows):
+        log(line)
     fails = check_targets(rows)
     text = (f"Bus bytes per epoch as a ratio of raw UVA (32-byte sectors), fan-out "
             f"{[5, 5] if a.tiny else FANOUTS}, batch {128 if a.tiny else a.batch_size}; cc = "
