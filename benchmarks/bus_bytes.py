@@ -13,9 +13,19 @@ Paths, for the feature rows of every mini-batch (``SampledSubgraph.node``):
   IBP zero-copy              sectors covering each row's compressed span at its
                              byte address in the payload
   IBP staged                 the packed spans + index of the batch, one copy
-  IBP + compressed cache     the longest presampled prefix whose compressed
-                             subset (payload, index, tables) fits the budget;
-                             misses zero-copy, or staged ("+ staged")
+  IBP + compressed cache     the longest presampled prefix that fits the budget
+                             with what its misses keep on the device
+                             (cache.cached_prefix, as CachedFeature sizes it):
+                             misses zero-copy, the budget pays for the cached
+                             rows' payload and index, the decode table and the
+                             host tier's whole index (bases + rel, which the
+                             kernel reads to find a missed row); staged misses
+                             ("+ staged") bring their own index in each copy,
+                             so only the rows and the decode table are charged.
+                             A budget below the misses' share caches nothing
+                             (listed under the table). The slot map (8 B a
+                             row) is left out, as for the raw caches, which
+                             need one too.
 The IBP paths use compress()'s default row layout (layout="auto"); the
 zero-copy paths are also counted with the other layout ("sectors": rows moved
 to the next 32-byte sector where that saves one; "packed": back to back), side
@@ -29,6 +39,8 @@ caches (LRU, S3-FIFO) are warmed by one uncounted epoch of another seed, as
 they are from epoch 2 of a training run.
 
   python benchmarks/bus_bytes.py                 # real graphs + synthetic papers-like
+                                                 # (2M and 4M nodes: 11 min, peak RSS 8.3 GB)
+  python benchmarks/bus_bytes.py --datasets '' --synthetic-nodes 6000000 --no-other-layout
   python benchmarks/bus_bytes.py --tiny          # seconds: a small synthetic graph
 """
 from __future__ import annotations
@@ -212,18 +224,40 @@ def reference_lru(batches, capacity, row_bytes, warmup=()):
     return SECTOR * total
 
 
-def run_graph(name, x, graph, train, *, fanouts=FANOUTS, batch_size=1024, budgets=BUDGETS,
-              presample_batches=None, seed=0, ct=None, log=print):
-    """One row per (budget, path): bytes over the bus for one epoch."""
-    x = np.ascontiguousarray(x)
-    n, row_bytes = x.shape[0], x.shape[1] * x.dtype.itemsize
-    raw_total = n * row_bytes
+def compress_both(x, other_layout: bool = True):
+    """(ct, other, seconds): x compressed with the default layout and, unless
+    other_layout=False, with the other one (None)."""
     t = time.time()
-    ct = ct if ct is not None else ibp_gnn.compress(x, progress=False)
+    ct = ibp_gnn.compress(x, progress=False)
+    other = None
+    if other_layout:
+        other = ibp_gnn.compress(x, progress=False,
+                                 layout="packed" if ct._fields.get("layout") else "sectors")
+    return ct, other, time.time() - t
+
+
+def run_graph(name, x, graph, train, *, fanouts=FANOUTS, batch_size=1024, budgets=BUDGETS,
+              presample_batches=None, seed=0, ct=None, other=None, other_layout=True,
+              t_comp=None, log=print):
+    """One row per (budget, path): bytes over the bus for one epoch. `x` may
+    be None when `ct` (and, for the other-layout columns, `other`) are given,
+    so that a caller can free the raw features before the replay;
+    other_layout=False leaves the other-layout columns out."""
+    if x is not None:
+        x = np.ascontiguousarray(x)
+        t = time.time()
+        ct = ct if ct is not None else ibp_gnn.compress(x, progress=False)
+        if other_layout and other is None:
+            other = ibp_gnn.compress(x, progress=False,
+                                     layout="packed" if ct._fields.get("layout") else "sectors")
+        t_comp = time.time() - t
+    elif ct is None or (other_layout and other is None):
+        raise ValueError("run_graph: without x, pass ct (and other, or other_layout=False)")
+    n = len(ct)
+    row_bytes = ct.raw_nbytes // max(1, n)
+    raw_total = n * row_bytes
     layout = "sectors" if ct._fields.get("layout") else "packed"
-    other_layout = "packed" if layout == "sectors" else "sectors"
-    other = ibp_gnn.compress(x, progress=False, layout=other_layout)
-    t_comp = time.time() - t
+    other_layout = ("packed" if layout == "sectors" else "sectors") if other_layout else None
     t = time.time()
     batches = epoch_batches(graph, train, fanouts, batch_size, seed)
     warmup = epoch_batches(graph, train, fanouts, batch_size, WARMUP_SEED)  # the epoch before
@@ -234,7 +268,6 @@ def run_graph(name, x, graph, train, *, fanouts=FANOUTS, batch_size=1024, budget
     t_samp = time.time() - t
     deg = cache.degree_hot_rows(graph)
     sizes = cache.subset_nbytes(ct, hot)
-    other_sizes = cache.subset_nbytes(other, hot)
     requests = sum(len(b) for b in batches)
     rows = []
 
@@ -250,8 +283,9 @@ def run_graph(name, x, graph, train, *, fanouts=FANOUTS, batch_size=1024, budget
     add(0.0, "raw UVA", uva)
     add(0.0, "IBP zero-copy", zc)
     add(0.0, "IBP staged", st)
-    add(0.0, "IBP zero-copy, other layout",
-        SECTOR * sum(cache.span_sectors(other, b, distinct=True) for b in batches))
+    if other_layout:
+        add(0.0, "IBP zero-copy, other layout",
+            SECTOR * sum(cache.span_sectors(other, b, distinct=True) for b in batches))
 
     def static(order, k):
         cached = np.zeros(n, bool)
@@ -272,19 +306,28 @@ def run_graph(name, x, graph, train, *, fanouts=FANOUTS, batch_size=1024, budget
         add(frac, "raw + cache (LRU)", lru_miss_sectors(batches, k, row_bytes, n, warmup))
         add(frac, "raw + cache (S3-FIFO)",
             *s3fifo_miss_sectors(batches, k, row_bytes, n, warmup))
-        kc = int(np.searchsorted(sizes, budget, side="right")) - 1
+        kc, _ = cache.cached_prefix(ct, hot, budget, "zero_copy")
         cmiss, chit = static(hot, kc)
         add(frac, "IBP + compressed cache",
             SECTOR * sum(cache.span_sectors(ct, m, distinct=True) for m in cmiss), chit)
+        rows[-1].update(cache_rows=kc, resident=cache.miss_resident_nbytes(ct, "zero_copy"),
+                        budget_bytes=budget)
+        ks, _ = cache.cached_prefix(ct, hot, budget, "staged")
+        smiss, shit = static(hot, ks)
         add(frac, "IBP + compressed cache + staged",
-            sum(cache.staged_bytes(ct, m) for m in cmiss), chit)
-        ko = int(np.searchsorted(other_sizes, budget, side="right")) - 1
-        omiss, _ = static(hot, ko)
-        add(frac, "IBP + compressed cache, other layout",
-            SECTOR * sum(cache.span_sectors(other, m, distinct=True) for m in omiss))
-    log(f"{name}: {n} nodes, {graph.num_edges} edges, {x.shape[1]} x {x.dtype}, ratio "
-        f"{ct.ratio:.3f} (layout {layout}; {other.ratio:.3f} {other_layout}), {len(batches)} batches, {requests} rows; compress {t_comp:.1f}s, "
-        f"sample {t_samp:.1f}s")
+            sum(cache.staged_bytes(ct, m) for m in smiss), shit)
+        rows[-1].update(cache_rows=ks, resident=cache.miss_resident_nbytes(ct, "staged"),
+                        budget_bytes=budget)
+        if other_layout:
+            ko, _ = cache.cached_prefix(other, hot, budget, "zero_copy")
+            omiss, _ = static(hot, ko)
+            add(frac, "IBP + compressed cache, other layout",
+                SECTOR * sum(cache.span_sectors(other, m, distinct=True) for m in omiss))
+    lay = f"layout {layout}" + (f"; {other.ratio:.3f} {other_layout}" if other_layout else "")
+    dtype = str(ct.dtype).replace("torch.", "")
+    log(f"{name}: {n} nodes, {graph.num_edges} edges, {ct.shape[1]} x {dtype}, ratio "
+        f"{ct.ratio:.3f} ({lay}), {len(batches)} batches, {requests} rows; compress "
+        f"{t_comp or 0:.1f}s, sample {t_samp:.1f}s")
     return rows
 
 
@@ -357,7 +400,7 @@ def table(rows) -> str:
     out = ["| dataset | budget | raw cache presampled | raw cache LRU | raw cache S3-FIFO | "
            "IBP zero-copy | IBP staged | IBP + cc | IBP + cc + staged | "
            "IBP+cc / best raw cache | IBP+cc+staged / best raw cache | "
-           "hit rate presampled / degree / S3-FIFO / compressed | layout | "
+           "hit rate presampled / degree / S3-FIFO / cc / cc + staged | layout | "
            "other layout: IBP zero-copy | other layout: IBP+cc / best raw cache |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     by = {}
@@ -367,13 +410,14 @@ def table(rows) -> str:
         uva = by[(name, 0.0, "raw UVA")]["bytes"]
         zc = by[(name, 0.0, "IBP zero-copy")]["bytes"] / uva
         st = by[(name, 0.0, "IBP staged")]["bytes"] / uva
-        zo = by[(name, 0.0, "IBP zero-copy, other layout")]
-        lay, olay = zo["layout"], zo["other_layout"]
+        zo = by.get((name, 0.0, "IBP zero-copy, other layout"))  # None: left out
+        lay = by[(name, 0.0, "raw UVA")]["layout"]
         for b in sorted({r["budget"] for r in rows if r["dataset"] == name and r["budget"]}):
             g = lambda p: by[(name, b, p)]  # noqa: E731
             raw = [g(f"raw + cache ({p})")["bytes"] for p in ("presampled", "LRU", "S3-FIFO")]
             cc, ccs = g("IBP + compressed cache")["bytes"], g("IBP + compressed cache + staged")
             best = min(raw)
+            oc = by.get((name, b, "IBP + compressed cache, other layout"))
 
             def rel(v):
                 return v / best if best else (0.0 if v == 0 else float("inf"))
@@ -385,10 +429,32 @@ def table(rows) -> str:
                 f"{g('raw + cache (presampled)')['hit_rate']:.3f} / "
                 f"{g('raw + cache (degree)')['hit_rate']:.3f} / "
                 f"{g('raw + cache (S3-FIFO)')['hit_rate']:.3f} / "
-                f"{g('IBP + compressed cache')['hit_rate']:.3f} | {lay} | "
-                f"{olay} {zo['bytes'] / uva:.3f} | "
-                f"{olay} {rel(g('IBP + compressed cache, other layout')['bytes']):.3f} |")
-    return "\n".join(out)
+                f"{g('IBP + compressed cache')['hit_rate']:.3f} / "
+                f"{ccs['hit_rate']:.3f} | {lay} | "
+                + (f"{zo['other_layout']} {zo['bytes'] / uva:.3f} | "
+                   f"{zo['other_layout']} {rel(oc['bytes']):.3f} |" if zo else "- | - |"))
+    empty = [f"{r['dataset']} {r['budget']:.0%} {r['path']}: budget {r['budget_bytes']} B "
+             f"< the {r['resident']} B its misses keep on the device: nothing cached"
+             for r in rows if r.get("cache_rows") == 0 and r["budget"]]
+    return "\n".join(out + ([""] + empty if empty else []))
+
+
+def device_lines(rows) -> list:
+    """Per dataset: the device bytes the misses of each variant keep resident
+    (charged to the budget) and the rows each variant caches."""
+    out = []
+    for name in dict.fromkeys(r["dataset"] for r in rows):
+        rs = [r for r in rows if r["dataset"] == name and "cache_rows" in r]
+        if not rs:
+            continue
+        zc = [r for r in rs if r["path"] == "IBP + compressed cache"]
+        st = [r for r in rs if r["path"] != "IBP + compressed cache"]
+        out.append(f"{name}: resident for misses: zero-copy {zc[0]['resident']} B (decode table "
+                   f"+ host index), staged {st[0]['resident']} B (decode table); cached rows "
+                   "zero-copy / staged: " + ", ".join(
+                       f"{int(a['budget'] * 100)}% {a['cache_rows']} / {b['cache_rows']}"
+                       for a, b in zip(zc, st)))
+    return out
 
 
 BAG_OF_WORDS = ("cora", "citeseer", "cora_ml", "actor", "chameleon", "squirrel")
@@ -431,8 +497,11 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="one small synthetic graph (seconds)")
     p.add_argument("--datasets", default=",".join(REAL), help="real graphs ('' for none)")
-    p.add_argument("--synthetic-nodes", type=int, default=2_000_000,
-                   help="nodes of the papers-like graph (0: skip)")
+    p.add_argument("--synthetic-nodes", default="2000000,4000000",
+                   help="nodes of each papers-like graph, comma-separated (0 or '': none)")
+    p.add_argument("--no-other-layout", action="store_true",
+                   help="skip the second compression (the other row layout's columns) of the "
+                        "synthetic graphs: one compressed copy less in memory")
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--out", type=Path, default=None, help="write the markdown table here")
     a = p.parse_args(argv)
@@ -457,13 +526,19 @@ def main(argv=None):
             for name in names:
                 x, graph, train = real_graph(name, Path(tmp))
                 rows += run_graph(name, x, graph, train, batch_size=a.batch_size, log=log)
-        if a.synthetic_nodes:
+        for nodes in [int(s) for s in str(a.synthetic_nodes).split(",") if s and int(s)]:
             t = time.time()
-            x, graph, train = synthetic_papers(a.synthetic_nodes)
-            print(f"synthetic graph built in {time.time() - t:.1f}s")
-            rows += run_graph(f"synthetic-papers-{a.synthetic_nodes // 1000}k", x, graph, train,
+            x, graph, train = synthetic_papers(nodes)
+            print(f"synthetic graph built in {time.time() - t:.1f}s", flush=True)
+            ct, other, t_comp = compress_both(x, not a.no_other_layout)
+            del x  # the replay needs only the compressed copies
+            rows += run_graph(f"synthetic-papers-{nodes // 1000}k", None, graph, train, ct=ct,
+                              other=other, other_layout=not a.no_other_layout, t_comp=t_comp,
                               batch_size=a.batch_size, log=log)
+            del ct, other, graph
     md = table(rows)
+    for line in device_lines(rows):
+        log(line)
     fails = check_targets(rows)
     text = (f"Bus bytes per epoch as a ratio of raw UVA (32-byte sectors), fan-out "
             f"{[5, 5] if a.tiny else FANOUTS}, batch {128 if a.tiny else a.batch_size}; cc = "

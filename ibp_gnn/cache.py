@@ -13,6 +13,9 @@ host tier, and the staged transfer of missed rows.
   the kernel or packed by CPU threads into one staging buffer (``subset``
   again), copied once and decoded from device memory. With ``device="cpu"``
   the same split, packing and scatter run on the CPU decoder.
+* :func:`device_nbytes` / :func:`cached_prefix` -- the device memory a cache
+  keeps (what its byte budget bounds): the cached rows, the decode table and,
+  for zero-copy misses, the host tier's index; the rows that fit.
 * :func:`raw_sectors` / :func:`span_sectors` / :func:`staged_bytes` -- the
   host-to-device bytes of each path in 32-byte sectors (benchmarks/bus_bytes.py);
   with ``distinct=True`` a sector the rows of one launch share counts once.
@@ -137,6 +140,52 @@ def subset_nbytes(ct: CompressedTensor, order: np.ndarray) -> np.ndarray:
              + ct._tables.nbytes + ct._decode_table.nbytes)
     sizes[0] = 0  # no cache
     return sizes
+
+
+def miss_resident_nbytes(ct: CompressedTensor, transfer: str) -> int:
+    """Device bytes the misses of `transfer` need, whatever is cached: the
+    decode table and, for "zero_copy", the host tier's whole index (bases +
+    rel: the kernel looks each missed row up there before reading its span
+    from host memory). "staged" misses bring their own index in each copy:
+    the host tier's index and payload never leave host memory."""
+    if transfer not in ("zero_copy", "staged"):
+        raise ValueError(f"ibp_gnn.cache.miss_resident_nbytes: transfer must be 'zero_copy' or "
+                         f"'staged', got {transfer!r}")
+    index = ct._bases.nbytes + ct._rel.nbytes if transfer == "zero_copy" else 0
+    return int(ct._decode_table.nbytes + index)
+
+
+def device_nbytes(ct: CompressedTensor, order, transfer: str = "zero_copy") -> np.ndarray:
+    """Bytes :class:`CachedFeature` keeps on the device with the first k rows
+    of ``order`` cached and misses moved by `transfer`, for k = 0..len: the
+    cached rows' payload (padding included) and index (none for k = 0) plus
+    :func:`miss_resident_nbytes`. The mask tables stay on the host (the
+    kernel reads the decode table built from them). A cache of the whole
+    tensor is the tensor itself: :func:`whole_nbytes`."""
+    order = np.asarray(order, np.int64)
+    bits = np.concatenate([[0], np.cumsum(_copied_bits(ct, order))])
+    nb, rel = _index_sizes(ct, np.arange(len(bits)))
+    sizes = 4 * ((bits + 31) // 32 + _C.PAYLOAD_PAD_WORDS) + 8 * nb + rel
+    sizes[0] = 0  # no cached rows: nothing of theirs on the device
+    return sizes + miss_resident_nbytes(ct, transfer)
+
+
+def whole_nbytes(ct: CompressedTensor) -> int:
+    """Device bytes of a cache of the whole tensor: its decode table, index and
+    payload (no miss ever travels)."""
+    return int(ct._decode_table.nbytes + ct._bases.nbytes + ct._rel.nbytes + ct._payload.nbytes)
+
+
+def cached_prefix(ct: CompressedTensor, order, budget: int, transfer: str = "zero_copy"):
+    """(k, whole): :class:`CachedFeature` with `budget` bytes caches the first
+    k rows of ``order`` (device_nbytes(ct, order, transfer)[k] <= budget; k = 0
+    when even that of k = 0 exceeds it), or, when ``order`` covers every row
+    and whole_nbytes(ct) <= budget, the whole tensor (whole=True, k = rows)."""
+    order = np.asarray(order, np.int64)
+    if whole_nbytes(ct) <= budget and len(np.unique(order)) == len(ct):
+        return len(ct), True
+    sizes = device_nbytes(ct, order, transfer)
+    return max(0, int(np.searchsorted(sizes, budget, side="right")) - 1), False
 
 
 # ---- bytes over the bus -------------------------------------------------------------------------
@@ -268,8 +317,22 @@ class CachedFeature:
     ct: the host tier (pinned for zero-copy reads on a GPU).
     hot: node ids, most valuable first (:func:`presample_hot_rows`,
         :func:`degree_hot_rows`); the cache takes the longest prefix that fits
-        `budget` bytes (int, or "auto": half the free GPU memory). Every row
-        fits: the whole tensor is placed on the device as it is.
+        `budget` bytes (int, or "auto": half the free GPU memory). The budget
+        is the device memory the cache keeps resident (``device_nbytes``,
+        :func:`device_nbytes`): the decode table, the cached rows' index and
+        payload and, with zero-copy misses, the host tier's whole index
+        (bases + rel, which the kernel reads to find a missed row in host
+        memory: 8 bytes a block of rows and a 1- to 4-byte offset a row,
+        4.125 bytes a row for 128 fp32 features). Staged misses keep
+        nothing of the host tier on the device. When the budget does not
+        cover what the misses need (:func:`miss_resident_nbytes`), nothing is
+        cached and ``device_nbytes`` exceeds it by that much. transfer="auto"
+        sizes the cache for zero-copy misses (the larger); when the probe
+        picks staged the host index is freed and the cache uses less than the
+        budget. Not counted: the slot map (8 bytes a row of the tensor: the
+        cache slot of each row, which any cache needs), the output rows and a
+        staged batch's transient device copy. The whole tensor fits
+        (:func:`whole_nbytes`): it is placed on the device as it is.
     device: where rows are decoded and returned ("cpu" runs the same split,
         packing and scatter with the CPU decoder).
     transfer: how misses travel: "zero_copy" (the kernel reads the host
@@ -304,21 +367,19 @@ class CachedFeature:
         rows = len(ct)
         order = (np.arange(rows, dtype=np.int64) if hot is None
                  else _rows_np(ct, hot, op, "hot"))
-        sizes = subset_nbytes(ct, order)
-        k = int(np.searchsorted(sizes, self.budget, side="right")) - 1
-        self.whole = k >= rows and len(np.unique(order)) == rows
+        # auto: sized for zero-copy misses, whose resident index is the larger.
+        k, self.whole = cached_prefix(ct, order, self.budget,
+                                      "staged" if transfer == "staged" else "zero_copy")
         if self.whole:
             self.cached_ids = np.arange(rows, dtype=np.int64)
             self.cache = ct
         else:
-            self.cached_ids = np.unique(order[:max(k, 0)])  # sorted: neighbours decode together
+            self.cached_ids = np.unique(order[:k])  # sorted: neighbours decode together
             self.cache = subset(ct, self.cached_ids, threads=self.threads)
         slot = np.full(rows, -1, np.int64)
         slot[self.cached_ids] = np.arange(len(self.cached_ids))
         self._slot = torch.from_numpy(slot)
         self._dev_slot = self._slot.to(self.device) if self.device.type == "cuda" else self._slot
-        self._dev_cache = self._place(self.cache) if self.device.type == "cuda" else None
-        self._stage = None  # pinned staging buffer (torch uint8) and its event
         # kernel: an object with _C.gather_cuda's signature run on host arrays
         # (ibp_gnn.emulation.Emulator), for device="cpu": the CUDA kernel's
         # decode of hits, zero-copy misses and staged buffers, tested on the CPU.
@@ -326,9 +387,15 @@ class CachedFeature:
             raise ValueError(f"{op}: kernel= runs an emulated kernel on host arrays; it needs "
                              f"device='cpu', got {self.device}")
         self._kernel = kernel
+        self._resident: dict = {}  # name -> what the kernel reads in device memory
+        self._place(transfer)
+        self._stage = None  # pinned staging buffer (torch uint8) and its event
         self.transfer_probe = None  # the start-up timings behind transfer="auto" (GPU)
         if transfer == "auto":
             self.transfer = self._choose_transfer()
+            if self.transfer == "staged":  # the probe's zero-copy reads needed it, staging not
+                for name in ("host_bases", "host_rel"):
+                    self._resident.pop(name, None)
         self.reset_counters()
 
     def _choose_transfer(self, rows: int = 1 << 16, repeats: int = 3) -> str:
@@ -351,7 +418,7 @@ class CachedFeature:
                 if path == "staged":
                     self._staged(ids, pos, out)
                 else:
-                    self._decode(self.ct, None, ids, pos, out)
+                    self._decode("host", ids, pos, out)
                 torch.cuda.synchronize(self.device)
                 best[path] = min(best[path], time.perf_counter() - t)
         self.transfer_probe = {f"{k}_s": v for k, v in best.items()}
@@ -369,8 +436,17 @@ class CachedFeature:
 
     @property
     def cache_nbytes(self) -> int:
-        return int(subset_nbytes(self.ct, self.cached_ids)[-1]) if not self.whole \
-            else self.ct.nbytes
+        """Device bytes of the cached rows: their index and payload (the whole
+        tensor's when it is cached whole)."""
+        return sum(int(a.nbytes) for name, a in self._resident.items()
+                   if name.startswith("cache_"))
+
+    @property
+    def device_nbytes(self) -> int:
+        """Device bytes the cache keeps resident (what `budget` bounds): the
+        decode table, the cached rows and, for zero-copy misses, the host
+        tier's index. On device="cpu" the bytes a GPU would hold."""
+        return sum(int(a.nbytes) for a in self._resident.values())
 
     def reset_counters(self) -> None:
         self.requests = self.hits = self.bus_bytes = self.raw_bytes = 0
@@ -392,7 +468,8 @@ class CachedFeature:
 
     def describe(self) -> dict:
         return {"cache_rows": len(self.cached_ids), "cache_nbytes": self.cache_nbytes,
-                "whole": self.whole, "budget": self.budget, "transfer": self.transfer,
+                "device_nbytes": self.device_nbytes, "whole": self.whole,
+                "budget": self.budget, "transfer": self.transfer,
                 "transfer_probe": self.transfer_probe, "device": str(self.device)}
 
     def __repr__(self) -> str:
@@ -423,12 +500,12 @@ class CachedFeature:
             self.bus_bytes += (staged_bytes(self.ct, miss_ids) if self.transfer == "staged"
                                else SECTOR * span_sectors(self.ct, miss_ids, distinct=True))
         if hpos.numel():
-            self._decode(self.cache, self._dev_cache, slots[hpos], hpos, out)
+            self._decode("cache", slots[hpos], hpos, out)
         if mpos.numel():
             if self.transfer == "staged":
                 self._staged(idx[mpos], mpos, out)
             else:
-                self._decode(self.ct, None, idx[mpos], mpos, out)
+                self._decode("host", idx[mpos], mpos, out)
         return out
 
     def _row_bytes(self) -> int:
@@ -439,27 +516,32 @@ class CachedFeature:
             return torch.device("cuda", torch.cuda.current_device())
         return self.device
 
-    def _decode(self, ct: CompressedTensor, dev, ids: torch.Tensor, pos: torch.Tensor,
+    def _decode(self, tier: str, ids: torch.Tensor, pos: torch.Tensor,
                 out: torch.Tensor) -> None:
-        """out[pos[i]] = row ids[i] of ct; `dev` holds ct's device arrays (None:
-        its payload is read from pinned host memory)."""
+        """out[pos[i]] = row ids[i] of the cache (tier "cache") or of the host
+        tier ("host": zero-copy, its payload read from pinned host memory
+        through its index in device memory)."""
+        ct = self.cache if tier == "cache" else self.ct
         if ct._rows is not None:  # rows a lazy load (verify="background"/"lazy") has not checked
             ct._check_rows(ids.cpu().numpy(), "CachedFeature.gather")
-        if self._kernel is not None:
-            self._host_launch(ct._header, (ct._decode_table, ct._bases, ct._rel, ct._payload),
-                              ids, pos, out)
-            return
-        if self.device.type == "cpu":
+        if self.device.type == "cpu" and self._kernel is None:
             out.index_copy_(0, pos, ct.gather(ids, threads=self.threads))
             return
-        if dev is None:
+        r = self._resident
+        if tier == "cache":
+            arrays = (r["table"], r["cache_bases"], r["cache_rel"], r["cache_payload"])
+        elif self._kernel is not None:
+            arrays = (r["table"], r["host_bases"], r["host_rel"], ct._payload)
+        else:
             if not ct.is_pinned():
                 ct.pin_memory()
-            table, bases, rel = ct._device_arrays(out.device)
             payload = (ct._registered[1] if ct._registered is not None
                        else ct._pinned.data_ptr())
-            dev = (table, bases, rel, payload)
-        self._launch(ct._header, dev, ids, pos, out)
+            arrays = (r["table"], r["host_bases"], r["host_rel"], payload)
+        if self._kernel is not None:
+            self._host_launch(ct._header, arrays, ids, pos, out)
+        else:
+            self._launch(ct._header, arrays, ids, pos, out)
 
     def _launch(self, header: bytes, dev, ids, pos, out) -> None:
         table, bases, rel, payload = dev
@@ -488,11 +570,29 @@ class CachedFeature:
         if err != 0:
             raise RuntimeError(f"CachedFeature.gather: kernel launch failed with cudaError {err}")
 
-    def _place(self, ct: CompressedTensor):
-        """ct's decode table, index and payload in device memory."""
-        def up(a):
-            return torch.from_numpy(np.ascontiguousarray(a).view(np.uint8)).to(self.device)
-        return (up(ct._decode_table), up(ct._bases), up(ct._rel), up(ct._payload))
+    def _place(self, transfer: str) -> None:
+        """Puts in device memory what the kernel reads there (``_resident``): the
+        decode table (the cache's and the host tier's are the same: a subset
+        shares its mask tables), the cached rows' index and payload (none
+        when nothing is cached) and, for zero-copy misses (and the "auto"
+        probe), the host tier's index. Never the host tier's payload, nor
+        for staged misses its index: each staged copy brings the index of its
+        rows. On the CPU the arrays are the host ones (nothing is copied):
+        the emulated kernel reads them, and ``device_nbytes`` counts what a
+        GPU would hold."""
+        cuda = self.device.type == "cuda"
+
+        def put(name, a):
+            a = np.ascontiguousarray(a)
+            self._resident[name] = (torch.from_numpy(a.reshape(-1).view(np.uint8))
+                                    .to(self.device) if cuda else a)
+        put("table", self.ct._decode_table)
+        if len(self.cached_ids):
+            for name in ("bases", "rel", "payload"):
+                put(f"cache_{name}", getattr(self.cache, f"_{name}"))
+        if transfer != "staged" and not self.whole:
+            put("host_bases", self.ct._bases)
+            put("host_rel", self.ct._rel)
 
     def _staged(self, ids: torch.Tensor, pos: torch.Tensor, out: torch.Tensor) -> None:
         """Packs rows `ids` of the host tier into one buffer, moves it in one copy
@@ -517,7 +617,7 @@ class CachedFeature:
             return host[at[name]:at[name] + nbytes]
         header, bases, rel, payload = _subset_into(self.ct, rows, self.threads, alloc)
         if not cuda and self._kernel is not None:
-            self._host_launch(header, (self.ct._decode_table, bases, rel, payload),
+            self._host_launch(header, (self._resident["table"], bases, rel, payload),
                               torch.arange(len(rows)), pos, out)
             return
         if not cuda:
@@ -528,8 +628,8 @@ class CachedFeature:
             return
         dev = self._stage[0][:total].to(out.device, non_blocking=True)
         self._stage[1].record(torch.cuda.current_stream(out.device))
-        table = self.ct._device_arrays(out.device)[0]
-        views = (table, dev[at["bases"]:], dev[at["rel"]:], dev[at["payload"]:])
+        views = (self._resident["table"], dev[at["bases"]:], dev[at["rel"]:],
+                 dev[at["payload"]:])
         arange = torch.arange(len(rows), device=out.device)
         self._launch(header, views, arange, pos, out)
 

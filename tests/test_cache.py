@@ -146,21 +146,72 @@ def test_cached_gather_is_x_idx(transfer, budget):
     assert_bits_equal(out, x[idx])
 
 
-def test_cache_takes_the_longest_prefix_that_fits():
+@pytest.mark.parametrize("transfer", ["zero_copy", "staged"])
+def test_cache_takes_the_longest_prefix_that_fits(transfer):
+    """The budget bounds the device bytes the cache keeps, exactly: with a
+    budget of device_nbytes(...)[k] the first k rows are cached and the
+    resident arrays add up to the budget."""
     x = mixed_matrix(500)
     ct = ibp_gnn.compress(x)
     hot = np.arange(499, -1, -1)
-    sizes = cache.subset_nbytes(ct, hot)
-    for k in (0, 1, 57, 499):
-        cf = cache.CachedFeature(ct, hot, budget=int(sizes[k]))
+    sizes = cache.device_nbytes(ct, hot, transfer)
+    for k in (0, 1, 57, 300):
+        cf = cache.CachedFeature(ct, hot, budget=int(sizes[k]), transfer=transfer)
         assert np.array_equal(cf.cached_ids, np.sort(hot[:k]))
-        assert cf.cache_nbytes == sizes[k]
-        cf = cache.CachedFeature(ct, hot, budget=int(sizes[k + 1]) - 1)
-        assert len(cf.cached_ids) == k
-    # The cache's own size, measured: payload, index and tables of the subset.
+        assert cf.device_nbytes == sizes[k]
+        cf = cache.CachedFeature(ct, hot, budget=int(sizes[k + 1]) - 1, transfer=transfer)
+        assert len(cf.cached_ids) == k and cf.device_nbytes <= sizes[k + 1] - 1
+    # Measured: the subset's index and payload, the decode table and, for
+    # zero-copy misses, the host tier's whole index (a uint64 base a block of
+    # b rows, rb-byte offsets a row).
     s = cache.subset(ct, np.sort(hot[:57]))
-    assert sizes[57] == (s._payload.nbytes + s._bases.nbytes + s._rel.nbytes + s._tables.nbytes
-                         + s._decode_table.nbytes)
+    b, rb = ct._fields["block_rows"], ct._fields["rel_bytes"]
+    host_index = 8 * (-(-500 // b) + 1) + 500 * rb if transfer == "zero_copy" else 0
+    assert sizes[57] == (s._payload.nbytes + s._bases.nbytes + s._rel.nbytes
+                         + ct._decode_table.nbytes + host_index)
+    # Below what the misses need: nothing cached, and device_nbytes says so.
+    for budget in (0, int(sizes[0]) - 1):
+        cf = cache.CachedFeature(ct, hot, budget=budget, transfer=transfer)
+        assert len(cf.cached_ids) == 0 and cf.cache_nbytes == 0
+        assert cf.device_nbytes == cache.miss_resident_nbytes(ct, transfer) == sizes[0]
+    # The whole tensor is cached as it is once it fits (no host index then).
+    w = cache.whole_nbytes(ct)
+    assert cache.CachedFeature(ct, hot, budget=w, transfer=transfer).device_nbytes == w
+    assert cache.CachedFeature(ct, hot, budget=w, transfer=transfer).whole
+    assert not cache.CachedFeature(ct, hot, budget=w - 1, transfer=transfer).whole
+    # 499 rows and the host index of zero-copy misses take more than the whole.
+    assert (sizes[499] >= w) == (transfer == "zero_copy")
+
+
+def test_staged_cache_places_nothing_of_the_host_tier():
+    """Staged misses bring their own index in each copy: the device holds the
+    decode table and the cached rows, never the host tier's bases, rel or
+    payload; zero-copy misses need the host tier's index there (not its
+    payload, which the kernel reads from pinned host memory)."""
+    x = mixed_matrix(600)
+    ct = ibp_gnn.compress(x)
+    hot = np.arange(0, 600, 4)
+    host = {"bases": ct._bases, "rel": ct._rel, "payload": ct._payload}
+
+    def placed_host(cf):
+        return sorted(h for h, a in host.items()
+                      for r in cf._resident.values() if np.shares_memory(np.asarray(r), a))
+    budget = int(cache.device_nbytes(ct, hot, "zero_copy")[60])
+    for transfer in ("staged", "auto", "zero_copy"):  # auto: zero-copy on the CPU
+        cf = cache.CachedFeature(ct, hot, budget=budget, transfer=transfer)
+        idx = np.random.default_rng(1).integers(0, 600, 700)
+        assert_bits_equal(cf.gather(idx), x[idx])
+        assert 0 < cf.hits < cf.requests
+        want = [] if transfer == "staged" else ["bases", "rel"]
+        assert placed_host(cf) == want, transfer
+        assert sorted(cf._resident) == sorted(
+            ["table", "cache_bases", "cache_rel", "cache_payload"]
+            + ([] if transfer == "staged" else ["host_bases", "host_rel"]))
+        assert cf.device_nbytes == sum(a.nbytes for a in cf._resident.values()) <= budget
+    # The same budget caches more rows when the misses are staged.
+    zc = cache.CachedFeature(ct, hot, budget=budget, transfer="zero_copy")
+    st = cache.CachedFeature(ct, hot, budget=budget, transfer="staged")
+    assert len(zc.cached_ids) == 60 < len(st.cached_ids)
 
 
 def test_cached_counters_hand_computed():
@@ -169,8 +220,8 @@ def test_cached_counters_hand_computed():
     x[3] = torch.arange(8.0)
     ct = ibp_gnn.compress(x)
     for transfer in ("zero_copy", "staged"):
-        cf = cache.CachedFeature(ct, [0, 1], budget=int(cache.subset_nbytes(ct, [0, 1])[-1]),
-                                 transfer=transfer)
+        budget = int(cache.device_nbytes(ct, [0, 1], transfer)[-1])
+        cf = cache.CachedFeature(ct, [0, 1], budget=budget, transfer=transfer)
         ids = np.array([0, 1, 3, 3, 9])
         assert_bits_equal(cf.gather(ids), x[ids])
         assert (cf.requests, cf.hits) == (5, 2)
@@ -290,11 +341,18 @@ def test_cached_feature_errors():
 def test_cached_gather_on_gpu(transfer):
     x = mixed_matrix(800)
     ct = ibp_gnn.compress(x).pin_memory()
-    cf = cache.CachedFeature(ct, np.arange(0, 800, 2), budget=4000, device="cuda",
-                             transfer=transfer)
+    hot = np.arange(0, 800, 2)
+    budget = int(cache.device_nbytes(ct, hot, transfer)[200])
+    cf = cache.CachedFeature(ct, hot, budget=budget, device="cuda", transfer=transfer)
     idx = torch.randint(0, 800, (3000,))
     for ids in (idx, idx.cuda()):
         assert_bits_equal(cf.gather(ids).cpu(), x[idx])
+    assert 0 < cf.hits < cf.requests and len(cf.cached_ids) == 200
+    # What the device holds is the budget; staged misses never upload the host
+    # tier's index (ct._device_arrays), zero-copy ones keep it in cf._resident.
+    assert cf.device_nbytes == sum(a.numel() for a in cf._resident.values()) == budget
+    assert ("host_bases" in cf._resident) == (transfer == "zero_copy")
+    assert not ct._device_cache
     whole = cache.CachedFeature(ct, budget=10 ** 9, device="cuda", transfer=transfer)
     assert whole.whole
     assert_bits_equal(whole.gather(idx.cuda()).cpu(), x[idx])
@@ -332,6 +390,24 @@ def test_bus_bytes_benchmark_tiny(tmp_path):
                    for b in batches)
         assert by[(frac, "raw + cache (presampled)")]["bytes"] == want
         assert by[(frac, "IBP + compressed cache")]["bytes"] <= ibp
+        # The compressed cache is sized as CachedFeature sizes it, each
+        # variant charged what it keeps on the device (here: 5% caches
+        # nothing with zero-copy misses, a few rows staged; 20% the whole).
+        for path, transfer in (("IBP + compressed cache", "zero_copy"),
+                               ("IBP + compressed cache + staged", "staged")):
+            r = by[(frac, path)]
+            cf = cache.CachedFeature(ct, hot, budget=budget, transfer=transfer)
+            assert r["cache_rows"] == len(cf.cached_ids)
+            assert cf.device_nbytes <= budget or r["cache_rows"] == 0
+            slot = cf._slot.numpy()
+            miss = [b[slot[b] < 0] for b in batches]
+            assert r["bytes"] == (sum(cache.staged_bytes(ct, m) for m in miss)
+                                  if transfer == "staged" else
+                                  sum(32 * cache.span_sectors(ct, m, distinct=True)
+                                      for m in miss))
+        got = (by[(frac, "IBP + compressed cache")]["cache_rows"],
+               by[(frac, "IBP + compressed cache + staged")]["cache_rows"])
+        assert (got[0] == 0 < got[1] < 300) if frac == 0.05 else got == (300, 300)
         # The LRU baseline against a one-row-at-a-time reference LRU.
         warm = bus_bytes.epoch_batches(graph, train, [3, 2], 16, bus_bytes.WARMUP_SEED)
         assert by[(frac, "raw + cache (LRU)")]["bytes"] == bus_bytes.reference_lru(
@@ -341,6 +417,33 @@ def test_bus_bytes_benchmark_tiny(tmp_path):
         s3, hit = bus_bytes.s3fifo_miss_sectors(batches, k, row_bytes, 300, warm)
         assert by[(frac, "raw + cache (S3-FIFO)")]["bytes"] == s3
         assert by[(frac, "raw + cache (S3-FIFO)")]["hit_rate"] == hit
+
+
+def test_bus_bytes_benchmark_without_features_or_other_layout():
+    """run_graph from compressed copies alone (x freed) counts the same bytes;
+    other_layout=False leaves only the other-layout rows out, and the table
+    shows them as '-'."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bus_bytes
+    finally:
+        sys.path.pop(0)
+    rng = np.random.default_rng(1)
+    x = (rng.random((300, 24)) < 0.1).astype(np.float32)
+    graph, train = small_graph(300), np.arange(0, 300, 3)
+    kw = dict(fanouts=[3, 2], batch_size=16, budgets=(0.05, 0.2), presample_batches=4,
+              log=lambda line: None)
+    full = bus_bytes.run_graph("t", x, graph, train, **kw)
+    ct, other, _ = bus_bytes.compress_both(x)
+    again = bus_bytes.run_graph("t", None, graph, train, ct=ct, other=other, **kw)
+    assert [(r["path"], r["bytes"]) for r in again] == [(r["path"], r["bytes"]) for r in full]
+    lean = bus_bytes.run_graph("t", None, graph, train, ct=ct, other_layout=False, **kw)
+    want = [(r["path"], r["bytes"]) for r in full if "other layout" not in r["path"]]
+    assert [(r["path"], r["bytes"]) for r in lean] == want and len(want) < len(full)
+    assert bus_bytes.table(lean).splitlines()[2].endswith("| - | - |")
+    assert not bus_bytes.table(full).splitlines()[2].endswith("| - | - |")
+    with pytest.raises(ValueError, match="pass ct"):
+        bus_bytes.run_graph("t", None, graph, train, ct=ct, **kw)
 
 
 def test_s3fifo_hand_trace():
@@ -450,6 +553,9 @@ def test_transfer_auto_on_a_gpu_measures_both_paths():
     p = cf.transfer_probe
     assert p["rows"] == 3000 - len(cf.cached_ids)
     assert cf.transfer == min(("zero_copy", "staged"), key=lambda k: p[f"{k}_s"])
+    # Sized for zero-copy misses; staged ones free the host tier's index.
+    assert ("host_bases" in cf._resident) == (cf.transfer == "zero_copy")
+    assert cf.device_nbytes <= max(20000, cache.miss_resident_nbytes(ct, "zero_copy"))
     idx = torch.randint(0, 3000, (999,), generator=torch.Generator().manual_seed(0))
     assert_bits_equal(cf.gather(idx.cuda()).cpu(), x[idx])
 
@@ -464,7 +570,7 @@ def test_transfer_auto_on_the_cpu_is_zero_copy():
 def test_take_counters_sums_and_resets():
     x = torch.zeros(10, 8)
     ct = ibp_gnn.compress(x)
-    cf = cache.CachedFeature(ct, [0, 1], budget=int(cache.subset_nbytes(ct, [0, 1])[-1]),
+    cf = cache.CachedFeature(ct, [0, 1], budget=int(cache.device_nbytes(ct, [0, 1])[-1]),
                              transfer="zero_copy")
     cf.gather(np.array([0, 1, 3, 3, 9]))
     got = cf.take_counters()
@@ -557,8 +663,8 @@ def test_dgl_rows_and_prefetcher_with_a_cache():
 
     x = mixed_matrix(400)
     rows = _CompressedRows(x, op="test")
-    cf = rows.set_cache(np.arange(0, 400, 3), budget=int(cache.subset_nbytes(
-        rows.ct, np.arange(0, 400, 3))[60]), transfer="staged")
+    cf = rows.set_cache(np.arange(0, 400, 3), budget=int(cache.device_nbytes(
+        rows.ct, np.arange(0, 400, 3), "staged")[60]), transfer="staged")
     assert len(cf.cached_ids) == 60
     g = torch.Generator().manual_seed(2)
     batches = [torch.randint(0, 400, (90,), generator=g) for _ in range(4)]

@@ -24,7 +24,7 @@ def test_cached_gather_through_the_kernel(emu, transfer, kind):
     n = len(x)
     hot = None if kind == "whole" else np.arange(n - 1, -1, -3)
     budget = (10 ** 9 if hot is None
-              else int(cache.subset_nbytes(ct, hot)[len(hot) // 2]))
+              else int(cache.device_nbytes(ct, hot, transfer)[len(hot) // 2]))
     cf = cache.CachedFeature(ct, hot, budget=budget, transfer=transfer, kernel=emu)
     assert cf.whole == (kind == "whole")
     g = torch.Generator().manual_seed(1)
@@ -32,6 +32,15 @@ def test_cached_gather_through_the_kernel(emu, transfer, kind):
                 torch.tensor([], dtype=torch.int64), torch.tensor([5])):
         assert_bits_equal(cf.gather(idx), x[idx])
     assert 0 < cf.hits < cf.requests or kind == "whole"
+    # The kernel read only what the cache placed, within the budget: zero-copy
+    # misses the host tier's index, staged misses nothing of the host tier
+    # (a whole-tensor cache is the host tier's arrays, placed as they are).
+    assert cf.device_nbytes <= budget
+    host = {"bases": ct._bases, "rel": ct._rel, "payload": ct._payload}
+    placed = sorted(h for h, a in host.items()
+                    for r in cf._resident.values() if np.shares_memory(r, a))
+    assert placed == (sorted(host) if kind == "whole" else
+                      ["bases", "rel"] if transfer == "zero_copy" else [])
 
 
 def test_distinct_sectors_match_the_emulation(emu):
