@@ -5,9 +5,9 @@ host tier, and the staged transfer of missed rows.
   copying the rows' compressed bits (``_C.subset``): rows keep their encoding
   and the mask tables are shared, so a byte budget holds ratio-times more rows
   than a cache of raw rows.
-* :func:`presample_hot_rows` / :func:`degree_hot_rows` -- the rows to cache,
-  most valuable first: by the accesses of the real sampler over training
-  batches (default) or by in-degree.
+* :func:`presample_hot_rows` / :func:`degree_hot_rows` (``ibp_gnn.hot_rows``,
+  importable from here) -- the rows to cache, most valuable first: by the
+  accesses of the real sampler over training batches (default) or by in-degree.
 * :class:`CachedFeature` -- ``gather(idx)`` bit-identical to ``x[idx]``: hits
   decode from the cache, misses from the host tier, either read zero-copy by
   the kernel or packed by CPU threads into one staging buffer (``subset``
@@ -19,8 +19,8 @@ host tier, and the staged transfer of missed rows.
 * :func:`raw_sectors` / :func:`span_sectors` / :func:`staged_bytes` -- the
   host-to-device bytes of each path in 32-byte sectors (benchmarks/bus_bytes.py);
   with ``distinct=True`` a sector the rows of one launch share counts once.
-* :func:`sample_only` -- ``train.py +sample_only=true``: the training loader
-  replayed without a model, bus bytes per epoch of every path.
+* ``ibp_gnn.training.sample_only`` -- ``train.py +sample_only=true``: the
+  training loader replayed without a model, bus bytes per epoch of every path.
 * Counters (``CachedFeature.take_counters``, :func:`all_sum`) are summed over
   torch.distributed ranks when it is initialised.
 """
@@ -33,6 +33,7 @@ import torch
 
 from . import _C
 from ._tensor import CompressedTensor, _rel_dtype, _threads, index_1d
+from .hot_rows import _in_degree, degree_hot_rows, presample_counts, presample_hot_rows  # noqa: F401
 
 SECTOR = 32
 TRANSFERS = ("zero_copy", "staged", "auto")
@@ -245,57 +246,6 @@ def staged_bytes(ct: CompressedTensor, ids: np.ndarray) -> int:
     nb, rel = _index_sizes(ct, len(ids))
     total = 4 * ((int(_copied_bits(ct, ids).sum()) + 31) // 32) + 8 * nb + rel
     return -(-total // SECTOR) * SECTOR
-
-
-# ---- hot rows -----------------------------------------------------------------------------------
-def _in_degree(graph) -> np.ndarray:
-    indptr = graph.indptr.cpu().numpy().astype(np.int64)
-    return np.diff(indptr)
-
-
-def degree_hot_rows(graph) -> np.ndarray:
-    """All node ids by in-degree, highest first (ties: lower id first).
-    `graph` is an ``ibp_gnn.sampler.CSCGraph``."""
-    deg = _in_degree(graph)
-    return np.lexsort((np.arange(len(deg)), -deg)).astype(np.int64)
-
-
-def presample_counts(graph, seeds, num_neighbors: Sequence[int], *, batch_size: int = 1024,
-                     num_batches: int = 8, seed: int = 0,
-                     threads: Optional[int] = None) -> np.ndarray:
-    """How often each node is a row of a mini-batch's features over
-    `num_batches` batches of the real sampler (``CSCGraph.sample``) from
-    shuffled `seeds` (the training nodes), seeded by `seed`."""
-    op = "ibp_gnn.cache.presample_counts"
-    for name, v, lo in (("batch_size", batch_size, 1), ("num_batches", num_batches, 0)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise ValueError(f"{op}: {name} must be an int >= {lo}, got {v!r}")
-    seeds = np.asarray(index_1d(seeds, "seeds", op).cpu().numpy(), np.int64)
-    counts = np.zeros(graph.num_nodes, np.int64)
-    rng = np.random.default_rng(seed)
-    step = 0
-    while step < num_batches and len(seeds):  # epochs: each a fresh shuffle of the seeds
-        order = rng.permutation(seeds)
-        for a in range(0, len(order), batch_size):
-            if step == num_batches:
-                break
-            sub = graph.sample(torch.from_numpy(order[a:a + batch_size]), list(num_neighbors),
-                               seed=seed * 1_000_003 + step, threads=threads)
-            counts += np.bincount(sub.node.numpy(), minlength=graph.num_nodes)
-            step += 1
-    return counts
-
-
-def presample_hot_rows(graph, seeds, num_neighbors: Sequence[int], **kwargs) -> np.ndarray:
-    """All node ids, most valuable first: the presampled access counts
-    (:func:`presample_counts`) smoothed by an in-degree prior of the same
-    total weight, score = counts + deg * sum(counts) / sum(deg) (few batches
-    leave counts noisy; in-degree is what a node's access rate grows with).
-    Ties by counts, then in-degree, then id."""
-    counts = presample_counts(graph, seeds, num_neighbors, **kwargs)
-    deg = _in_degree(graph)
-    score = counts + deg * (counts.sum() / max(1, deg.sum()))
-    return np.lexsort((np.arange(len(deg)), -deg, -counts, -score)).astype(np.int64)
 
 
 # ---- the cached feature -------------------------------------------------------------------------
@@ -716,65 +666,3 @@ def cached_feature(ct: CompressedTensor, graph=None, *, cache=None, cache_hot: s
                                      threads=threads)
     return CachedFeature(ct, hot, budget=cache or 0, device=device, transfer=transfer,
                          threads=threads)
-
-
-# ---- train.py +sample_only=true: bus bytes per epoch, no model ----------------------------------
-def batch_bus_bytes(store, ids: np.ndarray) -> dict:
-    """Host-to-device bytes of one batch's feature rows `ids` on each path the
-    store offers (one launch each, distinct 32-byte sectors): raw UVA; for a
-    compressed store IBP zero-copy and staged; with its cache, the cache's
-    hits and its misses zero-copy and staged. Counts only; nothing is decoded."""
-    ids = np.ascontiguousarray(np.asarray(ids, np.int64))
-    row_bytes = store.raw_nbytes // max(1, store.shape[0])
-    out = {"rows": len(ids), "raw_uva": SECTOR * raw_sectors(ids, row_bytes, distinct=True)}
-    ct = getattr(store, "ct", None)
-    if isinstance(ct, CompressedTensor):
-        out["ibp_zero_copy"] = SECTOR * span_sectors(ct, ids, distinct=True)
-        out["ibp_staged"] = staged_bytes(ct, ids)
-    for cf in caches_of(store)[:1]:
-        miss = ids[cf._slot.numpy()[ids] < 0]
-        out["cache_hits"] = len(ids) - len(miss)
-        out["ibp_cache_zero_copy"] = SECTOR * span_sectors(cf.ct, miss, distinct=True)
-        out["ibp_cache_staged"] = staged_bytes(cf.ct, miss)
-    return out
-
-
-def sample_only(store, loader, *, epochs: int, limit: Optional[int] = None,
-                log=None) -> dict:
-    """Replays `loader` (the training loader, whose batches carry ``n_id``)
-    for `epochs` epochs without a model and reports, per epoch, the bus bytes
-    of :func:`batch_bus_bytes` summed over the batches (and over the ranks of
-    torch.distributed when initialised), with ratios to raw UVA."""
-    import logging
-    import time
-
-    log = log or logging.getLogger("ibp_gnn.train").info
-    records = []
-    for epoch in range(1, epochs + 1):
-        t = time.perf_counter()
-        total: dict = {}
-        steps = 0
-        for batch in loader:
-            if limit is not None and steps >= limit:
-                break
-            for k, v in batch_bus_bytes(store, batch.n_id.cpu().numpy()).items():
-                total[k] = total.get(k, 0) + v
-            steps += 1
-        keys = sorted(total)
-        rec = dict(zip(keys, all_sum([total[k] for k in keys])))
-        rec.update(epoch=epoch, steps=int(all_sum([steps])[0]),
-                   sample_s=time.perf_counter() - t)
-        uva = rec.get("raw_uva", 0)
-        for k in ("ibp_zero_copy", "ibp_staged", "ibp_cache_zero_copy", "ibp_cache_staged"):
-            if k in rec and uva:
-                rec[f"{k}_vs_raw"] = rec[k] / uva
-        if "cache_hits" in rec:
-            rec["cache_hit_rate"] = rec["cache_hits"] / max(1, rec["rows"])
-        records.append(rec)
-        log("epoch %d (sample only): %d batches, %d rows, bus bytes raw UVA %d%s", epoch,
-            rec["steps"], rec["rows"], uva,
-            "".join(f", {k} {rec[k]} ({rec[k + '_vs_raw']:.3f}x)" for k in
-                    ("ibp_zero_copy", "ibp_staged", "ibp_cache_zero_copy", "ibp_cache_staged")
-                    if k + "_vs_raw" in rec))
-    info = store.describe() if callable(getattr(store, "describe", None)) else {}
-    return {"sample_only": True, "epochs": records, "store_info": info}

@@ -620,7 +620,8 @@ def test_sample_only_counts_each_path_exactly():
     store = IBPStore(x)
     store.cached = cache.CachedFeature(store.ct, np.arange(0, 300, 7), budget=3000)
     loader = [_Batch([5, 0, 7, 299, 14]), _Batch(np.arange(40, 90)), _Batch([3])]
-    res = cache.sample_only(store, loader, epochs=2, limit=2, log=lambda *a: None)
+    from ibp_gnn.training.sample_only import sample_only
+    res = sample_only(store, loader, epochs=2, limit=2, log=lambda *a: None)
     assert res["sample_only"] and len(res["epochs"]) == 2
     ct, row_bytes = store.ct, x.shape[1] * 4
     b = [np.array([5, 0, 7, 299, 14]), np.arange(40, 90)]  # limit=2: the third is not sampled

@@ -117,7 +117,7 @@ def train(cfg) -> Dict[str, Any]:
         val_loader = loaders.make(_shard(split["val"], d, equal=False), train=False)
         test_loader = loaders.make(_shard(split["test"], d, equal=False), train=False)
         if cfg.get("sample_only"):  # +sample_only=true: bus bytes per epoch, no model
-            from ..cache import sample_only
+            from .sample_only import sample_only
 
             return sample_only(store, train_loader, epochs=tr.epochs,
                                limit=tr.limit_train_batches)
