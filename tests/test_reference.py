@@ -404,7 +404,13 @@ def _compress_checked(case: Case, mode: str, **kw):
     assert groups == 1 or (mode == "auto" and len(sample) >= 256 and groups in R.GROUP_CHOICES)
     if groups == 1:
         one = R.make_tables(R.select_masks_ref(words[sample], selector))
-        assert np.array_equal(tables, one)
+        assert np.array_equal(tables[:, :2], one)
+        if tables.shape[1] > 2:  # kCoded rows kept (auto, when they pay): fitted to the
+            # sample, evenly strided to CODE_ROWS_SAMPLE rows (one group: all of them)
+            assert mode == "auto"
+            step = max(1, -(-len(sample) // ibp_gnn._encode.CODE_ROWS_SAMPLE))
+            codes = R.select_codes_ref(words[sample][::step], case.code, case.xb.shape[1])
+            assert np.array_equal(tables[0, 2:], codes)
     mode_rows = _check_against_encode_ref(ct, words, tables, allow_sparse=mode == "auto")
     return ct, words, mode_rows
 
@@ -531,6 +537,17 @@ def test_gather_threads_odd_width():
     ids = np.random.default_rng(1).integers(0, 300, 30_000).astype(np.int32)
     got = _torch_bytes(ct.gather(torch.from_numpy(ids), threads=2))
     assert torch.equal(got, torch.from_numpy(np.ascontiguousarray(case.xb[ids])))
+
+
+def test_compress_one_group_with_code_rows_matches_reference():
+    """A tiny fp16 table where the auto encoder keeps kCoded rows with a single
+    group (found by the property test below): the mask tables and the code rows
+    are both the reference's."""
+    case = make_case("float16", 122, 1, 0, "mixed")
+    ct, words, _ = _compress_checked(case, "auto")
+    assert ct._tables.shape[:2] == (1, 2 + 16)
+    dec = R.decode_ref(ct._fields, ct._tables, ct._bases, ct._rel, ct._payload, range(122))
+    assert np.array_equal(dec, words)
 
 
 @settings(max_examples=30, deadline=None,
