@@ -153,3 +153,25 @@ def refused_bit_flips(make: str, trials: int, *, seed: int = 0, timeout: float =
                        timeout=timeout)
     assert r.returncode == 0, r.stderr[-3000:]
     return int(r.stdout.split()[-1])
+
+
+def before_guard_page(payload: np.ndarray) -> np.ndarray:
+    """A copy of the uint32 array `payload` placed so that it ends where an
+    unreadable page begins: a decoder that reads past the payload faults
+    (SIGSEGV) instead of reading stale memory. Use it in a child process; the
+    returned array keeps its mapping alive."""
+    import ctypes
+    import mmap
+
+    payload = np.ascontiguousarray(payload, np.uint32)
+    page = mmap.PAGESIZE
+    size = -(-payload.nbytes // page) * page
+    buf = mmap.mmap(-1, size + page, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    if libc.mprotect(addr + size, page, 0) != 0:  # the page after the payload faults
+        raise OSError(ctypes.get_errno(), "mprotect of the guard page failed")
+    tight = np.frombuffer(buf, np.uint32, payload.size, size - payload.nbytes)
+    tight[:] = payload
+    return tight

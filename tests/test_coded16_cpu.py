@@ -169,24 +169,15 @@ def base_code(dtype):
 
 
 _GUARD = r"""
-import ctypes, mmap, sys
+import sys
 import numpy as np, torch, ibp_gnn
-from ibp_gnn import _C
+from ibp_gnn import _C, testing
 cols, dtype = int(sys.argv[1]), getattr(torch, sys.argv[2])
 g = torch.Generator().manual_seed(cols)
 x = (torch.randn(1000, cols, generator=g) * 0.2).to(dtype).contiguous()
 ct = ibp_gnn.compress(x, progress=False)
 assert ct.stats()["rows_per_mode"].get("coded", 0) > 0
-payload = ct._payload
-page = mmap.PAGESIZE
-size = -(-payload.nbytes // page) * page
-buf = mmap.mmap(-1, size + page, prot=mmap.PROT_READ | mmap.PROT_WRITE)
-addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
-libc = ctypes.CDLL(None, use_errno=True)
-libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-assert libc.mprotect(addr + size, page, 0) == 0  # the page after the payload faults
-tight = np.frombuffer(buf, np.uint32, payload.size, size - payload.nbytes)
-tight[:] = payload
+tight = testing.before_guard_page(ct._payload)  # the page after it faults
 ids = np.arange(1000)[::-1].copy()
 want = x.view(torch.uint8).numpy().reshape(1000, -1)[ids]
 for k in _C.cpu_kernels():

@@ -131,9 +131,9 @@ def test_sparse_bound_keeps_the_encoding(w):
 
 
 _GUARD_SCRIPT = r"""
-import ctypes, mmap, sys
+import sys
 import numpy as np, torch, ibp_gnn
-from ibp_gnn import _C
+from ibp_gnn import _C, testing
 cols, dtype = int(sys.argv[1]), getattr(np, sys.argv[2])
 rng = np.random.default_rng(cols)
 R = 1200 if sys.argv[3:] == ["esc"] else 300  # rows
@@ -152,16 +152,7 @@ if len(sys.argv) > 3 and sys.argv[3] == "esc":  # kCoded rows with escapes up to
 ct = ibp_gnn.compress(x, progress=False)
 if len(sys.argv) > 3 and sys.argv[3] == "esc":
     assert ct.stats()["rows_per_mode"].get("coded", 0) > 0
-payload = ct._payload
-page = mmap.PAGESIZE
-size = -(-payload.nbytes // page) * page
-buf = mmap.mmap(-1, size + page, prot=mmap.PROT_READ | mmap.PROT_WRITE)
-addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
-libc = ctypes.CDLL(None, use_errno=True)
-libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-assert libc.mprotect(addr + size, page, 0) == 0  # the page after the payload faults
-tight = np.frombuffer(buf, np.uint32, payload.size, size - payload.nbytes)
-tight[:] = payload
+tight = testing.before_guard_page(ct._payload)  # the page after it faults
 ids = np.arange(R)[::-1].copy()
 want = x.view(np.uint8).reshape(R, -1)[ids]
 for k in _C.cpu_kernels():
@@ -342,3 +333,17 @@ def test_coded_rows_escapes_every_kernel(cols):
     for kernel in KERNELS:
         got = _gather(ct, ids, kernel, 1).view(torch.uint8).numpy()
         assert np.array_equal(got, want), kernel
+
+
+def test_guard_page_faults_right_after_the_payload():
+    """The guard-page tests' premise: ibp_gnn.testing.before_guard_page leaves
+    the payload readable to its last byte and the next byte faulting."""
+    import subprocess
+    code = ("import ctypes, numpy as np\nfrom ibp_gnn import testing\n"
+            "t = testing.before_guard_page(np.arange(5, dtype=np.uint32))\n"
+            "assert t.tolist() == list(range(5))\n"
+            "print(ctypes.c_uint8.from_address(t.ctypes.data + 19).value, flush=True)\n"
+            "ctypes.c_uint8.from_address(t.ctypes.data + 20).value\n"
+            "print('read past the end')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stdout.split() == ["0"] and r.returncode == -11, (r.returncode, r.stdout, r.stderr)
