@@ -124,6 +124,7 @@ def _encode_under(x, tables, base):
     words, rel, bases = enc.encode(xb, row_bytes, 1)
     tail, last = enc.finish()
     f.update(dtype=base_code(x.dtype), payload_bits=enc.payload_bits, mode_rows=enc.mode_rows,
+             num_groups=tables.shape[0], rows=len(x),
              group_bits=enc.group_bits, block_rows=enc.block_rows, rel_bytes=enc.rel_bytes,
              layout=enc.layout)
     rel = rel.view({2: np.uint16, 4: np.uint32}[enc.rel_bytes])
@@ -162,6 +163,53 @@ def test_mixed_code_tables_every_kernel(cols):
     cti = _custom_code_tables(xi, seed=cols + 1)
     assert cti.dtype == torch.int16
     _check_every_kernel(cti, xi, np.arange(700))
+
+
+@pytest.mark.parametrize("cols", [40, 600])
+def test_per_group_code_programs(cols):
+    """The CPU gather's per-group program (Coded16Program: each unit's s and
+    the uniform-(lo, nc) flags, derived from the code rows once): coded rows
+    of two groups whose code rows differ in s and (lo, nc) at other units
+    (one group's program applied to the other's rows decodes wrong), and the
+    second group's exponent codes ranked in another order."""
+    lo, nc = FIELD[torch.float16]
+    x = embeddings(torch.float16, 600, cols, seed=cols, specials=0.01)
+    x[300:] *= 2.0 ** -6  # other exponents: the second group's symbols
+    a = ibp_gnn.compress(x[:300].contiguous(), progress=False)
+    W = a._tables.shape[2]
+    tables = np.concatenate([a._tables[:1], a._tables[:1]]).copy()
+    for u in range(2 * W):  # group 1: group 0's exponent symbols less 6 (x[300:]'s)
+        slots = _slots(tables, 1, u)
+        if (slots[0] >> 4 & 31, slots[0] >> 9 & 31) == (lo, nc):
+            ranked = [v - 6 for v in slots[1:1 + (slots[0] & 15)] if v >= 6]
+            _set_slots(tables, 1, u, [len(ranked) | lo << 4 | nc << 9] + ranked +
+                       [0] * (15 - len(ranked)))
+    rng = np.random.default_rng(cols)
+    # distinct units per group with another (lo, nc), s = 0 or 1: a fifth of
+    # group 0's at random, one per 16 words of group 1's (at unit 27 of the
+    # first 16 words, 6 of the next, ...: the words' only non-uniform unit)
+    changed = [rng.choice(2 * W, max(1, (2 * W) // 5), replace=False),
+               [u for j in range(-(-W // 16)) if (u := 32 * j + (11 * j + 27) % 32) < 2 * W]]
+    for g in range(2):
+        for u in changed[g]:
+            ulo = int(rng.integers(0, 12))
+            unc = int(rng.integers(1, 17 - ulo))
+            us = int(rng.integers(0, 2))
+            slots = [us | ulo << 4 | unc << 9] + [0] * 15
+            if us:
+                slots[1] = int(rng.integers(0, 1 << unc))
+            _set_slots(tables, g, int(u), slots)
+    for u in range(2 * W):  # group 1: its exponent units' s differ from group 0's
+        slots = _slots(tables, 1, u)
+        if (slots[0] >> 4 & 31, slots[0] >> 9 & 31) == (lo, nc) and (slots[0] & 15) > 2:
+            s = (slots[0] & 15) - 1 - u % 2
+            _set_slots(tables, 1, u, [s | lo << 4 | nc << 9] + slots[1:1 + s] + [0] * (15 - s))
+    ct = _encode_under(x, tables, a)
+    _, infos = R.decode_rows_ref(ct._fields, ct._tables, ct._bases, ct._rel, ct._payload,
+                                 range(600))
+    groups = {i.group for i in infos if i.mode == R.CODED}
+    assert groups == {0, 1}
+    _check_every_kernel(ct, x, np.arange(600))
 
 
 def base_code(dtype):

@@ -27,7 +27,7 @@
 //    plain bits of the 16 words come from two 64-byte loads masked at the
 //    payload's end (as in coded_row_avx512). When the 32 units share unit
 //    0's (lo, nc) (a float dtype's exponent: every unit but an odd row's
-//    padding; found while the block's s are gathered), the words' plain bits
+//    padding; a per-group flag of Coded16Program), the words' plain bits
 //    lie every 32 - 2 nc bits and each word is its plain bits shifted by 0,
 //    nc and 2 nc under fixed masks with the two fields put in; otherwise the
 //    plain offsets come from the offset row and each unit is rebuilt in its
@@ -40,11 +40,51 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "../coded.h"
 #include "dense.h"
 
 namespace ibp {
+
+// Per-group data of 16-bit kCoded rows derived from the decode table's code
+// rows (no format change), built once per CpuGather like dense.h's
+// DenseProgram: what coded16_row_avx512 would otherwise rebuild from the
+// code rows for every row. sym[g * stride + u] is the s (ranked symbols) of
+// unit u of group g, followed by 64 zero bytes past the last group (the rank
+// pass reads 64 at a time); uniform[g * ustride + j] = 1 when every unit of
+// words 16j .. 16j + 15 (those < row_words) has unit 0's (lo, nc). Empty when
+// the tensor has no 16-bit code rows.
+struct Coded16Program {
+  uint32_t stride = 0, ustride = 0;
+  std::vector<uint8_t> sym, uniform;
+
+  explicit Coded16Program(const CompressedView& c) {
+    const uint32_t W = c.geo.row_words, G = c.geo.num_groups;
+    if (c.geo.code_rows != 16 || !W) return;
+    stride = 2 * W;
+    ustride = (W + 15) / 16;
+    sym.assign(static_cast<size_t>(G) * stride + 64, 0);
+    uniform.assign(static_cast<size_t>(G) * ustride, 1);
+    for (uint32_t g = 0; g < G; ++g) {
+      const uint32_t* codes = code_part(c.table, G, W, 16, g);
+      const CodeUnit u0 = code_unit(codes, W, 2, 0);
+      for (uint32_t u = 0; u < 2 * W; ++u) {
+        const CodeUnit cu = code_unit(codes, W, 2, u);
+        sym[static_cast<size_t>(g) * stride + u] = static_cast<uint8_t>(cu.s);
+        if (cu.lo != u0.lo || cu.nc != u0.nc) {
+          uniform[static_cast<size_t>(g) * ustride + u / 32] = 0;
+        }
+      }
+    }
+  }
+  const uint8_t* sym_of(uint32_t g) const {
+    return sym.empty() ? nullptr : sym.data() + static_cast<size_t>(g) * stride;
+  }
+  const uint8_t* uniform_of(uint32_t g) const {
+    return uniform.empty() ? nullptr : uniform.data() + static_cast<size_t>(g) * ustride;
+  }
+};
 
 #if defined(IBP_X86_SIMD)
 
@@ -122,7 +162,9 @@ IBP_TARGET_AVX512 inline uint64_t code_bits16(const uint8_t* pos, uint32_t n) {
 
 IBP_TARGET_AVX512 inline void coded16_row_avx512(const uint32_t* p, uint64_t pos,
                                                  const uint32_t* codes, uint32_t W,
-                                                 uint64_t payload_bytes, uint32_t* words) {
+                                                 uint64_t payload_bytes, uint32_t* words,
+                                                 const uint8_t* gsym = nullptr,
+                                                 const uint8_t* guniform = nullptr) {
   if (!W) return;
   const uint8_t* bytes = reinterpret_cast<const uint8_t*>(p);
   const uint32_t* offset = codes + 16 * W;
@@ -167,10 +209,10 @@ IBP_TARGET_AVX512 inline void coded16_row_avx512(const uint32_t* p, uint64_t pos
       _mm512_mullo_epi32(iota, _mm512_set1_epi32(static_cast<int>(32 - 2 * N)));
   constexpr __mmask32 kHigh = 0xAAAAAAAAu;  // the h = 1 lanes of 16-bit lanes
   alignas(64) uint8_t zpos[kZeroCap16];
-  alignas(64) uint8_t sym[kBlock16 + 64];     // s of each unit of the block
+  alignas(64) uint8_t sym_buf[kBlock16 + 64];  // s of each unit of the block
   alignas(64) uint8_t rank[kBlock16 + 64];    // its rank, or kEscapeRank
   alignas(64) uint16_t field[kBlock16 + 32];  // an escape's field
-  bool uniform[kBlock16 / 32];                // words 16j.. of the block all have (L, N)
+  uint8_t uniform_buf[kBlock16 / 32];          // words 16j.. of the block all have (L, N)
   ZeroScan16 scan(bytes, payload_bytes, code_start, zpos);
   uint32_t i = 0;              // zero index of the next unit's code end; zpos[i] its last zero
   uint32_t ipos = 0;           // zero index at bit bpos
@@ -179,16 +221,20 @@ IBP_TARGET_AVX512 inline void coded16_row_avx512(const uint32_t* p, uint64_t pos
   bool serial = false;         // the next unit follows an escape
   for (uint32_t b0 = 0; b0 < W; b0 += kBlock16 / 2) {
     const uint32_t nbw = W - b0 < kBlock16 / 2 ? W - b0 : kBlock16 / 2, nb = 2 * nbw;
-    for (uint32_t x = 0; x < nbw; x += 16) {  // sym: s of unit 2x + h, bytes in unit order
+    // s of the block's units and its uniform flags: the group's program
+    // (Coded16Program), or built here from the code rows
+    const uint8_t* sym = gsym ? gsym + 2 * b0 : sym_buf;
+    const uint8_t* uniform = guniform ? guniform + b0 / 16 : uniform_buf;
+    for (uint32_t x = 0; !gsym && x < nbw; x += 16) {  // s of unit 2x + h, bytes in unit order
       const uint32_t n = nbw - x < 16 ? nbw - x : 16;
       const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
       const __m512i d0 = _mm512_maskz_loadu_epi32(m, codes + b0 + x);
       const __m512i d8 = _mm512_maskz_loadu_epi32(m, codes + 8 * W + b0 + x);
       // slot 0 of each unit in its 16-bit lane
       const __m512i d = _mm512_mask_blend_epi16(kHigh, d0, _mm512_slli_epi32(d8, 16));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(sym + 2 * x),
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(sym_buf + 2 * x),
                           _mm512_cvtepi16_epi8(_mm512_and_si512(d, w15)));
-      uniform[x / 16] = !_mm512_mask_cmpneq_epi16_mask(
+      uniform_buf[x / 16] = !_mm512_mask_cmpneq_epi16_mask(
           static_cast<__mmask32>((uint64_t{1} << (2 * n)) - 1), _mm512_and_si512(d, wLN), wdesc0);
     }
     // Pass 1: ranks.

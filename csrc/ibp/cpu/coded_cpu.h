@@ -91,9 +91,12 @@ IBP_TARGET_AVX512 inline uint32_t past_zero16(uint64_t z) {
 IBP_TARGET_AVX512 inline void coded_row_avx512(const uint32_t* p, uint64_t pos,
                                                const uint32_t* codes, uint32_t W,
                                                uint32_t code_rows, uint64_t payload_bytes,
-                                               uint32_t* words) {
-  if (code_rows != 8) {  // 16-bit units: coded16_cpu.h
-    coded16_row_avx512(p, pos, codes, W, payload_bytes, words);
+                                               uint32_t* words,
+                                               const uint8_t* gsym = nullptr,
+                                               const uint8_t* guniform = nullptr) {
+  // 16-bit units: coded16_cpu.h (gsym, guniform: the group's Coded16Program or null)
+  if (code_rows != 8) {
+    coded16_row_avx512(p, pos, codes, W, payload_bytes, words, gsym, guniform);
     return;
   }
   if (!W) return;

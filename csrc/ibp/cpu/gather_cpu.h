@@ -1,6 +1,6 @@
 // The CPU gather with its per-tensor setup done once: a CpuGather holds a
-// tensor's view and the per-group programs of its kIbp rows (dense.h), so a
-// call costs its rows only. Same contract as gather_cpu (gather.h): the view
+// tensor's view and the per-group programs of its kIbp rows (dense.h) and of
+// its 16-bit kCoded rows (coded16_cpu.h), so a call costs its rows only. Same contract as gather_cpu (gather.h): the view
 // passed validate() and stays alive as long as the CpuGather.
 #pragma once
 
@@ -12,6 +12,7 @@
 namespace ibp {
 
 struct DenseProgram;
+struct Coded16Program;
 
 class CpuGather {
  public:
@@ -30,6 +31,7 @@ class CpuGather {
  private:
   CompressedView c_;
   std::unique_ptr<const DenseProgram> prog_;
+  std::unique_ptr<const Coded16Program> c16_;  // coded16_cpu.h
 };
 
 // Whether the first and last bytes of [p, p + bytes) are in writable memory
