@@ -26,7 +26,7 @@
 #define IBP_X86_SIMD 1
 #include <immintrin.h>
 #define IBP_TARGET_AVX2 __attribute__((target("avx2,bmi2")))
-#define IBP_TARGET_AVX512 __attribute__((target("avx2,bmi2,avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2")))
+#define IBP_TARGET_AVX512 __attribute__((target("avx2,bmi2,avx512f,avx512bw,avx512vl,avx512cd,avx512vbmi,avx512vbmi2")))
 #endif
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
@@ -42,12 +42,14 @@ constexpr uint32_t kChunkWords = 8;
 // chunks of the AVX-512 kernel (pre16, total16, padded16, chunks16), with
 // dep16[g * chunks16 + c] = 1 when a word of the chunk has a non-zero deposit
 // mask (0: every word's variable bits are its low nvar bits, no deposit).
-// low16 and wide16 (padded16 per group) are each word's field mask (the low
-// nvar bits) and 32 - nvar: what the AVX-512 kernel would otherwise derive
-// from nvar in every chunk of every row.
+// low16 (padded16 per group) is each word's field mask, the low nvar bits:
+// what the AVX-512 kernel would otherwise derive from nvar in every chunk of
+// every row (32 - nvar is its count of leading zeros, VPLZCNTD). It replaces
+// the table's nvar row in that kernel, so the cache lines a row touches
+// stay as many.
 struct DenseProgram {
   uint32_t chunks = 0, padded = 0, chunks16 = 0, padded16 = 0;
-  std::vector<uint32_t> pre, total, pre16, total16, low16, wide16;
+  std::vector<uint32_t> pre, total, pre16, total16, low16;
   std::vector<uint8_t> dep16;
 
   explicit DenseProgram(const CompressedView& c) {
@@ -62,7 +64,6 @@ struct DenseProgram {
     total16.assign(static_cast<size_t>(G) * chunks16, 0);
     dep16.assign(static_cast<size_t>(G) * chunks16, 0);
     low16.assign(static_cast<size_t>(G) * padded16, 0);
-    wide16.assign(static_cast<size_t>(G) * padded16, 0);
     for (uint32_t g = 0; g < G; ++g) {
       const uint32_t* t = c.table + static_cast<uint64_t>(g) * kDecodeRows * W;
       const uint32_t* nvar = t + kNvar * W;
@@ -75,7 +76,6 @@ struct DenseProgram {
         total16[c16] += nvar[w];
         low16[static_cast<size_t>(g) * padded16 + w] =
             nvar[w] ? ~uint32_t{0} >> (32 - nvar[w]) : 0;
-        wide16[static_cast<size_t>(g) * padded16 + w] = 32 - nvar[w];
         for (uint32_t i = 0; i < 5; ++i) dep16[c16] |= t[(kDep0 + i) * W + w] != 0;
       }
     }
@@ -93,7 +93,6 @@ struct DenseRow {
   const uint32_t* total16;  // DenseProgram::total16 of the group
   const uint8_t* dep16;     // DenseProgram::dep16 of the group
   const uint32_t* low16;    // DenseProgram::low16 of the group
-  const uint32_t* wide16;   // DenseProgram::wide16 of the group
 };
 
 inline uint64_t load_u64(const uint8_t* p) {
@@ -287,10 +286,11 @@ IBP_TARGET_AVX512 void ibp_row_avx512(const uint32_t* payload, uint64_t head,
     // the table only, so the next chunk's position waits for no load of
     // this one's fields.
     const __mmask16 whole = m & ~part;
+    const __m512i low = _mm512_loadu_si512(r.low16 + w);
     __m512i excl = _mm512_loadu_si512(r.pre16 + w);
     uint32_t sum = r.total16[c];
     {
-      const __m512i d = _mm512_maskz_loadu_epi32(whole, r.wide16 + w);
+      const __m512i d = _mm512_maskz_lzcnt_epi32(whole, low);  // 32 - nvar
       __m512i incl = _mm512_add_epi32(d, _mm512_alignr_epi32(d, zero, 15));
       incl = _mm512_add_epi32(incl, _mm512_alignr_epi32(incl, zero, 14));
       incl = _mm512_add_epi32(incl, _mm512_alignr_epi32(incl, zero, 12));
@@ -308,7 +308,7 @@ IBP_TARGET_AVX512 void ibp_row_avx512(const uint32_t* payload, uint64_t head,
     const __m512i hi = _mm512_permutex2var_epi32(src0, _mm512_add_epi32(idx, one), src1);
     // raw: the 32 bits at each field (a word stored whole as it is).
     const __m512i raw = _mm512_shrdv_epi32(lo, hi, off);
-    __m512i f = _mm512_and_si512(raw, _mm512_loadu_si512(r.low16 + w));
+    __m512i f = _mm512_and_si512(raw, low);
     if (r.dep16[c]) {
 #define IBP_STAGE(i)                                                                 \
   {                                                                                  \
@@ -331,7 +331,7 @@ inline bool cpu_has_avx2_kernel() {
 inline bool cpu_has_avx512_kernel() {
   return cpu_has_avx2_kernel() && __builtin_cpu_supports("avx512f") &&
          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-         __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512vbmi2");
+         __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512vbmi2");
 }
 #else
 inline bool cpu_has_avx2_kernel() { return false; }
