@@ -26,7 +26,8 @@
 #define IBP_X86_SIMD 1
 #include <immintrin.h>
 #define IBP_TARGET_AVX2 __attribute__((target("avx2,bmi2")))
-#define IBP_TARGET_AVX512 __attribute__((target("avx2,bmi2,avx512f,avx512bw,avx512vl,avx512cd,avx512vbmi,avx512vbmi2")))
+#define IBP_TARGET_AVX512 \
+  __attribute__((target("avx2,bmi2,avx512f,avx512bw,avx512vl,avx512cd,avx512vbmi,avx512vbmi2")))
 #endif
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
@@ -371,7 +372,8 @@ inline bool cpu_has_avx2_kernel() {
 inline bool cpu_has_avx512_kernel() {
   return cpu_has_avx2_kernel() && __builtin_cpu_supports("avx512f") &&
          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-         __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512vbmi2");
+         __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512vbmi") &&
+         __builtin_cpu_supports("avx512vbmi2");
 }
 #else
 inline bool cpu_has_avx2_kernel() { return false; }
