@@ -347,3 +347,39 @@ def test_guard_page_faults_right_after_the_payload():
             "print('read past the end')\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stdout.split() == ["0"] and r.returncode == -11, (r.returncode, r.stdout, r.stderr)
+
+
+def _participation_rows(cols, seed):
+    """Rows of two populations (variable bits 0-9, none deposited; variable
+    bits 4-11 and 20-21 over fixed low bits, deposited), each as rows whose
+    words all participate and rows with one word stored whole (a random
+    32-bit word) at every position, two whole words in some."""
+    rng = np.random.default_rng(seed)
+    rows = max(512, 8 * cols)
+    low = np.uint32(0x3F800000) | rng.integers(0, 1 << 10, (rows, cols), dtype=np.uint32)
+    gap = (np.uint32(0x40000005) | (rng.integers(0, 1 << 8, (rows, cols), dtype=np.uint32) << 4)
+           | (rng.integers(0, 4, (rows, cols), dtype=np.uint32) << 20))
+    w = np.where((np.arange(rows) % 2 == 0)[:, None], low, gap).astype(np.uint32)
+    r = np.arange(rows)
+    hit = r % 3 != 0  # every third row keeps every word participating
+    w[r[hit], (r[hit] // 3) % cols] = rng.integers(0, 1 << 32, hit.sum(), dtype=np.uint32)
+    two = r % 5 == 1
+    w[r[two], (r[two] * 7 + 3) % cols] = rng.integers(0, 1 << 32, two.sum(), dtype=np.uint32)
+    return np.ascontiguousarray(w.view(np.float32))
+
+
+@pytest.mark.parametrize("cols", [1, 15, 16, 17, 64, 129])
+def test_dense_rows_whole_words_every_position(cols, monkeypatch):
+    """kIbp rows whose words all participate and rows with one or two words
+    stored whole at every position, over groups with and without a deposit,
+    decode bit-exactly with every kernel (the AVX-512 kernel's precomputed
+    field masks and offsets, the shift of the later fields by a whole word)."""
+    monkeypatch.setattr(ibp_gnn._encode, "CODED_ROWS", False)
+    x = _participation_rows(cols, seed=cols)
+    ct = ibp_gnn.compress(x, threads=2, progress=False)
+    assert ct.stats()["rows_per_mode"].get("ibp", 0) > len(x) // 5  # 1 word: whole -> kRaw
+    ids = np.random.default_rng(2).permutation(np.repeat(np.arange(len(x)), 3))
+    want = x.view(np.uint8)[ids]
+    for kernel in KERNELS:
+        got = _gather(ct, ids, kernel, 1).view(torch.uint8).reshape(len(ids), -1)
+        assert np.array_equal(got.numpy(), want), kernel

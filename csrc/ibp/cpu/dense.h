@@ -7,7 +7,7 @@
 // dependency between its words: scalar (portable deposit or BMI2 PDEP), AVX2
 // (gathers of 64-bit windows; a chunk with an exception, a word stored
 // whole, takes the per-word path with a running bit position) or AVX-512
-// VBMI/VBMI2 (16 words, exceptions included, from two 64-byte loads, byte
+// VBMI2 (16 words, exceptions included, from two 64-byte loads, dword
 // permutes and a funnel shift). Every variant writes the same words:
 // value + deposit(field, ~mask), or the field itself.
 //
@@ -26,7 +26,8 @@
 #define IBP_X86_SIMD 1
 #include <immintrin.h>
 #define IBP_TARGET_AVX2 __attribute__((target("avx2,bmi2")))
-#define IBP_TARGET_AVX512 __attribute__((target("avx2,bmi2,avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2")))
+#define IBP_TARGET_AVX512 \
+  __attribute__((target("avx2,bmi2,avx512f,avx512bw,avx512vl,avx512cd,avx512vbmi,avx512vbmi2")))
 #endif
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
@@ -42,9 +43,18 @@ constexpr uint32_t kChunkWords = 8;
 // chunks of the AVX-512 kernel (pre16, total16, padded16, chunks16), with
 // dep16[g * chunks16 + c] = 1 when a word of the chunk has a non-zero deposit
 // mask (0: every word's variable bits are its low nvar bits, no deposit).
+// low16 (padded16 per group) is each word's field mask, the low nvar bits:
+// what the AVX-512 kernel would otherwise derive from nvar in every chunk of
+// every row (32 - nvar is its count of leading zeros, VPLZCNTD). It replaces
+// the table's nvar row in that kernel, so the cache lines a row touches
+// stay as many. dep16 is 2 instead of 1 when every word of the chunk has its
+// variable bits in at most two runs: the deposit is then
+// (f << sh1 & run1) | (f << sh2 & run2) (runs as masks at their place in the
+// word, sh: how far the run's bits move up; padded16 per group, 0 for no run),
+// 5 operations instead of the five stages' 20.
 struct DenseProgram {
   uint32_t chunks = 0, padded = 0, chunks16 = 0, padded16 = 0;
-  std::vector<uint32_t> pre, total, pre16, total16;
+  std::vector<uint32_t> pre, total, pre16, total16, low16, sh1, run1, sh2, run2;
   std::vector<uint8_t> dep16;
 
   explicit DenseProgram(const CompressedView& c) {
@@ -58,6 +68,9 @@ struct DenseProgram {
     pre16.assign(static_cast<size_t>(G) * padded16, 0);
     total16.assign(static_cast<size_t>(G) * chunks16, 0);
     dep16.assign(static_cast<size_t>(G) * chunks16, 0);
+    low16.assign(static_cast<size_t>(G) * padded16, 0);
+    for (auto* v : {&sh1, &run1, &sh2, &run2}) v->assign(static_cast<size_t>(G) * padded16, 0);
+    std::vector<uint8_t> many(static_cast<size_t>(G) * chunks16, 0);  // a word with > 2 runs
     for (uint32_t g = 0; g < G; ++g) {
       const uint32_t* t = c.table + static_cast<uint64_t>(g) * kDecodeRows * W;
       const uint32_t* nvar = t + kNvar * W;
@@ -68,8 +81,34 @@ struct DenseProgram {
         const size_t c16 = static_cast<size_t>(g) * chunks16 + w / 16;
         pre16[static_cast<size_t>(g) * padded16 + w] = total16[c16];
         total16[c16] += nvar[w];
+        low16[static_cast<size_t>(g) * padded16 + w] =
+            nvar[w] ? ~uint32_t{0} >> (32 - nvar[w]) : 0;
         for (uint32_t i = 0; i < 5; ++i) dep16[c16] |= t[(kDep0 + i) * W + w] != 0;
+        // The runs of set bits of the variable mask, lowest first.
+        const size_t at = static_cast<size_t>(g) * padded16 + w;
+        uint64_t vm = t[kVarMask * W + w];
+        uint32_t src = 0, runs = 0;
+        while (vm) {
+          const uint32_t lo = static_cast<uint32_t>(__builtin_ctzll(vm));
+          const uint64_t from_lo = vm >> lo;
+          const uint32_t len = static_cast<uint32_t>(__builtin_ctzll(~from_lo));
+          const uint32_t mask = static_cast<uint32_t>(((uint64_t{1} << len) - 1) << lo);
+          if (runs == 0) {
+            sh1[at] = lo - src;
+            run1[at] = mask;
+          } else if (runs == 1) {
+            sh2[at] = lo - src;
+            run2[at] = mask;
+          }
+          ++runs;
+          src += len;
+          vm &= ~uint64_t{mask};
+        }
+        many[c16] |= runs > 2;
       }
+    }
+    for (size_t i = 0; i < dep16.size(); ++i) {
+      if (dep16[i] && !many[i]) dep16[i] = 2;
     }
   }
 };
@@ -84,6 +123,11 @@ struct DenseRow {
   const uint32_t* pre16;    // DenseProgram::pre16 of the group
   const uint32_t* total16;  // DenseProgram::total16 of the group
   const uint8_t* dep16;     // DenseProgram::dep16 of the group
+  const uint32_t* low16;    // DenseProgram::low16 of the group
+  const uint32_t* sh1;      // DenseProgram::sh1, run1, sh2, run2 of the group
+  const uint32_t* run1;
+  const uint32_t* sh2;
+  const uint32_t* run2;
 };
 
 inline uint64_t load_u64(const uint8_t* p) {
@@ -249,63 +293,64 @@ IBP_TARGET_AVX512 inline void load128(const uint8_t* bytes, uint64_t at, uint64_
 }
 
 // AVX-512: 16 words at a time, exceptions included, without a branch. The
-// field widths k (nvar, or 32 for a word stored whole) are summed in the
-// register (an exclusive prefix sum over the 16 lanes gives each field's bit
-// offset o from the chunk's first byte); the chunk's fields (at most
-// 16 x 32 bits + 7) come from two 64-byte loads, each lane picking the 4 bytes
-// at o / 8 and the 4 after them with VPERMT2B and shifting the pair right by
-// o % 8 (VPSHRDVD). Loads are masked at the payload's end.
+// field widths k (nvar, or 32 for a word stored whole) give each field's bit
+// offset o from the chunk's window: the program's offset plus an exclusive
+// prefix sum over the lanes of 32 - nvar at the words stored whole. The
+// window starts at the 32-bit word holding the chunk's first bit, so a field
+// (at most 32 bits) lies in the window's words o / 32 and o / 32 + 1: two
+// dword permutes (VPERMT2D) of the window's two 64-byte loads pick them and
+// a funnel shift by o (VPSHRDVD, which takes o mod 32) extracts the field.
+// Loads are masked at the payload's end (payload_bytes is a multiple of 4).
 IBP_TARGET_AVX512 void ibp_row_avx512(const uint32_t* payload, uint64_t head,
                                       const DenseRow& r, uint32_t* out) {
   const uint8_t* bytes = reinterpret_cast<const uint8_t*>(payload);
   const uint32_t W = r.W;
   const uint32_t* t = r.table;
-  // Byte j of each 32-bit lane <- byte 0 of the lane, plus j.
-  const __m512i first_byte =
-      _mm512_set4_epi32(0x0C0C0C0C, 0x08080808, 0x04040404, 0x00000000);
-  const __m512i seq = _mm512_set1_epi32(0x03020100), four = _mm512_set1_epi8(4);
-  const __m512i zero = _mm512_setzero_si512(), ones = _mm512_set1_epi32(-1);
-  const __m512i k32 = _mm512_set1_epi32(32), seven = _mm512_set1_epi32(7);
+  const __m512i zero = _mm512_setzero_si512(), one = _mm512_set1_epi32(1);
+  const __m512i last = _mm512_set1_epi32(15);
   uint64_t pos = head + W;
   for (uint32_t w = 0, c = 0; w < W; w += 16, ++c) {
     const uint32_t n = W - w < 16 ? W - w : 16;
     const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
     const __mmask16 part = static_cast<__mmask16>(part_bits(bytes, head, w, n));
-    const __m512i nv = _mm512_maskz_loadu_epi32(m, t + kNvar * W + w);
     // Offsets: the program's, plus 32 - nvar for each earlier word stored
     // whole (a prefix sum over the lanes, taken whether or not there is
-    // such a word: a branch on it mispredicts on random rows and flushes the
-    // next rows' work, 20% of a reddit row); the chunk's total is the
-    // program's plus the sum's last lane, which depends on the participation
-    // bits and the table only, so the next chunk's position waits for no load
-    // of this one's fields.
+    // such a word: a branch on it mispredicts on random rows, a third of
+    // reddit's chunks have such a word); the chunk's total is the program's
+    // plus the sum's last lane, which depends on the participation bits and
+    // the table only, so the next chunk's position waits for no load of
+    // this one's fields.
     const __mmask16 whole = m & ~part;
-    const __m512i k = _mm512_mask_mov_epi32(nv, whole, k32);
-    __m512i excl = _mm512_maskz_loadu_epi32(m, r.pre16 + w);
+    const __m512i low = _mm512_loadu_si512(r.low16 + w);
+    __m512i excl = _mm512_loadu_si512(r.pre16 + w);
     uint32_t sum = r.total16[c];
     {
-      const __m512i d = _mm512_maskz_sub_epi32(whole, k32, nv);
+      const __m512i d = _mm512_maskz_lzcnt_epi32(whole, low);  // 32 - nvar
       __m512i incl = _mm512_add_epi32(d, _mm512_alignr_epi32(d, zero, 15));
       incl = _mm512_add_epi32(incl, _mm512_alignr_epi32(incl, zero, 14));
       incl = _mm512_add_epi32(incl, _mm512_alignr_epi32(incl, zero, 12));
       incl = _mm512_add_epi32(incl, _mm512_alignr_epi32(incl, zero, 8));
       excl = _mm512_add_epi32(excl, _mm512_sub_epi32(incl, d));
       sum += static_cast<uint32_t>(
-          _mm_extract_epi32(_mm512_extracti32x4_epi32(incl, 3), 3));
+          _mm_cvtsi128_si32(_mm512_castsi512_si128(_mm512_permutexvar_epi32(last, incl))));
     }
-    const uint64_t at = pos >> 3;
-    const __m512i off = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(pos & 7)), excl);
-    const __m512i idx =
-        _mm512_add_epi8(_mm512_shuffle_epi8(_mm512_srli_epi32(off, 3), first_byte), seq);
+    const uint64_t at = (pos >> 5) << 2;
+    const __m512i off = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(pos & 31)), excl);
+    const __m512i idx = _mm512_srli_epi32(off, 5);
     __m512i src0, src1;
     load128(bytes, at, r.payload_bytes, &src0, &src1);
-    const __m512i lo = _mm512_permutex2var_epi8(src0, idx, src1);
-    const __m512i hi = _mm512_permutex2var_epi8(src0, _mm512_add_epi8(idx, four), src1);
-    const __m512i raw =
-        _mm512_and_si512(_mm512_shrdv_epi32(lo, hi, _mm512_and_si512(off, seven)),
-                         _mm512_srlv_epi32(ones, _mm512_sub_epi32(k32, k)));
-    __m512i f = raw;
-    if (r.dep16[c]) {
+    const __m512i lo = _mm512_permutex2var_epi32(src0, idx, src1);
+    const __m512i hi = _mm512_permutex2var_epi32(src0, _mm512_add_epi32(idx, one), src1);
+    // raw: the 32 bits at each field (a word stored whole as it is).
+    const __m512i raw = _mm512_shrdv_epi32(lo, hi, off);
+    __m512i f = _mm512_and_si512(raw, low);
+    if (r.dep16[c] == 2) {
+      f = _mm512_or_si512(
+          _mm512_and_si512(_mm512_sllv_epi32(f, _mm512_loadu_si512(r.sh1 + w)),
+                           _mm512_loadu_si512(r.run1 + w)),
+          _mm512_and_si512(_mm512_sllv_epi32(f, _mm512_loadu_si512(r.sh2 + w)),
+                           _mm512_loadu_si512(r.run2 + w)));
+    } else if (r.dep16[c]) {
 #define IBP_STAGE(i)                                                                 \
   {                                                                                  \
     const __m512i d = _mm512_maskz_loadu_epi32(m, t + (kDep0 + i) * W + w);          \
@@ -327,7 +372,8 @@ inline bool cpu_has_avx2_kernel() {
 inline bool cpu_has_avx512_kernel() {
   return cpu_has_avx2_kernel() && __builtin_cpu_supports("avx512f") &&
          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-         __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512vbmi2");
+         __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512vbmi") &&
+         __builtin_cpu_supports("avx512vbmi2");
 }
 #else
 inline bool cpu_has_avx2_kernel() { return false; }

@@ -150,7 +150,12 @@ void decode_row(const CompressedView& c, const DenseProgram& prog, const Coded16
                        4 * geo.payload_words,
                        prog.pre16.data() + static_cast<size_t>(g) * prog.padded16,
                        prog.total16.data() + static_cast<size_t>(g) * prog.chunks16,
-                       prog.dep16.data() + static_cast<size_t>(g) * prog.chunks16};
+                       prog.dep16.data() + static_cast<size_t>(g) * prog.chunks16,
+                       prog.low16.data() + static_cast<size_t>(g) * prog.padded16,
+                       prog.sh1.data() + static_cast<size_t>(g) * prog.padded16,
+                       prog.run1.data() + static_cast<size_t>(g) * prog.padded16,
+                       prog.sh2.data() + static_cast<size_t>(g) * prog.padded16,
+                       prog.run2.data() + static_cast<size_t>(g) * prog.padded16};
   Kernel::ibp_row(c.payload, start + kModeBits + geo.group_bits, dense, words);
 }
 
