@@ -170,11 +170,8 @@ IBP_TARGET_AVX512 inline void coded16_row_avx512(const uint32_t* p, uint64_t pos
   const uint32_t* offset = codes + 16 * W;
   const uint64_t code_start = pos + offset[W - 1] + 32 - ((codes[W - 1] >> 9) & 31u) -
                               ((codes[8 * W + W - 1] >> 9) & 31u);
-  const __m512i first_byte =
-      _mm512_set4_epi32(0x0C0C0C0C, 0x08080808, 0x04040404, 0x00000000);
-  const __m512i seq = _mm512_set1_epi32(0x03020100), four = _mm512_set1_epi8(4);
   const __m512i k16 = _mm512_set1_epi32(16);
-  const __m512i k31 = _mm512_set1_epi32(31), seven = _mm512_set1_epi32(7);
+  const __m512i k31 = _mm512_set1_epi32(31);
   const __m512i ones = _mm512_set1_epi32(-1), w31 = _mm512_set1_epi16(31);
   const __m512i one8 = _mm512_set1_epi8(1);
   const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
@@ -330,13 +327,7 @@ IBP_TARGET_AVX512 inline void coded16_row_avx512(const uint32_t* p, uint64_t pos
                : _mm512_sub_epi32(_mm512_maskz_loadu_epi32(m, offset + w0),
                                   _mm512_set1_epi32(static_cast<int>(offset[w0]))),
           _mm512_set1_epi32(static_cast<int>(base & 7)));
-      const __m512i idx =
-          _mm512_add_epi8(_mm512_shuffle_epi8(_mm512_srli_epi32(off, 3), first_byte), seq);
-      __m512i src0, src1;
-      load128(bytes, at, payload_bytes, &src0, &src1);
-      const __m512i wlo = _mm512_permutex2var_epi8(src0, idx, src1);
-      const __m512i whi = _mm512_permutex2var_epi8(src0, _mm512_add_epi8(idx, four), src1);
-      const __m512i pl = _mm512_shrdv_epi32(wlo, whi, _mm512_and_si512(off, seven));
+      const __m512i pl = bits32_at(bytes, at, payload_bytes, off);
       __m512i word;
       if (__builtin_expect(same, 1)) {
         // one (lo, nc): plain bits [0, lo) stay, [lo, 16 - nc + lo) move up

@@ -103,11 +103,8 @@ IBP_TARGET_AVX512 inline void coded_row_avx512(const uint32_t* p, uint64_t pos,
   const uint8_t* bytes = reinterpret_cast<const uint8_t*>(p);
   const uint32_t* offset = codes + 8 * W;
   uint64_t code = pos + offset[W - 1] + 32 - ((codes[W - 1] >> 9) & 31u);
-  const __m512i first_byte =
-      _mm512_set4_epi32(0x0C0C0C0C, 0x08080808, 0x04040404, 0x00000000);
-  const __m512i seq = _mm512_set1_epi32(0x03020100), four = _mm512_set1_epi8(4);
   const __m512i ones = _mm512_set1_epi32(-1), k31 = _mm512_set1_epi32(31);
-  const __m512i k32 = _mm512_set1_epi32(32), seven = _mm512_set1_epi32(7);
+  const __m512i k32 = _mm512_set1_epi32(32);
   const __m512i iota8 = _mm512_set_epi8(
       63, 62, 61, 60, 59, 58, 57, 56, 55, 54, 53, 52, 51, 50, 49, 48, 47, 46, 45, 44, 43, 42, 41,
       40, 39, 38, 37, 36, 35, 34, 33, 32, 31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18,
@@ -209,16 +206,9 @@ IBP_TARGET_AVX512 inline void coded_row_avx512(const uint32_t* p, uint64_t pos,
           _mm512_sub_epi32(_mm512_maskz_loadu_epi32(m, offset + w0),
                            _mm512_set1_epi32(static_cast<int>(offset[w0]))),
           _mm512_set1_epi32(static_cast<int>(base & 7)));
-      const __m512i idx =
-          _mm512_add_epi8(_mm512_shuffle_epi8(_mm512_srli_epi32(off, 3), first_byte), seq);
-      __m512i src0, src1;
-      load128(bytes, at, payload_bytes, &src0, &src1);
-      const __m512i wlo = _mm512_permutex2var_epi8(src0, idx, src1);
-      const __m512i whi = _mm512_permutex2var_epi8(src0, _mm512_add_epi8(idx, four), src1);
       // plain: 32 - nc bits; word = plain's low lo bits | field << lo | the rest << (lo + nc)
-      const __m512i pl =
-          _mm512_and_si512(_mm512_shrdv_epi32(wlo, whi, _mm512_and_si512(off, seven)),
-                           _mm512_srlv_epi32(ones, nc));
+      const __m512i pl = _mm512_and_si512(bits32_at(bytes, at, payload_bytes, off),
+                                          _mm512_srlv_epi32(ones, nc));
       const __m512i f = _mm512_load_si512(field + (w0 - b0));
       const __m512i word = _mm512_ternarylogic_epi32(
           _mm512_and_si512(pl, _mm512_srlv_epi32(ones, _mm512_sub_epi32(k32, lo))),

@@ -292,6 +292,22 @@ IBP_TARGET_AVX512 inline void load128(const uint8_t* bytes, uint64_t at, uint64_
   }
 }
 
+// The 32 bits from bit off[i] (< 96 + 32, counted from byte `at`) of each of
+// 16 lanes: a byte permute of the 128 bytes from `at` (load128) to each
+// lane's first byte and the next word, then a funnel shift by off & 7.
+IBP_TARGET_AVX512 inline __m512i bits32_at(const uint8_t* bytes, uint64_t at,
+                                           uint64_t payload_bytes, __m512i off) {
+  const __m512i first_byte = _mm512_set4_epi32(0x0C0C0C0C, 0x08080808, 0x04040404, 0x00000000);
+  const __m512i idx = _mm512_add_epi8(
+      _mm512_shuffle_epi8(_mm512_srli_epi32(off, 3), first_byte), _mm512_set1_epi32(0x03020100));
+  __m512i src0, src1;
+  load128(bytes, at, payload_bytes, &src0, &src1);
+  const __m512i wlo = _mm512_permutex2var_epi8(src0, idx, src1);
+  const __m512i whi =
+      _mm512_permutex2var_epi8(src0, _mm512_add_epi8(idx, _mm512_set1_epi8(4)), src1);
+  return _mm512_shrdv_epi32(wlo, whi, _mm512_and_si512(off, _mm512_set1_epi32(7)));
+}
+
 // AVX-512: 16 words at a time, exceptions included, without a branch. The
 // field widths k (nvar, or 32 for a word stored whole) give each field's bit
 // offset o from the chunk's window: the program's offset plus an exclusive
