@@ -34,8 +34,10 @@ void decode_sparse(const uint32_t* p, uint64_t pos, const uint32_t* table, uint3
                    uint32_t* words);
 
 struct PortableKernel {  // the shared bits.h deposit, what the CUDA kernel runs
-  static void ibp_row(const uint32_t* p, uint64_t head, const DenseRow& r, uint32_t* out) {
-    ibp_row_scalar<PortableDeposit>(p, head, r, out);
+  static void ibp_row(const uint32_t* p, uint64_t head, const DenseProgram& prog,
+                      const uint32_t* table, uint32_t g, uint32_t W, uint64_t /*payload_bytes*/,
+                      uint32_t* out) {
+    ibp_row_scalar<PortableDeposit>(p, head, prog.row(table, g, W), out);
   }
   static void sparse_row(const uint32_t* p, uint64_t pos, const uint32_t* table, uint32_t W,
                          uint32_t* words) {
@@ -65,18 +67,24 @@ struct ScalarRows {
   }
 };
 struct Bmi2Kernel : ScalarRows {
-  static void ibp_row(const uint32_t* p, uint64_t head, const DenseRow& r, uint32_t* out) {
-    ibp_row_scalar<Bmi2Deposit>(p, head, r, out);
+  static void ibp_row(const uint32_t* p, uint64_t head, const DenseProgram& prog,
+                      const uint32_t* table, uint32_t g, uint32_t W, uint64_t /*payload_bytes*/,
+                      uint32_t* out) {
+    ibp_row_scalar<Bmi2Deposit>(p, head, prog.row(table, g, W), out);
   }
 };
 struct Avx2Kernel : ScalarRows {
-  static void ibp_row(const uint32_t* p, uint64_t head, const DenseRow& r, uint32_t* out) {
-    ibp_row_avx2(p, head, r, out);
+  static void ibp_row(const uint32_t* p, uint64_t head, const DenseProgram& prog,
+                      const uint32_t* table, uint32_t g, uint32_t W, uint64_t /*payload_bytes*/,
+                      uint32_t* out) {
+    ibp_row_avx2(p, head, prog.row(table, g, W), out);
   }
 };
 struct Avx512Kernel {
-  static void ibp_row(const uint32_t* p, uint64_t head, const DenseRow& r, uint32_t* out) {
-    ibp_row_avx512(p, head, r, out);
+  static void ibp_row(const uint32_t* p, uint64_t head, const DenseProgram& prog,
+                      const uint32_t* table, uint32_t g, uint32_t W, uint64_t payload_bytes,
+                      uint32_t* out) {
+    ibp_row_avx512(p, head, table, prog.block(g), W, payload_bytes, out);
   }
   static void sparse_row(const uint32_t* p, uint64_t pos, const uint32_t* table, uint32_t W,
                          uint32_t* words) {
@@ -143,20 +151,8 @@ void decode_row(const CompressedView& c, const DenseProgram& prog, const Coded16
                       4 * geo.payload_words, words, c16, g);
     return;
   }
-  const DenseRow dense{table,
-                       prog.pre.data() + static_cast<size_t>(g) * prog.padded,
-                       prog.total.data() + static_cast<size_t>(g) * prog.chunks,
-                       W,
-                       4 * geo.payload_words,
-                       prog.pre16.data() + static_cast<size_t>(g) * prog.padded16,
-                       prog.total16.data() + static_cast<size_t>(g) * prog.chunks16,
-                       prog.dep16.data() + static_cast<size_t>(g) * prog.chunks16,
-                       prog.low16.data() + static_cast<size_t>(g) * prog.padded16,
-                       prog.sh1.data() + static_cast<size_t>(g) * prog.padded16,
-                       prog.run1.data() + static_cast<size_t>(g) * prog.padded16,
-                       prog.sh2.data() + static_cast<size_t>(g) * prog.padded16,
-                       prog.run2.data() + static_cast<size_t>(g) * prog.padded16};
-  Kernel::ibp_row(c.payload, start + kModeBits + geo.group_bits, dense, words);
+  Kernel::ibp_row(c.payload, start + kModeBits + geo.group_bits, prog, table, g, W,
+                  4 * geo.payload_words, words);
 }
 
 // Software prefetch: a random row costs three dependent cache misses (its
