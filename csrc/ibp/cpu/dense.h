@@ -355,6 +355,22 @@ inline uint64_t part_bits64(const uint8_t* bytes, uint64_t head, uint32_t w, uin
 // and a funnel shift by o (VPSHRDVD, which takes o mod 32) extracts the
 // field. Loads are masked at the payload's end (payload_bytes is a multiple
 // of 4).
+// The five-stage deposit of bits.h for the 16 words from w (m: those < W),
+// out of line: only chunks with a word of more than two runs of variable
+// bits take it, and inlined it made every row set up its table addresses.
+IBP_TARGET_AVX512 __attribute__((noinline)) inline __m512i deposit16_stages(
+    __m512i f, const uint32_t* t, uint32_t W, uint32_t w, __mmask16 m) {
+#define IBP_STAGE(i)                                                                 \
+  {                                                                                  \
+    const __m512i d = _mm512_maskz_loadu_epi32(m, t + (kDep0 + i) * W + w);          \
+    const __m512i s = _mm512_and_si512(f, d);                                        \
+    f = _mm512_or_si512(_mm512_xor_si512(f, s), _mm512_slli_epi32(s, 1 << i));       \
+  }
+  IBP_STAGE(4) IBP_STAGE(3) IBP_STAGE(2) IBP_STAGE(1) IBP_STAGE(0)
+#undef IBP_STAGE
+  return f;
+}
+
 struct Avx512Row {
   const uint8_t* bytes;
   const uint32_t* t;  // the group's decode table
@@ -364,13 +380,14 @@ struct Avx512Row {
 
 // Chunk C (0..3) of the span at w0 (record R): `ex` the span's prefix bytes,
 // q its 8-word totals, part its participation bits; *pos the chunk's first
-// field, advanced past the chunk.
-template <uint32_t C>
+// field, advanced past the chunk. kInside: the window's 128 bytes are inside
+// the payload (no load masks); kFull: the chunk has 16 words (no store mask).
+template <uint32_t C, bool kInside, bool kFull>
 IBP_TARGET_AVX512 __attribute__((always_inline)) inline void ibp_chunk16(
     const Avx512Row& r, const uint32_t* R, uint32_t w0, __m512i ex, const uint64_t* q,
     uint64_t part, uint64_t* pos, uint32_t* out) {
   const uint32_t w = w0 + 16 * C;
-  const uint32_t n = r.W - w < 16 ? r.W - w : 16;
+  const uint32_t n = kFull || r.W - w >= 16 ? 16 : r.W - w;
   const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
   const __mmask16 in = static_cast<__mmask16>(part >> (16 * C));
   const uint32_t* ch = R + kChunk + 48 * C;
@@ -384,7 +401,12 @@ IBP_TARGET_AVX512 __attribute__((always_inline)) inline void ibp_chunk16(
   *pos = p + R[kTotal16 + C] + q[2 * C] + q[2 * C + 1];
   const __m512i idx = _mm512_srli_epi32(off, 5);
   __m512i src0, src1;
-  load128(r.bytes, at, r.payload_bytes, &src0, &src1);
+  if (kInside) {
+    src0 = _mm512_loadu_si512(r.bytes + at);
+    src1 = _mm512_loadu_si512(r.bytes + at + 64);
+  } else {
+    load128(r.bytes, at, r.payload_bytes, &src0, &src1);
+  }
   const __m512i lo = _mm512_permutex2var_epi32(src0, idx, src1);
   const __m512i hi =
       _mm512_permutex2var_epi32(src0, _mm512_add_epi32(idx, _mm512_set1_epi32(1)), src1);
@@ -400,44 +422,57 @@ IBP_TARGET_AVX512 __attribute__((always_inline)) inline void ibp_chunk16(
         _mm512_and_si512(_mm512_sllv_epi32(f, _mm512_load_si512(runs + 32)),
                          _mm512_load_si512(runs + 48)));
   } else if (dep) {
-    const uint32_t* t = r.t;
-    const uint32_t W = r.W;
-#define IBP_STAGE(i)                                                                 \
-  {                                                                                  \
-    const __m512i d = _mm512_maskz_loadu_epi32(m, t + (kDep0 + i) * W + w);          \
-    const __m512i s = _mm512_and_si512(f, d);                                        \
-    f = _mm512_or_si512(_mm512_xor_si512(f, s), _mm512_slli_epi32(s, 1 << i));       \
-  }
-    IBP_STAGE(4) IBP_STAGE(3) IBP_STAGE(2) IBP_STAGE(1) IBP_STAGE(0)
-#undef IBP_STAGE
+    f = deposit16_stages(f, r.t, r.W, w, m);
   }
   f = _mm512_add_epi32(f, _mm512_load_si512(ch + kValue16));
-  _mm512_mask_storeu_epi32(out + w, m, _mm512_mask_mov_epi32(raw, in, f));
+  if (kFull) {
+    _mm512_storeu_si512(out + w, _mm512_mask_mov_epi32(raw, in, f));
+  } else {
+    _mm512_mask_storeu_epi32(out + w, m, _mm512_mask_mov_epi32(raw, in, f));
+  }
+}
+
+// The span of n words (n <= 64) at w0, record R; kInside: every chunk window
+// inside the payload; kFull: n = 64.
+template <bool kInside, bool kFull>
+IBP_TARGET_AVX512 __attribute__((always_inline)) inline void ibp_span64(
+    const Avx512Row& r, const uint32_t* R, uint64_t head, uint32_t w0, uint32_t n,
+    uint64_t* pos, uint32_t* out) {
+  const uint64_t part = part_bits64(r.bytes, head, w0, kFull ? 64 : n);
+  const uint64_t valid = kFull || n == 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1;
+  const __m512i gap = _mm512_maskz_loadu_epi8(_cvtu64_mask64(valid & ~part), R + kGap8);
+  // Byte i: the sum of gap over the whole words before it in its 8 words.
+  __m512i ex = _mm512_slli_epi64(gap, 8);
+  ex = _mm512_add_epi8(ex, _mm512_slli_epi64(ex, 8));
+  ex = _mm512_add_epi8(ex, _mm512_slli_epi64(ex, 16));
+  ex = _mm512_add_epi8(ex, _mm512_slli_epi64(ex, 32));
+  alignas(64) uint64_t q[8];
+  _mm512_store_si512(q, _mm512_sad_epu8(gap, _mm512_setzero_si512()));
+  ibp_chunk16<0, kInside, kFull>(r, R, w0, ex, q, part, pos, out);
+  if (kFull || n > 16) ibp_chunk16<1, kInside, kFull>(r, R, w0, ex, q, part, pos, out);
+  if (kFull || n > 32) ibp_chunk16<2, kInside, kFull>(r, R, w0, ex, q, part, pos, out);
+  if (kFull || n > 48) ibp_chunk16<3, kInside, kFull>(r, R, w0, ex, q, part, pos, out);
 }
 
 IBP_TARGET_AVX512 void ibp_row_avx512(const uint32_t* payload, uint64_t head, const uint32_t* t,
                                       const uint32_t* blk, uint32_t W, uint64_t payload_bytes,
                                       uint32_t* out) {
   const Avx512Row r{reinterpret_cast<const uint8_t*>(payload), t, W, payload_bytes};
-  const __m512i zero = _mm512_setzero_si512();
   uint64_t pos = head + W;
+  // Every window of the row starts before its last field's byte, at most
+  // (W + 32 W) / 8 bytes past the row's first byte: with 128 bytes more
+  // inside the payload, no window load needs a mask.
+  const bool inside = payload_bytes - (head >> 3) >= 33ull * W / 8 + 136;
   const uint32_t* R = blk;
   for (uint32_t w0 = 0; w0 < W; w0 += 64, R += kSpanU32) {
     const uint32_t n = W - w0 < 64 ? W - w0 : 64;
-    const uint64_t part = part_bits64(r.bytes, head, w0, n);
-    const uint64_t valid = n == 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1;
-    const __m512i gap = _mm512_maskz_loadu_epi8(_cvtu64_mask64(valid & ~part), R + kGap8);
-    // Byte i: the sum of gap over the whole words before it in its 8 words.
-    __m512i ex = _mm512_slli_epi64(gap, 8);
-    ex = _mm512_add_epi8(ex, _mm512_slli_epi64(ex, 8));
-    ex = _mm512_add_epi8(ex, _mm512_slli_epi64(ex, 16));
-    ex = _mm512_add_epi8(ex, _mm512_slli_epi64(ex, 32));
-    alignas(64) uint64_t q[8];
-    _mm512_store_si512(q, _mm512_sad_epu8(gap, zero));
-    ibp_chunk16<0>(r, R, w0, ex, q, part, &pos, out);
-    if (n > 16) ibp_chunk16<1>(r, R, w0, ex, q, part, &pos, out);
-    if (n > 32) ibp_chunk16<2>(r, R, w0, ex, q, part, &pos, out);
-    if (n > 48) ibp_chunk16<3>(r, R, w0, ex, q, part, &pos, out);
+    if (!inside) {
+      ibp_span64<false, false>(r, R, head, w0, n, &pos, out);
+    } else if (n == 64) {
+      ibp_span64<true, true>(r, R, head, w0, n, &pos, out);
+    } else {
+      ibp_span64<true, false>(r, R, head, w0, n, &pos, out);
+    }
   }
 }
 
