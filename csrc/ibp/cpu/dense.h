@@ -326,11 +326,9 @@ IBP_TARGET_AVX512 inline __m512i bits32_at(const uint8_t* bytes, uint64_t at,
 // bitmap ends at least 64 bits after that byte's first bit.
 inline uint64_t part_bits64(const uint8_t* bytes, uint64_t head, uint32_t w, uint32_t n) {
   const uint64_t p = head + w;
-  if (n == 64) {
-    const unsigned __int128 two =
-        static_cast<unsigned __int128>(load_u64(bytes + (p >> 3) + 8)) << 64 |
-        load_u64(bytes + (p >> 3));
-    return static_cast<uint64_t>(two >> (p & 7));
+  if (n == 64) {  // two shifts: a 128-bit shift compiled to a branch on counts >= 64
+    const uint32_t sh = p & 7;
+    return load_u64(bytes + (p >> 3)) >> sh | (load_u64(bytes + (p >> 3) + 8) << 1) << (63 - sh);
   }
   if (n <= 32) return field_at(bytes, p, n);
   return field_at(bytes, p, 32) | uint64_t{field_at(bytes, p + 32, n - 32)} << 32;
