@@ -33,7 +33,9 @@ struct PortableDeposit {
 void decode_sparse(const uint32_t* p, uint64_t pos, const uint32_t* table, uint32_t W,
                    uint32_t* words);
 
+// A kernel with kPairs also decodes two kIbp rows at once (ibp_rows2).
 struct PortableKernel {  // the shared bits.h deposit, what the CUDA kernel runs
+  static constexpr bool kPairs = false;
   static void ibp_row(const uint32_t* p, uint64_t head, const DenseProgram& prog,
                       const uint32_t* table, uint32_t g, uint32_t W, uint64_t /*payload_bytes*/,
                       uint32_t* out) {
@@ -56,6 +58,7 @@ struct PortableKernel {  // the shared bits.h deposit, what the CUDA kernel runs
 // without them.
 // Sparse and coded rows of the BMI2 and AVX2 kernels: the scalar x86 loops.
 struct ScalarRows {
+  static constexpr bool kPairs = false;
   static void sparse_row(const uint32_t* p, uint64_t pos, const uint32_t* table, uint32_t W,
                          uint32_t* words) {
     sparse_row_scalar(p, pos, table, W, words);
@@ -81,6 +84,11 @@ struct Avx2Kernel : ScalarRows {
   }
 };
 struct Avx512Kernel {
+  static constexpr bool kPairs = true;
+  static void ibp_rows2(const uint32_t* p, uint32_t W, uint64_t payload_bytes,
+                        const Avx512Pair& a, const Avx512Pair& b) {
+    ibp_rows2_avx512(p, W, payload_bytes, a, b);
+  }
   static void ibp_row(const uint32_t* p, uint64_t head, const DenseProgram& prog,
                       const uint32_t* table, uint32_t g, uint32_t W, uint64_t payload_bytes,
                       uint32_t* out) {
@@ -119,17 +127,27 @@ void decode_sparse(const uint32_t* p, uint64_t pos, const uint32_t* table, uint3
   }
 }
 
-// Decodes row r into `words` (row_words words).
-template <typename Kernel>
-void decode_row(const CompressedView& c, const DenseProgram& prog, const Coded16Program& c16,
-                uint64_t r, uint32_t* words) {
+// Where row r starts and its mode and group.
+struct RowHead {
+  uint64_t start;
+  uint32_t mode, g;
+};
+inline RowHead row_head(const CompressedView& c, uint64_t r) {
   const Geometry& geo = c.geo;
-  const uint32_t W = geo.row_words;
   const uint64_t start = row_start(c.bases, c.rel, geo.rel_bytes, geo.block_shift, r);
   const uint32_t head = field_at(reinterpret_cast<const uint8_t*>(c.payload), start,
                                  kModeBits + geo.group_bits);
-  const uint32_t mode = head & ((1u << kModeBits) - 1);
-  const uint32_t g = head >> kModeBits;
+  return {start, head & ((1u << kModeBits) - 1), head >> kModeBits};
+}
+
+// Decodes the row of head h into `words` (row_words words).
+template <typename Kernel>
+void decode_row(const CompressedView& c, const DenseProgram& prog, const Coded16Program& c16,
+                const RowHead& h, uint32_t* words) {
+  const Geometry& geo = c.geo;
+  const uint32_t W = geo.row_words;
+  const uint64_t start = h.start;
+  const uint32_t mode = h.mode, g = h.g;
   if (mode == static_cast<uint32_t>(RowMode::kRaw)) {
     const uint64_t head = start + kModeBits + geo.group_bits;
     for (uint32_t w = 0; w < W; ++w) words[w] = read_bits(c.payload, head + 32ull * w, 32);
@@ -242,13 +260,40 @@ void gather_rows(const CompressedView& c, const DenseProgram& prog, const Coded1
         }
       }
       uint8_t* dst = out + i * row_bytes;
-      if (aligned) {
-        decode_row<Kernel>(c, prog, c16, static_cast<uint64_t>(ids[i]),
-                           reinterpret_cast<uint32_t*>(dst));
-      } else {
-        decode_row<Kernel>(c, prog, c16, static_cast<uint64_t>(ids[i]), words.data());
+      const RowHead h = row_head(c, static_cast<uint64_t>(ids[i]));
+      if (!aligned) {
+        decode_row<Kernel>(c, prog, c16, h, words.data());
         std::memcpy(dst, words.data(), row_bytes);
+        continue;
       }
+      uint32_t* row = reinterpret_cast<uint32_t*>(dst);
+      if (!Kernel::kPairs || i + 1 == b) {
+        decode_row<Kernel>(c, prog, c16, h, row);
+        continue;
+      }
+      // Rows two at a time (i - a stays even: the prefetches above still
+      // come every kRowAhead rows); two kIbp rows decode together.
+      const RowHead h2 = row_head(c, static_cast<uint64_t>(ids[i + 1]));
+      uint32_t* row2 = row + row_bytes / 4;
+      constexpr uint32_t kIbp = static_cast<uint32_t>(RowMode::kIbp);
+      if constexpr (Kernel::kPairs) {
+        if (h.mode == kIbp && h2.mode == kIbp) {
+          const uint32_t W = c.geo.row_words, hb = kModeBits + c.geo.group_bits;
+          const auto table = [&](uint32_t g) {
+            return c.table + static_cast<uint64_t>(g) * kDecodeRows * W;
+          };
+          Kernel::ibp_rows2(c.payload, W, 4 * c.geo.payload_words,
+                            {h.start + hb, table(h.g), prog.block(h.g), row},
+                            {h2.start + hb, table(h2.g), prog.block(h2.g), row2});
+          ++i;
+          continue;
+        }
+      }
+      {
+        decode_row<Kernel>(c, prog, c16, h, row);
+        decode_row<Kernel>(c, prog, c16, h2, row2);
+      }
+      ++i;
     }
   });
 }
