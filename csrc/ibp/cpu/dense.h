@@ -1,21 +1,24 @@
-// CPU decode of kIbp rows (format.h): whole 8-word chunks at once.
+// CPU decode of kIbp rows (format.h): whole chunks of words at once.
 //
 // In a chunk whose words all participate, the field widths are those of the
 // group (nvar), so each field's bit offset from the chunk's first field is
 // fixed: DenseProgram precomputes it per group (`pre`) with the chunk's total
 // (`total`). Such a chunk decodes with no per-word branch and no serial
-// dependency between its words: scalar (portable deposit or BMI2 PDEP), AVX2
-// (gathers of 64-bit windows; a chunk with an exception, a word stored
-// whole, takes the per-word path with a running bit position) or AVX-512
-// VBMI2 (16 words, exceptions included, from two 64-byte loads, dword
-// permutes and a funnel shift). Every variant writes the same words:
-// value + deposit(field, ~mask), or the field itself.
+// dependency between its words: scalar (portable deposit or BMI2 PDEP) and
+// AVX2 (gathers of 64-bit windows) over 8-word chunks; a chunk with an
+// exception, a word stored whole, takes the per-word path with a running bit
+// position. AVX-512 VBMI2 decodes 16-word chunks, exceptions included, from
+// two 64-byte loads, dword permutes and a funnel shift, the offsets of the
+// words stored whole from one byte prefix sum per 64 words, and two rows at
+// a time where it can (ibp_rows2_avx512). Every variant writes the same
+// words: value + deposit(field, ~mask), or the field itself.
 //
 // Reads: a field at bit b is read as the 8 bytes from byte b / 8, inside the
 // payload padding (format.h) since fields are at most 32 bits. The AVX-512
 // chunk loads of 2 x 64 bytes are masked at the payload's end.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -338,21 +341,23 @@ inline uint64_t part_bits64(const uint8_t* bytes, uint64_t head, uint32_t w, uin
 // field widths k (nvar, or 32 for a word stored whole) give each field's bit
 // offset o from the chunk's window: the program's offset (pre16) plus the
 // sum of 32 - nvar (gap8) over the chunk's earlier words stored whole. That
-// sum is taken once per 64 words (a block), whatever the participation bits:
-// the gap8 bytes of the block's whole words in one register (a masked byte
+// sum is taken once per 64 words (a span), whatever the participation bits:
+// the gap8 bytes of the span's whole words in one register (a masked byte
 // load), their exclusive prefix sum within each 8 words by three shift-adds
 // of the 64-bit lanes (at most 7 * 32 = 224: no byte carries), the 8 words'
 // totals by VPSADBW (at most 256, 16 bits). A chunk's offsets are its 16
 // prefix bytes widened, plus its first 8 words' total in its last 8 lanes;
 // the next chunk starts past the program's total plus the chunk's two 8-word
 // totals, so no chunk waits for another's fields. (A prefix sum per chunk
-// over 16 dword lanes took twice the operations.)
+// over 16 dword lanes took twice the operations: whole gathers of hot reddit rows 39 -> 36 ns a row.)
 // The window starts at the 32-bit word holding the chunk's first bit, so a
 // field (at most 32 bits) lies in the window's words o / 32 and o / 32 + 1:
 // two dword permutes (VPERMT2D) of the window's two 64-byte loads pick them
 // and a funnel shift by o (VPSHRDVD, which takes o mod 32) extracts the
 // field. Loads are masked at the payload's end (payload_bytes is a multiple
-// of 4).
+// of 4) in the rows near it only (avx512_inside), stores in a last chunk of
+// under 16 words only.
+
 // The five-stage deposit of bits.h for the 16 words from w (m: those < W),
 // out of line: only chunks with a word of more than two runs of variable
 // bits take it, and inlined it made every row set up its table addresses.
