@@ -349,7 +349,8 @@ inline uint64_t part_bits64(const uint8_t* bytes, uint64_t head, uint32_t w, uin
 // prefix bytes widened, plus its first 8 words' total in its last 8 lanes;
 // the next chunk starts past the program's total plus the chunk's two 8-word
 // totals, so no chunk waits for another's fields. (A prefix sum per chunk
-// over 16 dword lanes took twice the operations: whole gathers of hot reddit rows 39 -> 36 ns a row.)
+// over 16 dword lanes took twice the operations: whole gathers of hot
+// reddit rows 39 -> 36 ns a row.)
 // The window starts at the 32-bit word holding the chunk's first bit, so a
 // field (at most 32 bits) lies in the window's words o / 32 and o / 32 + 1:
 // two dword permutes (VPERMT2D) of the window's two 64-byte loads pick them
