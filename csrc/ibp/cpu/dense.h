@@ -138,7 +138,8 @@ struct DenseProgram {
         many[w / 16] |= n > 2;
       }
       for (uint32_t c16 = 0; c16 < many.size(); ++c16) {
-        uint32_t& dep = base[static_cast<size_t>(g) * stride + c16 / 4 * kSpanU32 + kDep16 + c16 % 4];
+        uint32_t* span = base + static_cast<size_t>(g) * stride + c16 / 4 * kSpanU32;
+        uint32_t& dep = span[kDep16 + c16 % 4];
         if (dep && !many[c16]) dep = 2;
       }
     }
