@@ -156,6 +156,12 @@ void decode_row(const CompressedView& c, const DenseProgram& prog, const Coded16
   const uint32_t* table = c.table + static_cast<uint64_t>(g) * kDecodeRows * W;
   if (mode == static_cast<uint32_t>(RowMode::kSparse)) {
     const uint64_t at = start + kModeBits + geo.group_bits;
+    // No listed word (either form): the group's values, without parsing the
+    // rest (reddit: 11% of the rows, all-zero ones; 25 -> 12 ns a row).
+    if (field_at(reinterpret_cast<const uint8_t*>(c.payload), at, count_bits(W)) == 0) {
+      std::memcpy(words, table + kValue * W, 4ull * W);
+      return;
+    }
     if (is_sparse_code(c.payload, at, W)) {
       decode_sparse_code_host(c.payload, at, table + kValue * W, W, words);
     } else {
