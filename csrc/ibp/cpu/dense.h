@@ -56,9 +56,10 @@ struct DenseRow {
 //
 // The AVX-512 kernel reads one block per group instead (at g * stride u32
 // of `blk`, 64-byte aligned, so a row takes one pointer): per 64 words (a
-// span), one record of kSpanU32 u32, every part at a fixed offset from the
-// record (what the kernel would otherwise derive from nvar in every chunk of
-// every row); w below is a word of the span, c = w / 16 its 16-word chunk:
+// span), one record of kSpanU32 u32 (a last span of k < 4 chunks: of
+// span_u32(k)), every part at a fixed offset from the record (what the
+// kernel would otherwise derive from nvar in every chunk of every row); w
+// below is a word of the span, c = w / 16 its 16-word chunk:
 //   kGap8   (64 bytes) 32 - nvar[w]: how many bits a word stored whole adds
 //           to the later fields' offsets;
 //   kTotal16 + c  the sum of nvar over chunk c;
@@ -68,14 +69,17 @@ struct DenseRow {
 //           (f << sh2 & run2) (runs as masks at their place in the word, sh:
 //           how far the run's bits move up; 0 for no run), 5 operations
 //           instead of the five stages' 20; else 1;
-//   kChunk + 48 c + {kPre16, kLow16, kValue16} + w % 16: the sum of nvar over
-//           the chunk's words before w; the field mask, the low nvar bits;
-//           the word's value (the table's, copied beside them);
-//   kRuns + 64 c + {0, 16, 32, 48} + w % 16: sh1, run1, sh2, run2.
+//   kChunk + kChunkU32 c + {kPre16, kLow16, kValue16} + w % 16: the sum of
+//           nvar over the chunk's words before w; the field mask, the low
+//           nvar bits; the word's value (the table's, copied beside them);
+//   kChunk + kChunkU32 c + {kSh1, kRun1, kSh2, kRun2} + w % 16: those runs.
 // Entries past row_words are 0.
 constexpr uint32_t kGap8 = 0, kTotal16 = 16, kDep16 = 20, kChunk = 32, kPre16 = 0,
-                   kLow16 = 16, kValue16 = 32, kRuns = kChunk + 4 * 48, kSpanU32 = kRuns + 4 * 64;
-static_assert(kSpanU32 % 16 == 0, "span records keep 64-byte alignment");
+                   kLow16 = 16, kValue16 = 32, kSh1 = 48, kRun1 = 64, kSh2 = 80, kRun2 = 96,
+                   kChunkU32 = 112;
+constexpr uint32_t span_u32(uint32_t chunks) { return kChunk + kChunkU32 * chunks; }
+constexpr uint32_t kSpanU32 = span_u32(4);
+static_assert(kChunk % 16 == 0 && kChunkU32 % 16 == 0, "records keep 64-byte alignment");
 
 struct DenseProgram {
   uint32_t chunks = 0, padded = 0, stride = 0;
@@ -93,7 +97,7 @@ struct DenseProgram {
     const uint32_t W = c.geo.row_words, G = c.geo.num_groups;
     chunks = (W + kChunkWords - 1) / kChunkWords;
     padded = chunks * kChunkWords;
-    stride = (W + 63) / 64 * kSpanU32;
+    stride = W / 64 * kSpanU32 + (W % 64 ? span_u32((W % 64 + 15) / 16) : 0);
     pre.assign(static_cast<size_t>(G) * padded, 0);
     total.assign(static_cast<size_t>(G) * chunks, 0);
     blk_store.assign(static_cast<size_t>(G) * stride + 16, 0);
@@ -111,8 +115,7 @@ struct DenseProgram {
         a += nvar[w];
         uint32_t* span = base + static_cast<size_t>(g) * stride + w / 64 * kSpanU32;
         const uint32_t c16 = w % 64 / 16, j = w % 16;
-        uint32_t* chunk = span + kChunk + 48 * c16;
-        uint32_t* runs = span + kRuns + 64 * c16;
+        uint32_t* chunk = span + kChunk + kChunkU32 * c16;
         chunk[kPre16 + j] = span[kTotal16 + c16];
         span[kTotal16 + c16] += nvar[w];
         chunk[kLow16 + j] = nvar[w] ? ~uint32_t{0} >> (32 - nvar[w]) : 0;
@@ -128,8 +131,8 @@ struct DenseProgram {
           const uint32_t len = static_cast<uint32_t>(__builtin_ctzll(~from_lo));
           const uint32_t mask = static_cast<uint32_t>(((uint64_t{1} << len) - 1) << lo);
           if (n < 2) {
-            runs[32 * n + j] = lo - src;  // sh1 / sh2
-            runs[32 * n + 16 + j] = mask;  // run1 / run2
+            chunk[(n ? kSh2 : kSh1) + j] = lo - src;
+            chunk[(n ? kRun2 : kRun1) + j] = mask;
           }
           ++n;
           src += len;
@@ -395,7 +398,7 @@ IBP_TARGET_AVX512 __attribute__((always_inline)) inline void ibp_chunk16(
   const uint32_t n = kFull || r.W - w >= 16 ? 16 : r.W - w;
   const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
   const __mmask16 in = static_cast<__mmask16>(part >> (16 * C));
-  const uint32_t* ch = R + kChunk + 48 * C;
+  const uint32_t* ch = R + kChunk + kChunkU32 * C;
   const __m128i eb = C == 0 ? _mm512_castsi512_si128(ex) : _mm512_extracti32x4_epi32(ex, C);
   __m512i off = _mm512_cvtepu8_epi32(eb);
   off = _mm512_mask_add_epi32(off, 0xFF00, off, _mm512_set1_epi32(static_cast<int>(q[2 * C])));
@@ -420,12 +423,11 @@ IBP_TARGET_AVX512 __attribute__((always_inline)) inline void ibp_chunk16(
   __m512i f = _mm512_and_si512(raw, _mm512_load_si512(ch + kLow16));
   const uint32_t dep = R[kDep16 + C];
   if (dep == 2) {
-    const uint32_t* runs = R + kRuns + 64 * C;
     f = _mm512_or_si512(
-        _mm512_and_si512(_mm512_sllv_epi32(f, _mm512_load_si512(runs)),
-                         _mm512_load_si512(runs + 16)),
-        _mm512_and_si512(_mm512_sllv_epi32(f, _mm512_load_si512(runs + 32)),
-                         _mm512_load_si512(runs + 48)));
+        _mm512_and_si512(_mm512_sllv_epi32(f, _mm512_load_si512(ch + kSh1)),
+                         _mm512_load_si512(ch + kRun1)),
+        _mm512_and_si512(_mm512_sllv_epi32(f, _mm512_load_si512(ch + kSh2)),
+                         _mm512_load_si512(ch + kRun2)));
   } else if (dep) {
     f = deposit16_stages(f, r.t, r.W, w, m);
   }
