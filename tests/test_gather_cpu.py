@@ -383,3 +383,40 @@ def test_dense_rows_whole_words_every_position(cols, monkeypatch):
     for kernel in KERNELS:
         got = _gather(ct, ids, kernel, 1).view(torch.uint8).reshape(len(ids), -1)
         assert np.array_equal(got.numpy(), want), kernel
+
+
+def _whole_runs(cols, seed):
+    """Rows over words of 3 variable bits (32 - nvar = 29 more bits when
+    stored whole) and constant words (nvar = 0: 32 more), with runs of 1 to 16
+    consecutive words stored whole (random 32-bit words) at every position,
+    aligned 8-word groups of constant words all whole included."""
+    rng = np.random.default_rng(seed)
+    rows = 24 * cols
+    w = np.uint32(0x3F800000) | rng.integers(0, 8, (rows, cols), dtype=np.uint32)
+    const = (np.arange(cols) // 8) % 3 == 1  # whole 8-word groups of one value
+    w[:, const] = np.uint32(0x40400000)
+    for r in range(rows):
+        k = 1 + r % 16
+        at = (r // 16 * 5) % cols
+        if r % 7 == 0:  # the run covers an aligned group of constant words
+            at = int(np.flatnonzero(const)[(r // 7 * 8) % const.sum()])
+        idx = (at + np.arange(k)) % cols
+        w[r, idx] = rng.integers(0, 1 << 32, k, dtype=np.uint32) | np.uint32(1 << 31)
+    return np.ascontiguousarray(w.view(np.float32))
+
+
+@pytest.mark.parametrize("cols", [24, 64, 136])
+def test_dense_rows_runs_of_whole_words(cols, monkeypatch):
+    """kIbp rows with up to 16 consecutive words stored whole, each adding
+    29 or 32 bits to the later fields' offsets (the AVX-512 kernel's
+    per-64-word sums: up to 7 * 32 before a word of an 8-word group, 8 * 32
+    for the group), decode bit-exactly with every kernel."""
+    monkeypatch.setattr(ibp_gnn._encode, "CODED_ROWS", False)
+    x = _whole_runs(cols, seed=cols)
+    ct = ibp_gnn.compress(x, threads=2, progress=False)
+    assert ct.stats()["rows_per_mode"].get("ibp", 0) > len(x) // 2
+    ids = np.random.default_rng(3).permutation(np.repeat(np.arange(len(x)), 2))
+    want = x.view(np.uint8)[ids]
+    for kernel in KERNELS:
+        got = _gather(ct, ids, kernel, 1).view(torch.uint8).reshape(len(ids), -1)
+        assert np.array_equal(got.numpy(), want), kernel
