@@ -115,10 +115,10 @@ def _set_slots(tables, g, u, slots):
 
 
 def _encode_under(x, tables, base):
-    """x (2-byte dtype) encoded under `tables`: a tensor of x's dtype with
-    the header fields of `base` otherwise."""
+    """x encoded under `tables`: a tensor of x's dtype with the header fields
+    of `base` otherwise (tests/test_coded_cpu.py: 4-byte dtypes)."""
     f = dict(base._fields)
-    row_bytes = f["cols"] * 2
+    row_bytes = f["cols"] * x.element_size()
     xb = np.ascontiguousarray(x.view(torch.uint8).numpy().reshape(len(x), row_bytes))
     enc = _C.Encoder(row_bytes, f["row_words"], np.ascontiguousarray(tables))
     words, rel, bases = enc.encode(xb, row_bytes, 1)

@@ -7,12 +7,69 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "../coded.h"
 #include "coded16_cpu.h"
 #include "dense.h"
 
 namespace ibp {
+
+// Per-group data of 32-bit kCoded rows (code_rows == 8) derived from the
+// decode table's code rows once per CpuGather (no format change), like
+// dense.h's DenseProgram, for coded_row_avx512:
+// - sym: when every ranked symbol of group g is below 256 (a float's
+//   exponent byte, nc = 8), its units' symbols as bytes, unit u's slot 1 + r
+//   at sym_of(g)[16 u + r] (r < 15; 16 more units of zeros after the last,
+//   as the kernel loads 16 units at a time). Symbols then come from 4 loads
+//   and 2 byte permutes per 16 units instead of 8 code-row loads and 7
+//   blends. Null (the code rows used) for a group with a wider symbol.
+// - uniform[g * blocks + b] = 1 when the units of words 16b .. 16b + 15
+//   (those < row_words) all have unit 0's (lo, nc) = field(g) and their plain
+//   bits one after another (the offset row steps by 32 - nc): their words
+//   rebuild under shifts fixed for the group. Empty without code rows.
+struct Coded32Program {
+  uint32_t blocks = 0;
+  size_t stride = 0;  // sym bytes per group
+  std::vector<uint8_t> sym, has_sym, uniform;
+  std::vector<uint32_t> lo_nc;  // per group: unit 0's lo, nc
+
+  explicit Coded32Program(const CompressedView& c) {
+    const uint32_t W = c.geo.row_words, G = c.geo.num_groups;
+    if (c.geo.code_rows != 8 || !W) return;
+    blocks = (W + 15) / 16;
+    stride = 16 * (static_cast<size_t>(W) + 16);
+    sym.assign(G * stride, 0);
+    has_sym.assign(G, 1);
+    uniform.assign(static_cast<size_t>(G) * blocks, 1);
+    lo_nc.assign(2 * static_cast<size_t>(G), 0);
+    for (uint32_t g = 0; g < G; ++g) {
+      const uint32_t* codes = code_part(c.table, G, W, 8, g);
+      const uint32_t* offset = codes + 8 * W;
+      const CodeUnit u0 = code_unit(codes, W, 1, 0);
+      lo_nc[2 * g] = u0.lo;
+      lo_nc[2 * g + 1] = u0.nc;
+      for (uint32_t w = 0; w < W; ++w) {
+        const CodeUnit cu = code_unit(codes, W, 1, w);
+        for (uint32_t r = 0; r < cu.s; ++r) {
+          const uint32_t v = code_slot(codes, W, 1, w, 1 + r);
+          if (v > 0xFF) has_sym[g] = 0;
+          sym[g * stride + 16 * static_cast<size_t>(w) + r] = static_cast<uint8_t>(v);
+        }
+        const uint32_t w0 = w & ~15u;
+        if (cu.lo != u0.lo || cu.nc != u0.nc || offset[w] - offset[w0] != (w - w0) * (32 - u0.nc)) {
+          uniform[static_cast<size_t>(g) * blocks + w / 16] = 0;
+        }
+      }
+    }
+  }
+  const uint8_t* sym_of(uint32_t g) const {
+    return sym.empty() || !has_sym[g] ? nullptr : sym.data() + g * stride;
+  }
+  const uint8_t* uniform_of(uint32_t g) const {
+    return uniform.empty() ? nullptr : uniform.data() + static_cast<size_t>(g) * blocks;
+  }
+};
 
 // UPW units per word (1: 32-bit words, 2: two 16-bit halves).
 template <uint32_t UPW>
@@ -83,17 +140,22 @@ IBP_TARGET_AVX512 inline uint32_t past_zero16(uint64_t z) {
 
 // AVX-512, 32-bit units: the codes of up to 256 words decoded into a buffer
 // up to 16 per 64-bit window (zero positions by VPCOMPRESSB, ranks as their
-// gaps, slots by blends of the 8 code rows), then 16 words' plain bits read
-// and the words rebuilt in the register (plain bits from two 64-byte loads
-// masked at the payload's end, like ibp_row_avx512: 16 x 32 bits + 7 fit in
-// 128 bytes). Every window load starts inside the row's code section, like
-// the scalar loop's.
+// gaps, slots by two byte permutes of the group's byte symbols or, without
+// them, blends of the 8 code rows), then 16 words' plain bits read and the
+// words rebuilt in the register (plain bits from two 64-byte loads masked at
+// the payload's end, like ibp_row_avx512: 16 x 32 bits + 7 fit in 128 bytes;
+// under the group's fixed shifts where Coded32Program marks the 16 words
+// uniform). Every window load starts inside the row's code section, like the
+// scalar loop's. c32 (or null: the code rows alone) is the tensor's program,
+// g the row's group.
 IBP_TARGET_AVX512 inline void coded_row_avx512(const uint32_t* p, uint64_t pos,
                                                const uint32_t* codes, uint32_t W,
                                                uint32_t code_rows, uint64_t payload_bytes,
                                                uint32_t* words,
                                                const uint8_t* gsym = nullptr,
-                                               const uint8_t* guniform = nullptr) {
+                                               const uint8_t* guniform = nullptr,
+                                               const Coded32Program* c32 = nullptr,
+                                               uint32_t g = 0) {
   // 16-bit units: coded16_cpu.h (gsym, guniform: the group's Coded16Program or null)
   if (code_rows != 8) {
     coded16_row_avx512(p, pos, codes, W, payload_bytes, words, gsym, guniform);
@@ -113,6 +175,23 @@ IBP_TARGET_AVX512 inline void coded_row_avx512(const uint32_t* p, uint64_t pos,
   const __m512i k15 = _mm512_set1_epi32(15), k16 = _mm512_set1_epi32(16);
   const __m512i kFFFF = _mm512_set1_epi32(0xFFFF);
   const __m512i two = _mm512_set1_epi32(2), fourv = _mm512_set1_epi32(4);
+  // The group's Coded32Program data (null / unused without one).
+  const uint8_t* bsym = c32 ? c32->sym_of(g) : nullptr;
+  const uint8_t* uni = c32 ? c32->uniform_of(g) : nullptr;
+  const uint32_t ulo = uni ? c32->lo_nc[2 * g] : 0, unc = uni ? c32->lo_nc[2 * g + 1] : 0;
+  // byte symbols: lane i = 4k + d takes byte r of unit i's 16, in the
+  // 128-byte pair of 4-unit loads its 128-bit lane k reads (k = 0, 1: the
+  // first two loads; 2, 3: the last two), at 64 (k odd) + 16 d + r
+  const __m512i sym_at = _mm512_set_epi32(112, 96, 80, 64, 48, 32, 16, 0, 112, 96, 80, 64, 48, 32,
+                                          16, 0);
+  const __mmask64 byte0_lo = 0x11111111ull, byte0_hi = 0x11111111ull << 32;
+  // uniform words: plain fields every 32 - nc bits; shifts fixed
+  const __m512i ustep = _mm512_mullo_epi32(
+      _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+      _mm512_set1_epi32(static_cast<int>(32 - unc)));
+  const __m512i ulov = _mm512_set1_epi32(static_cast<int>(ulo));
+  const __m512i uhiv = _mm512_set1_epi32(static_cast<int>(ulo + unc));
+  const __m512i ulomask = _mm512_set1_epi32(static_cast<int>(low_mask(ulo)));
   constexpr uint32_t kBlock = 256;
   alignas(64) uint32_t field[kBlock];
   for (uint32_t b0 = 0; b0 < W; b0 += kBlock) {
@@ -144,23 +223,36 @@ IBP_TARGET_AVX512 inline void coded_row_avx512(const uint32_t* p, uint64_t pos,
             _mm512_sub_epi32(_mm512_sub_epi32(zp, _mm512_alignr_epi32(zp, ones, 15)), one);
         const __m512i sv = _mm512_and_si512(_mm512_maskz_loadu_epi32(lm, at), k15);
         const uint32_t esc = _mm512_mask_cmpge_epu32_mask(cm, r, sv);
-        // slot row (1 + r) / 2 of each lane, picked by the bits of the row
-        // index from the 8 rows' loads (no gather)
-        const __m512i q = _mm512_srli_epi32(_mm512_add_epi32(r, one), 1);
-        const __mmask16 q0 = _mm512_test_epi32_mask(q, one), q1 = _mm512_test_epi32_mask(q, two),
-                        q2 = _mm512_test_epi32_mask(q, fourv);
-        __m512i row[8];
-        for (uint32_t i = 0; i < 8; ++i) row[i] = _mm512_maskz_loadu_epi32(lm, at + i * W);
-        const __m512i r01 = _mm512_mask_mov_epi32(row[0], q0, row[1]);
-        const __m512i r23 = _mm512_mask_mov_epi32(row[2], q0, row[3]);
-        const __m512i r45 = _mm512_mask_mov_epi32(row[4], q0, row[5]);
-        const __m512i r67 = _mm512_mask_mov_epi32(row[6], q0, row[7]);
-        const __m512i r03 = _mm512_mask_mov_epi32(r01, q1, r23);
-        const __m512i r47 = _mm512_mask_mov_epi32(r45, q1, r67);
-        const __m512i v = _mm512_mask_mov_epi32(r03, q2, r47);
-        // slot 1 + r: odd r -> even slot (low half)
-        const __m512i f = _mm512_and_si512(
-            _mm512_srlv_epi32(v, _mm512_andnot_si512(_mm512_slli_epi32(r, 4), k16)), kFFFF);
+        __m512i f;
+        if (bsym) {
+          // slot 1 + r from the units' byte symbols: loads of units j .. j + 15
+          // (the program pads 16 units), two byte permutes
+          const uint8_t* t = bsym + 16 * static_cast<size_t>(b0 + j);
+          const __m512i ctrl = _mm512_add_epi32(r, sym_at);
+          f = _mm512_or_si512(
+              _mm512_maskz_permutex2var_epi8(byte0_lo, _mm512_loadu_si512(t), ctrl,
+                                             _mm512_loadu_si512(t + 64)),
+              _mm512_maskz_permutex2var_epi8(byte0_hi, _mm512_loadu_si512(t + 128), ctrl,
+                                             _mm512_loadu_si512(t + 192)));
+        } else {
+          // slot row (1 + r) / 2 of each lane, picked by the bits of the row
+          // index from the 8 rows' loads (no gather)
+          const __m512i q = _mm512_srli_epi32(_mm512_add_epi32(r, one), 1);
+          const __mmask16 q0 = _mm512_test_epi32_mask(q, one), q1 = _mm512_test_epi32_mask(q, two),
+                          q2 = _mm512_test_epi32_mask(q, fourv);
+          __m512i row[8];
+          for (uint32_t i = 0; i < 8; ++i) row[i] = _mm512_maskz_loadu_epi32(lm, at + i * W);
+          const __m512i r01 = _mm512_mask_mov_epi32(row[0], q0, row[1]);
+          const __m512i r23 = _mm512_mask_mov_epi32(row[2], q0, row[3]);
+          const __m512i r45 = _mm512_mask_mov_epi32(row[4], q0, row[5]);
+          const __m512i r67 = _mm512_mask_mov_epi32(row[6], q0, row[7]);
+          const __m512i r03 = _mm512_mask_mov_epi32(r01, q1, r23);
+          const __m512i r47 = _mm512_mask_mov_epi32(r45, q1, r67);
+          const __m512i v = _mm512_mask_mov_epi32(r03, q2, r47);
+          // slot 1 + r: odd r -> even slot (low half)
+          f = _mm512_and_si512(
+              _mm512_srlv_epi32(v, _mm512_andnot_si512(_mm512_slli_epi32(r, 4), k16)), kFFFF);
+        }
         _mm512_mask_storeu_epi32(field + j, lm, f);  // lanes from cand or an escape on are rewritten
         if (__builtin_expect(!esc, 1)) {
           // The window's end from the zero count alone. The common case, 16
@@ -198,22 +290,33 @@ IBP_TARGET_AVX512 inline void coded_row_avx512(const uint32_t* p, uint64_t pos,
     for (uint32_t w0 = b0; w0 < b0 + nb; w0 += 16) {
       const uint32_t n = b0 + nb - w0 < 16 ? b0 + nb - w0 : 16;
       const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
-      const __m512i d = _mm512_maskz_loadu_epi32(m, codes + w0);
-      const __m512i lo = _mm512_and_si512(_mm512_srli_epi32(d, 4), k31);
-      const __m512i nc = _mm512_and_si512(_mm512_srli_epi32(d, 9), k31);
       const uint64_t base = pos + offset[w0], at = base >> 3;
-      const __m512i off = _mm512_add_epi32(
-          _mm512_sub_epi32(_mm512_maskz_loadu_epi32(m, offset + w0),
-                           _mm512_set1_epi32(static_cast<int>(offset[w0]))),
-          _mm512_set1_epi32(static_cast<int>(base & 7)));
-      // plain: 32 - nc bits; word = plain's low lo bits | field << lo | the rest << (lo + nc)
-      const __m512i pl = _mm512_and_si512(bits32_at(bytes, at, payload_bytes, off),
-                                          _mm512_srlv_epi32(ones, nc));
       const __m512i f = _mm512_load_si512(field + (w0 - b0));
-      const __m512i word = _mm512_ternarylogic_epi32(
-          _mm512_and_si512(pl, _mm512_srlv_epi32(ones, _mm512_sub_epi32(k32, lo))),
-          _mm512_sllv_epi32(f, lo),
-          _mm512_sllv_epi32(_mm512_srlv_epi32(pl, lo), _mm512_add_epi32(lo, nc)), 0xFE);
+      __m512i word;
+      if (uni && uni[w0 / 16]) {
+        // plain bits every 32 - nc bits; the bits past them shift out of the
+        // word: word = plain's low lo bits | field << lo | plain >> lo << (lo + nc)
+        const __m512i off = _mm512_add_epi32(ustep, _mm512_set1_epi32(static_cast<int>(base & 7)));
+        const __m512i pl = bits32_at(bytes, at, payload_bytes, off);
+        word = _mm512_ternarylogic_epi32(
+            _mm512_and_si512(pl, ulomask), _mm512_sllv_epi32(f, ulov),
+            _mm512_sllv_epi32(_mm512_srlv_epi32(pl, ulov), uhiv), 0xFE);
+      } else {
+        const __m512i d = _mm512_maskz_loadu_epi32(m, codes + w0);
+        const __m512i lo = _mm512_and_si512(_mm512_srli_epi32(d, 4), k31);
+        const __m512i nc = _mm512_and_si512(_mm512_srli_epi32(d, 9), k31);
+        const __m512i off = _mm512_add_epi32(
+            _mm512_sub_epi32(_mm512_maskz_loadu_epi32(m, offset + w0),
+                             _mm512_set1_epi32(static_cast<int>(offset[w0]))),
+            _mm512_set1_epi32(static_cast<int>(base & 7)));
+        // plain: 32 - nc bits; word = plain's low lo bits | field << lo | the rest << (lo + nc)
+        const __m512i pl = _mm512_and_si512(bits32_at(bytes, at, payload_bytes, off),
+                                            _mm512_srlv_epi32(ones, nc));
+        word = _mm512_ternarylogic_epi32(
+            _mm512_and_si512(pl, _mm512_srlv_epi32(ones, _mm512_sub_epi32(k32, lo))),
+            _mm512_sllv_epi32(f, lo),
+            _mm512_sllv_epi32(_mm512_srlv_epi32(pl, lo), _mm512_add_epi32(lo, nc)), 0xFE);
+      }
       _mm512_mask_storeu_epi32(words + w0, m, word);
     }
   }

@@ -47,7 +47,8 @@ struct PortableKernel {  // the shared bits.h deposit, what the CUDA kernel runs
   }
   static void coded_row(const uint32_t* p, uint64_t pos, const uint32_t* codes, uint32_t W,
                         uint32_t code_rows, uint64_t /*payload_bytes*/, uint32_t* words,
-                        const Coded16Program& /*c16*/, uint32_t /*g*/) {
+                        const Coded16Program& /*c16*/, const Coded32Program& /*c32*/,
+                        uint32_t /*g*/) {
     decode_coded_words(p, pos, codes, W, code_rows, words);
   }
 };
@@ -65,7 +66,8 @@ struct ScalarRows {
   }
   static void coded_row(const uint32_t* p, uint64_t pos, const uint32_t* codes, uint32_t W,
                         uint32_t code_rows, uint64_t /*payload_bytes*/, uint32_t* words,
-                        const Coded16Program& /*c16*/, uint32_t /*g*/) {
+                        const Coded16Program& /*c16*/, const Coded32Program& /*c32*/,
+                        uint32_t /*g*/) {
     coded_row_scalar(p, pos, codes, W, code_rows, words);
   }
 };
@@ -100,9 +102,9 @@ struct Avx512Kernel {
   }
   static void coded_row(const uint32_t* p, uint64_t pos, const uint32_t* codes, uint32_t W,
                         uint32_t code_rows, uint64_t payload_bytes, uint32_t* words,
-                        const Coded16Program& c16, uint32_t g) {
+                        const Coded16Program& c16, const Coded32Program& c32, uint32_t g) {
     coded_row_avx512(p, pos, codes, W, code_rows, payload_bytes, words, c16.sym_of(g),
-                     c16.uniform_of(g));
+                     c16.uniform_of(g), &c32, g);
   }
 };
 #endif
@@ -143,7 +145,7 @@ inline RowHead row_head(const CompressedView& c, uint64_t r) {
 // Decodes the row of head h into `words` (row_words words).
 template <typename Kernel>
 void decode_row(const CompressedView& c, const DenseProgram& prog, const Coded16Program& c16,
-                const RowHead& h, uint32_t* words) {
+                const Coded32Program& c32, const RowHead& h, uint32_t* words) {
   const Geometry& geo = c.geo;
   const uint32_t W = geo.row_words;
   const uint64_t start = h.start;
@@ -172,7 +174,7 @@ void decode_row(const CompressedView& c, const DenseProgram& prog, const Coded16
   if (mode == static_cast<uint32_t>(RowMode::kCoded) && geo.code_rows) {
     Kernel::coded_row(c.payload, start + kModeBits + geo.group_bits,
                       code_part(c.table, geo.num_groups, W, geo.code_rows, g), W, geo.code_rows,
-                      4 * geo.payload_words, words, c16, g);
+                      4 * geo.payload_words, words, c16, c32, g);
     return;
   }
   Kernel::ibp_row(c.payload, start + kModeBits + geo.group_bits, prog, table, g, W,
@@ -236,7 +238,8 @@ inline uint64_t prefetch_lines(const Geometry& geo) {
 
 template <typename Kernel, typename Id>
 void gather_rows(const CompressedView& c, const DenseProgram& prog, const Coded16Program& c16,
-                 const Id* ids, uint64_t n, uint8_t* out, int num_threads) {
+                 const Coded32Program& c32, const Id* ids, uint64_t n, uint8_t* out,
+                 int num_threads) {
   const uint64_t row_bytes = c.geo.row_bytes;
   const bool aligned = row_bytes % 4 == 0 && reinterpret_cast<uintptr_t>(out) % 4 == 0;
   const uint64_t grain = std::max<uint64_t>(kRowAhead, kSliceBytes / std::max<uint64_t>(row_bytes, 1));
@@ -268,13 +271,13 @@ void gather_rows(const CompressedView& c, const DenseProgram& prog, const Coded1
       uint8_t* dst = out + i * row_bytes;
       const RowHead h = row_head(c, static_cast<uint64_t>(ids[i]));
       if (!aligned) {
-        decode_row<Kernel>(c, prog, c16, h, words.data());
+        decode_row<Kernel>(c, prog, c16, c32, h, words.data());
         std::memcpy(dst, words.data(), row_bytes);
         continue;
       }
       uint32_t* row = reinterpret_cast<uint32_t*>(dst);
       if (!Kernel::kPairs || i + 1 == b) {
-        decode_row<Kernel>(c, prog, c16, h, row);
+        decode_row<Kernel>(c, prog, c16, c32, h, row);
         continue;
       }
       // Rows two at a time (i - a stays even: the prefetches above still
@@ -296,8 +299,8 @@ void gather_rows(const CompressedView& c, const DenseProgram& prog, const Coded1
         }
       }
       {
-        decode_row<Kernel>(c, prog, c16, h, row);
-        decode_row<Kernel>(c, prog, c16, h2, row2);
+        decode_row<Kernel>(c, prog, c16, c32, h, row);
+        decode_row<Kernel>(c, prog, c16, c32, h2, row2);
       }
       ++i;
     }
@@ -306,11 +309,12 @@ void gather_rows(const CompressedView& c, const DenseProgram& prog, const Coded1
 
 template <typename Kernel>
 void gather_any(const CompressedView& c, const DenseProgram& prog, const Coded16Program& c16,
-                const void* ids, bool ids64, uint64_t n, uint8_t* out, int num_threads) {
+                const Coded32Program& c32, const void* ids, bool ids64, uint64_t n, uint8_t* out,
+                int num_threads) {
   if (ids64) {
-    gather_rows<Kernel>(c, prog, c16, static_cast<const int64_t*>(ids), n, out, num_threads);
+    gather_rows<Kernel>(c, prog, c16, c32, static_cast<const int64_t*>(ids), n, out, num_threads);
   } else {
-    gather_rows<Kernel>(c, prog, c16, static_cast<const int32_t*>(ids), n, out, num_threads);
+    gather_rows<Kernel>(c, prog, c16, c32, static_cast<const int32_t*>(ids), n, out, num_threads);
   }
 }
 
@@ -362,8 +366,8 @@ int gather_threads(uint64_t n, uint64_t row_bytes, int num_threads, uint64_t pay
 namespace {
 
 void gather_with(const CompressedView& c, const DenseProgram& prog, const Coded16Program& c16,
-                 const void* ids, bool ids64, uint64_t n, uint8_t* out, int num_threads,
-                 CpuKernel kernel) {
+                 const Coded32Program& c32, const void* ids, bool ids64, uint64_t n, uint8_t* out,
+                 int num_threads, CpuKernel kernel) {
   const uint64_t payload_per_row =
       c.geo.rows ? (4 * c.geo.payload_words + c.geo.rows - 1) / c.geo.rows : 0;
   num_threads = gather_threads(n, c.geo.row_bytes, num_threads, payload_per_row);
@@ -371,13 +375,13 @@ void gather_with(const CompressedView& c, const DenseProgram& prog, const Coded1
   switch (kernel) {
 #if defined(IBP_X86_SIMD)
     case CpuKernel::kAvx512:
-      return gather_any<Avx512Kernel>(c, prog, c16, ids, ids64, n, out, num_threads);
+      return gather_any<Avx512Kernel>(c, prog, c16, c32, ids, ids64, n, out, num_threads);
     case CpuKernel::kAvx2:
-      return gather_any<Avx2Kernel>(c, prog, c16, ids, ids64, n, out, num_threads);
+      return gather_any<Avx2Kernel>(c, prog, c16, c32, ids, ids64, n, out, num_threads);
     case CpuKernel::kBmi2:
-      return gather_any<Bmi2Kernel>(c, prog, c16, ids, ids64, n, out, num_threads);
+      return gather_any<Bmi2Kernel>(c, prog, c16, c32, ids, ids64, n, out, num_threads);
 #endif
-    default: return gather_any<PortableKernel>(c, prog, c16, ids, ids64, n, out, num_threads);
+    default: return gather_any<PortableKernel>(c, prog, c16, c32, ids, ids64, n, out, num_threads);
   }
 }
 
@@ -401,11 +405,15 @@ void gather_cpu(const CompressedView& c, const void* ids, bool ids64, uint64_t n
                 int num_threads, CpuKernel kernel) {
   const DenseProgram prog(c);
   const Coded16Program c16(c);
-  gather_with(c, prog, c16, ids, ids64, n, out, num_threads, kernel);
+  const Coded32Program c32(c);
+  gather_with(c, prog, c16, c32, ids, ids64, n, out, num_threads, kernel);
 }
 
 CpuGather::CpuGather(const CompressedView& c)
-    : c_(c), prog_(new DenseProgram(c)), c16_(new Coded16Program(c)) {}
+    : c_(c),
+      prog_(new DenseProgram(c)),
+      c16_(new Coded16Program(c)),
+      c32_(new Coded32Program(c)) {}
 CpuGather::~CpuGather() = default;
 
 int CpuGather::gather(const void* ids, bool ids64, uint64_t n, uint8_t* out, int num_threads,
@@ -415,12 +423,12 @@ int CpuGather::gather(const void* ids, bool ids64, uint64_t n, uint8_t* out, int
     std::vector<int64_t> copy;
     if (!copy_ids(static_cast<const int64_t*>(ids), n, c_.geo.rows, &copy)) return 1;
     if (bad_out()) return 2;
-    gather_with(c_, *prog_, *c16_, copy.data(), true, n, out, num_threads, kernel);
+    gather_with(c_, *prog_, *c16_, *c32_, copy.data(), true, n, out, num_threads, kernel);
   } else {
     std::vector<int32_t> copy;
     if (!copy_ids(static_cast<const int32_t*>(ids), n, c_.geo.rows, &copy)) return 1;
     if (bad_out()) return 2;
-    gather_with(c_, *prog_, *c16_, copy.data(), false, n, out, num_threads, kernel);
+    gather_with(c_, *prog_, *c16_, *c32_, copy.data(), false, n, out, num_threads, kernel);
   }
   return 0;
 }

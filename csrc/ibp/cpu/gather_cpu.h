@@ -1,7 +1,8 @@
 // The CPU gather with its per-tensor setup done once: a CpuGather holds a
 // tensor's view and the per-group programs of its kIbp rows (dense.h) and of
-// its 16-bit kCoded rows (coded16_cpu.h), so a call costs its rows only. Same contract as gather_cpu (gather.h): the view
-// passed validate() and stays alive as long as the CpuGather.
+// its kCoded rows (coded_cpu.h, coded16_cpu.h), so a call costs its rows
+// only. Same contract as gather_cpu (gather.h): the view passed validate()
+// and stays alive as long as the CpuGather.
 #pragma once
 
 #include <cstdint>
@@ -13,6 +14,7 @@ namespace ibp {
 
 struct DenseProgram;
 struct Coded16Program;
+struct Coded32Program;
 
 class CpuGather {
  public:
@@ -32,6 +34,7 @@ class CpuGather {
   CompressedView c_;
   std::unique_ptr<const DenseProgram> prog_;
   std::unique_ptr<const Coded16Program> c16_;  // coded16_cpu.h
+  std::unique_ptr<const Coded32Program> c32_;  // coded_cpu.h
 };
 
 // Whether the first and last bytes of [p, p + bytes) are in writable memory
