@@ -62,6 +62,8 @@ def _threads(threads: Optional[int], op: str = "ibp_gnn") -> int:
     (numpy integers included) is accepted and capped at MAX_THREADS."""
     if threads is None:
         return max(1, min(torch.get_num_threads(), MAX_THREADS))
+    if type(threads) is int and 0 < threads <= MAX_THREADS:  # the common call, checked cheaply
+        return threads
     if isinstance(threads, (bool, np.bool_)):
         raise ValueError(f"{op}: threads must be a positive int, got {threads!r}")
     try:
@@ -121,9 +123,6 @@ def index_1d(x, what: str, op: str) -> torch.Tensor:
     if x.dim() != 1:
         raise ValueError(f"{op}: {what} must be 1-D, got shape {tuple(x.shape)}")
     return x.contiguous()
-
-
-_CPU_IDS = (torch.int64, torch.int32)
 
 
 class CompressedTensor(TensorLike):
@@ -230,8 +229,8 @@ class CompressedTensor(TensorLike):
         return self._take_on(ids, torch.device("cpu"))
 
     def _take_on(self, ids: torch.Tensor, device: torch.device) -> torch.Tensor:
-        if device.type == "cpu" and ids.device.type != "cpu":
-            ids = ids.cpu()
+        if device.type == "cpu":  # CPU ids, device=None: gather's one-step CPU call
+            return self.gather(ids if ids.is_cpu else ids.cpu())
         return self.gather(ids, device=device)
 
     def _on(self, device: torch.device):
@@ -296,7 +295,7 @@ class CompressedTensor(TensorLike):
         ids out of range instead of reading outside the tensor.
         """
         op = "CompressedTensor.gather"
-        if device is None and type(idx) is torch.Tensor and idx.device.type == "cpu":
+        if device is None and type(idx) is torch.Tensor and idx.is_cpu:
             got = self._gather_cpu(idx, out, threads, op)
             if got is not None:
                 return got
@@ -340,7 +339,8 @@ class CompressedTensor(TensorLike):
         matching contiguous CPU tensor) in one C++ step that range-checks a
         private copy of the ids and checks that out is writable; None when the
         call takes the general path (other inputs, or an error to report there)."""
-        if idx.dtype not in _CPU_IDS or idx.dim() != 1 or not idx.is_contiguous():
+        ids64 = idx.dtype is torch.int64
+        if not (ids64 or idx.dtype is torch.int32) or idx.dim() != 1 or not idx.is_contiguous():
             return None
         rows = self._rows
         if rows is not None and (not rows.passed or rows.error is not None):
@@ -348,8 +348,8 @@ class CompressedTensor(TensorLike):
         n, cols = idx.shape[0], self._fields["cols"]
         if out is None:
             out, given = torch.empty((n, cols), dtype=self.dtype), False
-        elif (type(out) is not torch.Tensor or out.device.type != "cpu"
-              or out.dtype != self.dtype or out.shape != (n, cols) or not out.is_contiguous()):
+        elif (type(out) is not torch.Tensor or not out.is_cpu
+              or out.dtype is not self.dtype or out.shape != (n, cols) or not out.is_contiguous()):
             return None
         else:
             given = True
@@ -361,7 +361,7 @@ class CompressedTensor(TensorLike):
             arr = payload.numpy().view(np.uint32) if payload is self._pinned else payload
             dec = self.__dict__["_cpu_gather"] = (payload, _C.CpuGather(
                 self._header, self._decode_table, self._bases, self._rel, arr))
-        if n and dec[1].gather(idx.data_ptr(), n, idx.dtype == torch.int64, out.data_ptr(),
+        if n and dec[1].gather(idx.data_ptr(), n, ids64, out.data_ptr(),
                                _threads(threads, op), given) != 0:
             return None
         return out
