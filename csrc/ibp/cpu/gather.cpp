@@ -85,8 +85,7 @@ struct Avx512Kernel {
   static void coded_row(const uint32_t* p, uint64_t pos, const uint32_t* codes, uint32_t W,
                         uint32_t code_rows, uint64_t payload_bytes, uint32_t* words,
                         const Coded16Program& c16, uint32_t g) {
-    coded_row_avx512(p, pos, codes, W, code_rows, payload_bytes, words, c16.sym_of(g),
-                     c16.uniform_of(g));
+    coded_row_avx512(p, pos, codes, W, code_rows, payload_bytes, words, &c16, g);
   }
 };
 #endif
