@@ -16,27 +16,34 @@
 //    as a rank >= s) and a store. A difference of 256 or more (a zero-free
 //    chunk between the two zeros) would wrap, so the scan, after a zero-free
 //    chunk, shifts its positions to make that difference read 200 (any rank
-//    >= 16 means "escape"). An escape, and each unit after it until the next
-//    ranked one, is read alone from its bit position (the position follows
-//    lazily from the ranks since the last such step); an escape skips the
-//    zeros of its raw field (nc minus its popcount), which keeps i on the
-//    next unit's zero.
-// 2. Words, 16 (32 units) at a time: each unit's symbol, slot 1 + r of its
-//    code rows, is gathered as the 16-bit slot (VPGATHERDD with scale 2, the
-//    index from a 32-entry table by r and h), escapes' fields blended in; the
-//    plain bits of the 16 words come from two 64-byte loads masked at the
-//    payload's end (as in coded_row_avx512). When the 32 units share unit
-//    0's (lo, nc) (a float dtype's exponent: every unit but an odd row's
-//    padding; a per-group flag of Coded16Program), the words' plain bits
-//    lie every 32 - 2 nc bits and each word is its plain bits shifted by 0,
-//    nc and 2 nc under fixed masks with the two fields put in; otherwise the
-//    plain offsets come from the offset row and each unit is rebuilt in its
-//    16-bit lane with variable shifts.
+//    >= 16 means "escape"). An escape's field has the zeros less than
+//    s + nc + 1 bits past the position before it (counted from the positions,
+//    one compare), which moves i to the next unit's zero; that unit's code
+//    starts after the field, so the next step takes the escape's last bit as
+//    its lane 0's position before. The escape's bit, for its field, follows
+//    lazily from the ranks since the last escape. Only once the scan has
+//    shifted its positions is the unit after an escape (and each unit after
+//    it until the next ranked one) read alone from its bit position.
+// 2. Words, 16 (32 units) at a time. Each unit's symbol, slot 1 + r of its
+//    code rows, comes from the bit planes of Coded16Program: plane b rotated
+//    right by r (VPSHRDVW) has bit b of the symbol at bit lo + b of the unit,
+//    put in place under that bit's mask (VPTERNLOG); escapes' fields are
+//    blended in. When the 32 units share unit 0's (lo, nc) with nc >= 2 (a
+//    float dtype's exponent: every unit but an odd row's padding; a
+//    per-group flag of Coded16Program), the words' plain bits lie every
+//    16 - nc bits per unit and come from one 64-byte load (Uniform16), whole
+//    runs of such words at a time; otherwise the plain offsets come from the
+//    offset row (two 64-byte loads masked at the payload's end, as in
+//    coded_row_avx512) and each unit is rebuilt in its 16-bit lane with
+//    variable shifts. Gathers of more than gather.cpp's kStreamMinBytes
+//    write the uniform words with non-temporal stores.
 //
 // Reads: scan chunks past the row (they may run into later rows) are masked
 // at the payload's end; the serial steps read 8 bytes from a bit inside the
-// row's code section, like the scalar loop (the payload padding). The gathers
-// read inside the group's code rows and the offset row after them.
+// row's code section, like the scalar loop (the payload padding). A uniform
+// run's 64-byte loads end inside the payload (else its words take the
+// masked path). The planes are the group's, the offset row's and code rows'
+// reads the group's code part.
 #pragma once
 
 #include <cstdint>
@@ -229,24 +236,27 @@ IBP_TARGET_AVX512 inline __m512i ranks16(const uint8_t* rank) {
   return _mm512_cvtepu8_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(rank)));
 }
 
-// What the words of uniform units (every unit (lo, nc) = (L, N), N > 0) share
-// in a row: unit k of 16 words has its 16 - N plain bits at bit
+// What the words of uniform units (every unit (lo, nc) = (L, N), N >= 2)
+// share in a row: unit k of 16 words has its 16 - N plain bits at bit
 // o = k (16 - N) + sh of the words' plain bits from their first byte (sh < 8,
 // the same for all such words of a row: 16 words' plain bits are
-// 16 (32 - 2N) bits); its 16 bits from o are bytes o / 8 .. o / 8 + 3 (two
-// byte permutes, idx_a and idx_b) shifted by o % 8 (o <= 31 * 15 + 7, so 64
-// bytes hold them). Bits [0, L) of the plain bits stay, the rest move up by
-// N; bits [L, L + N) are the symbol's.
+// 16 (32 - 2N) bits). Units 4q .. 4q + 3 have theirs in the 8 bytes from
+// byte o(4q) / 8 (4 (16 - N) + 7 <= 63 bits), which one byte permute of the
+// 64 bytes from the first (`window`) puts in qword q; VPMULTISHIFTQB then
+// takes each unit's 16 bits from o (`plain`: bits [0, L) of the unit) and
+// from o - N (`upper`: its bits [L + N, 16), the plain bits above the field;
+// the bits it takes from before o, wrapped around the qword, land below
+// L + N). Bits [L, L + N) are the symbol's.
 struct Uniform16 {
   uint32_t L, N, sh = 8;  // sh: none yet
-  __m512i m_lo, m_field, wL, wN, idx_a, idx_b, sh_v;
+  __m512i m_lo, m_field, wL, window, plain, upper;
   __m512i bit[kMaxCodeBits];  // bit L + k of every lane, k < N
 
   IBP_TARGET_AVX512 explicit Uniform16(uint32_t desc0)
       : L((desc0 >> 4) & 31u), N((desc0 >> 9) & 31u),
         m_lo(_mm512_set1_epi16(static_cast<short>(low_mask(L)))),
         m_field(_mm512_set1_epi16(static_cast<short>(low_mask(N) << L))),
-        wL(_mm512_set1_epi16(static_cast<short>(L))), wN(_mm512_set1_epi16(static_cast<short>(N))) {
+        wL(_mm512_set1_epi16(static_cast<short>(L))) {
     for (uint32_t k = 0; k < N && L + k < 16; ++k) {
       bit[k] = _mm512_set1_epi16(static_cast<short>(1u << (L + k)));
     }
@@ -257,14 +267,20 @@ struct Uniform16 {
     const __m512i iota16 = _mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19,
                                             18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4,
                                             3, 2, 1, 0);
-    const __m512i o = _mm512_add_epi16(
+    const __m512i o = _mm512_add_epi16(  // each unit's offset
         _mm512_mullo_epi16(iota16, _mm512_set1_epi16(static_cast<short>(16 - N))),
         _mm512_set1_epi16(static_cast<short>(s)));
-    const __m512i q = _mm512_srli_epi16(o, 3);
-    idx_a = _mm512_add_epi16(_mm512_add_epi16(q, _mm512_slli_epi16(q, 8)),
-                             _mm512_set1_epi16(0x0100));
-    idx_b = _mm512_add_epi16(idx_a, _mm512_set1_epi16(0x0202));
-    sh_v = _mm512_and_si512(o, _mm512_set1_epi16(7));
+    // byte o(4q) / 8 of lane 4q in the lanes of its qword: the window's first
+    const __m512i first = _mm512_srli_epi16(
+        _mm512_permutexvar_epi16(_mm512_and_si512(iota16, _mm512_set1_epi16(~3)), o), 3);
+    const __m512i rel = _mm512_sub_epi16(o, _mm512_slli_epi16(first, 3));  // o in the qword
+    const __m512i two = _mm512_set1_epi16(0x0800);  // +8 in each lane's high byte
+    plain = _mm512_add_epi16(_mm512_mullo_epi16(rel, _mm512_set1_epi16(0x0101)), two);
+    upper = _mm512_and_si512(_mm512_sub_epi8(plain, _mm512_set1_epi8(static_cast<char>(N))),
+                             _mm512_set1_epi8(63));
+    // window byte 8q + j: byte first(q) + j (lanes 4q .. 4q + 3 hold first(q))
+    const __m512i j8 = _mm512_set1_epi64(0x0706050403020100);
+    window = _mm512_add_epi8(j8, _mm512_mullo_epi16(first, _mm512_set1_epi16(0x0101)));
   }
 };
 
@@ -278,14 +294,14 @@ IBP_TARGET_AVX512 inline void uniform_words16(const Uniform16& c, const uint8_t*
                                               const uint8_t* rank, const uint32_t* esc,
                                               const uint16_t* field, const uint16_t* planes,
                                               uint32_t plane_step, uint32_t chunks,
-                                              uint32_t* words) {
+                                              uint32_t* words, bool stream) {
   const uint32_t N = kN ? kN : c.N, step = 4 * (16 - N);
+  // the row's constants in registers (the stores to `words` could alias c)
+  const __m512i window = c.window, plain = c.plain, upper = c.upper, m_lo = c.m_lo;
   for (uint32_t t = 0; t < chunks; ++t) {
-    const __m512i raw = _mm512_loadu_si512(src + t * step);
-    const __m512i pl = _mm512_shrdv_epi16(_mm512_permutexvar_epi8(c.idx_a, raw),
-                                          _mm512_permutexvar_epi8(c.idx_b, raw), c.sh_v);
-    __m512i word = _mm512_ternarylogic_epi32(
-        c.m_lo, pl, kN ? _mm512_slli_epi16(pl, kN) : _mm512_sllv_epi16(pl, c.wN), 0xCA);
+    const __m512i win = _mm512_permutexvar_epi8(window, _mm512_loadu_si512(src + t * step));
+    __m512i word = _mm512_ternarylogic_epi32(m_lo, _mm512_multishift_epi64_epi8(plain, win),
+                                             _mm512_multishift_epi64_epi8(upper, win), 0xCA);
     const __m512i r = ranks16(rank + 32 * t);
     for (uint32_t k = 0; k < N; ++k) {
       word = _mm512_ternarylogic_epi32(word, symbol_bit16(planes + t * plane_step, k, r), c.bit[k],
@@ -296,15 +312,22 @@ IBP_TARGET_AVX512 inline void uniform_words16(const Uniform16& c, const uint8_t*
       const __m512i f = _mm512_sllv_epi16(_mm512_maskz_loadu_epi16(e, field + 32 * t), c.wL);
       word = _mm512_mask_mov_epi16(word, e, _mm512_ternarylogic_epi32(c.m_field, f, word, 0xCA));
     }
-    _mm512_storeu_si512(words + 16 * t, word);
+    if (stream) {  // (64-byte aligned)
+      _mm512_stream_si512(reinterpret_cast<__m512i*>(words + 16 * t), word);
+    } else {
+      _mm512_storeu_si512(words + 16 * t, word);
+    }
   }
 }
 
 IBP_TARGET_AVX512 inline void coded16_row_avx512(const uint32_t* p, uint64_t pos,
                                                  const uint32_t* codes, uint32_t W,
                                                  uint64_t payload_bytes, uint32_t* words,
-                                                 const Coded16Program& prog, uint32_t g) {
+                                                 const Coded16Program& prog, uint32_t g,
+                                                 bool stream = false) {
   if (!W) return;
+  // non-temporal stores of whole 64-byte lines only
+  stream = stream && reinterpret_cast<uintptr_t>(words) % 64 == 0;
   const uint8_t* bytes = reinterpret_cast<const uint8_t*>(p);
   const uint32_t* offset = codes + 16 * W;
   const uint64_t code_start = pos + offset[W - 1] + 32 - ((codes[W - 1] >> 9) & 31u) -
@@ -445,7 +468,7 @@ IBP_TARGET_AVX512 inline void coded16_row_avx512(const uint32_t* p, uint64_t pos
       const uint16_t* planes = gplanes + (w0 / 16) * plane_step;
       const uint64_t base = pos + offset[w0], at = base >> 3;
       uint32_t run = 0;  // uniform 16-word chunks from w0 on
-      if (N) {
+      if (N >= 2) {
         const uint32_t step = 4 * (16 - N);
         while (x + 16 * (run + 1) <= nbw && guniform[w0 / 16 + run] &&
                at + step * run + 64 <= payload_bytes) {
@@ -457,13 +480,13 @@ IBP_TARGET_AVX512 inline void coded16_row_avx512(const uint32_t* p, uint64_t pos
         const uint8_t* src = bytes + at;
         if (N == 5) {  // fp16
           uniform_words16<5>(uni, src, rank + 2 * x, escapes + x / 16, field + 2 * x, planes,
-                             plane_step, run, words + w0);
+                             plane_step, run, words + w0, stream);
         } else if (N == 8) {  // bf16
           uniform_words16<8>(uni, src, rank + 2 * x, escapes + x / 16, field + 2 * x, planes,
-                             plane_step, run, words + w0);
+                             plane_step, run, words + w0, stream);
         } else {
           uniform_words16<0>(uni, src, rank + 2 * x, escapes + x / 16, field + 2 * x, planes,
-                             plane_step, run, words + w0);
+                             plane_step, run, words + w0, stream);
         }
         x += 16 * run;
         continue;

@@ -93,12 +93,12 @@ IBP_TARGET_AVX512 inline void coded_row_avx512(const uint32_t* p, uint64_t pos,
                                                uint32_t code_rows, uint64_t payload_bytes,
                                                uint32_t* words,
                                                const Coded16Program* c16 = nullptr,
-                                               uint32_t g = 0) {
+                                               uint32_t g = 0, bool stream = false) {
   // 16-bit units: coded16_cpu.h with the tensor's Coded16Program (group g),
   // else the scalar loop
   if (code_rows != 8) {
     if (c16) {
-      coded16_row_avx512(p, pos, codes, W, payload_bytes, words, *c16, g);
+      coded16_row_avx512(p, pos, codes, W, payload_bytes, words, *c16, g, stream);
     } else {
       coded_row_scalar(p, pos, codes, W, code_rows, words);
     }
