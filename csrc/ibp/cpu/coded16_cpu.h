@@ -20,8 +20,9 @@
 //    s + nc + 1 bits past the position before it (counted from the positions,
 //    one compare), which moves i to the next unit's zero; that unit's code
 //    starts after the field, so the next step takes the escape's last bit as
-//    its lane 0's position before. The escape's bit, for its field, follows
-//    lazily from the ranks since the last escape. Only once the scan has
+//    its lane 0's position before. The escape's bit, for its field, is the
+//    last escape's end plus the code bits since, summed per step (VPSADBW of
+//    the position differences). Only once the scan has
 //    shifted its positions is the unit after an escape (and each unit after
 //    it until the next ranked one) read alone from its bit position.
 // 2. Words, 16 (32 units) at a time. Each unit's symbol, slot 1 + r of its
@@ -210,20 +211,6 @@ struct ZeroScan16 {
   }
 };
 
-// The sum of the ranks + 1 of the n units ending at zeros j .. j + n - 1
-// (pos[j + k + 1] - pos[j + k] each, all < 16).
-IBP_TARGET_AVX512 inline uint64_t code_bits16(const uint8_t* pos, uint32_t n) {
-  __m512i acc = _mm512_setzero_si512();
-  for (uint32_t x = 0; x < n; x += 64) {
-    const uint32_t k = n - x < 64 ? n - x : 64;
-    const __mmask64 m = k == 64 ? ~__mmask64{0} : _cvtu64_mask64((uint64_t{1} << k) - 1);
-    const __m512i d = _mm512_sub_epi8(_mm512_maskz_loadu_epi8(m, pos + x + 1),
-                                      _mm512_maskz_loadu_epi8(m, pos + x));
-    acc = _mm512_add_epi64(acc, _mm512_sad_epu8(d, _mm512_setzero_si512()));
-  }
-  return static_cast<uint64_t>(_mm512_reduce_add_epi64(acc));
-}
-
 // Plane b (Coded16Program) rotated right by each lane's rank r (VPSHRDVW):
 // the symbol's bit b at bit lo + b of the lane.
 IBP_TARGET_AVX512 inline __m512i symbol_bit16(const uint16_t* planes, uint32_t b, __m512i r) {
@@ -351,15 +338,16 @@ IBP_TARGET_AVX512 inline void coded16_row_avx512(const uint32_t* p, uint64_t pos
   uint32_t escapes[kBlock16 / 32];            // bit u % 32 of word u / 32: unit u an escape
   ZeroScan16 scan(bytes, payload_bytes, code_start, zpos);
   uint32_t i = 0;              // zero index of the next unit's code end; zpos[i] its last zero
-  uint32_t ipos = 0;           // zero index at bit bpos
-  uint64_t bpos = code_start;  // bit where the unit ending at zero ipos starts
+  // The next unit's bit is bpos + the sum of the 8 counts in `bits` (the
+  // code bits of the units ranked since; VPSADBW sums of each step's gaps).
+  uint64_t bpos = code_start;
+  __m512i bits = _mm512_setzero_si512();
   uint64_t b = code_start;     // the next unit's bit when `serial`
   bool serial = false;         // the next unit is read alone (after an escape)
   // Right after an escape (after = 1), the next unit's code starts after the
-  // escape's field: its position before it is after_pos (mod 256), and the
-  // sum of the gaps from zero ipos on counts `over` bits too many.
+  // escape's field: its position before it is after_pos (mod 256).
   uint64_t after = 0;
-  uint32_t after_pos = 0, over = 0;
+  uint32_t after_pos = 0;
   for (uint32_t b0 = 0; b0 < W; b0 += kBlock16 / 2) {
     const uint32_t nbw = W - b0 < kBlock16 / 2 ? W - b0 : kBlock16 / 2, nb = 2 * nbw;
     const uint8_t* sym = gsym + 2 * b0;  // s of the block's units
@@ -377,8 +365,7 @@ IBP_TARGET_AVX512 inline void coded16_row_avx512(const uint32_t* p, uint64_t pos
           b += r + 1;
           ++i;
           bpos = b;
-          ipos = i;
-          over = 0;
+          bits = _mm512_setzero_si512();
           serial = false;
         } else {
           const uint32_t f = field_at(bytes, b + s, nc);
@@ -391,21 +378,19 @@ IBP_TARGET_AVX512 inline void coded16_row_avx512(const uint32_t* p, uint64_t pos
         continue;
       }
       if (i >= scan.count) {
-        // zero i - 1 not scanned (only right after serial steps: ipos == i,
-        // bpos the next unit's bit): scan again from there
+        // zero i - 1 not scanned (only right after serial steps: bpos the
+        // next unit's bit): scan again from there
         scan = ZeroScan16(bytes, payload_bytes, bpos, zpos);
-        i = ipos = 0;
+        i = 0;
       }
       // The zeros of the rest of the block (if it has no escapes) + 64,
       // scanned before they are read (a load of bytes just stored stalls).
       const uint32_t ahead = nb - u + 64;
       if (i + ahead + 65 > kZeroCap16) {  // room for a chunk past them: move the tail down
-        bpos += code_bits16(zpos + ipos, i - ipos) - (i != ipos ? over : 0);
-        over = i != ipos ? 0 : over;
         const uint32_t keep = scan.count - i;
         for (uint32_t k = 0; k < keep; ++k) zpos[k] = zpos[i + k];
         scan.count = keep;
-        i = ipos = 0;
+        i = 0;
       }
       scan.scan_to(zpos, i + 1 + ahead);
       if (__builtin_expect(after != 0 && scan.shifted, 0)) {
@@ -422,12 +407,14 @@ IBP_TARGET_AVX512 inline void coded16_row_avx512(const uint32_t* p, uint64_t pos
       const __m512i prev = _mm512_mask_mov_epi8(_mm512_loadu_si512(zpos + i),
                                                 _cvtu64_mask64(after), _mm512_set1_epi8(
                                                     static_cast<char>(after_pos)));
-      const __m512i gap =
-          _mm512_sub_epi8(_mm512_sub_epi8(_mm512_loadu_si512(zpos + i + 1), prev), one8);
+      // each unit's code bits (rank + 1), 0 past the block
+      const __m512i len = _mm512_maskz_sub_epi8(valid, _mm512_loadu_si512(zpos + i + 1), prev);
+      const __m512i gap = _mm512_sub_epi8(len, one8);
       const uint64_t esc = _cvtmask64_u64(
           _mm512_mask_cmpge_epu8_mask(valid, gap, _mm512_loadu_si512(sym + u)));
       _mm512_storeu_si512(rank + u, gap);  // lanes from an escape on are rewritten
       if (__builtin_expect(!esc, 1)) {
+        bits = _mm512_add_epi64(bits, _mm512_sad_epu8(len, _mm512_setzero_si512()));
         after = 0;
         u += n;
         i += n;
@@ -438,7 +425,7 @@ IBP_TARGET_AVX512 inline void coded16_row_avx512(const uint32_t* p, uint64_t pos
       // `before`. The next unit starts after it and ends at the first zero
       // past the field's zeros (zeros i + k.. less than s + nc + 1 bits past
       // `before`); lane 0 of the next step takes its start. The escape's bit
-      // follows from the ranked codes since bpos (only its field needs it).
+      // follows from the code bits since bpos (only its field needs it).
       const uint32_t before = k == 0 && after ? after_pos : zpos[i + k];
       u += k;
       i += k;
@@ -448,7 +435,9 @@ IBP_TARGET_AVX512 inline void coded16_row_avx512(const uint32_t* p, uint64_t pos
           _mm512_sub_epi8(_mm512_loadu_si512(zpos + i + 1),
                           _mm512_set1_epi8(static_cast<char>(before))),
           _mm512_set1_epi8(static_cast<char>(s + nc))));
-      b = bpos + code_bits16(zpos + ipos, i - ipos) - (i != ipos ? over : 0);
+      b = bpos + static_cast<uint64_t>(_mm512_reduce_add_epi64(_mm512_add_epi64(
+                     bits, _mm512_sad_epu8(_mm512_maskz_mov_epi8(_cvtu64_mask64((uint64_t{1} << k) - 1), len),
+                                           _mm512_setzero_si512()))));
       const uint32_t f = field_at(bytes, b + s, nc);
       escapes[u / 32] |= 1u << (u % 32);
       field[u] = static_cast<uint16_t>(f);
@@ -458,8 +447,7 @@ IBP_TARGET_AVX512 inline void coded16_row_avx512(const uint32_t* p, uint64_t pos
       after = 1;
       after_pos = (before + s + nc) & 255u;
       bpos = b;
-      ipos = i;
-      over = (after_pos - zpos[i]) & 255u;
+      bits = _mm512_setzero_si512();
     }
     // Pass 2: words, 16 (32 units) at a time: runs of uniform words (whose
     // 64-byte plain loads stay inside the payload) at once, other words alone.
