@@ -181,6 +181,16 @@ def test_half_coded_rows_large_output_every_kernel(cols):
             assert np.array_equal(got, want), (kernel, threads)
 
 
+def test_half_coded_rows_few_ids_every_kernel():
+    """Calls of fewer than 8 rows per group through _C.gather (gather_cpu
+    builds no Coded16Program for them: the AVX-512 kernel's 16-bit rows take
+    the scalar loop) next to a call of many."""
+    x = embeddings(torch.float16, 500, 300, seed=3, specials=0.01)
+    ct = ibp_gnn.compress(x, progress=False)
+    for ids in ([7], [499, 0, 3], list(range(8 * ct.num_groups - 1)), list(range(500))):
+        _check_every_kernel(ct, x, np.array(ids))
+
+
 def _ranked_tables(x, base, fields):
     """base's tables with code rows where unit u has (lo, nc) = fields(u) and
     its up to 15 commonest field values in x (2-byte dtype) ranked, and no

@@ -74,9 +74,11 @@ struct Coded16Program {
   std::vector<uint16_t> plane;
   size_t plane_at = 0;  // first element of group 0's planes (64-byte aligned)
 
-  explicit Coded16Program(const CompressedView& c) {
+  // build = false: left empty (ready() false), for calls of too few rows to
+  // pay for it (gather_cpu).
+  explicit Coded16Program(const CompressedView& c, bool build = true) {
     const uint32_t W = c.geo.row_words, G = c.geo.num_groups;
-    if (c.geo.code_rows != 16 || !W) return;
+    if (c.geo.code_rows != 16 || !W || !build) return;
     stride = 2 * W;
     ustride = (W + 15) / 16;
     sym.assign(static_cast<size_t>(G) * stride + 64, 0);
@@ -103,8 +105,9 @@ struct Coded16Program {
                        (static_cast<size_t>(g) * ustride + u / 32) * planes * 32 + u % 32;
         uint32_t t[kMaxCodeBits] = {};  // t[b]: bit b of the symbols by rank
         for (uint32_t r = 0; r < cu.s; ++r) {
-          const uint32_t v = code_slot(codes, W, 2, u, 1 + r);
-          for (uint32_t b = 0; b < cu.nc; ++b) t[b] |= ((v >> b) & 1u) << r;
+          for (uint32_t v = code_slot(codes, W, 2, u, 1 + r); v; v &= v - 1) {
+            t[ctz32(v)] |= 1u << r;  // (v < 2^nc: validated code rows)
+          }
         }
         for (uint32_t b = 0; b < cu.nc; ++b) {
           const uint32_t rot = (cu.lo + b) & 15u;
@@ -113,6 +116,7 @@ struct Coded16Program {
       }
     }
   }
+  bool ready() const { return !sym.empty(); }
   const uint8_t* sym_of(uint32_t g) const {
     return sym.data() + static_cast<size_t>(g) * stride;
   }

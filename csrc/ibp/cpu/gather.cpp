@@ -85,7 +85,8 @@ struct Avx512Kernel {
   static void coded_row(const uint32_t* p, uint64_t pos, const uint32_t* codes, uint32_t W,
                         uint32_t code_rows, uint64_t payload_bytes, uint32_t* words,
                         const Coded16Program& c16, uint32_t g, bool stream) {
-    coded_row_avx512(p, pos, codes, W, code_rows, payload_bytes, words, &c16, g, stream);
+    coded_row_avx512(p, pos, codes, W, code_rows, payload_bytes, words,
+                     c16.ready() ? &c16 : nullptr, g, stream);
   }
 };
 #endif
@@ -174,6 +175,9 @@ constexpr uint64_t kPrefetchMinBytes = 1ull << 20;
 // 16-bit coded kernel writes them with non-temporal stores (no read of each
 // output line before its write), 1.2-1.3x faster at 100k 1536-byte rows.
 constexpr uint64_t kStreamMinBytes = 16ull << 20;
+// gather_cpu builds the Coded16Program for calls of at least this many rows
+// per group.
+constexpr uint64_t kCoded16ProgramRows = 8;
 // Output bytes of the rows a thread takes at a time (parallel_slices).
 constexpr uint64_t kSliceBytes = 256ull << 10;
 
@@ -343,7 +347,9 @@ bool copy_ids(const Id* ids, uint64_t n, uint64_t rows, std::vector<Id>* copy) {
 void gather_cpu(const CompressedView& c, const void* ids, bool ids64, uint64_t n, uint8_t* out,
                 int num_threads, CpuKernel kernel) {
   const DenseProgram prog(c);
-  const Coded16Program c16(c);
+  // The 16-bit coded rows' program costs about what 10 rows per group gain
+  // from it (without it they take the scalar loop, ~10x slower).
+  const Coded16Program c16(c, n >= kCoded16ProgramRows * c.geo.num_groups);
   gather_with(c, prog, c16, ids, ids64, n, out, num_threads, kernel);
 }
 
