@@ -165,6 +165,75 @@ def test_mixed_code_tables_every_kernel(cols):
     _check_every_kernel(cti, xi, np.arange(700))
 
 
+@pytest.mark.parametrize("cols", [768, 770])
+def test_half_coded_rows_large_output_every_kernel(cols):
+    """A gather of more than 16 MB (gather.cpp's kStreamMinBytes: the 16-bit
+    kernel's non-temporal stores of whole 64-byte lines; 770 columns: rows
+    not 64-byte aligned, regular stores) on one and two threads."""
+    x = embeddings(torch.float16, 1000, cols, seed=cols, specials=0.01)
+    ct = ibp_gnn.compress(x, progress=False)
+    ids = np.random.default_rng(cols).integers(0, 1000, (16 << 20) // (2 * cols) + 100)
+    want = x.view(torch.uint8).numpy()[ids]
+    assert ct.stats()["rows_per_mode"].get("coded", 0) > 0
+    for kernel in KERNELS:
+        for threads in (1, 2):
+            got = _gather(ct, ids, kernel, threads).view(torch.uint8).numpy()
+            assert np.array_equal(got, want), (kernel, threads)
+
+
+def test_half_coded_rows_few_ids_every_kernel():
+    """Calls of fewer than 8 rows per group through _C.gather (gather_cpu
+    builds no Coded16Program for them: the AVX-512 kernel's 16-bit rows take
+    the scalar loop) next to a call of many."""
+    x = embeddings(torch.float16, 500, 300, seed=3, specials=0.01)
+    ct = ibp_gnn.compress(x, progress=False)
+    for ids in ([7], [499, 0, 3], list(range(8 * ct.num_groups - 1)), list(range(500))):
+        _check_every_kernel(ct, x, np.array(ids))
+
+
+def _ranked_tables(x, base, fields):
+    """base's tables with code rows where unit u has (lo, nc) = fields(u) and
+    its up to 15 commonest field values in x (2-byte dtype) ranked, and no
+    invariant bits (kIbp rows cost more than raw ones)."""
+    tables = base._tables.copy()
+    tables[:, 0] = 0
+    units = np.ascontiguousarray(x.view(torch.int16).numpy()).view(np.uint16)
+    for g in range(tables.shape[0]):
+        for u in range(2 * tables.shape[2]):
+            lo, nc = fields(u)
+            col = units[:, u] if u < units.shape[1] else np.zeros(1, np.uint16)
+            vals, counts = np.unique((col >> lo) & ((1 << nc) - 1), return_counts=True)
+            ranked = [int(v) for v in vals[np.argsort(-counts, kind="stable")][:15]]
+            _set_slots(tables, g, u, [len(ranked) | lo << 4 | nc << 9] + ranked +
+                       [0] * (15 - len(ranked)))
+    return tables
+
+
+@pytest.mark.parametrize("lo,nc", [(14, 2), (12, 3), (11, 4), (9, 6), (10, 6), (10, 5)])
+@pytest.mark.parametrize("cols", [100, 333])
+def test_uniform_fields_of_any_width(lo, nc, cols):
+    """Every unit with one (lo, nc) around the fp16 exponent (the uniform words'
+    path for other widths than fp16's and bf16's: plain bits of 4 units per
+    qword, symbols from nc bit planes), escapes included; 333 columns end in
+    a padding unit with its own (lo, nc)."""
+    x = embeddings(torch.float16, 700, cols, seed=cols + nc, specials=0.01)
+    base = ibp_gnn.compress(x, progress=False)
+    tables = _ranked_tables(x, base, lambda u: (lo, nc) if u < cols else (0, 16))
+    ct = _encode_under(x, tables, base)
+    _check_every_kernel(ct, x, np.arange(700))
+
+
+def test_uniform_one_bit_fields_take_the_general_path():
+    """Units whose field is one bit (plain bits of 4 units do not fit a qword:
+    the words take the per-unit path) in the first 16 words, unit 0's (lo, nc)
+    then uniform over them, the fp16 exponent's elsewhere."""
+    x = embeddings(torch.float16, 700, 96, seed=5, specials=0.01)
+    base = ibp_gnn.compress(x, progress=False)
+    tables = _ranked_tables(x, base, lambda u: (15, 1) if u < 32 else (10, 5))
+    ct = _encode_under(x, tables, base)
+    _check_every_kernel(ct, x, np.arange(700))
+
+
 @pytest.mark.parametrize("cols", [40, 600])
 def test_per_group_code_programs(cols):
     """The CPU gather's per-group program (Coded16Program: each unit's s and

@@ -152,13 +152,17 @@ IBP_TARGET_AVX512 inline void coded_row_avx512(const uint32_t* p, uint64_t pos,
                                                const uint32_t* codes, uint32_t W,
                                                uint32_t code_rows, uint64_t payload_bytes,
                                                uint32_t* words,
-                                               const uint8_t* gsym = nullptr,
-                                               const uint8_t* guniform = nullptr,
-                                               const Coded32Program* c32 = nullptr,
-                                               uint32_t g = 0) {
-  // 16-bit units: coded16_cpu.h (gsym, guniform: the group's Coded16Program or null)
+                                               const Coded16Program* c16 = nullptr,
+                                               uint32_t g = 0, bool stream = false,
+                                               const Coded32Program* c32 = nullptr) {
+  // 16-bit units: coded16_cpu.h with the tensor's Coded16Program (group g),
+  // else the scalar loop
   if (code_rows != 8) {
-    coded16_row_avx512(p, pos, codes, W, payload_bytes, words, gsym, guniform);
+    if (c16) {
+      coded16_row_avx512(p, pos, codes, W, payload_bytes, words, *c16, g, stream);
+    } else {
+      coded_row_scalar(p, pos, codes, W, code_rows, words);
+    }
     return;
   }
   if (!W) return;
