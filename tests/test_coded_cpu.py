@@ -17,20 +17,10 @@ import ibp_gnn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference as R  # noqa: E402
-from test_coded16_cpu import _encode_under, _set_slots, _slots  # noqa: E402
+from test_coded16_cpu import _check_every_kernel, _encode_under, _set_slots, _slots  # noqa: E402
 from test_format_v3 import embeddings  # noqa: E402
-from test_gather_cpu import KERNELS, _gather  # noqa: E402
 
 EXP = (23, 8)  # (lo, nc) of float32's exponent
-
-
-def _check_every_kernel(ct, x, ids):
-    want = x.contiguous().view(torch.uint8).numpy()[ids]
-    assert ct.stats()["rows_per_mode"].get("coded", 0) > 0
-    for kernel in KERNELS:
-        for dt in (np.int64, np.int32):
-            got = _gather(ct, ids.astype(dt), kernel, 1).view(torch.uint8).numpy()
-            assert np.array_equal(got, want), (kernel, dt)
 
 
 def _unit(tables, g, w, lo, nc, symbols):
