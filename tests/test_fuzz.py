@@ -269,7 +269,12 @@ def run_fuzz(tmp: Path, cases: int, seed: int, plant: str = "",
         sel = selectors.DefaultSelector()
         sel.register(p.stdout, selectors.EVENT_READ)
         startup = 120.0  # importing torch on a loaded machine
-        while True:
+        # The worker's lines are read from the pipe's descriptor and split here:
+        # a buffered readline could take "END i" and "BEGIN i + 1" in one read
+        # and leave the second in its buffer, where select() does not see it
+        # (case i was then reported as a hang when case i + 1 hung).
+        fd, pending, eof = p.stdout.fileno(), b"", False
+        while not eof:
             limit = startup + case_timeout
             if not sel.select(timeout=max(0.1, limit - (time.time() - last))):
                 if time.time() - last > limit:
@@ -277,24 +282,27 @@ def run_fuzz(tmp: Path, cases: int, seed: int, plant: str = "",
                     result["hangs"].append(current)
                     break
                 continue
-            line = p.stdout.readline()
-            if not line:
-                break
-            last = time.time()
-            startup = 0.0
-            word, num, *rest = line.split(" ", 2) + [""]
-            if word == "BEGIN":
-                current = int(num)
-            elif word == "END":
-                status = rest[0].strip()
-                if status == "accepted":
-                    result["accepted"] += 1
-                elif status.startswith("rejected"):
-                    result["rejected"] += 1
-                else:
-                    result["unexpected"].append((int(num), status))
-                current = None
-                i = int(num) + 1
+            chunk = os.read(fd, 1 << 16)
+            eof = not chunk
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                line = raw.decode(errors="replace")
+                last = time.time()
+                startup = 0.0
+                word, num, *rest = line.split(" ", 2) + [""]
+                if word == "BEGIN":
+                    current = int(num)
+                elif word == "END":
+                    status = rest[0].strip()
+                    if status == "accepted":
+                        result["accepted"] += 1
+                    elif status.startswith("rejected"):
+                        result["rejected"] += 1
+                    else:
+                        result["unexpected"].append((int(num), status))
+                    current = None
+                    i = int(num) + 1
         rc = p.wait()
         sel.close()
         if current is not None:
