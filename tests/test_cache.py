@@ -358,13 +358,19 @@ def test_cached_gather_on_gpu(transfer):
     assert_bits_equal(whole.gather(idx.cuda()).cpu(), x[idx])
 
 
-def test_bus_bytes_benchmark_tiny(tmp_path):
-    """The benchmark's counts on a tiny graph equal a per-row recount."""
+def _bus_bytes():
+    """benchmarks/bus_bytes.py as a module."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         import bus_bytes
     finally:
         sys.path.pop(0)
+    return bus_bytes
+
+
+def test_bus_bytes_benchmark_tiny(tmp_path):
+    """The benchmark's counts on a tiny graph equal a per-row recount."""
+    bus_bytes = _bus_bytes()
     rng = np.random.default_rng(0)
     x = (rng.random((300, 24)) < 0.1).astype(np.float32)
     graph = small_graph(300)
@@ -423,11 +429,7 @@ def test_bus_bytes_benchmark_without_features_or_other_layout():
     """run_graph from compressed copies alone (x freed) counts the same bytes;
     other_layout=False leaves only the other-layout rows out, and the table
     shows them as '-'."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import bus_bytes
-    finally:
-        sys.path.pop(0)
+    bus_bytes = _bus_bytes()
     rng = np.random.default_rng(1)
     x = (rng.random((300, 24)) < 0.1).astype(np.float32)
     graph, train = small_graph(300), np.arange(0, 300, 3)
@@ -448,11 +450,7 @@ def test_bus_bytes_benchmark_without_features_or_other_layout():
 
 def test_s3fifo_hand_trace():
     """3 rows: S holds 1, M 2, the ghost 2 ids (see S3FIFO's docstring)."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import bus_bytes
-    finally:
-        sys.path.pop(0)
+    bus_bytes = _bus_bytes()
     c = bus_bytes.S3FIFO(3, 8)
     trace = [([1], [0]), ([2], [0]), ([3], [0]),  # S = 1 2 3
              ([1], [1]),                          # hit: 1 counts an access

@@ -132,6 +132,18 @@ def _encode_under(x, tables, base):
                             np.concatenate([words, tail]))
 
 
+def _other_unit(rng):
+    """The 16 slots of a unit of random (lo, nc) (lo < 12) with no ranked
+    symbol (s = 0: every code an escape) or one."""
+    lo = int(rng.integers(0, 12))
+    nc = int(rng.integers(1, 17 - lo))
+    s = int(rng.integers(0, 2))
+    slots = [s | lo << 4 | nc << 9] + [0] * 15
+    if s:
+        slots[1] = int(rng.integers(0, 1 << nc))
+    return slots
+
+
 def _custom_code_tables(x, seed):
     """x (2-byte dtype) under the fp16 code tables of its bits with a share of
     the units changed to other (lo, nc) with no ranked symbol (s = 0: every
@@ -142,13 +154,7 @@ def _custom_code_tables(x, seed):
     rng = np.random.default_rng(seed)
     for g in range(tables.shape[0]):
         for u in rng.choice(2 * W, max(1, W // 3), replace=False):
-            lo = int(rng.integers(0, 12))
-            nc = int(rng.integers(1, 17 - lo))
-            s = int(rng.integers(0, 2))
-            slots = [s | lo << 4 | nc << 9] + [0] * 15
-            if s:
-                slots[1] = int(rng.integers(0, 1 << nc))
-            _set_slots(tables, g, int(u), slots)
+            _set_slots(tables, g, int(u), _other_unit(rng))
     return _encode_under(x, tables, base)
 
 
@@ -261,13 +267,7 @@ def test_per_group_code_programs(cols):
                [u for j in range(-(-W // 16)) if (u := 32 * j + (11 * j + 27) % 32) < 2 * W]]
     for g in range(2):
         for u in changed[g]:
-            ulo = int(rng.integers(0, 12))
-            unc = int(rng.integers(1, 17 - ulo))
-            us = int(rng.integers(0, 2))
-            slots = [us | ulo << 4 | unc << 9] + [0] * 15
-            if us:
-                slots[1] = int(rng.integers(0, 1 << unc))
-            _set_slots(tables, g, int(u), slots)
+            _set_slots(tables, g, int(u), _other_unit(rng))
     for u in range(2 * W):  # group 1: its exponent units' s differ from group 0's
         slots = _slots(tables, 1, u)
         if (slots[0] >> 4 & 31, slots[0] >> 9 & 31) == (lo, nc) and (slots[0] & 15) > 2:
