@@ -27,16 +27,17 @@ namespace ibp {
 // - uniform[g * blocks + b] = 1 when the units of words 16b .. 16b + 15
 //   (those < row_words) all have unit 0's (lo, nc) = field(g) and their plain
 //   bits one after another (the offset row steps by 32 - nc): their words
-//   rebuild under shifts fixed for the group. Empty without code rows.
+//   rebuild under shifts fixed for the group. Empty without code rows, or
+//   with build = false (gather_cpu's calls of few rows per group).
 struct Coded32Program {
   uint32_t blocks = 0;
   size_t stride = 0;  // sym bytes per group
   std::vector<uint8_t> sym, has_sym, uniform;
   std::vector<uint32_t> lo_nc;  // per group: unit 0's lo, nc
 
-  explicit Coded32Program(const CompressedView& c) {
+  explicit Coded32Program(const CompressedView& c, bool build = true) {
     const uint32_t W = c.geo.row_words, G = c.geo.num_groups;
-    if (c.geo.code_rows != 8 || !W) return;
+    if (c.geo.code_rows != 8 || !W || !build) return;
     blocks = (W + 15) / 16;
     stride = 16 * (static_cast<size_t>(W) + 16);
     sym.assign(G * stride, 0);
