@@ -137,7 +137,7 @@ import numpy as np, torch, ibp_gnn
 from ibp_gnn import _C, testing
 cols, dtype = int(sys.argv[1]), getattr(np, sys.argv[2])
 rng = np.random.default_rng(cols)
-R = 1200 if sys.argv[3:] == ["esc"] else 300  # rows
+R = 1200 if sys.argv[3:] in (["esc"], ["short"]) else 300  # rows
 x = (rng.standard_normal((R, cols)) * 0.1).astype(dtype)
 if len(sys.argv) > 3 and sys.argv[3] == "bow":  # bag-of-words rows: one value per row
     x = (rng.random((R, cols)) < 0.3).astype(dtype)  # (row-normalised), ~1/3 of the words
@@ -150,9 +150,16 @@ if len(sys.argv) > 3 and sys.argv[3] == "esc":  # kCoded rows with escapes up to
     esc[-1, -2:] = True
     u = x.view(np.uint32)
     u[esc] = (u[esc] & ~np.uint32(0xFF << 23)) | rare[esc]
+if len(sys.argv) > 3 and sys.argv[3] == "short":  # a last kCoded row of the shortest codes
+    # (every exponent its column's commonest): the row ends < 64 bytes after
+    # its last 16 words' plain bits start, so a 64-byte load of those 48 bytes
+    # would pass the payload
+    x[-1] = (np.sign(x[-1]) * rng.uniform(0.0625, 0.125, cols)).astype(dtype)  # exponent 123
 ct = ibp_gnn.compress(x, progress=False)
-if len(sys.argv) > 3 and sys.argv[3] == "esc":
+if len(sys.argv) > 3 and sys.argv[3] in ("esc", "short"):
     assert ct.stats()["rows_per_mode"].get("coded", 0) > 0
+if len(sys.argv) > 3 and sys.argv[3] == "short":
+    assert ct.fetch_nbytes(np.array([R - 1])) < 3 * cols + 16  # 48 plain bytes per 16 words
 tight = testing.before_guard_page(ct._payload)  # the page after it faults
 ids = np.arange(R)[::-1].copy()
 want = x.view(np.uint8).reshape(R, -1)[ids]
@@ -171,12 +178,15 @@ print("ok", _C.cpu_kernels())
 @pytest.mark.parametrize("cols,dtype,bow", [(3, "float32", ""), (64, "float32", ""),
                                             (33, "float16", ""), (17, "float32", "bow"),
                                             (767, "float32", "bow"), (17, "float32", "esc"),
-                                            (128, "float32", "esc"), (300, "float32", "esc")])
+                                            (16, "float32", "esc"), (128, "float32", "esc"),
+                                            (300, "float32", "esc"), (16, "float32", "short"),
+                                            (32, "float32", "short")])
 def test_kernels_read_nothing_past_the_payload(cols, dtype, bow):
     """The last rows decode with every kernel, through _C.gather and CpuGather,
     when the page after the payload is unreadable (the wide SIMD loads stay
-    inside the payload and its padding): dense rows, one-value sparse rows and
-    kCoded rows whose last codes are escapes."""
+    inside the payload and its padding): dense rows, one-value sparse rows,
+    kCoded rows whose last codes are escapes, and a last kCoded row shorter
+    than one 64-byte load (the fast 32-bit coded rows' bound)."""
     import subprocess
     r = subprocess.run([sys.executable, "-c", _GUARD_SCRIPT, str(cols), dtype] + ([bow] if bow else []),
                        capture_output=True, text=True, timeout=120)

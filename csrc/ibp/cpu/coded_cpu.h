@@ -29,21 +29,28 @@ namespace ibp {
 //   bits one after another (the offset row steps by 32 - nc): their words
 //   rebuild under shifts fixed for the group. Empty without code rows, or
 //   with build = false (gather_cpu's calls of few rows per group).
+// - fast[g] = 1 when the group's rows take coded32_rows_fast: byte symbols,
+//   row_words a multiple of 16, every block uniform (so word w's plain
+//   bits start at (32 - nc) w) and nc >= 7 (a plain field and its bit
+//   shift fit one 32-bit lane); s8_of(g)[w] is unit w's symbol count.
 struct Coded32Program {
-  uint32_t blocks = 0;
+  uint32_t blocks = 0, words = 0;
   size_t stride = 0;  // sym bytes per group
-  std::vector<uint8_t> sym, has_sym, uniform;
+  std::vector<uint8_t> sym, has_sym, uniform, fast, s8;
   std::vector<uint32_t> lo_nc;  // per group: unit 0's lo, nc
 
   explicit Coded32Program(const CompressedView& c, bool build = true) {
     const uint32_t W = c.geo.row_words, G = c.geo.num_groups;
     if (c.geo.code_rows != 8 || !W || !build) return;
     blocks = (W + 15) / 16;
+    words = W;
     stride = 16 * (static_cast<size_t>(W) + 16);
     sym.assign(G * stride, 0);
     has_sym.assign(G, 1);
     uniform.assign(static_cast<size_t>(G) * blocks, 1);
     lo_nc.assign(2 * static_cast<size_t>(G), 0);
+    fast.assign(G, 0);
+    s8.assign(static_cast<size_t>(G) * W, 0);
     for (uint32_t g = 0; g < G; ++g) {
       const uint32_t* codes = code_part(c.table, G, W, 8, g);
       const uint32_t* offset = codes + 8 * W;
@@ -52,6 +59,7 @@ struct Coded32Program {
       lo_nc[2 * g + 1] = u0.nc;
       for (uint32_t w = 0; w < W; ++w) {
         const CodeUnit cu = code_unit(codes, W, 1, w);
+        s8[static_cast<size_t>(g) * W + w] = static_cast<uint8_t>(cu.s);
         for (uint32_t r = 0; r < cu.s; ++r) {
           const uint32_t v = code_slot(codes, W, 1, w, 1 + r);
           if (v > 0xFF) has_sym[g] = 0;
@@ -62,11 +70,16 @@ struct Coded32Program {
           uniform[static_cast<size_t>(g) * blocks + w / 16] = 0;
         }
       }
+      bool all_uniform = W % 16 == 0 && has_sym[g] && u0.nc >= 7;
+      for (uint32_t b = 0; b < blocks; ++b) all_uniform &= uniform[g * blocks + b] != 0;
+      fast[g] = all_uniform;
     }
   }
   const uint8_t* sym_of(uint32_t g) const {
     return sym.empty() || !has_sym[g] ? nullptr : sym.data() + g * stride;
   }
+  bool fast_of(uint32_t g) const { return !fast.empty() && fast[g]; }
+  const uint8_t* s8_of(uint32_t g) const { return s8.data() + static_cast<size_t>(g) * words; }
   const uint8_t* uniform_of(uint32_t g) const {
     return uniform.empty() ? nullptr : uniform.data() + static_cast<size_t>(g) * blocks;
   }
@@ -139,6 +152,230 @@ IBP_TARGET_AVX512 inline uint32_t past_zero16(uint64_t z) {
   return static_cast<uint32_t>(__builtin_ctzll(_pdep_u64(uint64_t{1} << 15, z) | (uint64_t{1} << 63))) + 1;
 }
 
+// Byte symbols (Coded32Program::sym): lane i = 4k + d of a 16-unit lookup
+// takes byte r of unit i's 16, in the 128-byte pair of 4-unit loads its
+// 128-bit lane k reads (k = 0, 1: the first two loads; 2, 3: the last two),
+// at 64 (k odd) + 16 d + r: the permute control is r + sym_at_lanes()[i].
+IBP_TARGET_AVX512 inline __m512i sym_at_lanes() {
+  return _mm512_set_epi32(112, 96, 80, 64, 48, 32, 16, 0, 112, 96, 80, 64, 48, 32, 16, 0);
+}
+
+// Slot 1 + r of the 16 units whose byte symbols start at t, for the
+// permute controls ctrl (r + sym_at_lanes() in each lane's byte 0).
+IBP_TARGET_AVX512 inline __m512i byte_symbols16(const uint8_t* t, __m512i ctrl) {
+  const __mmask64 byte0_lo = 0x11111111ull, byte0_hi = 0x11111111ull << 32;
+  return _mm512_or_si512(
+      _mm512_maskz_permutex2var_epi8(byte0_lo, _mm512_loadu_si512(t), ctrl,
+                                     _mm512_loadu_si512(t + 64)),
+      _mm512_maskz_permutex2var_epi8(byte0_hi, _mm512_loadu_si512(t + 128), ctrl,
+                                     _mm512_loadu_si512(t + 192)));
+}
+
+// The coded fields of the nb units b0 .. b0 + nb - 1 (nb <= 256) of a
+// 32-bit kCoded row whose codes start at *code, into field (rounded up to
+// 16 units); *code moves past them. bsym: the group's byte symbols, or null
+// (the code rows' slots). Every window load starts inside the code section.
+IBP_TARGET_AVX512 __attribute__((noinline)) inline void coded32_fields(
+    const uint8_t* bytes, uint64_t* code_io, const uint32_t* codes, uint32_t W,
+    const uint8_t* bsym, uint32_t b0, uint32_t nb, uint32_t* field) {
+  const __m512i iota8 = _mm512_set_epi8(
+      63, 62, 61, 60, 59, 58, 57, 56, 55, 54, 53, 52, 51, 50, 49, 48, 47, 46, 45, 44, 43, 42, 41,
+      40, 39, 38, 37, 36, 35, 34, 33, 32, 31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18,
+      17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  const __m512i ones = _mm512_set1_epi32(-1), one = _mm512_set1_epi32(1);
+  const __m512i k15 = _mm512_set1_epi32(15), k16 = _mm512_set1_epi32(16);
+  const __m512i kFFFF = _mm512_set1_epi32(0xFFFF);
+  const __m512i two = _mm512_set1_epi32(2), fourv = _mm512_set1_epi32(4);
+  const __m512i sym_at = sym_at_lanes();
+  uint64_t code = *code_io;
+  // The codes of units j.. from one window: without escapes, unit j + i ends
+  // at the window's i-th zero bit, so its rank is the gap between consecutive
+  // zeros and the window's end follows from the zero count alone (the chain
+  // from one window to the next is scalar); a unit whose rank reaches s (an
+  // escape) ends the run and is read alone by the serial step, as is a unit
+  // whose zero lies past the window's valid bits.
+uint32_t j = 0;
+while (j < nb) {
+    const uint32_t sh = static_cast<uint32_t>(code & 7);
+    const uint64_t window = load_u64(bytes + (code >> 3)) >> sh;
+    const uint64_t z = ~window & (~uint64_t{0} >> sh);
+    const uint32_t zeros = static_cast<uint32_t>(__builtin_popcountll(z));
+    const uint32_t left = nb - j < 16 ? nb - j : 16;
+    const uint32_t cand = zeros < left ? zeros : left;
+    if (cand) {
+      // Loads and the store cover the `left` lanes (a mask from j alone, so
+      // they need not wait for the zero count); the escape test covers the
+      // cand lanes whose zeros are in the window.
+      const __mmask16 lm = static_cast<__mmask16>((1u << left) - 1);
+      const __mmask16 cm = static_cast<__mmask16>((1u << cand) - 1);
+      const uint32_t* at = codes + b0 + j;
+      const __m512i zp = _mm512_cvtepu8_epi32(
+          _mm512_castsi512_si128(_mm512_maskz_compress_epi8(_cvtu64_mask64(z), iota8)));
+      const __m512i r =
+          _mm512_sub_epi32(_mm512_sub_epi32(zp, _mm512_alignr_epi32(zp, ones, 15)), one);
+      const __m512i sv = _mm512_and_si512(_mm512_maskz_loadu_epi32(lm, at), k15);
+      const uint32_t esc = _mm512_mask_cmpge_epu32_mask(cm, r, sv);
+      __m512i f;
+      if (bsym) {
+        // slot 1 + r from the units' byte symbols: loads of units j .. j + 15
+        // (the program pads 16 units), two byte permutes
+        f = byte_symbols16(bsym + 16 * static_cast<size_t>(b0 + j), _mm512_add_epi32(r, sym_at));
+      } else {
+        // slot row (1 + r) / 2 of each lane, picked by the bits of the row
+        // index from the 8 rows' loads (no gather)
+        const __m512i q = _mm512_srli_epi32(_mm512_add_epi32(r, one), 1);
+        const __mmask16 q0 = _mm512_test_epi32_mask(q, one), q1 = _mm512_test_epi32_mask(q, two),
+                        q2 = _mm512_test_epi32_mask(q, fourv);
+        __m512i row[8];
+        for (uint32_t i = 0; i < 8; ++i) row[i] = _mm512_maskz_loadu_epi32(lm, at + i * W);
+        const __m512i r01 = _mm512_mask_mov_epi32(row[0], q0, row[1]);
+        const __m512i r23 = _mm512_mask_mov_epi32(row[2], q0, row[3]);
+        const __m512i r45 = _mm512_mask_mov_epi32(row[4], q0, row[5]);
+        const __m512i r67 = _mm512_mask_mov_epi32(row[6], q0, row[7]);
+        const __m512i r03 = _mm512_mask_mov_epi32(r01, q1, r23);
+        const __m512i r47 = _mm512_mask_mov_epi32(r45, q1, r67);
+        const __m512i v = _mm512_mask_mov_epi32(r03, q2, r47);
+        // slot 1 + r: odd r -> even slot (low half)
+        f = _mm512_and_si512(
+            _mm512_srlv_epi32(v, _mm512_andnot_si512(_mm512_slli_epi32(r, 4), k16)), kFFFF);
+      }
+      _mm512_mask_storeu_epi32(field + j, lm, f);  // lanes from cand or an escape on are rewritten
+      if (__builtin_expect(!esc, 1)) {
+        // The window's end from the zero count alone. The common case, 16
+        // units from a window with 16 zeros or more, takes the end of its
+        // 16th zero, found without the count (the branch predicts it), so
+        // the next window's load waits for nothing but this one.
+        if (__builtin_expect(cand == 16, 1)) {
+          j += 16;
+          code += past_zero16(z);
+        } else {
+          j += cand;
+          code += past_zero(z, cand);
+        }
+        continue;
+      }
+      const uint32_t k = static_cast<uint32_t>(__builtin_ctz(esc));
+      j += k;
+      if (k) code += past_zero(z, k);
+    }
+    const uint32_t* slots = codes + b0 + j;
+    const uint32_t d = slots[0];
+    const uint32_t s = d & 15u, nc = (d >> 9) & 31u;
+    const uint32_t t = static_cast<uint32_t>(load_u64(bytes + (code >> 3)) >> (code & 7));
+    const uint32_t rr = ctz32(~t | (1u << s));
+    if (rr < s) {
+      code += rr + 1;
+      const uint32_t v = slots[((1 + rr) >> 1) * W];
+      field[j] = (rr & 1u) ? v & 0xFFFFu : v >> 16;
+    } else {
+      field[j] = field_at(bytes, code + s, nc);
+      code += s + nc;
+    }
+    ++j;
+  }
+  *code_io = code;
+}
+
+// One row of coded32_rows_fast: its bits after the group id, its group's
+// code part of the decode table, its group, where its words go.
+struct Coded32Row {
+  uint64_t pos;
+  const uint32_t* codes;
+  uint32_t g;
+  uint32_t* words;
+};
+
+// AVX-512, N rows (1 or 2, decoded block by block side by side: their code
+// chains are independent) of Coded32Program fast groups (fast_of). Per 16
+// words of a row: one 64-bit code window whose 16th zero ends the 16 units'
+// codes (found by a deposit, no count), their ranks as the gaps between the
+// window's zeros (VPCOMPRESSB), their symbols by two byte permutes, and the
+// words from one 64-byte load of their plain bits under permute controls and
+// shifts fixed for the row (the plain fields lie 32 - nc bits apart from the
+// row's first bit). A window with fewer than 16 zeros or with an escape
+// takes coded32_fields for its 16 units. False (nothing written) when a
+// row's last plain load would pass the payload's end: the caller then takes
+// the general loop.
+template <int N>
+IBP_TARGET_AVX512 inline bool coded32_rows_fast(const uint8_t* bytes, uint32_t W,
+                                                uint64_t payload_bytes, const Coded32Program& c32,
+                                                const Coded32Row (&row)[N]) {
+  const __m512i sym_ctrl = _mm512_sub_epi32(sym_at_lanes(), _mm512_set1_epi32(1));
+  const __m512i iota8 = _mm512_set_epi8(
+      63, 62, 61, 60, 59, 58, 57, 56, 55, 54, 53, 52, 51, 50, 49, 48, 47, 46, 45, 44, 43, 42, 41,
+      40, 39, 38, 37, 36, 35, 34, 33, 32, 31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18,
+      17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  const __m128i ff = _mm_set1_epi8(-1);
+  uint64_t code[N];
+  uint32_t step[N];  // plain bytes per block: 2 (32 - nc)
+  const uint8_t* pb[N];  // the block's plain bits, from bit pos & 7 of this byte
+  const uint8_t *sym[N], *s8[N];
+  __m512i idx[N], shv[N], lov[N], ncv[N], lomask[N], midmask[N];
+  for (int r = 0; r < N; ++r) {
+    const uint32_t g = row[r].g, lo = c32.lo_nc[2 * g], nc = c32.lo_nc[2 * g + 1], P = 32 - nc;
+    const uint64_t pos = row[r].pos;
+    if ((pos >> 3) + 2ull * P * (W / 16 - 1) + 64 > payload_bytes) return false;
+    code[r] = pos + static_cast<uint64_t>(P) * W;
+    step[r] = 2 * P;
+    pb[r] = bytes + (pos >> 3);
+    sym[r] = c32.sym_of(g);
+    s8[r] = c32.s8_of(g);
+    const __m512i off = _mm512_add_epi32(
+        _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                           _mm512_set1_epi32(static_cast<int>(P))),
+        _mm512_set1_epi32(static_cast<int>(pos & 7)));
+    // lane i: the 4 bytes from its field's first byte, then a shift by its bit
+    idx[r] = _mm512_add_epi8(
+        _mm512_shuffle_epi8(_mm512_srli_epi32(off, 3),
+                            _mm512_set4_epi32(0x0C0C0C0C, 0x08080808, 0x04040404, 0x00000000)),
+        _mm512_set1_epi32(0x03020100));
+    shv[r] = _mm512_and_si512(off, _mm512_set1_epi32(7));
+    lov[r] = _mm512_set1_epi32(static_cast<int>(lo));
+    ncv[r] = _mm512_set1_epi32(static_cast<int>(nc));
+    lomask[r] = _mm512_set1_epi32(static_cast<int>(low_mask(lo)));
+    midmask[r] = _mm512_set1_epi32(static_cast<int>(low_mask(nc) << lo));
+  }
+  alignas(64) uint32_t field[16];
+  for (uint32_t w0 = 0; w0 < W; w0 += 16) {
+    for (int r = 0; r < N; ++r) {
+      // the window from code[r] (bits past its valid ones read as ones)
+      const uint64_t z = ~load_u64(bytes + (code[r] >> 3)) >> (code[r] & 7);
+      const uint64_t end16 = _pdep_u64(uint64_t{1} << 15, z);  // 0: < 16 zeros
+      __m512i f;
+      bool done = false;
+      if (__builtin_expect(end16 != 0, 1)) {
+        // d = rank + 1: the gap from the previous zero (the first from bit -1)
+        const __m128i zp =
+            _mm512_castsi512_si128(_mm512_maskz_compress_epi8(_cvtu64_mask64(z), iota8));
+        const __m128i d = _mm_sub_epi8(zp, _mm_alignr_epi8(zp, ff, 15));
+        const __m128i s = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s8[r] + w0));
+        if (__builtin_expect(!_mm_cmpgt_epu8_mask(d, s), 1)) {
+          f = byte_symbols16(sym[r] + 16 * static_cast<size_t>(w0),
+                             _mm512_add_epi32(_mm512_cvtepu8_epi32(d), sym_ctrl));
+          code[r] += static_cast<uint64_t>(__builtin_ctzll(end16)) + 1;
+          done = true;
+        }
+      }
+      if (!done) {
+        uint64_t at = code[r];  // not &code[r]: that would keep it in memory, on the chain
+        coded32_fields(bytes, &at, row[r].codes, W, sym[r], w0, 16, field);
+        code[r] = at;
+        f = _mm512_load_si512(field);
+      }
+      // word: the plain bits below lo, the field, the plain bits from lo on
+      // moved up by nc (the plain lane's bits past its field shift out)
+      const __m512i pl =
+          _mm512_srlv_epi32(_mm512_permutexvar_epi8(idx[r], _mm512_loadu_si512(pb[r])), shv[r]);
+      pb[r] += step[r];
+      const __m512i x =
+          _mm512_ternarylogic_epi32(lomask[r], pl, _mm512_sllv_epi32(pl, ncv[r]), 0xCA);
+      _mm512_storeu_si512(row[r].words + w0, _mm512_ternarylogic_epi32(
+                                                 x, midmask[r], _mm512_sllv_epi32(f, lov[r]), 0xBA));
+    }
+  }
+  return true;
+}
+
 // AVX-512, 32-bit units: the codes of up to 256 words decoded into a buffer
 // up to 16 per 64-bit window (zero positions by VPCOMPRESSB, ranks as their
 // gaps, slots by two byte permutes of the group's byte symbols or, without
@@ -168,28 +405,18 @@ IBP_TARGET_AVX512 inline void coded_row_avx512(const uint32_t* p, uint64_t pos,
   }
   if (!W) return;
   const uint8_t* bytes = reinterpret_cast<const uint8_t*>(p);
+  if (c32 && c32->fast_of(g) &&
+      coded32_rows_fast<1>(bytes, W, payload_bytes, *c32, {{pos, codes, g, words}})) {
+    return;
+  }
   const uint32_t* offset = codes + 8 * W;
   uint64_t code = pos + offset[W - 1] + 32 - ((codes[W - 1] >> 9) & 31u);
   const __m512i ones = _mm512_set1_epi32(-1), k31 = _mm512_set1_epi32(31);
   const __m512i k32 = _mm512_set1_epi32(32);
-  const __m512i iota8 = _mm512_set_epi8(
-      63, 62, 61, 60, 59, 58, 57, 56, 55, 54, 53, 52, 51, 50, 49, 48, 47, 46, 45, 44, 43, 42, 41,
-      40, 39, 38, 37, 36, 35, 34, 33, 32, 31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18,
-      17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-  const __m512i one = _mm512_set1_epi32(1);
-  const __m512i k15 = _mm512_set1_epi32(15), k16 = _mm512_set1_epi32(16);
-  const __m512i kFFFF = _mm512_set1_epi32(0xFFFF);
-  const __m512i two = _mm512_set1_epi32(2), fourv = _mm512_set1_epi32(4);
   // The group's Coded32Program data (null / unused without one).
   const uint8_t* bsym = c32 ? c32->sym_of(g) : nullptr;
   const uint8_t* uni = c32 ? c32->uniform_of(g) : nullptr;
   const uint32_t ulo = uni ? c32->lo_nc[2 * g] : 0, unc = uni ? c32->lo_nc[2 * g + 1] : 0;
-  // byte symbols: lane i = 4k + d takes byte r of unit i's 16, in the
-  // 128-byte pair of 4-unit loads its 128-bit lane k reads (k = 0, 1: the
-  // first two loads; 2, 3: the last two), at 64 (k odd) + 16 d + r
-  const __m512i sym_at = _mm512_set_epi32(112, 96, 80, 64, 48, 32, 16, 0, 112, 96, 80, 64, 48, 32,
-                                          16, 0);
-  const __mmask64 byte0_lo = 0x11111111ull, byte0_hi = 0x11111111ull << 32;
   // uniform words: plain fields every 32 - nc bits; shifts fixed
   const __m512i ustep = _mm512_mullo_epi32(
       _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
@@ -201,97 +428,7 @@ IBP_TARGET_AVX512 inline void coded_row_avx512(const uint32_t* p, uint64_t pos,
   alignas(64) uint32_t field[kBlock];
   for (uint32_t b0 = 0; b0 < W; b0 += kBlock) {
     const uint32_t nb = W - b0 < kBlock ? W - b0 : kBlock;
-    // The codes of units j.. from one window: without escapes, unit j + i ends
-    // at the window's i-th zero bit, so its rank is the gap between consecutive
-    // zeros and the window's end follows from the zero count alone (the chain
-    // from one window to the next is scalar); a unit whose rank reaches s (an
-    // escape) ends the run and is read alone by the serial step, as is a unit
-    // whose zero lies past the window's valid bits.
-    uint32_t j = 0;
-    while (j < nb) {
-      const uint32_t sh = static_cast<uint32_t>(code & 7);
-      const uint64_t window = load_u64(bytes + (code >> 3)) >> sh;
-      const uint64_t z = ~window & (~uint64_t{0} >> sh);
-      const uint32_t zeros = static_cast<uint32_t>(__builtin_popcountll(z));
-      const uint32_t left = nb - j < 16 ? nb - j : 16;
-      const uint32_t cand = zeros < left ? zeros : left;
-      if (cand) {
-        // Loads and the store cover the `left` lanes (a mask from j alone, so
-        // they need not wait for the zero count); the escape test covers the
-        // cand lanes whose zeros are in the window.
-        const __mmask16 lm = static_cast<__mmask16>((1u << left) - 1);
-        const __mmask16 cm = static_cast<__mmask16>((1u << cand) - 1);
-        const uint32_t* at = codes + b0 + j;
-        const __m512i zp = _mm512_cvtepu8_epi32(
-            _mm512_castsi512_si128(_mm512_maskz_compress_epi8(_cvtu64_mask64(z), iota8)));
-        const __m512i r =
-            _mm512_sub_epi32(_mm512_sub_epi32(zp, _mm512_alignr_epi32(zp, ones, 15)), one);
-        const __m512i sv = _mm512_and_si512(_mm512_maskz_loadu_epi32(lm, at), k15);
-        const uint32_t esc = _mm512_mask_cmpge_epu32_mask(cm, r, sv);
-        __m512i f;
-        if (bsym) {
-          // slot 1 + r from the units' byte symbols: loads of units j .. j + 15
-          // (the program pads 16 units), two byte permutes
-          const uint8_t* t = bsym + 16 * static_cast<size_t>(b0 + j);
-          const __m512i ctrl = _mm512_add_epi32(r, sym_at);
-          f = _mm512_or_si512(
-              _mm512_maskz_permutex2var_epi8(byte0_lo, _mm512_loadu_si512(t), ctrl,
-                                             _mm512_loadu_si512(t + 64)),
-              _mm512_maskz_permutex2var_epi8(byte0_hi, _mm512_loadu_si512(t + 128), ctrl,
-                                             _mm512_loadu_si512(t + 192)));
-        } else {
-          // slot row (1 + r) / 2 of each lane, picked by the bits of the row
-          // index from the 8 rows' loads (no gather)
-          const __m512i q = _mm512_srli_epi32(_mm512_add_epi32(r, one), 1);
-          const __mmask16 q0 = _mm512_test_epi32_mask(q, one), q1 = _mm512_test_epi32_mask(q, two),
-                          q2 = _mm512_test_epi32_mask(q, fourv);
-          __m512i row[8];
-          for (uint32_t i = 0; i < 8; ++i) row[i] = _mm512_maskz_loadu_epi32(lm, at + i * W);
-          const __m512i r01 = _mm512_mask_mov_epi32(row[0], q0, row[1]);
-          const __m512i r23 = _mm512_mask_mov_epi32(row[2], q0, row[3]);
-          const __m512i r45 = _mm512_mask_mov_epi32(row[4], q0, row[5]);
-          const __m512i r67 = _mm512_mask_mov_epi32(row[6], q0, row[7]);
-          const __m512i r03 = _mm512_mask_mov_epi32(r01, q1, r23);
-          const __m512i r47 = _mm512_mask_mov_epi32(r45, q1, r67);
-          const __m512i v = _mm512_mask_mov_epi32(r03, q2, r47);
-          // slot 1 + r: odd r -> even slot (low half)
-          f = _mm512_and_si512(
-              _mm512_srlv_epi32(v, _mm512_andnot_si512(_mm512_slli_epi32(r, 4), k16)), kFFFF);
-        }
-        _mm512_mask_storeu_epi32(field + j, lm, f);  // lanes from cand or an escape on are rewritten
-        if (__builtin_expect(!esc, 1)) {
-          // The window's end from the zero count alone. The common case, 16
-          // units from a window with 16 zeros or more, takes the end of its
-          // 16th zero, found without the count (the branch predicts it), so
-          // the next window's load waits for nothing but this one.
-          if (__builtin_expect(cand == 16, 1)) {
-            j += 16;
-            code += past_zero16(z);
-          } else {
-            j += cand;
-            code += past_zero(z, cand);
-          }
-          continue;
-        }
-        const uint32_t k = static_cast<uint32_t>(__builtin_ctz(esc));
-        j += k;
-        if (k) code += past_zero(z, k);
-      }
-      const uint32_t* slots = codes + b0 + j;
-      const uint32_t d = slots[0];
-      const uint32_t s = d & 15u, nc = (d >> 9) & 31u;
-      const uint32_t t = static_cast<uint32_t>(load_u64(bytes + (code >> 3)) >> (code & 7));
-      const uint32_t rr = ctz32(~t | (1u << s));
-      if (rr < s) {
-        code += rr + 1;
-        const uint32_t v = slots[((1 + rr) >> 1) * W];
-        field[j] = (rr & 1u) ? v & 0xFFFFu : v >> 16;
-      } else {
-        field[j] = field_at(bytes, code + s, nc);
-        code += s + nc;
-      }
-      ++j;
-    }
+    coded32_fields(bytes, &code, codes, W, bsym, b0, nb, field);
     for (uint32_t w0 = b0; w0 < b0 + nb; w0 += 16) {
       const uint32_t n = b0 + nb - w0 < 16 ? b0 + nb - w0 : 16;
       const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);

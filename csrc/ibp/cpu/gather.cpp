@@ -107,6 +107,13 @@ struct Avx512Kernel {
     coded_row_avx512(p, pos, codes, W, code_rows, payload_bytes, words,
                      c16.ready() ? &c16 : nullptr, g, stream, &c32);
   }
+  // Two 32-bit kCoded rows of fast groups decoded together; false: neither
+  // written (not both fast, or a row at the payload's end).
+  static bool coded_rows2(const uint32_t* p, uint32_t W, uint64_t payload_bytes,
+                          const Coded32Program& c32, const Coded32Row& a, const Coded32Row& b) {
+    return c32.fast_of(a.g) && c32.fast_of(b.g) &&
+           coded32_rows_fast<2>(reinterpret_cast<const uint8_t*>(p), W, payload_bytes, c32, {a, b});
+  }
 };
 #endif
 
@@ -291,7 +298,8 @@ void gather_rows(const CompressedView& c, const DenseProgram& prog, const Coded1
         continue;
       }
       // Rows two at a time (i - a stays even: the prefetches above still
-      // come every kRowAhead rows); two kIbp rows decode together.
+      // come every kRowAhead rows); two kIbp rows, or two 32-bit kCoded rows
+      // of fast groups, decode together.
       const RowHead h2 = row_head(c, static_cast<uint64_t>(ids[i + 1]));
       uint32_t* row2 = row + row_bytes / 4;
       constexpr uint32_t kIbp = static_cast<uint32_t>(RowMode::kIbp);
@@ -306,6 +314,17 @@ void gather_rows(const CompressedView& c, const DenseProgram& prog, const Coded1
                             {h2.start + hb, table(h2.g), prog.block(h2.g), row2});
           ++i;
           continue;
+        }
+        constexpr uint32_t kCoded = static_cast<uint32_t>(RowMode::kCoded);
+        if (h.mode == kCoded && h2.mode == kCoded && c.geo.code_rows == 8) {
+          const uint32_t W = c.geo.row_words, hb = kModeBits + c.geo.group_bits;
+          const auto codes = [&](uint32_t g) { return code_part(c.table, c.geo.num_groups, W, 8, g); };
+          if (Kernel::coded_rows2(c.payload, W, 4 * c.geo.payload_words, c32,
+                                  {h.start + hb, codes(h.g), h.g, row},
+                                  {h2.start + hb, codes(h2.g), h2.g, row2})) {
+            ++i;
+            continue;
+          }
         }
       }
       {
