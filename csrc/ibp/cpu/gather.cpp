@@ -197,11 +197,13 @@ void decode_row(const CompressedView& c, const DenseProgram& prog, const Coded16
 // requested while row i decodes, ahead = row_ahead(): kRowAheadDram rows for
 // a payload larger than half the last-level cache, else kRowAheadCached
 // (rows from that cache arrive sooner, and lines requested further ahead
-// hold the core's line-fill buffers longer: random 1024-row batches of 512-
-// byte fp32 coded rows from a 86 MB payload, 8 -> 4 rows ahead, 106 -> 95 ns
-// a row; from a 1.7 GB one, 4 rows ahead was 0-9% slower than 8).
+// hold the core's line-fill buffers longer). Random 1024-row batches from
+// payloads of 3-86 MB, ibp per row, 8 / 4 / 2 rows ahead (same-build A/B):
+// 512-byte fp32 coded rows 106-112 / 95-102 / 97-99 ns, 1536-byte fp16 ones
+// 470-490 (4) / 450-460 (2), reddit 2-8% faster at 2 than at 8; from a
+// 1.7 GB payload, 4 rows ahead was 0-9% slower than 8.
 constexpr uint64_t kRowAheadDram = 8;
-constexpr uint64_t kRowAheadCached = 4;
+constexpr uint64_t kRowAheadCached = 2;
 // Payloads of at most this many bytes stay in the caches once read: their
 // rows are not prefetched (what finding a row's lines costs is then wasted;
 // tables of 40-112-byte rows ran 10% slower with it).
