@@ -175,10 +175,7 @@ struct ZeroScan16 {
 
   // The positions of the zeros z of the chunk at `base` appended.
   IBP_TARGET_AVX512 void put(uint8_t* pos, uint64_t z) {
-    const __m512i iota8 = _mm512_set_epi8(
-        63, 62, 61, 60, 59, 58, 57, 56, 55, 54, 53, 52, 51, 50, 49, 48, 47, 46, 45, 44, 43, 42,
-        41, 40, 39, 38, 37, 36, 35, 34, 33, 32, 31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20,
-        19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i iota8 = iota_epi8();
     const __m512i at_zero = _mm512_maskz_compress_epi8(_cvtu64_mask64(z), iota8);
     _mm512_storeu_si512(pos + count, _mm512_add_epi8(at_zero, base));
     base = _mm512_add_epi8(base, _mm512_set1_epi8(64));

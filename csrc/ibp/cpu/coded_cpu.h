@@ -178,10 +178,7 @@ IBP_TARGET_AVX512 inline __m512i byte_symbols16(const uint8_t* t, __m512i ctrl) 
 IBP_TARGET_AVX512 __attribute__((noinline)) inline void coded32_fields(
     const uint8_t* bytes, uint64_t* code_io, const uint32_t* codes, uint32_t W,
     const uint8_t* bsym, uint32_t b0, uint32_t nb, uint32_t* field) {
-  const __m512i iota8 = _mm512_set_epi8(
-      63, 62, 61, 60, 59, 58, 57, 56, 55, 54, 53, 52, 51, 50, 49, 48, 47, 46, 45, 44, 43, 42, 41,
-      40, 39, 38, 37, 36, 35, 34, 33, 32, 31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18,
-      17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  const __m512i iota8 = iota_epi8();
   const __m512i ones = _mm512_set1_epi32(-1), one = _mm512_set1_epi32(1);
   const __m512i k15 = _mm512_set1_epi32(15), k16 = _mm512_set1_epi32(16);
   const __m512i kFFFF = _mm512_set1_epi32(0xFFFF);
@@ -301,10 +298,7 @@ IBP_TARGET_AVX512 inline bool coded32_rows_fast(const uint8_t* bytes, uint32_t W
                                                 uint64_t payload_bytes, const Coded32Program& c32,
                                                 const Coded32Row (&row)[N]) {
   const __m512i sym_ctrl = _mm512_sub_epi32(sym_at_lanes(), _mm512_set1_epi32(1));
-  const __m512i iota8 = _mm512_set_epi8(
-      63, 62, 61, 60, 59, 58, 57, 56, 55, 54, 53, 52, 51, 50, 49, 48, 47, 46, 45, 44, 43, 42, 41,
-      40, 39, 38, 37, 36, 35, 34, 33, 32, 31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18,
-      17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  const __m512i iota8 = iota_epi8();
   const __m128i ff = _mm_set1_epi8(-1);
   uint64_t code[N];
   uint32_t step[N];  // plain bytes per block: 2 (32 - nc)

@@ -295,6 +295,14 @@ IBP_TARGET_AVX2 void ibp_row_avx2(const uint32_t* payload, uint64_t head, const 
 
 // The 128 payload bytes from byte `at` as two registers, bytes at or past
 // payload_bytes read as zero (masked loads never touch them).
+// Byte i = i (the bit positions a VPCOMPRESSB of a 64-bit mask lists).
+IBP_TARGET_AVX512 inline __m512i iota_epi8() {
+  return _mm512_set_epi8(63, 62, 61, 60, 59, 58, 57, 56, 55, 54, 53, 52, 51, 50, 49, 48, 47, 46,
+                         45, 44, 43, 42, 41, 40, 39, 38, 37, 36, 35, 34, 33, 32, 31, 30, 29, 28,
+                         27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10,
+                         9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+}
+
 IBP_TARGET_AVX512 inline void load128(const uint8_t* bytes, uint64_t at, uint64_t payload_bytes,
                                       __m512i* src0, __m512i* src1) {
   const uint64_t left = payload_bytes - at;
