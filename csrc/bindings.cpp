@@ -7,6 +7,7 @@
 #include <pybind11/stl.h>
 
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -344,12 +345,20 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "select_codes",
       [](const py::array& x, uint64_t row_bytes, uint32_t row_words, uint32_t dtype,
-         const Array<uint64_t>& sample) -> py::object {
+         const Array<uint64_t>& sample, const std::optional<Array<uint64_t>>& prior) -> py::object {
         const uint64_t rows = rows_of(x, row_bytes, "select_codes");
         const uint64_t* s = sample.data();
         for (py::ssize_t i = 0; i < sample.size(); ++i) {
           require(s[i] < rows, "ibp select_codes: sample id out of range");
         }
+        const uint64_t* pr = prior ? prior->data() : nullptr;
+        const uint64_t np = prior ? static_cast<uint64_t>(prior->size()) : 0;
+        for (uint64_t i = 0; i < np; ++i) {
+          require(pr[i] < rows, "ibp select_codes: prior id out of range");
+        }
+        // (the weighted counts: sample.size() * np * 46 must fit 64 bits)
+        require(np == 0 || static_cast<double>(sample.size()) * static_cast<double>(np) < 0x1p56,
+                "ibp select_codes: sample and prior too large (their sizes' product must be < 2^56)");
         require(dtype < static_cast<uint32_t>(DType::kNumDTypes), "ibp select_codes: unknown dtype");
         const uint32_t C = code_rows_for(dtype);
         Array<uint32_t> codes({static_cast<py::ssize_t>(C), static_cast<py::ssize_t>(row_words)});
@@ -357,15 +366,16 @@ PYBIND11_MODULE(_C, m) {
         {
           py::gil_scoped_release nogil;
           ok = select_codes(static_cast<const uint8_t*>(x.data()), row_bytes, row_words, dtype, s,
-                            sample.size(), codes.mutable_data());
+                            sample.size(), codes.mutable_data(), pr, np);
         }
         if (!ok) return py::none();
         return codes;
       },
       py::arg("x"), py::arg("row_bytes"), py::arg("row_words"), py::arg("dtype"),
-      py::arg("sample"),
+      py::arg("sample"), py::arg("prior") = py::none(),
       "One group's code rows (code_rows_for(dtype), row_words) from the sample rows, or None "
-      "for a dtype without kCoded rows.");
+      "for a dtype without kCoded rows; prior: the ids of a wider sample (every group's rows) "
+      "whose symbol counts are added at the sample's total weight.");
 
   m.def(
       "validate_arrays",

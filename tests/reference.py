@@ -564,9 +564,12 @@ def read_coded_ref(br, pos: int, tables: np.ndarray, g: int, w_count: int):
 CODED_FIELDS = {0: (23, 8), 1: (10, 5), 2: (7, 8)}
 
 
-def select_codes_ref(words: np.ndarray, dtype: int, row_bytes: int):
+def select_codes_ref(words: np.ndarray, dtype: int, row_bytes: int, prior=None):
     """One group's code rows [C, W] from sample rows `words` of row_bytes
-    bytes (encode.h select_codes), or None for a dtype without kCoded rows."""
+    bytes (encode.h select_codes), or None for a dtype without kCoded rows.
+    prior: the rows of a wider sample, whose symbol counts are added at the
+    sample's total weight (the group's counts times len(prior), the prior's
+    times len(words))."""
     if dtype not in CODED_FIELDS:
         return None
     lo, nc = CODED_FIELDS[dtype]
@@ -579,16 +582,25 @@ def select_codes_ref(words: np.ndarray, dtype: int, row_bytes: int):
         if u * unit_bytes >= row_bytes:  # zero padding of an odd 2-byte row: coded whole
             out[8 * h, w] = 1 | 0 << 4 | 16 << 9
             continue
-        col = [coded_parts_ref(units_ref(words[i, w:w + 1], upw)[h], lo, nc)[1]
-               for i in range(n)]
+        def fields(rows):
+            return [coded_parts_ref(units_ref(rows[i, w:w + 1], upw)[h], lo, nc)[1]
+                    for i in range(rows.shape[0])]
+
+        col = fields(words)
         counts = [col.count(v) for v in range(1 << nc)]
+        total = n
+        if prior is not None and len(prior) and n:
+            pcol = fields(prior)
+            counts = [c * len(prior) + pcol.count(v) * n for v, c in enumerate(counts)]
+            total = 2 * n * len(prior)
         order = sorted(range(1 << nc), key=lambda v: -counts[v])  # stable: ties by value
-        best, best_s = nc * n, 0
+        best, best_s = nc * total, 0
         for s in range(1, MAX_CODE_SYMBOLS + 1):
             if counts[order[s - 1]] == 0:
                 break
             covered = sum(counts[v] for v in order[:s])
-            bits = sum(counts[v] * (r + 1) for r, v in enumerate(order[:s])) + (n - covered) * (s + nc)
+            bits = (sum(counts[v] * (r + 1) for r, v in enumerate(order[:s]))
+                    + (total - covered) * (s + nc))
             if bits < best:
                 best, best_s = bits, s
         slots = [best_s | lo << 4 | nc << 9] + order[:best_s]

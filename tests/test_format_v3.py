@@ -96,6 +96,58 @@ def test_select_codes_matches_reference(dtype):
     assert np.array_equal(got, ref.select_codes_ref(words[sample.astype(np.int64)], CODE[dtype],
                                                    xb.shape[1]))
     assert _C.select_codes(xb, xb.shape[1], words.shape[1], 6, sample) is None  # int32
+    # with a prior: a group of 40 rows, every row as the prior
+    few, every = np.arange(3, 300, 7, dtype=np.uint64)[:40], np.arange(300, dtype=np.uint64)
+    got = _C.select_codes(xb, xb.shape[1], words.shape[1], CODE[dtype], few, every)
+    want = ref.select_codes_ref(words[few.astype(np.int64)], CODE[dtype], xb.shape[1],
+                                prior=words)
+    assert np.array_equal(got, want)
+    assert not np.array_equal(want, ref.select_codes_ref(words[few.astype(np.int64)], CODE[dtype],
+                                                         xb.shape[1]))  # the prior changed them
+
+
+def test_each_group_fits_its_codes_with_every_sample_row_as_the_prior(monkeypatch):
+    # papers-like rows split into groups: every group's code rows come from its
+    # own rows with the whole code sample as the prior, as select_codes gets them
+    from ibp_gnn.datasets import SyntheticPapers
+
+    sp = SyntheticPapers("/nonexistent", scale=0.001)
+    y = np.random.default_rng(3).integers(0, 172, 20_000)
+    x = torch.from_numpy(np.ascontiguousarray(sp._features(0, 0, 20_000, y, sp._feature_model())))
+    calls, select = [], _C.select_codes
+
+    def spy(rows, row_bytes, row_words, dtype, sample, prior=None):
+        calls.append((len(rows), len(sample), prior))
+        return select(rows, row_bytes, row_words, dtype, sample, prior)
+
+    monkeypatch.setattr(_encode._C, "select_codes", spy)
+    ct = ibp_gnn.compress(x, progress=False)
+    groups = ct._tables.shape[0]
+    assert groups > 1 and ct._tables.shape[1] > 2  # coded rows kept
+    fits = [c for c in calls if c[2] is not None]
+    assert len(fits) == groups
+    for n, k, prior in fits:
+        assert k < n and np.array_equal(prior, np.arange(n))
+    assert_bits_equal(ct.decompress(), x)
+
+
+def test_select_codes_prior_ranks_the_tails_a_group_missed():
+    # A group that saw only the 3 commonest exponents of a column still ranks
+    # the rarer ones its prior saw (instead of leaving them escapes), in the
+    # prior's order after its own.
+    e = np.array([127] * 6 + [126] * 3 + [125] * 2 + [124] * 1 + [123, 122], np.uint32)
+    x = torch.from_numpy((e << 23).view(np.float32).reshape(-1, 1).copy())
+    xb = np.ascontiguousarray(x.view(torch.uint8).numpy().reshape(len(e), -1))
+    group = np.arange(11, dtype=np.uint64)
+    alone = _C.select_codes(xb, 4, 1, CODE[torch.float32], group)
+    with_prior = _C.select_codes(xb, 4, 1, CODE[torch.float32], group,
+                                 np.arange(len(e), dtype=np.uint64))
+    slots = lambda c: [int(c[k // 2, 0]) >> (16 * (k % 2)) & 0xFFFF for k in range(16)]
+    assert slots(alone)[0] & 15 == 3 and slots(alone)[1:4] == [127, 126, 125]
+    s = slots(with_prior)[0] & 15
+    assert s == 6 and slots(with_prior)[1:7] == [127, 126, 125, 122, 123, 124]  # ties by value
+    with pytest.raises(ValueError, match="prior id out of range"):
+        _C.select_codes(xb, 4, 1, CODE[torch.float32], group, np.array([99], np.uint64))
 
 
 @pytest.mark.parametrize("path", sorted(DATA.glob("v3_*coded*.ibp")), ids=lambda p: p.stem)

@@ -1120,7 +1120,8 @@ void build_decode_table(uint32_t num_groups, uint32_t row_words, const uint32_t*
 }
 
 bool select_codes(const uint8_t* x, uint64_t row_bytes, uint32_t row_words, uint32_t dtype,
-                  const uint64_t* sample, uint64_t n, uint32_t* codes) {
+                  const uint64_t* sample, uint64_t n, uint32_t* codes, const uint64_t* prior,
+                  uint64_t np) {
   uint32_t lo, nc;
   switch (static_cast<DType>(dtype)) {
     case DType::kFloat32: lo = 23; nc = 8; break;
@@ -1132,16 +1133,25 @@ bool select_codes(const uint8_t* x, uint64_t row_bytes, uint32_t row_words, uint
   const uint32_t code_rows = code_rows_for(dtype);
   std::fill(codes, codes + static_cast<uint64_t>(code_rows) * row_words, 0u);
   const uint32_t symbols = 1u << nc;
+  // hist: the group's counts times np plus the prior's times n (equal total
+  // weights), so `total` = 2 n np weighs the sample; n alone without a prior.
+  if (!prior || !np || !n) np = 0;
   std::vector<uint64_t> hist(static_cast<size_t>(units) * symbols, 0);
   std::vector<uint32_t> row(row_words);
-  for (uint64_t i = 0; i < n; ++i) {
-    load_row(x + sample[i] * row_bytes, row_bytes, row_words, row.data());
-    for (uint32_t w = 0; w < row_words; ++w) {
-      for (uint32_t h = 0; h < upw; ++h) {
-        ++hist[static_cast<size_t>(w * upw + h) * symbols + field_of(row[w] >> (h * U), lo, nc)];
+  auto count = [&](const uint64_t* ids, uint64_t k, uint64_t weight) {
+    for (uint64_t i = 0; i < k; ++i) {
+      load_row(x + ids[i] * row_bytes, row_bytes, row_words, row.data());
+      for (uint32_t w = 0; w < row_words; ++w) {
+        for (uint32_t h = 0; h < upw; ++h) {
+          hist[static_cast<size_t>(w * upw + h) * symbols + field_of(row[w] >> (h * U), lo, nc)] +=
+              weight;
+        }
       }
     }
-  }
+  };
+  count(sample, n, np ? np : 1);
+  count(prior, np, n);
+  const uint64_t total = np ? 2 * n * np : n;
   auto put_slot = [&](uint32_t u, uint32_t k, uint32_t v) {
     const uint32_t w = u / upw, h = u % upw;
     uint32_t& cell = codes[(8ull * h + k / 2) * row_words + w];
@@ -1160,13 +1170,13 @@ bool select_codes(const uint8_t* x, uint64_t row_bytes, uint32_t row_words, uint
     std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return c[a] > c[b]; });
     // Code bits of the sample with s ranked symbols: rank r costs r + 1, the
     // rest s + nc each.
-    uint64_t best = nc * n, covered = 0, ranked = 0;
+    uint64_t best = nc * total, covered = 0, ranked = 0;
     uint32_t best_s = 0;
     for (uint32_t s = 1; s <= kMaxCodeSymbols && s <= symbols; ++s) {
       covered += c[order[s - 1]];
       ranked += c[order[s - 1]] * s;
       if (c[order[s - 1]] == 0) break;
-      const uint64_t bits = ranked + (n - covered) * (s + nc);
+      const uint64_t bits = ranked + (total - covered) * (s + nc);
       if (bits < best) {
         best = bits;
         best_s = s;

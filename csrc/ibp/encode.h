@@ -34,8 +34,14 @@ void select_masks(const uint8_t* x, uint64_t row_bytes, uint32_t row_words,
 // code bits (the zero padding unit of an odd row of a 2-byte dtype is coded
 // whole, as its only symbol 0). Writes code_rows_for(dtype) rows of row_words words into
 // `codes`; returns false (and writes nothing) for dtypes it does not code.
+// prior (np rows, may be null): a wider sample (the rows of every group)
+// whose histogram is added to the group's at equal total weight. A group
+// fitted to a few hundred rows then still ranks the symbols of the tails it
+// did not see (rare exponents: escapes otherwise, which cost the decoders a
+// serial step each) and orders them by the wider sample's counts.
 bool select_codes(const uint8_t* x, uint64_t row_bytes, uint32_t row_words, uint32_t dtype,
-                  const uint64_t* sample, uint64_t n, uint32_t* codes);
+                  const uint64_t* sample, uint64_t n, uint32_t* codes,
+                  const uint64_t* prior = nullptr, uint64_t np = 0);
 
 // Streaming row encoder. Rows are fed in chunks; every chunk but the last must
 // hold a multiple of block_rows rows so each chunk starts a new index block.
