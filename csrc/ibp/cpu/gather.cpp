@@ -490,6 +490,10 @@ int CpuGather::gather(const void* ids, bool ids64, uint64_t n, uint8_t* out, int
 bool cpu_writable(void* p, uint64_t bytes) {
   static const int fd = ::open("/dev/zero", O_RDONLY | O_CLOEXEC);
   if (fd < 0 || !bytes) return true;
+  // Both bytes in one call (a syscall costs ~0.2 us here, a tenth of a small
+  // gather's fixed cost); after a short read or an error, each alone.
+  iovec both[2] = {{p, 1}, {static_cast<uint8_t*>(p) + bytes - 1, 1}};
+  if (::readv(fd, both, 2) == 2) return true;
   for (uint8_t* at : {static_cast<uint8_t*>(p), static_cast<uint8_t*>(p) + bytes - 1}) {
     iovec v{at, 1};
     if (::readv(fd, &v, 1) < 0 && errno == EFAULT) return false;
