@@ -346,6 +346,32 @@ def test_coded_rows_escapes_every_kernel(cols):
         assert np.array_equal(got, want), kernel
 
 
+def _long_codes(rows, cols, seed):
+    """float32 rows whose exponents spread over 14 values (every one ranked,
+    codes of 1-14 bits), at a per-row share: a 64-bit window often holds
+    fewer than 16 codes, and 16 codes sometimes more than two windows."""
+    rng = np.random.default_rng(seed)
+    bits = rng.integers(0, 1 << 23, (rows, cols)) | (rng.integers(0, 2, (rows, cols)) << 31)
+    spread = rng.random((rows, 1)) < rng.random((rows, 1))
+    e = np.where(spread, 120 - rng.integers(0, 14, (rows, cols)),
+                 120 - rng.geometric(0.7, (rows, cols)).clip(1, 14) + 1)
+    return torch.from_numpy((bits | (e << 23)).astype(np.uint32).view(np.float32))
+
+
+@pytest.mark.parametrize("cols", [16, 32, 128, 160])
+def test_coded_rows_long_codes_every_kernel(cols):
+    """kCoded rows of long codes (windows of fewer than 16 codes: the fast
+    32-bit path's second window, and its fallback) decode bit-exactly."""
+    x = _long_codes(1500, cols, seed=cols)
+    ct = ibp_gnn.compress(x, progress=False)
+    assert ct.stats()["rows_per_mode"].get("coded", 0) > 600
+    ids = np.random.default_rng(cols).permutation(1500)
+    want = x.view(torch.uint8).numpy()[ids]
+    for kernel in KERNELS:
+        got = _gather(ct, ids, kernel, 1).view(torch.uint8).numpy()
+        assert np.array_equal(got, want), kernel
+
+
 def test_guard_page_faults_right_after_the_payload():
     """The guard-page tests' premise: ibp_gnn.testing.before_guard_page leaves
     the payload readable to its last byte and the next byte faulting."""

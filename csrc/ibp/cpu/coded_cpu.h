@@ -289,8 +289,9 @@ struct Coded32Row {
 // window's zeros (VPCOMPRESSB), their symbols by two byte permutes, and the
 // words from one 64-byte load of their plain bits under permute controls and
 // shifts fixed for the row (the plain fields lie 32 - nc bits apart from the
-// row's first bit). A window with fewer than 16 zeros or with an escape
-// takes coded32_fields for its 16 units. False (nothing written) when a
+// row's first bit). A window with fewer than 16 zeros takes the rest from a
+// second one; 16 units with an escape, or whose codes two windows do not
+// hold, take coded32_fields. False (nothing written) when a
 // row's last plain load would pass the payload's end: the caller then takes
 // the general loop.
 template <int N>
@@ -335,18 +336,41 @@ IBP_TARGET_AVX512 inline bool coded32_rows_fast(const uint8_t* bytes, uint32_t W
       // the window from code[r] (bits past its valid ones read as ones)
       const uint64_t z = ~load_u64(bytes + (code[r] >> 3)) >> (code[r] & 7);
       const uint64_t end16 = _pdep_u64(uint64_t{1} << 15, z);  // 0: < 16 zeros
+      // zp: the positions of the 16 units' last code bits from code[r] (the
+      // window's first 16 zeros), end: the bits of their codes (0: not found)
+      __m128i zp = _mm_setzero_si128();
+      uint64_t end = 0;
+      if (__builtin_expect(end16 != 0, 1)) {
+        zp = _mm512_castsi512_si128(_mm512_maskz_compress_epi8(_cvtu64_mask64(z), iota8));
+        end = static_cast<uint64_t>(__builtin_ctzll(end16)) + 1;
+      } else if (const uint32_t k = static_cast<uint32_t>(__builtin_popcountll(z))) {
+        // Long codes (1.5-2% of fp32 windows): the window's k < 16 zeros end
+        // the first k units, a second window from past the k-th the other
+        // 16 - k (its positions moved up by the bits before it, < 128).
+        const uint64_t adv = past_zero(z, k), c2 = code[r] + adv;
+        const uint64_t z2 = ~load_u64(bytes + (c2 >> 3)) >> (c2 & 7);
+        const uint64_t end2 = _pdep_u64(uint64_t{1} << (15 - k), z2);
+        if (end2) {
+          const __mmask16 first = static_cast<__mmask16>((1u << k) - 1);
+          const __m128i p2 = _mm_add_epi8(
+              _mm512_castsi512_si128(_mm512_maskz_compress_epi8(_cvtu64_mask64(z2), iota8)),
+              _mm_set1_epi8(static_cast<char>(adv)));
+          zp = _mm_mask_mov_epi8(
+              _mm_maskz_expand_epi8(static_cast<__mmask16>(~first), p2), first,
+              _mm512_castsi512_si128(_mm512_maskz_compress_epi8(_cvtu64_mask64(z), iota8)));
+          end = adv + static_cast<uint64_t>(__builtin_ctzll(end2)) + 1;
+        }
+      }
       __m512i f;
       bool done = false;
-      if (__builtin_expect(end16 != 0, 1)) {
+      if (__builtin_expect(end != 0, 1)) {
         // d = rank + 1: the gap from the previous zero (the first from bit -1)
-        const __m128i zp =
-            _mm512_castsi512_si128(_mm512_maskz_compress_epi8(_cvtu64_mask64(z), iota8));
         const __m128i d = _mm_sub_epi8(zp, _mm_alignr_epi8(zp, ff, 15));
         const __m128i s = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s8[r] + w0));
         if (__builtin_expect(!_mm_cmpgt_epu8_mask(d, s), 1)) {
           f = byte_symbols16(sym[r] + 16 * static_cast<size_t>(w0),
                              _mm512_add_epi32(_mm512_cvtepu8_epi32(d), sym_ctrl));
-          code[r] += static_cast<uint64_t>(__builtin_ctzll(end16)) + 1;
+          code[r] += end;
           done = true;
         }
       }
