@@ -106,14 +106,19 @@ def test_select_codes_matches_reference(dtype):
                                                          xb.shape[1]))  # the prior changed them
 
 
-def test_each_group_fits_its_codes_with_every_sample_row_as_the_prior(monkeypatch):
-    # papers-like rows split into groups: every group's code rows come from its
-    # own rows with the whole code sample as the prior, as select_codes gets them
-    from ibp_gnn.datasets import SyntheticPapers
+def _two_scales(rows, cols, seed):
+    """float32 embedding rows of two scales 2^10 apart, interleaved: the groups
+    split them, and each group's code rows rank its own exponents."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, cols, generator=g) * 0.2
+    x[1::2] *= 1024
+    return x.contiguous()
 
-    sp = SyntheticPapers("/nonexistent", scale=0.001)
-    y = np.random.default_rng(3).integers(0, 172, 20_000)
-    x = torch.from_numpy(np.ascontiguousarray(sp._features(0, 0, 20_000, y, sp._feature_model())))
+
+def test_each_group_fits_its_codes_with_every_sample_row_as_the_prior(monkeypatch):
+    # every group's code rows come from its own rows with the whole code
+    # sample as the prior, as select_codes gets them
+    x = _two_scales(20_000, 64, seed=3)
     calls, select = [], _C.select_codes
 
     def spy(rows, row_bytes, row_words, dtype, sample, prior=None):
@@ -123,11 +128,30 @@ def test_each_group_fits_its_codes_with_every_sample_row_as_the_prior(monkeypatc
     monkeypatch.setattr(_encode._C, "select_codes", spy)
     ct = ibp_gnn.compress(x, progress=False)
     groups = ct._tables.shape[0]
-    assert groups > 1 and ct._tables.shape[1] > 2  # coded rows kept
+    assert groups > 1 and ct._tables.shape[1] > 2  # several groups, coded rows kept
     fits = [c for c in calls if c[2] is not None]
     assert len(fits) == groups
     for n, k, prior in fits:
         assert k < n and np.array_equal(prior, np.arange(n))
+    assert_bits_equal(ct.decompress(), x)
+
+
+def test_one_group_of_codes_when_the_groups_codes_do_not_pay(monkeypatch):
+    # papers-like embeddings: the mask tables' groups, each with code rows
+    # fitted to its share of the sample, lose to one group's code rows fitted
+    # to all of it; compress keeps the smaller
+    from ibp_gnn.datasets import SyntheticPapers
+
+    sp = SyntheticPapers("/nonexistent", scale=0.001)
+    y = np.random.default_rng(3).integers(0, 172, 20_000)
+    x = torch.from_numpy(np.ascontiguousarray(sp._features(0, 0, 20_000, y, sp._feature_model())))
+    ct = ibp_gnn.compress(x, progress=False)
+    assert ct._tables.shape[0] == 1 and ct._tables.shape[1] > 2
+    with_codes = _encode._with_codes
+    monkeypatch.setattr(_encode, "_with_codes", lambda *a: with_codes(*a[:7]))  # no `one`
+    groups = ibp_gnn.compress(x, progress=False)
+    assert groups._tables.shape[0] > 1
+    assert ct._payload.nbytes + ct._tables.nbytes <= groups._payload.nbytes + groups._tables.nbytes
     assert_bits_equal(ct.decompress(), x)
 
 
