@@ -3,6 +3,7 @@ the process group, sums over ranks and each rank's share of the node ids."""
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import List
 
@@ -69,6 +70,15 @@ def _teardown(d: _Dist) -> None:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            # Every rank at the teardown before any destroys its group: a gloo
+            # rank that destroyed its group and exited while rank 0 still wrote
+            # the metrics aborted now and then (SIGABRT, "terminate called
+            # without an active exception"). A rank that failed skips the wait.
+            if sys.exc_info()[0] is None:
+                try:
+                    dist.barrier()
+                except Exception:  # noqa: BLE001 - the other rank is gone: destroy anyway
+                    pass
             dist.destroy_process_group()
 
 
