@@ -356,7 +356,7 @@ PYBIND11_MODULE(_C, m) {
         for (uint64_t i = 0; i < np; ++i) {
           require(pr[i] < rows, "ibp select_codes: prior id out of range");
         }
-        // (the weighted counts: sample.size() * np * 46 must fit 64 bits)
+        // (the weighted code bits, up to 2 * sample.size() * np * 31, must fit 64 bits)
         require(np == 0 || static_cast<double>(sample.size()) * static_cast<double>(np) < 0x1p56,
                 "ibp select_codes: sample and prior too large (their sizes' product must be < 2^56)");
         require(dtype < static_cast<uint32_t>(DType::kNumDTypes), "ibp select_codes: unknown dtype");
