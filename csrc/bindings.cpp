@@ -99,6 +99,19 @@ void require(bool ok, const std::string& what) {
   if (!ok) throw std::invalid_argument(what);
 }
 
+// Every one of the n ids below rows; else an error naming the op, the
+// argument and the first id out of range (the message built only then).
+void require_ids(const uint64_t* ids, uint64_t n, uint64_t rows, const char* op,
+                 const char* arg) {
+  for (uint64_t i = 0; i < n; ++i) {
+    if (ids[i] >= rows) {
+      throw std::invalid_argument(std::string("ibp ") + op + ": " + arg + " id out of range: " +
+                                  arg + "[" + std::to_string(i) + "] = " +
+                                  std::to_string(ids[i]) + ", rows " + std::to_string(rows));
+    }
+  }
+}
+
 // Rows of a C-contiguous 2-D uint8 matrix of row_bytes columns.
 uint64_t rows_of(const py::array& x, uint64_t row_bytes, const char* op) {
   require((x.flags() & py::array::c_style) && x.ndim() == 2 && x.itemsize() == 1 &&
@@ -242,9 +255,7 @@ PYBIND11_MODULE(_C, m) {
         require(selector <= static_cast<uint32_t>(Selector::kPaper), "ibp: unknown selector");
         const uint64_t rows = rows_of(x, row_bytes, "select_masks");
         const uint64_t* s = sample.data();
-        for (py::ssize_t i = 0; i < sample.size(); ++i) {
-          require(s[i] < rows, "ibp select_masks: sample id out of range");
-        }
+        require_ids(s, static_cast<uint64_t>(sample.size()), rows, "select_masks", "sample");
         Array<uint32_t> mask(row_words), value(row_words);
         const auto* base = static_cast<const uint8_t*>(x.data());
         {
@@ -348,14 +359,10 @@ PYBIND11_MODULE(_C, m) {
          const Array<uint64_t>& sample, const std::optional<Array<uint64_t>>& prior) -> py::object {
         const uint64_t rows = rows_of(x, row_bytes, "select_codes");
         const uint64_t* s = sample.data();
-        for (py::ssize_t i = 0; i < sample.size(); ++i) {
-          require(s[i] < rows, "ibp select_codes: sample id out of range");
-        }
+        require_ids(s, static_cast<uint64_t>(sample.size()), rows, "select_codes", "sample");
         const uint64_t* pr = prior ? prior->data() : nullptr;
         const uint64_t np = prior ? static_cast<uint64_t>(prior->size()) : 0;
-        for (uint64_t i = 0; i < np; ++i) {
-          require(pr[i] < rows, "ibp select_codes: prior id out of range");
-        }
+        require_ids(pr, np, rows, "select_codes", "prior");
         // (the weighted code bits, up to 2 * sample.size() * np * 31, must fit 64 bits)
         require(np == 0 || static_cast<double>(sample.size()) * static_cast<double>(np) < 0x1p56,
                 "ibp select_codes: sample and prior too large (their sizes' product must be < 2^56)");
