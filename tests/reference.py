@@ -566,7 +566,7 @@ CODED_FIELDS = {0: (23, 8), 1: (10, 5), 2: (7, 8)}
 
 def select_codes_ref(words: np.ndarray, dtype: int, row_bytes: int, prior=None):
     """One group's code rows [C, W] from sample rows `words` of row_bytes
-    bytes (encode.h select_codes), or None for a dtype without kCoded rows.
+    bytes (select.h select_codes), or None for a dtype without kCoded rows.
     prior: the rows of a wider sample, whose symbol counts are added at the
     sample's total weight (the group's counts times len(prior), the prior's
     times len(words))."""
