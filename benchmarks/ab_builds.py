@@ -1,20 +1,23 @@
-"""Two builds of ibp_gnn._C timed against each other in one process.
+"""Two builds of ibp_gnn._C timed against each other, taking turns.
 
     python benchmarks/ab_builds.py A.so B.so --datasets reddit,syn_papers
 
 On the shared VMs, the speed of a build moves by 10-45% from one run to the
 next (README, "a second speed run"), so comparing runs made minutes apart
-cannot show a change of a few percent. This script loads both builds into one
-process, compresses each dataset once with the installed ibp_gnn, and times
-the C++ entry of each build (`CpuGather.gather`, one thread) on the same
-tables, ids and output buffers, taking turns. torch.index_select is timed in
-the same rounds. It checks that both builds' rows are bit-identical to x[idx]
-before it times them.
+cannot show a change of a few percent. This script compresses each dataset
+once with the installed ibp_gnn, and times the C++ entry of each build
+(`CpuGather.gather`, one thread) on the same tables and ids, taking turns
+round by round; torch.index_select is timed in the same rounds. Each build
+runs in a worker process of its own: two builds of one pybind11 module cannot
+share a process (Python hands back the module already imported under that
+name, and pybind11 refuses a second registration of its types), and the
+script's first version, which loaded both into one process, timed the
+installed build twice. Each worker checks that its build's rows are
+bit-identical to x[idx] before it times them, and prints the file it loaded.
 
 Output, per dataset and batch size: each build's median time per call, the
 median over rounds of B's time / A's time, and each build's ratio to
-index_select. Pass the same file twice to measure the harness's own bias
-(an A/A run of reddit gave 0.97-1.04).
+index_select. Pass the same file twice to measure the harness's own bias.
 
 A build is a `_C.cpython-*.so` from a build/ folder (copy it out before
 rebuilding there). Both must read the format that the installed ibp_gnn
@@ -24,25 +27,22 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import codec  # noqa: E402 - benchmarks/ is on sys.path
-
-import ibp_gnn  # noqa: E402
-from ibp_gnn.testing import load_shared  # noqa: E402
 
 BATCHES = ((1024, 8), (100_000, 2))  # (ids per call, batches cycled), as codec.py
+ARRAYS = ("header", "table", "bases", "rel", "payload", "x")
 
 
 def load_build(path: str):
-    """The module of one build (its PyInit__C), kept out of sys.modules."""
+    """The module of one build, as ibp_gnn._C in a process that has none yet."""
     if not Path(path).is_file():
         raise SystemExit(f"ab_builds: build {path!r} is not a file")
     spec = importlib.util.spec_from_file_location("ibp_gnn._C", path)
@@ -51,7 +51,72 @@ def load_build(path: str):
     return mod
 
 
-def features(name: str, quick: bool) -> torch.Tensor:
+def worker(path: str) -> None:
+    """Serves one build: reads a command per line on stdin, answers a JSON line.
+
+    load DIR N CYCLE: the case saved in DIR (ARRAYS, ids0..), checked against x[idx];
+    round REPS: thread CPU seconds per call over REPS passes of the batches; quit."""
+    mod = load_build(path)
+    print(json.dumps({"file": str(Path(mod.__file__).resolve())}), flush=True)
+    call = ids = out = None
+    for line in sys.stdin:
+        cmd = line.split()
+        if cmd[0] == "load":
+            d, n, cycle = Path(cmd[1]), int(cmd[2]), int(cmd[3])
+            arr = {k: np.load(d / f"{k}.npy") for k in ARRAYS}
+            table = mod.build_decode_table(arr["table"])
+            call = mod.CpuGather(arr["header"].tobytes(), table, arr["bases"], arr["rel"],
+                                 arr["payload"]).gather
+            ids = [np.load(d / f"ids{i}.npy") for i in range(cycle)]
+            x = arr["x"]
+            out = np.empty((n,) + x.shape[1:], dtype=x.dtype)
+            ok = True
+            for i in ids:
+                if call(i.ctypes.data, n, True, out.ctypes.data, 1, True) != 0:
+                    ok = False
+                ok = ok and np.array_equal(out.view(np.uint8), x[i].view(np.uint8))
+            print(json.dumps({"exact": ok}), flush=True)
+        elif cmd[0] == "round":
+            reps = int(cmd[1])
+            ptr, n = out.ctypes.data, len(ids[0])
+            ptrs = [i.ctypes.data for i in ids]  # an array's .ctypes costs ~1 us
+            t0 = time.thread_time()
+            for _ in range(reps):
+                for i in ptrs:
+                    call(i, n, True, ptr, 1, True)
+            print(json.dumps({"s": (time.thread_time() - t0) / (reps * len(ids))}), flush=True)
+        else:
+            return
+
+
+class Worker:
+    def __init__(self, path: str):
+        self.p = subprocess.Popen([sys.executable, __file__, "--worker", path],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.file = self.ask(None)["file"]
+
+    def ask(self, line):
+        if line is not None:
+            self.p.stdin.write(line + "\n")
+            self.p.stdin.flush()
+        got = self.p.stdout.readline()
+        if not got:
+            raise SystemExit(f"ab_builds: the worker of {self.p.args[-1]} ended "
+                             f"(exit code {self.p.wait()})")
+        return json.loads(got)
+
+    def close(self):
+        if self.p.poll() is None:
+            self.p.stdin.write("quit\n")
+            self.p.stdin.close()
+            self.p.wait()
+
+
+def features(name: str, quick: bool):
+    import torch
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import codec  # noqa: E402 - benchmarks/ is on sys.path
+    from ibp_gnn.testing import load_shared
     if name in codec.SYNTHETIC:
         x, _ = codec.synthetic(name, quick)
     else:
@@ -60,37 +125,44 @@ def features(name: str, quick: bool) -> torch.Tensor:
     return torch.as_tensor(np.ascontiguousarray(x))
 
 
-def compare(name: str, x: torch.Tensor, builds: dict, rounds: int, batches) -> None:
+def compare(name: str, x, workers: dict, rounds: int, batches, tmp: Path,
+            timing_only: bool = False) -> None:
+    import torch
+    import ibp_gnn
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import codec  # noqa: E402
     ct = ibp_gnn.compress(x, threads=2, progress=False)
-    calls = {}
-    for key, mod in builds.items():
-        table = mod.build_decode_table(np.ascontiguousarray(ct._tables))
-        calls[key] = mod.CpuGather(ct._header, table, ct._bases, ct._rel, ct._payload).gather
+    d = tmp / name
+    d.mkdir()
+    for k, v in (("header", np.frombuffer(ct._header, np.uint8)),
+                 ("table", np.ascontiguousarray(ct._tables)), ("bases", ct._bases),
+                 ("rel", ct._rel), ("payload", ct._payload), ("x", x.numpy())):
+        np.save(d / f"{k}.npy", v)
     rng = np.random.default_rng(codec.SEED)
     for n, cycle in batches:
-        ids = [torch.from_numpy(rng.integers(0, x.shape[0], n)) for _ in range(cycle)]
-        outs = {key: torch.empty((n, x.shape[1]), dtype=x.dtype) for key in ("A", "B", "x[idx]")}
-        for key, call in calls.items():
-            for i in ids:
-                call(i.data_ptr(), n, True, outs[key].data_ptr(), 1, True)
-                if not torch.equal(outs[key].view(torch.uint8), x[i].view(torch.uint8)):
-                    raise SystemExit(f"ab_builds: build {key} gathers rows of {name} that "
-                                     "differ from x[idx]")
+        ids = [rng.integers(0, x.shape[0], n) for _ in range(cycle)]
+        for i, v in enumerate(ids):
+            np.save(d / f"ids{i}.npy", v)
+        for key, w in workers.items():
+            if not w.ask(f"load {d} {n} {cycle}")["exact"]:
+                if timing_only:
+                    print(f"ab_builds: build {key} gathers rows of {name} that differ from "
+                          "x[idx] (--timing-only: timed all the same)", flush=True)
+                    continue
+                raise SystemExit(f"ab_builds: build {key} gathers rows of {name} that "
+                                 "differ from x[idx]")
+        tids = [torch.from_numpy(i) for i in ids]
+        out = torch.empty((n, x.shape[1]), dtype=x.dtype)
         reps = max(1, (1 << 22) // (n * cycle))  # a round of about 4M rows per method
-        times = {key: [] for key in outs}
+        times = {key: [] for key in ("A", "B", "x[idx]")}
         for r in range(rounds):
-            order = ("A", "B", "x[idx]") if r % 2 == 0 else ("B", "A", "x[idx]")
-            for key in order:
-                out = outs[key]
-                ptr = out.data_ptr()
-                t0 = time.thread_time()
-                for _ in range(reps):
-                    for i in ids:
-                        if key == "x[idx]":
-                            torch.index_select(x, 0, i, out=out)
-                        else:
-                            calls[key](i.data_ptr(), n, True, ptr, 1, True)
-                times[key].append((time.thread_time() - t0) / (reps * cycle))
+            for key in (("A", "B") if r % 2 == 0 else ("B", "A")):
+                times[key].append(workers[key].ask(f"round {reps}")["s"])
+            t0 = time.thread_time()
+            for _ in range(reps):
+                for i in tids:
+                    torch.index_select(x, 0, i, out=out)
+            times["x[idx]"].append((time.thread_time() - t0) / (reps * cycle))
         med = {key: statistics.median(v) for key, v in times.items()}
         b_over_a = statistics.median(b / a for a, b in zip(times["A"], times["B"]))
         print(f"{name:14s} batch {n:6d}: A {med['A'] * 1e6:9.1f} us  B {med['B'] * 1e6:9.1f} us"
@@ -100,6 +172,9 @@ def compare(name: str, x: torch.Tensor, builds: dict, rounds: int, batches) -> N
 
 
 def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--worker"]:
+        return worker(argv[1])
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("a", help="build A: a _C.cpython-*.so")
     p.add_argument("b", help="build B: a _C.cpython-*.so")
@@ -110,9 +185,14 @@ def main(argv=None) -> None:
                    help="the synthetic datasets at codec.py --quick size")
     p.add_argument("--batch", type=int, action="append",
                    help="ids per call (repeatable; default 1024 and 100000)")
+    p.add_argument("--timing-only", action="store_true",
+                   help="time a build whose rows differ from x[idx] instead of stopping (cut-"
+                        "down builds that bound what a part of the decode costs)")
     args = p.parse_args(argv)
     if args.rounds < 1:
         p.error(f"--rounds must be >= 1, got {args.rounds}")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import codec  # noqa: E402
     names = [d for d in args.datasets.split(",") if d]
     unknown = [d for d in names if d not in codec.SHARED_DATASETS and d not in codec.SYNTHETIC]
     if unknown:
@@ -120,13 +200,24 @@ def main(argv=None) -> None:
                 f"{', '.join(codec.SHARED_DATASETS + codec.SYNTHETIC)}")
     if args.batch and min(args.batch) < 1:
         p.error(f"--batch must be >= 1, got {min(args.batch)}")
+    for path in (args.a, args.b):
+        if not Path(path).is_file():
+            raise SystemExit(f"ab_builds: build {path!r} is not a file")
     batches = [(n, 8 if n <= 4096 else 2) for n in args.batch] if args.batch else BATCHES
-    builds = {"A": load_build(args.a), "B": load_build(args.b)}
+    import torch
     torch.set_num_threads(1)
-    print(f"A = {args.a}\nB = {args.b}\none thread, thread CPU clock, {args.rounds} rounds; "
-          f"{codec.cpu_model()}; load avg {codec.loadavg()}", flush=True)
-    for name in names:
-        compare(name, features(name, args.quick), builds, args.rounds, batches)
+    workers = {"A": Worker(args.a), "B": Worker(args.b)}
+    try:
+        print(f"A = {workers['A'].file}\nB = {workers['B'].file}\none thread, thread CPU "
+              f"clock, {args.rounds} rounds, one worker process per build; "
+              f"{codec.cpu_model()}; load avg {codec.loadavg()}", flush=True)
+        with tempfile.TemporaryDirectory(prefix="ab_builds_") as tmp:
+            for name in names:
+                compare(name, features(name, args.quick), workers, args.rounds, batches,
+                        Path(tmp), args.timing_only)
+    finally:
+        for w in workers.values():
+            w.close()
 
 
 if __name__ == "__main__":

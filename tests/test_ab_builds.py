@@ -1,4 +1,5 @@
-"""benchmarks/ab_builds.py: two builds of ibp_gnn._C timed in one process."""
+"""benchmarks/ab_builds.py: two builds of ibp_gnn._C timed in turn, a worker process each."""
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,3 +31,17 @@ def test_bad_arguments_are_named():
     assert r.returncode == 2 and "--rounds must be >= 1, got 0" in r.stderr
     r = run(C.__file__, str(ROOT / "no_such_build.so"))
     assert r.returncode != 0 and "no_such_build.so" in r.stderr
+
+
+def test_each_build_is_the_one_timed(tmp_path):
+    # The first version loaded both files into one process, where Python hands
+    # back the ibp_gnn._C already imported: it timed the installed build twice
+    # whatever B was. Each worker now names the file its module came from.
+    copy = tmp_path / "copy" / Path(C.__file__).name
+    copy.parent.mkdir()
+    shutil.copy(C.__file__, copy)
+    r = run(C.__file__, str(copy), "--datasets", "syn_embed", "--quick", "--rounds", "1",
+            "--batch", "32")
+    assert r.returncode == 0, r.stderr
+    named = dict(ln.split(" = ", 1) for ln in r.stdout.splitlines() if " = " in ln[:4])
+    assert named == {"A": str(Path(C.__file__).resolve()), "B": str(copy.resolve())}

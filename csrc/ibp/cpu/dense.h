@@ -62,21 +62,24 @@ struct DenseRow {
 // below is a word of the span, c = w / 16 its 16-word chunk:
 //   kGap8   (64 bytes) 32 - nvar[w]: how many bits a word stored whole adds
 //           to the later fields' offsets;
+//   kPre8   (64 bytes) the sum of nvar over the words before w in its 8
+//           words (at most 7 * 32: a byte);
 //   kTotal16 + c  the sum of nvar over chunk c;
+//   kHalf16 + c   the sum of nvar over chunk c's first 8 words;
 //   kDep16 + c    0 when every word's variable bits are its low nvar bits (no
 //           deposit), 2 when every word of the chunk has its variable bits in
 //           at most two runs: the deposit is then (f << sh1 & run1) |
 //           (f << sh2 & run2) (runs as masks at their place in the word, sh:
 //           how far the run's bits move up; 0 for no run), 5 operations
 //           instead of the five stages' 20; else 1;
-//   kChunk + kChunkU32 c + {kPre16, kLow16, kValue16} + w % 16: the sum of
-//           nvar over the chunk's words before w; the field mask, the low
-//           nvar bits; the word's value (the table's, copied beside them);
+//   kChunk + kChunkU32 c + {kLow16, kValue16} + w % 16: the field mask,
+//           the low nvar bits; the word's value (the table's, copied beside
+//           them);
 //   kChunk + kChunkU32 c + {kSh1, kRun1, kSh2, kRun2} + w % 16: those runs.
 // Entries past row_words are 0.
-constexpr uint32_t kGap8 = 0, kTotal16 = 16, kDep16 = 20, kChunk = 32, kPre16 = 0,
-                   kLow16 = 16, kValue16 = 32, kSh1 = 48, kRun1 = 64, kSh2 = 80, kRun2 = 96,
-                   kChunkU32 = 112;
+constexpr uint32_t kGap8 = 0, kPre8 = 16, kTotal16 = 32, kHalf16 = 36, kDep16 = 40,
+                   kChunk = 48, kLow16 = 0, kValue16 = 16, kSh1 = 32, kRun1 = 48, kSh2 = 64,
+                   kRun2 = 80, kChunkU32 = 96;
 constexpr uint32_t span_u32(uint32_t chunks) { return kChunk + kChunkU32 * chunks; }
 constexpr uint32_t kSpanU32 = span_u32(4);
 static_assert(kChunk % 16 == 0 && kChunkU32 % 16 == 0, "records keep 64-byte alignment");
@@ -116,8 +119,10 @@ struct DenseProgram {
         uint32_t* span = base + static_cast<size_t>(g) * stride + w / 64 * kSpanU32;
         const uint32_t c16 = w % 64 / 16, j = w % 16;
         uint32_t* chunk = span + kChunk + kChunkU32 * c16;
-        chunk[kPre16 + j] = span[kTotal16 + c16];
+        uint8_t* pre8 = reinterpret_cast<uint8_t*>(span + kPre8);
+        pre8[w % 64] = static_cast<uint8_t>(w % 8 ? pre8[w % 64 - 1] + nvar[w - 1] : 0);
         span[kTotal16 + c16] += nvar[w];
+        if (j < 8) span[kHalf16 + c16] += nvar[w];
         chunk[kLow16 + j] = nvar[w] ? ~uint32_t{0} >> (32 - nvar[w]) : 0;
         chunk[kValue16 + j] = t[kValue * W + w];
         reinterpret_cast<uint8_t*>(span + kGap8)[w % 64] = static_cast<uint8_t>(32 - nvar[w]);
@@ -408,11 +413,14 @@ IBP_TARGET_AVX512 __attribute__((always_inline)) inline void ibp_chunk16(
   const __mmask16 in = static_cast<__mmask16>(part >> (16 * C));
   const uint32_t* ch = R + kChunk + kChunkU32 * C;
   const __m128i eb = C == 0 ? _mm512_castsi512_si128(ex) : _mm512_extracti32x4_epi32(ex, C);
-  __m512i off = _mm512_cvtepu8_epi32(eb);
-  off = _mm512_mask_add_epi32(off, 0xFF00, off, _mm512_set1_epi32(static_cast<int>(q[2 * C])));
-  off = _mm512_add_epi32(off, _mm512_load_si512(ch + kPre16));
+  // Each field's offset in its 8 words (eb) plus where those 8 words start
+  // in the window: at bit p & 31, the last 8 past the first 8's fields.
   const uint64_t p = *pos;
-  off = _mm512_add_epi32(off, _mm512_set1_epi32(static_cast<int>(p & 31)));
+  const uint32_t b = static_cast<uint32_t>(p & 31);
+  const __m512i start = _mm512_mask_set1_epi32(
+      _mm512_set1_epi32(static_cast<int>(b)), 0xFF00,
+      static_cast<int>(b + R[kHalf16 + C] + static_cast<uint32_t>(q[2 * C])));
+  __m512i off = _mm512_add_epi32(_mm512_cvtepu8_epi32(eb), start);
   const uint64_t at = (p >> 5) << 2;
   *pos = p + R[kTotal16 + C] + q[2 * C] + q[2 * C + 1];
   const __m512i idx = _mm512_srli_epi32(off, 5);
@@ -465,7 +473,10 @@ IBP_TARGET_AVX512 __attribute__((always_inline)) inline void span64_prefix(
   __m512i ex = _mm512_slli_epi64(gap, 8);
   ex = _mm512_add_epi8(ex, _mm512_slli_epi64(ex, 8));
   ex = _mm512_add_epi8(ex, _mm512_slli_epi64(ex, 16));
-  s->ex = _mm512_add_epi8(ex, _mm512_slli_epi64(ex, 32));
+  ex = _mm512_add_epi8(ex, _mm512_slli_epi64(ex, 32));
+  // Plus the program's offsets in the 8 words: each field's offset from the
+  // first field of its 8 words (7 widths of at most 32 bits: a byte).
+  s->ex = _mm512_add_epi8(ex, _mm512_load_si512(R + kPre8));
   _mm512_store_si512(s->q, _mm512_sad_epu8(gap, _mm512_setzero_si512()));
 }
 
