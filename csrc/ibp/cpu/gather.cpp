@@ -87,8 +87,8 @@ struct Avx2Kernel : ScalarRows {
 };
 struct Avx512Kernel {
   static constexpr bool kPairs = true;
-  static void ibp_rows2(const uint32_t* p, uint32_t W, uint64_t payload_bytes,
-                        const Avx512Pair& a, const Avx512Pair& b) {
+  IBP_TARGET_AVX512 static void ibp_rows2(const uint32_t* p, uint32_t W, uint64_t payload_bytes,
+                                           const Avx512Pair& a, const Avx512Pair& b) {
     ibp_rows2_avx512(p, W, payload_bytes, a, b);
   }
   static void ibp_row(const uint32_t* p, uint64_t head, const DenseProgram& prog,
@@ -270,18 +270,13 @@ inline uint64_t prefetch_lines(const Geometry& geo) {
   return std::min({(avg + 63) / 64 + 2, kMaxPrefetchLines, (bytes + 63) / 64});
 }
 
+// Rows [a, b) of a gather (a thread's slice).
 template <typename Kernel, typename Id>
-void gather_rows(const CompressedView& c, const DenseProgram& prog, const Coded16Program& c16,
-                 const Coded32Program& c32, const Id* ids, uint64_t n, uint8_t* out,
-                 int num_threads) {
-  const uint64_t row_bytes = c.geo.row_bytes;
-  const bool aligned = row_bytes % 4 == 0 && reinterpret_cast<uintptr_t>(out) % 4 == 0;
-  const uint64_t ahead = row_ahead(c.geo), index_ahead = 2 * ahead;
-  const uint64_t grain = std::max<uint64_t>(ahead, kSliceBytes / std::max<uint64_t>(row_bytes, 1));
-  const bool rows_ahead = 4 * c.geo.payload_words > kPrefetchMinBytes;
-  const uint64_t lines = prefetch_lines(c.geo), last = (4 * c.geo.payload_words - 1) / 64;
-  const bool stream = aligned && n * row_bytes >= kStreamMinBytes;
-  parallel_slices(n, num_threads, grain, [&](uint64_t a, uint64_t b) {
+__attribute__((always_inline)) inline void slice_rows(const CompressedView& c, const DenseProgram& prog,
+                       const Coded16Program& c16, const Coded32Program& c32, const Id* ids,
+                       uint8_t* out, uint64_t row_bytes, bool aligned, uint64_t ahead,
+                       uint64_t index_ahead, bool rows_ahead, uint64_t lines, uint64_t last,
+                       bool stream, uint64_t a, uint64_t b) {
     std::vector<uint32_t> words(aligned ? 0 : c.geo.row_words);
     for (uint64_t i = a; i < b && i < a + index_ahead; ++i) {
       prefetch_index(c, static_cast<uint64_t>(ids[i]));
@@ -358,6 +353,46 @@ void gather_rows(const CompressedView& c, const DenseProgram& prog, const Coded1
 #if defined(IBP_X86_SIMD)
     if (stream) _mm_sfence();  // the slice's non-temporal stores before the caller's reads
 #endif
+}
+
+// slice_rows compiled for the kernel's instructions: the AVX-512 kernel's row
+// decodes then inline into the loop (no call, no aligned frame per pair).
+template <typename Kernel, typename Id>
+struct SliceRows {
+  static void run(const CompressedView& c, const DenseProgram& prog,
+                       const Coded16Program& c16, const Coded32Program& c32, const Id* ids,
+                       uint8_t* out, uint64_t row_bytes, bool aligned, uint64_t ahead,
+                       uint64_t index_ahead, bool rows_ahead, uint64_t lines, uint64_t last,
+                       bool stream, uint64_t a, uint64_t b) {
+    slice_rows<Kernel, Id>(c, prog, c16, c32, ids, out, row_bytes, aligned, ahead, index_ahead, rows_ahead, lines, last, stream, a, b);
+  }
+};
+#if defined(IBP_X86_SIMD)
+template <typename Id>
+struct SliceRows<Avx512Kernel, Id> {
+  IBP_TARGET_AVX512 static void run(const CompressedView& c, const DenseProgram& prog,
+                       const Coded16Program& c16, const Coded32Program& c32, const Id* ids,
+                       uint8_t* out, uint64_t row_bytes, bool aligned, uint64_t ahead,
+                       uint64_t index_ahead, bool rows_ahead, uint64_t lines, uint64_t last,
+                       bool stream, uint64_t a, uint64_t b) {
+    slice_rows<Avx512Kernel, Id>(c, prog, c16, c32, ids, out, row_bytes, aligned, ahead, index_ahead, rows_ahead, lines, last, stream, a, b);
+  }
+};
+#endif
+
+template <typename Kernel, typename Id>
+void gather_rows(const CompressedView& c, const DenseProgram& prog, const Coded16Program& c16,
+                 const Coded32Program& c32, const Id* ids, uint64_t n, uint8_t* out,
+                 int num_threads) {
+  const uint64_t row_bytes = c.geo.row_bytes;
+  const bool aligned = row_bytes % 4 == 0 && reinterpret_cast<uintptr_t>(out) % 4 == 0;
+  const uint64_t ahead = row_ahead(c.geo), index_ahead = 2 * ahead;
+  const uint64_t grain = std::max<uint64_t>(ahead, kSliceBytes / std::max<uint64_t>(row_bytes, 1));
+  const bool rows_ahead = 4 * c.geo.payload_words > kPrefetchMinBytes;
+  const uint64_t lines = prefetch_lines(c.geo), last = (4 * c.geo.payload_words - 1) / 64;
+  const bool stream = aligned && n * row_bytes >= kStreamMinBytes;
+  parallel_slices(n, num_threads, grain, [&](uint64_t a, uint64_t b) {
+    SliceRows<Kernel, Id>::run(c, prog, c16, c32, ids, out, row_bytes, aligned, ahead, index_ahead, rows_ahead, lines, last, stream, a, b);
   });
 }
 
