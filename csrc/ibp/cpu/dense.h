@@ -356,18 +356,22 @@ inline uint64_t part_bits64(const uint8_t* bytes, uint64_t head, uint32_t w, uin
 
 // AVX-512: 16 words at a time, exceptions included, without a branch. The
 // field widths k (nvar, or 32 for a word stored whole) give each field's bit
-// offset o from the chunk's window: the program's offset (pre16) plus the
-// sum of 32 - nvar (gap8) over the chunk's earlier words stored whole. That
-// sum is taken once per 64 words (a span), whatever the participation bits:
-// the gap8 bytes of the span's whole words in one register (a masked byte
-// load), their exclusive prefix sum within each 8 words by three shift-adds
-// of the 64-bit lanes (at most 7 * 32 = 224: no byte carries), the 8 words'
-// totals by VPSADBW (at most 256, 16 bits). A chunk's offsets are its 16
-// prefix bytes widened, plus its first 8 words' total in its last 8 lanes;
-// the next chunk starts past the program's total plus the chunk's two 8-word
-// totals, so no chunk waits for another's fields. (A prefix sum per chunk
-// over 16 dword lanes took twice the operations: whole gathers of hot
-// reddit rows 39 -> 36 ns a row.)
+// offset o from the chunk's window: the sum of nvar over its earlier words
+// plus the sum of 32 - nvar (gap8) over those stored whole. Both are taken
+// within 8 words, as bytes, once per 64 words (a span), whatever the
+// participation bits: the gap8 bytes of the span's whole words in one
+// register (a masked byte load), their exclusive prefix sum within each 8
+// words by three shift-adds of the 64-bit lanes, plus the program's nvar
+// sums (pre8): together at most 7 widths of at most 32 bits, 224, so no byte
+// carries. The 8 words' gap totals come from VPSADBW (at most 256, 16 bits).
+// A chunk's offsets are its 16 prefix bytes widened plus a start: p mod 32
+// in its first 8 lanes, that plus its first 8 words' widths (program half
+// total and gap total) in its last 8; the next chunk starts past the
+// program's total plus the chunk's two gap totals, so no chunk waits for
+// another's fields. (A prefix sum per chunk over 16 dword lanes took twice
+// the operations: whole gathers of hot reddit rows 39 -> 36 ns a row; the
+// program's offsets as 16 dwords per chunk, one more load and add per chunk,
+// 0.93-0.99 of the time at 1024 reddit rows.)
 // The window starts at the 32-bit word holding the chunk's first bit, so a
 // field (at most 32 bits) lies in the window's words o / 32 and o / 32 + 1:
 // two dword permutes (VPERMT2D) of the window's two 64-byte loads pick them
