@@ -270,88 +270,111 @@ inline uint64_t prefetch_lines(const Geometry& geo) {
   return std::min({(avg + 63) / 64 + 2, kMaxPrefetchLines, (bytes + 63) / 64});
 }
 
+// What every slice of one gather shares (gather_rows sets it).
+template <typename Id>
+struct SlicePlan {
+  const CompressedView& c;
+  const DenseProgram& prog;
+  const Coded16Program& c16;
+  const Coded32Program& c32;
+  const Id* ids;
+  uint8_t* out;
+  uint64_t row_bytes;
+  bool aligned;  // rows decode in place (whole 32-bit words at 4-byte aligned addresses)
+  uint64_t ahead, index_ahead;  // rows ahead whose payload lines / index entries are requested
+  bool rows_ahead;              // payload lines requested at all
+  uint64_t lines, last;         // prefetch_row's
+  bool stream;                  // non-temporal stores (coded rows)
+};
+
 // Rows [a, b) of a gather (a thread's slice).
 template <typename Kernel, typename Id>
-__attribute__((always_inline)) inline void slice_rows(const CompressedView& c, const DenseProgram& prog,
-                       const Coded16Program& c16, const Coded32Program& c32, const Id* ids,
-                       uint8_t* out, uint64_t row_bytes, bool aligned, uint64_t ahead,
-                       uint64_t index_ahead, bool rows_ahead, uint64_t lines, uint64_t last,
-                       bool stream, uint64_t a, uint64_t b) {
-    std::vector<uint32_t> words(aligned ? 0 : c.geo.row_words);
-    for (uint64_t i = a; i < b && i < a + index_ahead; ++i) {
-      prefetch_index(c, static_cast<uint64_t>(ids[i]));
-    }
-    for (uint64_t i = a; rows_ahead && i < b && i < a + ahead; ++i) {
-      prefetch_row(c, static_cast<uint64_t>(ids[i]), lines, last);
-    }
-    uint64_t next_batch = a;  // the row whose turn issues the next batch of prefetches
-    for (uint64_t i = a; i < b; ++i) {
-      // Every `ahead` rows, the next `ahead` rows' prefetches at once: a
-      // prefetch whose page is not in the TLB holds retirement for the page
-      // walk (tables of GBs: nearly every row), and walks issued back to back
-      // overlap where one per row would each stall the decode. (A compare:
-      // (i - a) % ahead was a 64-bit division every row.)
-      if (i == next_batch) {
-        next_batch += ahead;
-        const uint64_t e = std::min(b, i + index_ahead + ahead);
-        for (uint64_t k = i + index_ahead; k < e; ++k) {
-          prefetch_index(c, static_cast<uint64_t>(ids[k]));
-        }
-        const uint64_t f = rows_ahead ? std::min(b, i + 2 * ahead) : 0;
-        for (uint64_t k = i + ahead; k < f; ++k) {
-          prefetch_row(c, static_cast<uint64_t>(ids[k]), lines, last);
-        }
+__attribute__((always_inline)) inline void slice_rows(const SlicePlan<Id>& plan, uint64_t a,
+                                                      uint64_t b) {
+  const CompressedView& c = plan.c;
+  const DenseProgram& prog = plan.prog;
+  const Coded16Program& c16 = plan.c16;
+  const Coded32Program& c32 = plan.c32;
+  const Id* ids = plan.ids;
+  uint8_t* out = plan.out;
+  const uint64_t row_bytes = plan.row_bytes, ahead = plan.ahead, index_ahead = plan.index_ahead;
+  const uint64_t lines = plan.lines, last = plan.last;
+  const bool aligned = plan.aligned, rows_ahead = plan.rows_ahead, stream = plan.stream;
+  std::vector<uint32_t> words(aligned ? 0 : c.geo.row_words);
+  for (uint64_t i = a; i < b && i < a + index_ahead; ++i) {
+    prefetch_index(c, static_cast<uint64_t>(ids[i]));
+  }
+  for (uint64_t i = a; rows_ahead && i < b && i < a + ahead; ++i) {
+    prefetch_row(c, static_cast<uint64_t>(ids[i]), lines, last);
+  }
+  uint64_t next_batch = a;  // the row whose turn issues the next batch of prefetches
+  for (uint64_t i = a; i < b; ++i) {
+    // Every `ahead` rows, the next `ahead` rows' prefetches at once: a
+    // prefetch whose page is not in the TLB holds retirement for the page
+    // walk (tables of GBs: nearly every row), and walks issued back to back
+    // overlap where one per row would each stall the decode. (A compare:
+    // (i - a) % ahead was a 64-bit division every row.)
+    if (i == next_batch) {
+      next_batch += ahead;
+      const uint64_t e = std::min(b, i + index_ahead + ahead);
+      for (uint64_t k = i + index_ahead; k < e; ++k) {
+        prefetch_index(c, static_cast<uint64_t>(ids[k]));
       }
-      uint8_t* dst = out + i * row_bytes;
-      const RowHead h = row_head(c, static_cast<uint64_t>(ids[i]));
-      if (!aligned) {
-        decode_row<Kernel>(c, prog, c16, c32, h, words.data());
-        std::memcpy(dst, words.data(), row_bytes);
+      const uint64_t f = rows_ahead ? std::min(b, i + 2 * ahead) : 0;
+      for (uint64_t k = i + ahead; k < f; ++k) {
+        prefetch_row(c, static_cast<uint64_t>(ids[k]), lines, last);
+      }
+    }
+    uint8_t* dst = out + i * row_bytes;
+    const RowHead h = row_head(c, static_cast<uint64_t>(ids[i]));
+    if (!aligned) {
+      decode_row<Kernel>(c, prog, c16, c32, h, words.data());
+      std::memcpy(dst, words.data(), row_bytes);
+      continue;
+    }
+    uint32_t* row = reinterpret_cast<uint32_t*>(dst);
+    if (!Kernel::kPairs || i + 1 == b) {
+      decode_row<Kernel>(c, prog, c16, c32, h, row, stream);
+      continue;
+    }
+    // Rows two at a time (i - a stays even: the prefetches above still
+    // come every `ahead` rows); two kIbp rows, or two 32-bit kCoded rows
+    // of fast groups, decode together.
+    const RowHead h2 = row_head(c, static_cast<uint64_t>(ids[i + 1]));
+    uint32_t* row2 = row + row_bytes / 4;
+    constexpr uint32_t kIbp = static_cast<uint32_t>(RowMode::kIbp);
+    if constexpr (Kernel::kPairs) {
+      if (h.mode == kIbp && h2.mode == kIbp) {
+        const uint32_t W = c.geo.row_words, hb = kModeBits + c.geo.group_bits;
+        const auto table = [&](uint32_t g) {
+          return c.table + static_cast<uint64_t>(g) * kDecodeRows * W;
+        };
+        Kernel::ibp_rows2(c.payload, W, 4 * c.geo.payload_words,
+                          {h.start + hb, table(h.g), prog.block(h.g), row},
+                          {h2.start + hb, table(h2.g), prog.block(h2.g), row2});
+        ++i;
         continue;
       }
-      uint32_t* row = reinterpret_cast<uint32_t*>(dst);
-      if (!Kernel::kPairs || i + 1 == b) {
-        decode_row<Kernel>(c, prog, c16, c32, h, row, stream);
-        continue;
-      }
-      // Rows two at a time (i - a stays even: the prefetches above still
-      // come every `ahead` rows); two kIbp rows, or two 32-bit kCoded rows
-      // of fast groups, decode together.
-      const RowHead h2 = row_head(c, static_cast<uint64_t>(ids[i + 1]));
-      uint32_t* row2 = row + row_bytes / 4;
-      constexpr uint32_t kIbp = static_cast<uint32_t>(RowMode::kIbp);
-      if constexpr (Kernel::kPairs) {
-        if (h.mode == kIbp && h2.mode == kIbp) {
-          const uint32_t W = c.geo.row_words, hb = kModeBits + c.geo.group_bits;
-          const auto table = [&](uint32_t g) {
-            return c.table + static_cast<uint64_t>(g) * kDecodeRows * W;
-          };
-          Kernel::ibp_rows2(c.payload, W, 4 * c.geo.payload_words,
-                            {h.start + hb, table(h.g), prog.block(h.g), row},
-                            {h2.start + hb, table(h2.g), prog.block(h2.g), row2});
+      constexpr uint32_t kCoded = static_cast<uint32_t>(RowMode::kCoded);
+      if (h.mode == kCoded && h2.mode == kCoded && c.geo.code_rows == 8) {
+        const uint32_t W = c.geo.row_words, hb = kModeBits + c.geo.group_bits;
+        const auto codes = [&](uint32_t g) { return code_part(c.table, c.geo.num_groups, W, 8, g); };
+        if (Kernel::coded_rows2(c.payload, W, 4 * c.geo.payload_words, c32,
+                                {h.start + hb, codes(h.g), h.g, row},
+                                {h2.start + hb, codes(h2.g), h2.g, row2})) {
           ++i;
           continue;
         }
-        constexpr uint32_t kCoded = static_cast<uint32_t>(RowMode::kCoded);
-        if (h.mode == kCoded && h2.mode == kCoded && c.geo.code_rows == 8) {
-          const uint32_t W = c.geo.row_words, hb = kModeBits + c.geo.group_bits;
-          const auto codes = [&](uint32_t g) { return code_part(c.table, c.geo.num_groups, W, 8, g); };
-          if (Kernel::coded_rows2(c.payload, W, 4 * c.geo.payload_words, c32,
-                                  {h.start + hb, codes(h.g), h.g, row},
-                                  {h2.start + hb, codes(h2.g), h2.g, row2})) {
-            ++i;
-            continue;
-          }
-        }
       }
-      {
-        decode_row<Kernel>(c, prog, c16, c32, h, row, stream);
-        decode_row<Kernel>(c, prog, c16, c32, h2, row2, stream);
-      }
-      ++i;
     }
+    {
+      decode_row<Kernel>(c, prog, c16, c32, h, row, stream);
+      decode_row<Kernel>(c, prog, c16, c32, h2, row2, stream);
+    }
+    ++i;
+  }
 #if defined(IBP_X86_SIMD)
-    if (stream) _mm_sfence();  // the slice's non-temporal stores before the caller's reads
+  if (stream) _mm_sfence();  // the slice's non-temporal stores before the caller's reads
 #endif
 }
 
@@ -359,23 +382,15 @@ __attribute__((always_inline)) inline void slice_rows(const CompressedView& c, c
 // decodes then inline into the loop (no call, no aligned frame per pair).
 template <typename Kernel, typename Id>
 struct SliceRows {
-  static void run(const CompressedView& c, const DenseProgram& prog,
-                       const Coded16Program& c16, const Coded32Program& c32, const Id* ids,
-                       uint8_t* out, uint64_t row_bytes, bool aligned, uint64_t ahead,
-                       uint64_t index_ahead, bool rows_ahead, uint64_t lines, uint64_t last,
-                       bool stream, uint64_t a, uint64_t b) {
-    slice_rows<Kernel, Id>(c, prog, c16, c32, ids, out, row_bytes, aligned, ahead, index_ahead, rows_ahead, lines, last, stream, a, b);
+  static void run(const SlicePlan<Id>& plan, uint64_t a, uint64_t b) {
+    slice_rows<Kernel, Id>(plan, a, b);
   }
 };
 #if defined(IBP_X86_SIMD)
 template <typename Id>
 struct SliceRows<Avx512Kernel, Id> {
-  IBP_TARGET_AVX512 static void run(const CompressedView& c, const DenseProgram& prog,
-                       const Coded16Program& c16, const Coded32Program& c32, const Id* ids,
-                       uint8_t* out, uint64_t row_bytes, bool aligned, uint64_t ahead,
-                       uint64_t index_ahead, bool rows_ahead, uint64_t lines, uint64_t last,
-                       bool stream, uint64_t a, uint64_t b) {
-    slice_rows<Avx512Kernel, Id>(c, prog, c16, c32, ids, out, row_bytes, aligned, ahead, index_ahead, rows_ahead, lines, last, stream, a, b);
+  IBP_TARGET_AVX512 static void run(const SlicePlan<Id>& plan, uint64_t a, uint64_t b) {
+    slice_rows<Avx512Kernel, Id>(plan, a, b);
   }
 };
 #endif
@@ -391,8 +406,10 @@ void gather_rows(const CompressedView& c, const DenseProgram& prog, const Coded1
   const bool rows_ahead = 4 * c.geo.payload_words > kPrefetchMinBytes;
   const uint64_t lines = prefetch_lines(c.geo), last = (4 * c.geo.payload_words - 1) / 64;
   const bool stream = aligned && n * row_bytes >= kStreamMinBytes;
+  const SlicePlan<Id> plan{c,       prog,  c16,         c32,        ids,   out,  row_bytes,
+                           aligned, ahead, index_ahead, rows_ahead, lines, last, stream};
   parallel_slices(n, num_threads, grain, [&](uint64_t a, uint64_t b) {
-    SliceRows<Kernel, Id>::run(c, prog, c16, c32, ids, out, row_bytes, aligned, ahead, index_ahead, rows_ahead, lines, last, stream, a, b);
+    SliceRows<Kernel, Id>::run(plan, a, b);
   });
 }
 
