@@ -37,6 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
+# benchmarks/ on sys.path for `import codec`. codec, torch and ibp_gnn are
+# imported inside the functions that need them: a worker must load its build
+# as ibp_gnn._C before anything imports the installed one.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 BATCHES = ((1024, 8), (100_000, 2))  # (ids per call, batches cycled), as codec.py
 ARRAYS = ("header", "table", "bases", "rel", "payload", "x")
 
@@ -114,8 +119,7 @@ class Worker:
 
 def features(name: str, quick: bool):
     import torch
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import codec  # noqa: E402 - benchmarks/ is on sys.path
+    import codec
     from ibp_gnn.testing import load_shared
     if name in codec.SYNTHETIC:
         x, _ = codec.synthetic(name, quick)
@@ -129,8 +133,7 @@ def compare(name: str, x, workers: dict, rounds: int, batches, tmp: Path,
             timing_only: bool = False) -> None:
     import torch
     import ibp_gnn
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import codec  # noqa: E402
+    import codec
     ct = ibp_gnn.compress(x, threads=2, progress=False)
     d = tmp / name
     d.mkdir()
@@ -174,6 +177,8 @@ def compare(name: str, x, workers: dict, rounds: int, batches, tmp: Path,
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--worker"]:
+        if len(argv) != 2:
+            raise SystemExit(f"ab_builds: --worker takes one build path, got {argv[1:]!r}")
         return worker(argv[1])
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("a", help="build A: a _C.cpython-*.so")
@@ -191,8 +196,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.rounds < 1:
         p.error(f"--rounds must be >= 1, got {args.rounds}")
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import codec  # noqa: E402
+    import codec
     names = [d for d in args.datasets.split(",") if d]
     unknown = [d for d in names if d not in codec.SHARED_DATASETS and d not in codec.SYNTHETIC]
     if unknown:
