@@ -359,17 +359,21 @@ class CompressedTensor(TensorLike):
         _, call, cols, dtype = dec
         n = idx.numel()
         if out is None:
-            out, given = torch.empty((n, cols), dtype=dtype), False
+            out, check_out = torch.empty((n, cols), dtype=dtype), False
         elif (type(out) is not torch.Tensor or not out.is_cpu or out.dtype is not dtype
               or out.shape != (n, cols) or not out.is_contiguous()):
             return None
         else:
-            given = True
+            # A resizable storage has memory from torch's allocator, which is writable;
+            # other storages (over numpy arrays, memory maps, buffers) get the C++ check
+            # (a readv syscall: ~0.6 us here, 0.09 us for this test; 2% of a 1024-row
+            # gather of reddit's 256-byte rows).
+            check_out = not out.untyped_storage().resizable()
         if self._source is not None:
             self._source.check(op)
         if not (type(threads) is int and 0 < threads <= MAX_THREADS):
             threads = _threads(threads, op)
-        if n and call(idx.data_ptr(), n, ids64, out.data_ptr(), threads, given) != 0:
+        if n and call(idx.data_ptr(), n, ids64, out.data_ptr(), threads, check_out) != 0:
             return None
         return out
 

@@ -214,6 +214,33 @@ def test_out_over_a_read_only_memory_map_is_rejected(tmp_path):
     assert "ok" in p.stdout
 
 
+def test_torch_tensor_set_onto_a_read_only_map_is_rejected(tmp_path):
+    """ct.gather skips the syscall that checks out for tensors whose storage
+    torch allocated (resizable); a tensor of torch's moved onto a read-only
+    mapping with set_() has the mapping's storage, so it is still checked."""
+    p = run_child(f"""
+        import warnings, numpy as np, torch, ibp_gnn
+        ct = ibp_gnn.compress(torch.randn(100, 16))
+        np.save({str(tmp_path / 'o.npy')!r}, np.zeros((10, 16), np.float32))
+        m = np.load({str(tmp_path / 'o.npy')!r}, mmap_mode="r")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ro = torch.from_numpy(m)
+        out = torch.empty(0).set_(ro.untyped_storage(), 0, (10, 16))
+        assert not out.untyped_storage().resizable()
+        try:
+            ct.gather(torch.arange(10), out=out)
+        except ValueError as e:
+            assert "read-only" in str(e), e
+            print("ok")
+        fine = torch.empty(10, 16)
+        assert fine.untyped_storage().resizable()
+        assert ct.gather(torch.arange(10), out=fine) is fine
+    """)
+    assert_clean_exit(p)
+    assert "ok" in p.stdout
+
+
 def test_read_only_numpy_out_is_rejected_writeable_is_filled(ct, x):
     ro = np.zeros((3, 96), np.float32)
     ro.setflags(write=False)
