@@ -205,6 +205,7 @@ void decode_row(const CompressedView& c, const DenseProgram& prog, const Coded16
 // 1.7 GB payload, 4 rows ahead was 0-9% slower than 8.
 constexpr uint64_t kRowAheadDram = 8;
 constexpr uint64_t kRowAheadCached = 2;
+static_assert(kRowAheadDram % 2 == 0 && kRowAheadCached % 2 == 0, "row_ahead: even");
 // Payloads of at most this many bytes stay in the caches once read: their
 // rows are not prefetched (what finding a row's lines costs is then wasted;
 // tables of 40-112-byte rows ran 10% slower with it).
@@ -251,7 +252,9 @@ __attribute__((always_inline)) inline void prefetch_row(const CompressedView& c,
   for (uint64_t k = 0; k < lines; ++k) prefetch_line(p + (a + k) * 64);
 }
 
-// The rows between a row and the one whose lines are requested.
+// The rows between a row and the one whose lines are requested (even: the
+// pair loop steps two rows, and its prefetch turn comes when i - a is a
+// multiple of this).
 inline uint64_t row_ahead(const Geometry& geo) {
   static const uint64_t llc = [] {
     const long v = ::sysconf(_SC_LEVEL3_CACHE_SIZE);
