@@ -563,9 +563,9 @@ IBP_TARGET_AVX512 __attribute__((always_inline)) inline void ibp_span64_pair(
 // each dependent chain of the first (one row at a time, its scheduler filled
 // up with one row's waiting operations: hot reddit rows 19.2 -> 17.1 ns a
 // row). A row whose windows are not all inside the payload goes alone.
-IBP_TARGET_AVX512 __attribute__((always_inline)) inline void ibp_rows2_avx512(const uint32_t* payload, uint32_t W,
-                                        uint64_t payload_bytes, const Avx512Pair& a,
-                                        const Avx512Pair& b) {
+IBP_TARGET_AVX512 __attribute__((always_inline)) inline void ibp_rows2_avx512(
+    const uint32_t* payload, uint32_t W, uint64_t payload_bytes, const Avx512Pair& a,
+    const Avx512Pair& b) {
   if (!avx512_inside(a.head, W, payload_bytes) || !avx512_inside(b.head, W, payload_bytes)) {
     ibp_row_avx512(payload, a.head, a.t, a.blk, W, payload_bytes, a.out);
     ibp_row_avx512(payload, b.head, b.t, b.blk, W, payload_bytes, b.out);

@@ -385,14 +385,14 @@ __attribute__((always_inline)) inline void slice_rows(const SlicePlan<Id>& plan,
 #endif
 }
 
-// slice_rows compiled for the kernel's instructions: the AVX-512 kernel's row
-// decodes then inline into the loop (no call, no aligned frame per pair).
-// flatten: every call in it inlined, the pair decode included (an
-// always_inline on Avx512Kernel::ibp_rows2 fails: slice_rows itself is not
-// compiled for AVX-512); before, the pair's two records went through the
-// stack and every chunk reloaded its out pointer from them. 25 KB of code a
-// loop; B/A reddit 0.96-0.975 (1024 rows), 0.958 (100k), the fp16 table
-// 0.954, sparse tables and syn_papers unchanged (ab_builds).
+// slice_rows compiled for the kernel's instructions. The AVX-512 one is
+// flattened so that the pair decode inlines into the loop (an always_inline
+// on Avx512Kernel::ibp_rows2 fails: slice_rows itself is not compiled for
+// AVX-512); compiling the loop for AVX-512 alone left it a call, the pair's
+// two records on the stack and every chunk reloading its out pointer from
+// them. Rows decoded alone (decode_row) stay calls. 25 KB of code a loop;
+// B/A reddit 0.96-0.975 (1024 rows), 0.958 (100k), the fp16 table 0.954,
+// sparse tables and syn_papers unchanged (ab_builds).
 template <typename Kernel, typename Id>
 struct SliceRows {
   static void run(const SlicePlan<Id>& plan, uint64_t a, uint64_t b) {
