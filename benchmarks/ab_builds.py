@@ -68,10 +68,11 @@ def worker(path: str) -> None:
         cmd = line.split()
         if cmd[0] == "load":
             d, n, cycle = Path(cmd[1]), int(cmd[2]), int(cmd[3])
-            arr = {k: np.load(d / f"{k}.npy") for k in ARRAYS}
+            # (mapped, not read: the large case's x and payload are GBs each)
+            arr = {k: np.load(d / f"{k}.npy", mmap_mode="r") for k in ARRAYS}
             table = mod.build_decode_table(arr["table"])
-            call = mod.CpuGather(arr["header"].tobytes(), table, arr["bases"], arr["rel"],
-                                 arr["payload"]).gather
+            call = mod.CpuGather(arr["header"].tobytes(), table, np.array(arr["bases"]),
+                                 np.array(arr["rel"]), arr["payload"]).gather
             ids = [np.load(d / f"ids{i}.npy") for i in range(cycle)]
             x = arr["x"]
             out = np.empty((n,) + x.shape[1:], dtype=x.dtype)
@@ -117,10 +118,18 @@ class Worker:
             self.p.wait()
 
 
+LARGE = "large"  # codec.py --large's 2 GB table; each round's ids are new rows (LARGE_BATCHES)
+LARGE_BATCHES = ((1024, 2048), (100_000, 24))  # 2M / 2.4M rows a round: ~1 GB of payload
+
+
 def features(name: str, quick: bool):
     import torch
     import codec
     from ibp_gnn.testing import load_shared
+    if name == LARGE:
+        import codec_large
+        x, _ = codec_large.large_table(codec_large.LARGE_ROWS // (10 if quick else 1), codec.SEED)
+        return torch.from_numpy(x)
     if name in codec.SYNTHETIC:
         x, _ = codec.synthetic(name, quick)
     else:
@@ -184,7 +193,9 @@ def main(argv=None) -> None:
     p.add_argument("a", help="build A: a _C.cpython-*.so")
     p.add_argument("b", help="build B: a _C.cpython-*.so")
     p.add_argument("--datasets", default="reddit",
-                   help="comma-separated shared or synthetic datasets (codec.py names)")
+                   help="comma-separated shared or synthetic datasets (codec.py names), or "
+                        f"'{LARGE}': codec.py --large's 2 GB table, the ids of each round new "
+                        "rows (the table's rows from DRAM, for both builds and index_select)")
     p.add_argument("--rounds", type=int, default=20, help="turns of each build (default 20)")
     p.add_argument("--quick", action="store_true",
                    help="the synthetic datasets at codec.py --quick size")
@@ -198,7 +209,8 @@ def main(argv=None) -> None:
         p.error(f"--rounds must be >= 1, got {args.rounds}")
     import codec
     names = [d for d in args.datasets.split(",") if d]
-    unknown = [d for d in names if d not in codec.SHARED_DATASETS and d not in codec.SYNTHETIC]
+    unknown = [d for d in names
+               if d not in codec.SHARED_DATASETS and d not in codec.SYNTHETIC and d != LARGE]
     if unknown:
         p.error(f"unknown dataset(s) {unknown}; known: "
                 f"{', '.join(codec.SHARED_DATASETS + codec.SYNTHETIC)}")
@@ -217,7 +229,8 @@ def main(argv=None) -> None:
               f"{codec.cpu_model()}; load avg {codec.loadavg()}", flush=True)
         with tempfile.TemporaryDirectory(prefix="ab_builds_") as tmp:
             for name in names:
-                compare(name, features(name, args.quick), workers, args.rounds, batches,
+                compare(name, features(name, args.quick), workers, args.rounds,
+                        LARGE_BATCHES if name == LARGE and not args.batch else batches,
                         Path(tmp), args.timing_only)
     finally:
         for w in workers.values():

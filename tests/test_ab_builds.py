@@ -45,3 +45,13 @@ def test_each_build_is_the_one_timed(tmp_path):
     assert r.returncode == 0, r.stderr
     named = dict(ln.split(" = ", 1) for ln in r.stdout.splitlines() if " = " in ln[:4])
     assert named == {"A": str(Path(C.__file__).resolve()), "B": str(copy.resolve())}
+
+
+def test_large_table_case_runs_on_mapped_arrays():
+    # `large` (codec.py --large's table; --quick: a tenth of it) is saved once and
+    # memory-mapped by each worker; its rows are still checked against x[idx].
+    r = run(C.__file__, C.__file__, "--datasets", "large", "--quick", "--rounds", "1",
+            "--batch", "64")
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("large")]
+    assert len(lines) == 1 and "batch     64:" in lines[0] and "B/A" in lines[0]

@@ -243,13 +243,18 @@ inline void prefetch_index(const CompressedView& c, uint64_t r) {
 // `last` (the payload's last line). Not the row's own lines from its end:
 // finding row_end (a second index entry, a branch at block ends) cost more
 // than the lines it spared (reddit, 170-byte rows: 30 -> 27 ns a row).
+// tail > 0: also the line of the row's byte tail (the average row's last
+// byte), which `lines` miss when the row starts late in its first line;
+// gather_rows sets it where such a miss is a DRAM round trip (SlicePlan).
 __attribute__((always_inline)) inline void prefetch_row(const CompressedView& c, uint64_t r,
-                                                       uint64_t lines, uint64_t last) {
+                                                       uint64_t lines, uint64_t last,
+                                                       uint64_t tail) {
   const Geometry& geo = c.geo;
-  const uint64_t a = std::min(row_start(c.bases, c.rel, geo.rel_bytes, geo.block_shift, r) >> 9,
-                              last + 1 - lines);
+  const uint64_t start = row_start(c.bases, c.rel, geo.rel_bytes, geo.block_shift, r);
+  const uint64_t a = std::min(start >> 9, last + 1 - lines);
   const uint8_t* p = reinterpret_cast<const uint8_t*>(c.payload);
   for (uint64_t k = 0; k < lines; ++k) prefetch_line(p + (a + k) * 64);
+  if (tail) prefetch_line(p + std::min((start >> 3) + tail, 64 * last));
 }
 
 // The rows between a row and the one whose lines are requested (even: the
@@ -290,7 +295,13 @@ struct SlicePlan {
   bool aligned;  // rows decode in place (whole 32-bit words at 4-byte aligned addresses)
   uint64_t ahead, index_ahead;  // rows ahead whose payload lines / index entries are requested
   bool rows_ahead;              // payload lines requested at all
-  uint64_t lines, last;         // prefetch_row's
+  // prefetch_row's. tail: payloads read from DRAM (kRowAheadDram) into an
+  // output that stays in the caches (< kStreamMinBytes) only: 1024-row
+  // gathers from the 2 GB table B/A 0.949-0.952 (three ab_builds runs of
+  // `--datasets large`); from cached payloads (reddit, 170-byte rows) 1.035,
+  // and at 100k rows from the 2 GB table 1.02-1.04 (the bus busy with the
+  // output's lines: the extra line is often not needed).
+  uint64_t lines, last, tail;
   bool stream;                  // non-temporal stores (coded rows)
 };
 
@@ -305,14 +316,14 @@ __attribute__((always_inline)) inline void slice_rows(const SlicePlan<Id>& plan,
   const Id* ids = plan.ids;
   uint8_t* out = plan.out;
   const uint64_t row_bytes = plan.row_bytes, ahead = plan.ahead, index_ahead = plan.index_ahead;
-  const uint64_t lines = plan.lines, last = plan.last;
+  const uint64_t lines = plan.lines, last = plan.last, tail = plan.tail;
   const bool aligned = plan.aligned, rows_ahead = plan.rows_ahead, stream = plan.stream;
   std::vector<uint32_t> words(aligned ? 0 : c.geo.row_words);
   for (uint64_t i = a; i < b && i < a + index_ahead; ++i) {
     prefetch_index(c, static_cast<uint64_t>(ids[i]));
   }
   for (uint64_t i = a; rows_ahead && i < b && i < a + ahead; ++i) {
-    prefetch_row(c, static_cast<uint64_t>(ids[i]), lines, last);
+    prefetch_row(c, static_cast<uint64_t>(ids[i]), lines, last, tail);
   }
   uint64_t next_batch = a;  // the row whose turn issues the next batch of prefetches
   for (uint64_t i = a; i < b; ++i) {
@@ -329,7 +340,7 @@ __attribute__((always_inline)) inline void slice_rows(const SlicePlan<Id>& plan,
       }
       const uint64_t f = rows_ahead ? std::min(b, i + 2 * ahead) : 0;
       for (uint64_t k = i + ahead; k < f; ++k) {
-        prefetch_row(c, static_cast<uint64_t>(ids[k]), lines, last);
+        prefetch_row(c, static_cast<uint64_t>(ids[k]), lines, last, tail);
       }
     }
     uint8_t* dst = out + i * row_bytes;
@@ -419,9 +430,12 @@ void gather_rows(const CompressedView& c, const DenseProgram& prog, const Coded1
   const uint64_t grain = std::max<uint64_t>(ahead, kSliceBytes / std::max<uint64_t>(row_bytes, 1));
   const bool rows_ahead = 4 * c.geo.payload_words > kPrefetchMinBytes;
   const uint64_t lines = prefetch_lines(c.geo), last = (4 * c.geo.payload_words - 1) / 64;
+  const uint64_t tail = ahead == kRowAheadDram && c.geo.rows && n * row_bytes < kStreamMinBytes
+                            ? (4 * c.geo.payload_words + c.geo.rows - 1) / c.geo.rows - 1
+                            : 0;
   const bool stream = aligned && n * row_bytes >= kStreamMinBytes;
-  const SlicePlan<Id> plan{c,       prog,  c16,         c32,        ids,   out,  row_bytes,
-                           aligned, ahead, index_ahead, rows_ahead, lines, last, stream};
+  const SlicePlan<Id> plan{c,           prog,       c16,   c32,  ids,  out,   row_bytes, aligned,
+                           ahead,       index_ahead, rows_ahead, lines, last, tail, stream};
   parallel_slices(n, num_threads, grain, [&](uint64_t a, uint64_t b) {
     SliceRows<Kernel, Id>::run(plan, a, b);
   });
