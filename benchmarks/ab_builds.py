@@ -213,7 +213,7 @@ def main(argv=None) -> None:
                if d not in codec.SHARED_DATASETS and d not in codec.SYNTHETIC and d != LARGE]
     if unknown:
         p.error(f"unknown dataset(s) {unknown}; known: "
-                f"{', '.join(codec.SHARED_DATASETS + codec.SYNTHETIC)}")
+                f"{', '.join(codec.SHARED_DATASETS + codec.SYNTHETIC + (LARGE,))}")
     if args.batch and min(args.batch) < 1:
         p.error(f"--batch must be >= 1, got {min(args.batch)}")
     for path in (args.a, args.b):

@@ -297,7 +297,7 @@ struct SlicePlan {
   bool rows_ahead;              // payload lines requested at all
   // prefetch_row's. tail: payloads read from DRAM (kRowAheadDram) into an
   // output that stays in the caches (< kStreamMinBytes) only: 1024-row
-  // gathers from the 2 GB table B/A 0.949-0.952 (three ab_builds runs of
+  // gathers from the 2 GB table B/A 0.949-0.958 (four ab_builds runs of
   // `--datasets large`); from cached payloads (reddit, 170-byte rows) 1.035,
   // and at 100k rows from the 2 GB table 1.02-1.04 (the bus busy with the
   // output's lines: the extra line is often not needed).
