@@ -516,3 +516,36 @@ def test_rows_of_mixed_modes_every_order(coded, monkeypatch):
         for kernel, threads in itertools.product(KERNELS, (1, 2)):
             got = _gather(ct, ids, kernel, threads).view(torch.uint8).numpy()
             assert np.array_equal(got, want), (kernel, threads, len(ids))
+
+
+def _late_whole_chunks(rows, seed):
+    """48-word rows over words of 3 variable bits whose middle 16-word chunk
+    is stored whole in every eighth row (16 x 32 = 512 bits, the most a chunk
+    takes; rarer than that, the masks stay narrow), after 0-15 whole words in the first chunk (29 more bits each), so
+    the whole chunk starts at every bit of a 64-byte line, its last ones
+    included, and in the payload's last rows."""
+    rng = np.random.default_rng(seed)
+    w = np.uint32(0x3F800000) | rng.integers(0, 8, (rows, 48), dtype=np.uint32)
+    big = np.arange(rows) % 8 == 0
+    w[big, 16:32] = rng.integers(0, 1 << 32, (big.sum(), 16), dtype=np.uint32) | np.uint32(1 << 31)
+    for r in range(rows):
+        k = rng.integers(0, 16)
+        w[r, rng.choice(16, k, replace=False)] = rng.integers(0, 1 << 32, k, dtype=np.uint32) | (1 << 31)
+    return np.ascontiguousarray(w.view(np.float32))
+
+
+def test_dense_rows_whole_chunk_at_a_line_end(monkeypatch):
+    """A chunk of 16 words stored whole whose first bit is late in a 64-byte
+    line ends up to 1023 bits into the AVX-512 kernel's line-aligned 128-byte
+    window: those rows decode bit-exactly with every kernel, the last rows
+    of the payload too."""
+    monkeypatch.setattr(ibp_gnn._encode, "CODED_ROWS", False)
+    x = _late_whole_chunks(8000, seed=7)
+    ct = ibp_gnn.compress(x, progress=False)
+    rows = np.arange(len(x))
+    assert (_modes(ct, rows[::8]) == R.IBP).mean() > 0.9  # the whole chunks stay kIbp rows
+    ids = np.concatenate([np.random.default_rng(4).permutation(rows), rows[-40:][::-1]])
+    want = x.view(np.uint8)[ids]
+    for kernel in KERNELS:
+        got = _gather(ct, ids, kernel, 1).view(torch.uint8).numpy()
+        assert np.array_equal(got, want), kernel
