@@ -15,7 +15,7 @@ import torch
 from . import _C, _files
 from ._dtypes import code_of, itemsize, torch_dtype
 from ._io import _write_head
-from ._tensor import LAYOUTS, MODES, CompressedTensor, _rel_dtype, _threads
+from ._tensor import LAYOUTS, MODES, CompressedTensor, _rel_dtype, _threads, empty_aligned
 
 LAYOUT_AUTO_MIN_BYTES = 32
 LAYOUT_AUTO_MIN_ROWS = 8192
@@ -316,8 +316,8 @@ def compress(x, *, mode: str = "auto", sample_rows: int = DEFAULT_SAMPLE_ROWS,
             bar.update(min(step, shape[0] - a))
     last, fields, bases, rel = b.finish()
     words.append(last)
-    return CompressedTensor(_C.pack_header(fields), b.tables, bases, rel, np.concatenate(words),
-                            validate=False)
+    payload = np.concatenate(words, out=empty_aligned(sum(len(w) for w in words), np.uint32))
+    return CompressedTensor(_C.pack_header(fields), b.tables, bases, rel, payload, validate=False)
 
 
 class _NpyRows:

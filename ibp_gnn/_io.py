@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _C, _files, _verify
 from ._tensor import (ChecksumError, CompressedTensor, FileChangedError, FormatError,
-                      NewerFormatError, _threads)
+                      NewerFormatError, _threads, empty_aligned)
 
 _STATUS_NEWER = 2
 _STATUS_MAGIC = 1
@@ -129,8 +129,14 @@ def _load_open(f, st: os.stat_result, path: Path, mmap: bool, verify: str,
             a = np.frombuffer(mapping, dtype=dtype, count=count, offset=offset)
         else:
             f.seek(offset)
-            a = np.fromfile(f, dtype=dtype, count=count)
-            if a.size != count:
+            a = empty_aligned(count, dtype)
+            view, got = memoryview(a).cast("B"), 0
+            while got < a.nbytes:
+                n = f.readinto(view[got:])
+                if not n:
+                    break
+                got += n
+            if got != a.nbytes:
                 raise FormatError(f"{where}: file is truncated: the {name} section ends early")
         return a.reshape(shape) if shape is not None else a
 

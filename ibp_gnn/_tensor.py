@@ -126,6 +126,20 @@ def index_1d(x, what: str, op: str) -> torch.Tensor:
     return x.contiguous()
 
 
+PAYLOAD_ALIGN = 64  # bytes: the CPU kernels' 64-byte window loads then never split a cache line
+
+
+def empty_aligned(count: int, dtype) -> np.ndarray:
+    """An uninitialised 1-D array of `count` items whose first byte is
+    PAYLOAD_ALIGN-aligned. A payload at 16, 32 or 48 bytes past a line made
+    1024-row reddit gathers 1.17-1.21x slower than one at a line (numpy's
+    arrays start 16-byte aligned)."""
+    dtype = np.dtype(dtype)
+    raw = np.empty(count * dtype.itemsize + PAYLOAD_ALIGN, np.uint8)
+    skip = -raw.ctypes.data % PAYLOAD_ALIGN
+    return raw[skip:skip + count * dtype.itemsize].view(dtype)
+
+
 class CompressedTensor(TensorLike):
     """A 2-D tensor compressed with Invariant Bit Packing; any rows can be
     gathered without decoding the others. It indexes like a tensor

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from . import _C
-from ._tensor import CompressedTensor, _rel_dtype, _threads, index_1d
+from ._tensor import CompressedTensor, _rel_dtype, _threads, empty_aligned, index_1d
 from .cache_bytes import (SECTOR, _copied_bits, _index_sizes, _sector_count,  # noqa: F401
                           _view, cached_prefix, device_nbytes, miss_resident_nbytes, raw_sectors,
                           span_sectors, staged_bytes, subset_nbytes, whole_nbytes)
@@ -80,7 +80,7 @@ def _subset_into(ct: CompressedTensor, rows: np.ndarray, threads: int, alloc=Non
 
     def buf(name, dtype, count):
         if alloc is None:
-            return np.empty(count, dtype)
+            return empty_aligned(count, dtype)
         return alloc(name, count * np.dtype(dtype).itemsize).view(dtype)
 
     bases = buf("bases", np.uint64, nb)

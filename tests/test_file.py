@@ -268,3 +268,21 @@ def test_compress_file_memory_is_bounded_by_the_chunk(tmp_path):
     idx = torch.randint(0, rows, (1000,), generator=torch.Generator().manual_seed(0))
     ref = np.load(tmp_path / "big.npy", mmap_mode="r")[idx.numpy()]
     assert_bits_equal(ct.gather(idx), torch.from_numpy(np.ascontiguousarray(ref)))
+
+
+@pytest.mark.parametrize("rows", [1, 37, 5000])
+def test_payload_starts_at_a_cache_line(tmp_path, rows):
+    """compress and load (read or memory-mapped) hand the kernels a payload
+    whose first byte is 64-byte aligned (a payload 16-48 bytes past a line
+    gathered 1.17-1.21x slower), and the rows still decode from it."""
+    x = np.random.default_rng(rows).standard_normal((rows, 33)).astype(np.float32)
+    ct = ibp_gnn.compress(x, progress=False)
+    path = ct.save(tmp_path / "x.ibp")
+    for t in (ct, ibp_gnn.load(path), ibp_gnn.load(path, mmap=True)):
+        assert np.asarray(t._payload).ctypes.data % 64 == 0
+        assert np.array_equal(t[torch.arange(rows)].numpy().view(np.uint32), x.view(np.uint32))
+    from ibp_gnn._tensor import empty_aligned
+    for n in (0, 1, 3, 1000):
+        a = empty_aligned(n, np.uint64)
+        assert a.shape == (n,) and a.dtype == np.uint64
+        assert n == 0 or a.ctypes.data % 64 == 0  # (an empty array's address is unused)
