@@ -141,6 +141,122 @@ inline void coded_row_scalar(const uint32_t* p, uint64_t pos, const uint32_t* co
 }
 
 #if defined(IBP_X86_SIMD)
+// Units [w0, w0 + n) of a 32-bit kCoded row of a group with byte symbols
+// (sym: Coded32Program::sym_of), one at a time from the code at *code (moved
+// past them), their fields into field[0, n): coded_row_units' step.
+inline void coded32_units_serial(const uint8_t* bytes, uint64_t* code_io, const uint32_t* codes,
+                                 const uint8_t* sym, uint32_t w0, uint32_t n, uint32_t* field) {
+  uint64_t code = *code_io;
+  for (uint32_t i = 0; i < n; ++i) {
+    const uint32_t d = codes[w0 + i];
+    const uint32_t s = d & 15u, nc = (d >> 9) & 31u;
+    const uint32_t t = static_cast<uint32_t>(load_u64(bytes + (code >> 3)) >> (code & 7));
+    const uint32_t r = ctz32(~t | (1u << s));
+    if (r < s) {
+      field[i] = sym[16 * static_cast<size_t>(w0 + i) + r];
+      code += r + 1;
+    } else {
+      field[i] = field_at(bytes, code + s, nc);
+      code += s + nc;
+    }
+  }
+  *code_io = code;
+}
+
+// AVX2 (with BMI1/BMI2): one row of a Coded32Program fast group (fast_of),
+// the words coded_row_units writes. Per 16 words:
+// - codes: the 64-bit window from the block's first code bit; without an
+//   escape, unit i's code ends at the window's i-th zero, so its rank + 1 is
+//   the gap between consecutive zeros (TZCNT and BLSR walk them, no serial
+//   reader) and its field is the byte at sym[16 w + rank] (one load; a gap
+//   past 16 reads a later unit's bytes, inside the program's 16 padding
+//   units, and fails the escape test). The ranks are tested against the units'
+//   symbol counts at once (16 bytes); the next window starts past the 16th
+//   zero, found by a deposit from the window alone, so that chain waits for
+//   no unit. A block with an escape, or whose window has fewer than 16
+//   zeros, takes coded32_units_serial.
+// - plain bits, 8 words at a time: the fields lie 32 - nc bits apart from
+//   the row's first bit, so 8 words span 32 - nc whole bytes and every group
+//   of 8 starts at the row's bit phase: two 16-byte loads (the second from
+//   the fifth field's byte), one byte shuffle and one variable shift, both
+//   fixed for the row, give each lane its field at bit 0 (nc >= 7: field
+//   and shift fit 32 bits; lane 3's and lane 7's last byte is at most 13).
+// False (nothing written) when a row's last plain load would pass the
+// payload's end: the caller then takes the general loop.
+IBP_TARGET_AVX2 inline bool coded32_row_fast_avx2(const uint8_t* bytes, uint32_t W,
+                                                  uint64_t payload_bytes,
+                                                  const Coded32Program& c32,
+                                                  const uint32_t* codes, uint64_t pos,
+                                                  uint32_t g, uint32_t* words) {
+  const uint32_t lo = c32.lo_nc[2 * g], nc = c32.lo_nc[2 * g + 1], P = 32 - nc;
+  if ((pos >> 3) + static_cast<uint64_t>(P) * (W / 8 - 1) + 32 > payload_bytes) return false;
+  const uint8_t* sym = c32.sym_of(g);
+  const uint8_t* s8 = c32.s8_of(g);
+  const uint32_t ph = static_cast<uint32_t>(pos & 7), hb = (ph + 4 * P) >> 3;
+  alignas(32) uint8_t ctrl[32];
+  alignas(32) uint32_t shift[8];
+  for (uint32_t i = 0; i < 8; ++i) {
+    const uint32_t b = ((ph + P * i) >> 3) - (i < 4 ? 0 : hb);
+    for (uint32_t k = 0; k < 4; ++k) ctrl[4 * i + k] = static_cast<uint8_t>(b + k);
+    shift[i] = (ph + P * i) & 7;
+  }
+  const __m256i ctrlv = _mm256_load_si256(reinterpret_cast<const __m256i*>(ctrl));
+  const __m256i shv = _mm256_load_si256(reinterpret_cast<const __m256i*>(shift));
+  const __m256i lomask = _mm256_set1_epi32(static_cast<int>(low_mask(lo)));
+  const __m256i himask = _mm256_set1_epi32(static_cast<int>(~low_mask(lo + nc)));
+  const __m128i ncv = _mm_cvtsi32_si128(static_cast<int>(nc));
+  const __m128i lov = _mm_cvtsi32_si128(static_cast<int>(lo));
+  const uint8_t* pb = bytes + (pos >> 3);
+  uint64_t code = pos + static_cast<uint64_t>(P) * W;
+  // The fields of up to 256 words, then their words (the same speed as
+  // each 16 words' words right after their fields: B/A 0.975, ab_builds
+  // syn_papers, 1024 rows).
+  constexpr uint32_t kPiece = 256;
+  alignas(32) uint32_t field[kPiece];
+  for (uint32_t b0 = 0; b0 < W; b0 += kPiece) {
+    const uint32_t nb = W - b0 < kPiece ? W - b0 : kPiece;
+    for (uint32_t w0 = b0; w0 < b0 + nb; w0 += 16) {
+      uint32_t* fw = field + (w0 - b0);
+      uint64_t z = ~load_u64(bytes + (code >> 3)) >> (code & 7);  // bit set: a code bit 0
+      const uint64_t end16 = _pdep_u64(uint64_t{1} << 15, z);     // 0: fewer than 16 zeros
+      bool done = false;
+      if (__builtin_expect(end16 != 0, 1)) {
+        const uint8_t* sb = sym + 16 * static_cast<size_t>(w0) - 1;
+        const uint8_t* sw = s8 + w0;
+        uint32_t prev = ~0u;  // bit -1
+        int32_t esc = 0;      // negative: a unit's rank + 1 past its symbol count
+#pragma GCC unroll 16
+        for (uint32_t i = 0; i < 16; ++i) {
+          const uint32_t p = static_cast<uint32_t>(_tzcnt_u64(z));
+          z = _blsr_u64(z);
+          const uint32_t d = p - prev;  // rank + 1
+          prev = p;
+          fw[i] = sb[16 * i + d];
+          esc |= static_cast<int32_t>(sw[i]) - static_cast<int32_t>(d);
+        }
+        if (__builtin_expect(esc >= 0, 1)) {
+          code += _tzcnt_u64(end16) + 1;
+          done = true;
+        }
+      }
+      if (!done) coded32_units_serial(bytes, &code, codes, sym, w0, 16, fw);
+    }
+    for (uint32_t w = b0; w < b0 + nb; w += 8, pb += P) {
+      const __m256i src = _mm256_inserti128_si256(
+          _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pb))),
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + hb)), 1);
+      const __m256i pl = _mm256_srlv_epi32(_mm256_shuffle_epi8(src, ctrlv), shv);
+      const __m256i f = _mm256_load_si256(reinterpret_cast<const __m256i*>(field + (w - b0)));
+      // plain's low lo bits | field << lo | plain's bits from lo on, moved up by nc
+      const __m256i x = _mm256_or_si256(_mm256_and_si256(pl, lomask),
+                                        _mm256_and_si256(_mm256_sll_epi32(pl, ncv), himask));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(words + w),
+                          _mm256_or_si256(x, _mm256_sll_epi32(f, lov)));
+    }
+  }
+  return true;
+}
+
 // The bits of z up to and including its k-th one bit (k >= 1, z has k).
 IBP_TARGET_AVX512 inline uint32_t past_zero(uint64_t z, uint32_t k) {
   return static_cast<uint32_t>(__builtin_ctzll(_pdep_u64(uint64_t{1} << (k - 1), z))) + 1;

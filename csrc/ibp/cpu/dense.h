@@ -28,7 +28,7 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define IBP_X86_SIMD 1
 #include <immintrin.h>
-#define IBP_TARGET_AVX2 __attribute__((target("avx2,bmi2")))
+#define IBP_TARGET_AVX2 __attribute__((target("avx2,bmi,bmi2,popcnt")))
 #define IBP_TARGET_AVX512 \
   __attribute__((target("avx2,bmi2,avx512f,avx512bw,avx512vl,avx512cd,avx512vbmi,avx512vbmi2")))
 #endif
@@ -591,7 +591,8 @@ IBP_TARGET_AVX512 __attribute__((always_inline)) inline void ibp_rows2_avx512(
 }
 
 inline bool cpu_has_avx2_kernel() {
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi2");
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi") &&
+         __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("popcnt");
 }
 inline bool cpu_has_avx512_kernel() {
   return cpu_has_avx2_kernel() && __builtin_cpu_supports("avx512f") &&

@@ -85,6 +85,18 @@ struct Avx2Kernel : ScalarRows {
                       uint32_t* out) {
     ibp_row_avx2(p, head, prog.row(table, g, W), out);
   }
+  // 32-bit kCoded rows of fast groups: coded32_row_fast_avx2.
+  static void coded_row(const uint32_t* p, uint64_t pos, const uint32_t* codes, uint32_t W,
+                        uint32_t code_rows, uint64_t payload_bytes, uint32_t* words,
+                        const Coded16Program& /*c16*/, const Coded32Program& c32, uint32_t g,
+                        bool /*stream*/) {
+    if (code_rows == 8 && c32.fast_of(g) &&
+        coded32_row_fast_avx2(reinterpret_cast<const uint8_t*>(p), W, payload_bytes, c32, codes,
+                              pos, g, words)) {
+      return;
+    }
+    coded_row_scalar(p, pos, codes, W, code_rows, words);
+  }
 };
 struct Avx512Kernel {
   static constexpr bool kPairs = true;
