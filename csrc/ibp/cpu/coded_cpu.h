@@ -6,6 +6,7 @@
 // dense.h's field_at.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -34,9 +35,15 @@ namespace ibp {
 //   bits start at (32 - nc) w) and nc >= 7 (a plain field and its bit
 //   shift fit one 32-bit lane); s8_of(g)[w] is unit w's symbol count.
 struct Coded32Program {
+  static constexpr uint8_t kNoRun = 0xFF;
   uint32_t blocks = 0, words = 0;
   size_t stride = 0;  // sym bytes per group
   std::vector<uint8_t> sym, has_sym, uniform, fast, s8;
+  // run_of(g)[4 b .. 4 b + 3]: shifts that leave a bit of x & x >> a0 & ...
+  // set where x has a run of L ones, L the least symbol count of units
+  // 16 b .. 16 b + 15 (coded32_row_fast_avx2's escape test); a0 = kNoRun
+  // when L = 0 (a unit of no symbols: every code of it an escape).
+  std::vector<uint8_t> runs;
   std::vector<uint32_t> lo_nc;  // per group: unit 0's lo, nc
 
   explicit Coded32Program(const CompressedView& c, bool build = true) {
@@ -51,6 +58,7 @@ struct Coded32Program {
     lo_nc.assign(2 * static_cast<size_t>(G), 0);
     fast.assign(G, 0);
     s8.assign(static_cast<size_t>(G) * W, 0);
+    runs.assign(static_cast<size_t>(G) * 4 * blocks, 0);
     for (uint32_t g = 0; g < G; ++g) {
       const uint32_t* codes = code_part(c.table, G, W, 8, g);
       const uint32_t* offset = codes + 8 * W;
@@ -70,6 +78,19 @@ struct Coded32Program {
           uniform[static_cast<size_t>(g) * blocks + w / 16] = 0;
         }
       }
+      for (uint32_t b = 0; b < blocks; ++b) {
+        uint32_t L = 16;
+        for (uint32_t w = 16 * b; w < W && w < 16 * b + 16; ++w) {
+          L = std::min<uint32_t>(L, s8[static_cast<size_t>(g) * W + w]);
+        }
+        // x & x >> a & ...: runs of at least k ones, k += a per step, a <= k
+        uint8_t* a = runs.data() + (static_cast<size_t>(g) * blocks + b) * 4;
+        for (uint32_t i = 0, k = 1; i < 4; ++i) {
+          a[i] = static_cast<uint8_t>(std::min(k, L > k ? L - k : 0u));
+          k += a[i];
+        }
+        if (!L) a[0] = kNoRun;
+      }
       bool all_uniform = W % 16 == 0 && has_sym[g] && u0.nc >= 7;
       for (uint32_t b = 0; b < blocks; ++b) all_uniform &= uniform[g * blocks + b] != 0;
       fast[g] = all_uniform;
@@ -79,6 +100,7 @@ struct Coded32Program {
     return sym.empty() || !has_sym[g] ? nullptr : sym.data() + g * stride;
   }
   bool fast_of(uint32_t g) const { return !fast.empty() && fast[g]; }
+  const uint8_t* run_of(uint32_t g) const { return runs.data() + static_cast<size_t>(g) * 4 * blocks; }
   const uint8_t* s8_of(uint32_t g) const { return s8.data() + static_cast<size_t>(g) * words; }
   const uint8_t* uniform_of(uint32_t g) const {
     return uniform.empty() ? nullptr : uniform.data() + static_cast<size_t>(g) * blocks;
@@ -191,7 +213,7 @@ IBP_TARGET_AVX2 inline bool coded32_row_fast_avx2(const uint8_t* bytes, uint32_t
   const uint32_t lo = c32.lo_nc[2 * g], nc = c32.lo_nc[2 * g + 1], P = 32 - nc;
   if ((pos >> 3) + static_cast<uint64_t>(P) * (W / 8 - 1) + 32 > payload_bytes) return false;
   const uint8_t* sym = c32.sym_of(g);
-  const uint8_t* s8 = c32.s8_of(g);
+  const uint8_t* run = c32.run_of(g);
   const uint32_t ph = static_cast<uint32_t>(pos & 7), hb = (ph + 4 * P) >> 3;
   alignas(32) uint8_t ctrl[32];
   alignas(32) uint32_t shift[8];
@@ -221,21 +243,27 @@ IBP_TARGET_AVX2 inline bool coded32_row_fast_avx2(const uint8_t* bytes, uint32_t
       const uint64_t end16 = _pdep_u64(uint64_t{1} << 15, z);     // 0: fewer than 16 zeros
       bool done = false;
       if (__builtin_expect(end16 != 0, 1)) {
+        // The escape test: a unit's rank (its run of ones) reaching the
+        // least symbol count of the block's units, L (a unit of more symbols
+        // with such a rank takes the serial step too: correct, rarely).
+        const uint64_t end = _tzcnt_u64(end16) + 1;
+        const uint8_t* a = run + 4 * (w0 / 16);
+        uint64_t x = _bzhi_u64(~z, static_cast<uint32_t>(end));  // the block's code ones
+        x &= x >> (a[0] & 63);
+        x &= x >> a[1];
+        x &= x >> a[2];
+        x &= x >> a[3];
         const uint8_t* sb = sym + 16 * static_cast<size_t>(w0) - 1;
-        const uint8_t* sw = s8 + w0;
         uint32_t prev = ~0u;  // bit -1
-        int32_t esc = 0;      // negative: a unit's rank + 1 past its symbol count
 #pragma GCC unroll 16
         for (uint32_t i = 0; i < 16; ++i) {
           const uint32_t p = static_cast<uint32_t>(_tzcnt_u64(z));
           z = _blsr_u64(z);
-          const uint32_t d = p - prev;  // rank + 1
+          fw[i] = sb[16 * i + p - prev];  // rank + 1 = p - prev
           prev = p;
-          fw[i] = sb[16 * i + d];
-          esc |= static_cast<int32_t>(sw[i]) - static_cast<int32_t>(d);
         }
-        if (__builtin_expect(esc >= 0, 1)) {
-          code += _tzcnt_u64(end16) + 1;
+        if (__builtin_expect(x == 0 && a[0] != Coded32Program::kNoRun, 1)) {
+          code += end;
           done = true;
         }
       }
