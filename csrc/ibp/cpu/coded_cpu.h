@@ -185,18 +185,29 @@ inline void coded32_units_serial(const uint8_t* bytes, uint64_t* code_io, const 
   *code_io = code;
 }
 
-// AVX2 (with BMI1/BMI2): one row of a Coded32Program fast group (fast_of),
-// the words coded_row_units writes. Per 16 words:
+// One row of coded32_rows_fast and coded32_rows_fast_avx2: its bits after the group id, its group's
+// code part of the decode table, its group, where its words go.
+struct Coded32Row {
+  uint64_t pos;
+  const uint32_t* codes;
+  uint32_t g;
+  uint32_t* words;
+};
+
+// AVX2 (with BMI1/BMI2): N rows (1 or 2, block by block side by side: their
+// code chains are independent) of Coded32Program fast groups (fast_of), the
+// words coded_row_units writes. Per 16 words of a row:
 // - codes: the 64-bit window from the block's first code bit; without an
 //   escape, unit i's code ends at the window's i-th zero, so its rank + 1 is
 //   the gap between consecutive zeros (TZCNT and BLSR walk them, no serial
 //   reader) and its field is the byte at sym[16 w + rank] (one load; a gap
 //   past 16 reads a later unit's bytes, inside the program's 16 padding
-//   units, and fails the escape test). The ranks are tested against the units'
-//   symbol counts at once (16 bytes); the next window starts past the 16th
-//   zero, found by a deposit from the window alone, so that chain waits for
-//   no unit. A block with an escape, or whose window has fewer than 16
-//   zeros, takes coded32_units_serial.
+//   units). Escapes: a unit's run of ones as long as the least symbol count
+//   of the block's units, L (Coded32Program::runs), sends the block to
+//   coded32_units_serial (a unit of more symbols with such a rank goes there
+//   too: correct, and rare), as does a window of fewer than 16 zeros. The
+//   next window starts past the 16th zero, found by a deposit from the
+//   window alone, so that chain waits for no unit.
 // - plain bits, 8 words at a time: the fields lie 32 - nc bits apart from
 //   the row's first bit, so 8 words span 32 - nc whole bytes and every group
 //   of 8 starts at the row's bit phase: two 16-byte loads (the second from
@@ -205,15 +216,24 @@ inline void coded32_units_serial(const uint8_t* bytes, uint64_t* code_io, const 
 //   and shift fit 32 bits; lane 3's and lane 7's last byte is at most 13).
 // False (nothing written) when a row's last plain load would pass the
 // payload's end: the caller then takes the general loop.
-IBP_TARGET_AVX2 inline bool coded32_row_fast_avx2(const uint8_t* bytes, uint32_t W,
-                                                  uint64_t payload_bytes,
-                                                  const Coded32Program& c32,
-                                                  const uint32_t* codes, uint64_t pos,
-                                                  uint32_t g, uint32_t* words) {
-  const uint32_t lo = c32.lo_nc[2 * g], nc = c32.lo_nc[2 * g + 1], P = 32 - nc;
+struct Avx2CodedRow {
+  uint64_t code;          // the next block's first code bit
+  const uint8_t* pb;      // the row's plain bits, from bit pos & 7 of this byte
+  const uint8_t* sym;     // the group's byte symbols
+  const uint8_t* run;     // the group's Coded32Program::runs
+  const uint32_t* codes;  // the group's code part (coded32_units_serial)
+  uint32_t* words;
+  uint32_t P, hb;         // plain bits a word; the fifth field's byte of 8
+  __m256i ctrl, shv, lomask, himask;
+  __m128i ncv, lov;
+};
+
+IBP_TARGET_AVX2 inline bool coded32_row_setup_avx2(uint64_t payload_bytes, const uint8_t* bytes,
+                                                   uint32_t W, const Coded32Program& c32,
+                                                   const Coded32Row& row, Avx2CodedRow* r) {
+  const uint32_t g = row.g, lo = c32.lo_nc[2 * g], nc = c32.lo_nc[2 * g + 1], P = 32 - nc;
+  const uint64_t pos = row.pos;
   if ((pos >> 3) + static_cast<uint64_t>(P) * (W / 8 - 1) + 32 > payload_bytes) return false;
-  const uint8_t* sym = c32.sym_of(g);
-  const uint8_t* run = c32.run_of(g);
   const uint32_t ph = static_cast<uint32_t>(pos & 7), hb = (ph + 4 * P) >> 3;
   alignas(32) uint8_t ctrl[32];
   alignas(32) uint32_t shift[8];
@@ -222,64 +242,89 @@ IBP_TARGET_AVX2 inline bool coded32_row_fast_avx2(const uint8_t* bytes, uint32_t
     for (uint32_t k = 0; k < 4; ++k) ctrl[4 * i + k] = static_cast<uint8_t>(b + k);
     shift[i] = (ph + P * i) & 7;
   }
-  const __m256i ctrlv = _mm256_load_si256(reinterpret_cast<const __m256i*>(ctrl));
-  const __m256i shv = _mm256_load_si256(reinterpret_cast<const __m256i*>(shift));
-  const __m256i lomask = _mm256_set1_epi32(static_cast<int>(low_mask(lo)));
-  const __m256i himask = _mm256_set1_epi32(static_cast<int>(~low_mask(lo + nc)));
-  const __m128i ncv = _mm_cvtsi32_si128(static_cast<int>(nc));
-  const __m128i lov = _mm_cvtsi32_si128(static_cast<int>(lo));
-  const uint8_t* pb = bytes + (pos >> 3);
-  uint64_t code = pos + static_cast<uint64_t>(P) * W;
-  // The fields of up to 256 words, then their words (the same speed as
-  // each 16 words' words right after their fields: B/A 0.975, ab_builds
-  // syn_papers, 1024 rows).
+  r->code = pos + static_cast<uint64_t>(P) * W;
+  r->pb = bytes + (pos >> 3);
+  r->sym = c32.sym_of(g);
+  r->run = c32.run_of(g);
+  r->codes = row.codes;
+  r->words = row.words;
+  r->P = P;
+  r->hb = hb;
+  r->ctrl = _mm256_load_si256(reinterpret_cast<const __m256i*>(ctrl));
+  r->shv = _mm256_load_si256(reinterpret_cast<const __m256i*>(shift));
+  r->lomask = _mm256_set1_epi32(static_cast<int>(low_mask(lo)));
+  r->himask = _mm256_set1_epi32(static_cast<int>(~low_mask(lo + nc)));
+  r->ncv = _mm_cvtsi32_si128(static_cast<int>(nc));
+  r->lov = _mm_cvtsi32_si128(static_cast<int>(lo));
+  return true;
+}
+
+// The fields of units w0 .. w0 + 15 of row r into fw; r.code moves past them.
+IBP_TARGET_AVX2 __attribute__((always_inline)) inline void coded32_block_avx2(
+    const uint8_t* bytes, Avx2CodedRow& r, uint32_t w0, uint32_t* fw) {
+  uint64_t z = ~load_u64(bytes + (r.code >> 3)) >> (r.code & 7);  // bit set: a code bit 0
+  const uint64_t end16 = _pdep_u64(uint64_t{1} << 15, z);         // 0: fewer than 16 zeros
+  if (__builtin_expect(end16 != 0, 1)) {
+    const uint64_t end = _tzcnt_u64(end16) + 1;
+    // runs of L ones among the block's code bits: x & x >> a ...
+    const uint8_t* a = r.run + 4 * (w0 / 16);
+    uint64_t x = _bzhi_u64(~z, static_cast<uint32_t>(end));
+    x &= x >> (a[0] & 63);
+    x &= x >> a[1];
+    x &= x >> a[2];
+    x &= x >> a[3];
+    const uint8_t* sb = r.sym + 16 * static_cast<size_t>(w0) - 1;
+    uint32_t prev = ~0u;  // bit -1
+#pragma GCC unroll 16
+    for (uint32_t i = 0; i < 16; ++i) {
+      const uint32_t p = static_cast<uint32_t>(_tzcnt_u64(z));
+      z = _blsr_u64(z);
+      fw[i] = sb[16 * i + p - prev];  // rank + 1 = p - prev
+      prev = p;
+    }
+    if (__builtin_expect(x == 0 && a[0] != Coded32Program::kNoRun, 1)) {
+      r.code += end;
+      return;
+    }
+  }
+  coded32_units_serial(bytes, &r.code, r.codes, r.sym, w0, 16, fw);
+}
+
+// Words w .. w + 7 of row r from their fields f: plain's low lo bits |
+// field << lo | plain's bits from lo on, moved up by nc.
+IBP_TARGET_AVX2 __attribute__((always_inline)) inline void coded32_words8_avx2(
+    const Avx2CodedRow& r, uint32_t w, const uint32_t* f) {
+  const uint8_t* q = r.pb + static_cast<size_t>(r.P) * (w / 8);
+  const __m256i src = _mm256_inserti128_si256(
+      _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q))),
+      _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + r.hb)), 1);
+  const __m256i pl = _mm256_srlv_epi32(_mm256_shuffle_epi8(src, r.ctrl), r.shv);
+  const __m256i x = _mm256_or_si256(_mm256_and_si256(pl, r.lomask),
+                                    _mm256_and_si256(_mm256_sll_epi32(pl, r.ncv), r.himask));
+  const __m256i fv = _mm256_load_si256(reinterpret_cast<const __m256i*>(f));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(r.words + w),
+                      _mm256_or_si256(x, _mm256_sll_epi32(fv, r.lov)));
+}
+
+template <int N>
+IBP_TARGET_AVX2 inline bool coded32_rows_fast_avx2(const uint8_t* bytes, uint32_t W,
+                                                   uint64_t payload_bytes,
+                                                   const Coded32Program& c32,
+                                                   const Coded32Row (&row)[N]) {
+  Avx2CodedRow r[N];
+  for (int k = 0; k < N; ++k) {
+    if (!coded32_row_setup_avx2(payload_bytes, bytes, W, c32, row[k], &r[k])) return false;
+  }
+  // The fields of up to 256 words of each row, then their words.
   constexpr uint32_t kPiece = 256;
-  alignas(32) uint32_t field[kPiece];
+  alignas(32) uint32_t field[N][kPiece];
   for (uint32_t b0 = 0; b0 < W; b0 += kPiece) {
     const uint32_t nb = W - b0 < kPiece ? W - b0 : kPiece;
     for (uint32_t w0 = b0; w0 < b0 + nb; w0 += 16) {
-      uint32_t* fw = field + (w0 - b0);
-      uint64_t z = ~load_u64(bytes + (code >> 3)) >> (code & 7);  // bit set: a code bit 0
-      const uint64_t end16 = _pdep_u64(uint64_t{1} << 15, z);     // 0: fewer than 16 zeros
-      bool done = false;
-      if (__builtin_expect(end16 != 0, 1)) {
-        // The escape test: a unit's rank (its run of ones) reaching the
-        // least symbol count of the block's units, L (a unit of more symbols
-        // with such a rank takes the serial step too: correct, rarely).
-        const uint64_t end = _tzcnt_u64(end16) + 1;
-        const uint8_t* a = run + 4 * (w0 / 16);
-        uint64_t x = _bzhi_u64(~z, static_cast<uint32_t>(end));  // the block's code ones
-        x &= x >> (a[0] & 63);
-        x &= x >> a[1];
-        x &= x >> a[2];
-        x &= x >> a[3];
-        const uint8_t* sb = sym + 16 * static_cast<size_t>(w0) - 1;
-        uint32_t prev = ~0u;  // bit -1
-#pragma GCC unroll 16
-        for (uint32_t i = 0; i < 16; ++i) {
-          const uint32_t p = static_cast<uint32_t>(_tzcnt_u64(z));
-          z = _blsr_u64(z);
-          fw[i] = sb[16 * i + p - prev];  // rank + 1 = p - prev
-          prev = p;
-        }
-        if (__builtin_expect(x == 0 && a[0] != Coded32Program::kNoRun, 1)) {
-          code += end;
-          done = true;
-        }
-      }
-      if (!done) coded32_units_serial(bytes, &code, codes, sym, w0, 16, fw);
+      for (int k = 0; k < N; ++k) coded32_block_avx2(bytes, r[k], w0, field[k] + (w0 - b0));
     }
-    for (uint32_t w = b0; w < b0 + nb; w += 8, pb += P) {
-      const __m256i src = _mm256_inserti128_si256(
-          _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pb))),
-          _mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + hb)), 1);
-      const __m256i pl = _mm256_srlv_epi32(_mm256_shuffle_epi8(src, ctrlv), shv);
-      const __m256i f = _mm256_load_si256(reinterpret_cast<const __m256i*>(field + (w - b0)));
-      // plain's low lo bits | field << lo | plain's bits from lo on, moved up by nc
-      const __m256i x = _mm256_or_si256(_mm256_and_si256(pl, lomask),
-                                        _mm256_and_si256(_mm256_sll_epi32(pl, ncv), himask));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(words + w),
-                          _mm256_or_si256(x, _mm256_sll_epi32(f, lov)));
+    for (uint32_t w = b0; w < b0 + nb; w += 8) {
+      for (int k = 0; k < N; ++k) coded32_words8_avx2(r[k], w, field[k] + (w - b0));
     }
   }
   return true;
@@ -416,15 +461,6 @@ while (j < nb) {
   }
   *code_io = code;
 }
-
-// One row of coded32_rows_fast: its bits after the group id, its group's
-// code part of the decode table, its group, where its words go.
-struct Coded32Row {
-  uint64_t pos;
-  const uint32_t* codes;
-  uint32_t g;
-  uint32_t* words;
-};
 
 // AVX-512, N rows (1 or 2, decoded block by block side by side: their code
 // chains are independent) of Coded32Program fast groups (fast_of). Per 16

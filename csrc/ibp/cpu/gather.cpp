@@ -34,9 +34,10 @@ struct PortableDeposit {
 void decode_sparse(const uint32_t* p, uint64_t pos, const uint32_t* table, uint32_t W,
                    uint32_t* words);
 
-// A kernel with kPairs also decodes two kIbp rows at once (ibp_rows2).
+// A kernel with kPairs also decodes two 32-bit kCoded rows at once
+// (coded_rows2), with kIbpPairs two kIbp rows (ibp_rows2).
 struct PortableKernel {  // the shared bits.h deposit, what the CUDA kernel runs
-  static constexpr bool kPairs = false;
+  static constexpr bool kPairs = false, kIbpPairs = false;
   static void ibp_row(const uint32_t* p, uint64_t head, const DenseProgram& prog,
                       const uint32_t* table, uint32_t g, uint32_t W, uint64_t /*payload_bytes*/,
                       uint32_t* out) {
@@ -60,7 +61,7 @@ struct PortableKernel {  // the shared bits.h deposit, what the CUDA kernel runs
 // without them.
 // Sparse and coded rows of the BMI2 and AVX2 kernels: the scalar x86 loops.
 struct ScalarRows {
-  static constexpr bool kPairs = false;
+  static constexpr bool kPairs = false, kIbpPairs = false;
   static void sparse_row(const uint32_t* p, uint64_t pos, const uint32_t* table, uint32_t W,
                          uint32_t* words) {
     sparse_row_scalar(p, pos, table, W, words);
@@ -80,6 +81,7 @@ struct Bmi2Kernel : ScalarRows {
   }
 };
 struct Avx2Kernel : ScalarRows {
+  static constexpr bool kPairs = true, kIbpPairs = false;
   static void ibp_row(const uint32_t* p, uint64_t head, const DenseProgram& prog,
                       const uint32_t* table, uint32_t g, uint32_t W, uint64_t /*payload_bytes*/,
                       uint32_t* out) {
@@ -91,15 +93,22 @@ struct Avx2Kernel : ScalarRows {
                         const Coded16Program& /*c16*/, const Coded32Program& c32, uint32_t g,
                         bool /*stream*/) {
     if (code_rows == 8 && c32.fast_of(g) &&
-        coded32_row_fast_avx2(reinterpret_cast<const uint8_t*>(p), W, payload_bytes, c32, codes,
-                              pos, g, words)) {
+        coded32_rows_fast_avx2<1>(reinterpret_cast<const uint8_t*>(p), W, payload_bytes, c32,
+                                  {{pos, codes, g, words}})) {
       return;
     }
     coded_row_scalar(p, pos, codes, W, code_rows, words);
   }
+  // Two 32-bit kCoded rows of fast groups decoded together, as Avx512Kernel's.
+  static bool coded_rows2(const uint32_t* p, uint32_t W, uint64_t payload_bytes,
+                          const Coded32Program& c32, const Coded32Row& a, const Coded32Row& b) {
+    return c32.fast_of(a.g) && c32.fast_of(b.g) &&
+           coded32_rows_fast_avx2<2>(reinterpret_cast<const uint8_t*>(p), W, payload_bytes, c32,
+                                     {a, b});
+  }
 };
 struct Avx512Kernel {
-  static constexpr bool kPairs = true;
+  static constexpr bool kPairs = true, kIbpPairs = true;
   IBP_TARGET_AVX512 static void ibp_rows2(const uint32_t* p, uint32_t W, uint64_t payload_bytes,
                                            const Avx512Pair& a, const Avx512Pair& b) {
     ibp_rows2_avx512(p, W, payload_bytes, a, b);
@@ -373,7 +382,7 @@ __attribute__((always_inline)) inline void slice_rows(const SlicePlan<Id>& plan,
     const RowHead h2 = row_head(c, static_cast<uint64_t>(ids[i + 1]));
     uint32_t* row2 = row + row_bytes / 4;
     constexpr uint32_t kIbp = static_cast<uint32_t>(RowMode::kIbp);
-    if constexpr (Kernel::kPairs) {
+    if constexpr (Kernel::kIbpPairs) {
       if (h.mode == kIbp && h2.mode == kIbp) {
         const uint32_t W = c.geo.row_words, hb = kModeBits + c.geo.group_bits;
         const auto table = [&](uint32_t g) {
@@ -385,6 +394,8 @@ __attribute__((always_inline)) inline void slice_rows(const SlicePlan<Id>& plan,
         ++i;
         continue;
       }
+    }
+    if constexpr (Kernel::kPairs) {
       constexpr uint32_t kCoded = static_cast<uint32_t>(RowMode::kCoded);
       if (h.mode == kCoded && h2.mode == kCoded && c.geo.code_rows == 8) {
         const uint32_t W = c.geo.row_words, hb = kModeBits + c.geo.group_bits;
