@@ -47,6 +47,7 @@
 // reads the group's code part.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -68,9 +69,30 @@ namespace ibp {
 // rank r puts the symbol's bit b at bit lo + b of the unit. Lane u % 32 of
 // the 32 lanes plane_of(g, u / 32, b) (64-byte aligned; planes per 32 units:
 // the largest nc of any unit). Empty when the tensor has no 16-bit code rows.
+// Shifts a[0..3] such that x & x >> a0 & x >> (a0 + a1) ... has a bit set
+// where x has a run of L ones (k += a per step, a <= k, from k = 1); a0 =
+// kNoRun for L = 0 (a unit of no symbols: every code of it an escape). The
+// AVX2 coded kernels' escape test (coded_cpu.h).
+constexpr uint8_t kNoRun = 0xFF;
+inline void run_shifts(uint32_t L, uint8_t* a) {
+  for (uint32_t i = 0, k = 1; i < 4; ++i) {
+    a[i] = static_cast<uint8_t>(std::min(k, L > k ? L - k : 0u));
+    k += a[i];
+  }
+  if (!L) a[0] = kNoRun;
+}
+
 struct Coded16Program {
   uint32_t stride = 0, ustride = 0, planes = 0;
   std::vector<uint8_t> sym, uniform;
+  // For the AVX2 kernel (coded16_row_fast_avx2), like Coded32Program's:
+  // fast[g] = 1 when every unit of group g has unit 0's (lo, nc), its
+  // symbols are below 256 and row_words is a multiple of 8; then bsym_of(g)
+  // [16 u + r] is slot 1 + r of unit u (16 zero units past the last),
+  // run_of(g)[4 b ..] the run shifts of units 16 b .. 16 b + 15
+  // (Coded32Program::runs) and lo_nc[2 g ..] unit 0's lo, nc.
+  std::vector<uint8_t> fast, bsym, runs;
+  std::vector<uint32_t> lo_nc;
   std::vector<uint16_t> plane;
   size_t plane_at = 0;  // first element of group 0's planes (64-byte aligned)
 
@@ -115,8 +137,43 @@ struct Coded16Program {
         }
       }
     }
+    if (W % 8) return;
+    fast.assign(G, 1);
+    bsym.assign(static_cast<size_t>(G) * 16 * (stride + 16), 0);
+    runs.assign(static_cast<size_t>(G) * 4 * (stride / 16), 0);
+    lo_nc.assign(2 * static_cast<size_t>(G), 0);
+    for (uint32_t g = 0; g < G; ++g) {
+      const uint32_t* codes = code_part(c.table, G, W, 16, g);
+      const CodeUnit u0 = code_unit(codes, W, 2, 0);
+      lo_nc[2 * g] = u0.lo;
+      lo_nc[2 * g + 1] = u0.nc;
+      uint8_t* bs = bsym.data() + static_cast<size_t>(g) * 16 * (stride + 16);
+      for (uint32_t u = 0; u < 2 * W; ++u) {
+        const CodeUnit cu = code_unit(codes, W, 2, u);
+        if (cu.lo != u0.lo || cu.nc != u0.nc) fast[g] = 0;
+        for (uint32_t r = 0; r < cu.s; ++r) {
+          const uint32_t v = code_slot(codes, W, 2, u, 1 + r);
+          if (v > 0xFF) fast[g] = 0;
+          bs[16 * static_cast<size_t>(u) + r] = static_cast<uint8_t>(v);
+        }
+      }
+      for (uint32_t b = 0; b < 2 * W / 16; ++b) {
+        uint32_t L = 16;
+        for (uint32_t u = 16 * b; u < 16 * b + 16; ++u) {
+          L = std::min<uint32_t>(L, sym[static_cast<size_t>(g) * stride + u]);
+        }
+        run_shifts(L, runs.data() + (static_cast<size_t>(g) * (stride / 16) + b) * 4);
+      }
+    }
   }
   bool ready() const { return !sym.empty(); }
+  bool fast_of(uint32_t g) const { return !fast.empty() && fast[g]; }
+  const uint8_t* bsym_of(uint32_t g) const {
+    return bsym.data() + static_cast<size_t>(g) * 16 * (stride + 16);
+  }
+  const uint8_t* run_of(uint32_t g) const {
+    return runs.data() + static_cast<size_t>(g) * 4 * (stride / 16);
+  }
   const uint8_t* sym_of(uint32_t g) const {
     return sym.data() + static_cast<size_t>(g) * stride;
   }

@@ -35,14 +35,11 @@ namespace ibp {
 //   bits start at (32 - nc) w) and nc >= 7 (a plain field and its bit
 //   shift fit one 32-bit lane); s8_of(g)[w] is unit w's symbol count.
 struct Coded32Program {
-  static constexpr uint8_t kNoRun = 0xFF;
   uint32_t blocks = 0, words = 0;
   size_t stride = 0;  // sym bytes per group
   std::vector<uint8_t> sym, has_sym, uniform, fast, s8;
-  // run_of(g)[4 b .. 4 b + 3]: shifts that leave a bit of x & x >> a0 & ...
-  // set where x has a run of L ones, L the least symbol count of units
-  // 16 b .. 16 b + 15 (coded32_row_fast_avx2's escape test); a0 = kNoRun
-  // when L = 0 (a unit of no symbols: every code of it an escape).
+  // run_of(g)[4 b .. 4 b + 3]: run_shifts of L, the least symbol count of
+  // units 16 b .. 16 b + 15 (the AVX2 kernel's escape test).
   std::vector<uint8_t> runs;
   std::vector<uint32_t> lo_nc;  // per group: unit 0's lo, nc
 
@@ -83,13 +80,7 @@ struct Coded32Program {
         for (uint32_t w = 16 * b; w < W && w < 16 * b + 16; ++w) {
           L = std::min<uint32_t>(L, s8[static_cast<size_t>(g) * W + w]);
         }
-        // x & x >> a & ...: runs of at least k ones, k += a per step, a <= k
-        uint8_t* a = runs.data() + (static_cast<size_t>(g) * blocks + b) * 4;
-        for (uint32_t i = 0, k = 1; i < 4; ++i) {
-          a[i] = static_cast<uint8_t>(std::min(k, L > k ? L - k : 0u));
-          k += a[i];
-        }
-        if (!L) a[0] = kNoRun;
+        run_shifts(L, runs.data() + (static_cast<size_t>(g) * blocks + b) * 4);
       }
       bool all_uniform = W % 16 == 0 && has_sym[g] && u0.nc >= 7;
       for (uint32_t b = 0; b < blocks; ++b) all_uniform &= uniform[g * blocks + b] != 0;
@@ -194,6 +185,29 @@ struct Coded32Row {
   uint32_t* words;
 };
 
+// The same for units [u0, u0 + n) of a 16-bit kCoded row (bsym:
+// Coded16Program::bsym_of; unit u = 2 w + h, its code rows 8 h .. 8 h + 7).
+inline void coded16_units_serial(const uint8_t* bytes, uint64_t* code_io, const uint32_t* codes,
+                                 uint32_t W, const uint8_t* bsym, uint32_t u0, uint32_t n,
+                                 uint32_t* field) {
+  uint64_t code = *code_io;
+  for (uint32_t i = 0; i < n; ++i) {
+    const uint32_t u = u0 + i;
+    const uint32_t d = codes[8 * (u & 1) * W + (u >> 1)];
+    const uint32_t s = d & 15u, nc = (d >> 9) & 31u;
+    const uint32_t t = static_cast<uint32_t>(load_u64(bytes + (code >> 3)) >> (code & 7));
+    const uint32_t r = ctz32(~t | (1u << s));
+    if (r < s) {
+      field[i] = bsym[16 * static_cast<size_t>(u) + r];
+      code += r + 1;
+    } else {
+      field[i] = field_at(bytes, code + s, nc);
+      code += s + nc;
+    }
+  }
+  *code_io = code;
+}
+
 // AVX2 (with BMI1/BMI2): N rows (1 or 2, block by block side by side: their
 // code chains are independent) of Coded32Program fast groups (fast_of), the
 // words coded_row_units writes. Per 16 words of a row:
@@ -223,17 +237,22 @@ struct Avx2CodedRow {
   const uint8_t* run;     // the group's Coded32Program::runs
   const uint32_t* codes;  // the group's code part (coded32_units_serial)
   uint32_t* words;
-  uint32_t P, hb;         // plain bits a word; the fifth field's byte of 8
+  uint32_t P, hb;         // plain bits a unit; the fifth field's byte of 8
+  uint32_t W;
   __m256i ctrl, shv, lomask, himask;
   __m128i ncv, lov;
 };
 
-IBP_TARGET_AVX2 inline bool coded32_row_setup_avx2(uint64_t payload_bytes, const uint8_t* bytes,
-                                                   uint32_t W, const Coded32Program& c32,
-                                                   const Coded32Row& row, Avx2CodedRow* r) {
-  const uint32_t g = row.g, lo = c32.lo_nc[2 * g], nc = c32.lo_nc[2 * g + 1], P = 32 - nc;
+// A row's state for UPW units a word (1: Coded32Program, 2: Coded16Program
+// fast groups: lo, nc, symbols, runs of the group's units).
+IBP_TARGET_AVX2 inline bool coded_row_setup_avx2(uint64_t payload_bytes, const uint8_t* bytes,
+                                                 uint32_t W, uint32_t upw, uint32_t lo,
+                                                 uint32_t nc, const uint8_t* sym,
+                                                 const uint8_t* run, const Coded32Row& row,
+                                                 Avx2CodedRow* r) {
+  const uint32_t P = 32 / upw - nc, units = upw * W;
   const uint64_t pos = row.pos;
-  if ((pos >> 3) + static_cast<uint64_t>(P) * (W / 8 - 1) + 32 > payload_bytes) return false;
+  if ((pos >> 3) + static_cast<uint64_t>(P) * (units / 8 - 1) + 32 > payload_bytes) return false;
   const uint32_t ph = static_cast<uint32_t>(pos & 7), hb = (ph + 4 * P) >> 3;
   alignas(32) uint8_t ctrl[32];
   alignas(32) uint32_t shift[8];
@@ -242,25 +261,27 @@ IBP_TARGET_AVX2 inline bool coded32_row_setup_avx2(uint64_t payload_bytes, const
     for (uint32_t k = 0; k < 4; ++k) ctrl[4 * i + k] = static_cast<uint8_t>(b + k);
     shift[i] = (ph + P * i) & 7;
   }
-  r->code = pos + static_cast<uint64_t>(P) * W;
+  r->code = pos + static_cast<uint64_t>(P) * units;
   r->pb = bytes + (pos >> 3);
-  r->sym = c32.sym_of(g);
-  r->run = c32.run_of(g);
+  r->sym = sym;
+  r->run = run;
   r->codes = row.codes;
   r->words = row.words;
   r->P = P;
   r->hb = hb;
+  r->W = W;
   r->ctrl = _mm256_load_si256(reinterpret_cast<const __m256i*>(ctrl));
   r->shv = _mm256_load_si256(reinterpret_cast<const __m256i*>(shift));
   r->lomask = _mm256_set1_epi32(static_cast<int>(low_mask(lo)));
-  r->himask = _mm256_set1_epi32(static_cast<int>(~low_mask(lo + nc)));
+  r->himask = _mm256_set1_epi32(static_cast<int>(low_mask(32 / upw) & ~low_mask(lo + nc)));
   r->ncv = _mm_cvtsi32_si128(static_cast<int>(nc));
   r->lov = _mm_cvtsi32_si128(static_cast<int>(lo));
   return true;
 }
 
 // The fields of units w0 .. w0 + 15 of row r into fw; r.code moves past them.
-IBP_TARGET_AVX2 __attribute__((always_inline)) inline void coded32_block_avx2(
+template <uint32_t UPW>
+IBP_TARGET_AVX2 __attribute__((always_inline)) inline void coded_block_avx2(
     const uint8_t* bytes, Avx2CodedRow& r, uint32_t w0, uint32_t* fw) {
   uint64_t z = ~load_u64(bytes + (r.code >> 3)) >> (r.code & 7);  // bit set: a code bit 0
   const uint64_t end16 = _pdep_u64(uint64_t{1} << 15, z);         // 0: fewer than 16 zeros
@@ -282,19 +303,23 @@ IBP_TARGET_AVX2 __attribute__((always_inline)) inline void coded32_block_avx2(
       fw[i] = sb[16 * i + p - prev];  // rank + 1 = p - prev
       prev = p;
     }
-    if (__builtin_expect(x == 0 && a[0] != Coded32Program::kNoRun, 1)) {
+    if (__builtin_expect(x == 0 && a[0] != kNoRun, 1)) {
       r.code += end;
       return;
     }
   }
-  coded32_units_serial(bytes, &r.code, r.codes, r.sym, w0, 16, fw);
+  if constexpr (UPW == 1) {
+    coded32_units_serial(bytes, &r.code, r.codes, r.sym, w0, 16, fw);
+  } else {
+    coded16_units_serial(bytes, &r.code, r.codes, r.W, r.sym, w0, 16, fw);
+  }
 }
 
-// Words w .. w + 7 of row r from their fields f: plain's low lo bits |
-// field << lo | plain's bits from lo on, moved up by nc.
-IBP_TARGET_AVX2 __attribute__((always_inline)) inline void coded32_words8_avx2(
-    const Avx2CodedRow& r, uint32_t w, const uint32_t* f) {
-  const uint8_t* q = r.pb + static_cast<size_t>(r.P) * (w / 8);
+// Units u .. u + 7 of row r, one a 32-bit lane, from their fields f:
+// plain's low lo bits | field << lo | plain's bits from lo on, moved up by nc.
+IBP_TARGET_AVX2 __attribute__((always_inline)) inline __m256i coded_units8_avx2(
+    const Avx2CodedRow& r, uint32_t u, const uint32_t* f) {
+  const uint8_t* q = r.pb + static_cast<size_t>(r.P) * (u / 8);
   const __m256i src = _mm256_inserti128_si256(
       _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q))),
       _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + r.hb)), 1);
@@ -302,8 +327,7 @@ IBP_TARGET_AVX2 __attribute__((always_inline)) inline void coded32_words8_avx2(
   const __m256i x = _mm256_or_si256(_mm256_and_si256(pl, r.lomask),
                                     _mm256_and_si256(_mm256_sll_epi32(pl, r.ncv), r.himask));
   const __m256i fv = _mm256_load_si256(reinterpret_cast<const __m256i*>(f));
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(r.words + w),
-                      _mm256_or_si256(x, _mm256_sll_epi32(fv, r.lov)));
+  return _mm256_or_si256(x, _mm256_sll_epi32(fv, r.lov));
 }
 
 template <int N>
@@ -313,7 +337,11 @@ IBP_TARGET_AVX2 inline bool coded32_rows_fast_avx2(const uint8_t* bytes, uint32_
                                                    const Coded32Row (&row)[N]) {
   Avx2CodedRow r[N];
   for (int k = 0; k < N; ++k) {
-    if (!coded32_row_setup_avx2(payload_bytes, bytes, W, c32, row[k], &r[k])) return false;
+    const uint32_t g = row[k].g;
+    if (!coded_row_setup_avx2(payload_bytes, bytes, W, 1, c32.lo_nc[2 * g], c32.lo_nc[2 * g + 1],
+                              c32.sym_of(g), c32.run_of(g), row[k], &r[k])) {
+      return false;
+    }
   }
   // The fields of up to 256 words of each row, then their words.
   constexpr uint32_t kPiece = 256;
@@ -321,10 +349,49 @@ IBP_TARGET_AVX2 inline bool coded32_rows_fast_avx2(const uint8_t* bytes, uint32_
   for (uint32_t b0 = 0; b0 < W; b0 += kPiece) {
     const uint32_t nb = W - b0 < kPiece ? W - b0 : kPiece;
     for (uint32_t w0 = b0; w0 < b0 + nb; w0 += 16) {
-      for (int k = 0; k < N; ++k) coded32_block_avx2(bytes, r[k], w0, field[k] + (w0 - b0));
+      for (int k = 0; k < N; ++k) coded_block_avx2<1>(bytes, r[k], w0, field[k] + (w0 - b0));
     }
     for (uint32_t w = b0; w < b0 + nb; w += 8) {
-      for (int k = 0; k < N; ++k) coded32_words8_avx2(r[k], w, field[k] + (w - b0));
+      for (int k = 0; k < N; ++k) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(r[k].words + w),
+                            coded_units8_avx2(r[k], w, field[k] + (w - b0)));
+      }
+    }
+  }
+  return true;
+}
+
+// AVX2: one 16-bit kCoded row of a Coded16Program fast group, as
+// coded32_rows_fast_avx2 (units u = 2 w + h in the place of words; the
+// plain fields 16 - nc bits apart), its words two units each. False
+// (nothing written) when its last plain load would pass the payload's end.
+IBP_TARGET_AVX2 inline bool coded16_row_fast_avx2(const uint8_t* bytes, uint32_t W,
+                                                  uint64_t payload_bytes,
+                                                  const Coded16Program& c16,
+                                                  const Coded32Row& row) {
+  const uint32_t g = row.g;
+  Avx2CodedRow r;
+  if (!coded_row_setup_avx2(payload_bytes, bytes, W, 2, c16.lo_nc[2 * g], c16.lo_nc[2 * g + 1],
+                            c16.bsym_of(g), c16.run_of(g), row, &r)) {
+    return false;
+  }
+  constexpr uint32_t kPiece = 256;  // units
+  alignas(32) uint32_t field[kPiece];
+  const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+  for (uint32_t b0 = 0; b0 < 2 * W; b0 += kPiece) {
+    const uint32_t nb = 2 * W - b0 < kPiece ? 2 * W - b0 : kPiece;
+    for (uint32_t u0 = b0; u0 < b0 + nb; u0 += 16) {
+      coded_block_avx2<2>(bytes, r, u0, field + (u0 - b0));
+    }
+    for (uint32_t u = b0; u < b0 + nb; u += 16) {
+      // units 2w, 2w + 1 (16 bits each) -> word w: the low dword of each
+      // 64-bit lane of x | x >> 16
+      __m256i a = coded_units8_avx2(r, u, field + (u - b0));
+      __m256i b = coded_units8_avx2(r, u + 8, field + (u + 8 - b0));
+      a = _mm256_permutevar8x32_epi32(_mm256_or_si256(a, _mm256_srli_epi64(a, 16)), even);
+      b = _mm256_permutevar8x32_epi32(_mm256_or_si256(b, _mm256_srli_epi64(b, 16)), even);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(r.words + u / 2),
+                          _mm256_permute2x128_si256(a, b, 0x20));
     }
   }
   return true;

@@ -87,11 +87,16 @@ struct Avx2Kernel : ScalarRows {
                       uint32_t* out) {
     ibp_row_avx2(p, head, prog.row(table, g, W), out);
   }
-  // 32-bit kCoded rows of fast groups: coded32_row_fast_avx2.
+  // kCoded rows of fast groups: coded32_rows_fast_avx2, coded16_row_fast_avx2.
   static void coded_row(const uint32_t* p, uint64_t pos, const uint32_t* codes, uint32_t W,
                         uint32_t code_rows, uint64_t payload_bytes, uint32_t* words,
-                        const Coded16Program& /*c16*/, const Coded32Program& c32, uint32_t g,
+                        const Coded16Program& c16, const Coded32Program& c32, uint32_t g,
                         bool /*stream*/) {
+    if (code_rows == 16 && c16.fast_of(g) &&
+        coded16_row_fast_avx2(reinterpret_cast<const uint8_t*>(p), W, payload_bytes, c16,
+                              {pos, codes, g, words})) {
+      return;
+    }
     if (code_rows == 8 && c32.fast_of(g) &&
         coded32_rows_fast_avx2<1>(reinterpret_cast<const uint8_t*>(p), W, payload_bytes, c32,
                                   {{pos, codes, g, words}})) {
