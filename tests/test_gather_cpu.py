@@ -176,7 +176,8 @@ print("ok", _C.cpu_kernels())
 
 
 @pytest.mark.parametrize("cols,dtype,bow", [(3, "float32", ""), (64, "float32", ""),
-                                            (33, "float16", ""), (17, "float32", "bow"),
+                                            (33, "float16", ""), (16, "float16", ""),
+                                            (64, "float16", ""), (17, "float32", "bow"),
                                             (767, "float32", "bow"), (17, "float32", "esc"),
                                             (16, "float32", "esc"), (128, "float32", "esc"),
                                             (300, "float32", "esc"), (16, "float32", "short"),
