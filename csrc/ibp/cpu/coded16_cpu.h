@@ -147,6 +147,11 @@ struct Coded16Program {
       const CodeUnit u0 = code_unit(codes, W, 2, 0);
       lo_nc[2 * g] = u0.lo;
       lo_nc[2 * g + 1] = u0.nc;
+      // the plain fields one after another from the section's start, as the
+      // offset row says (build_decode_table derives it from nc; the kernel
+      // does not read it, so a decode table from elsewhere must agree)
+      const uint32_t* offset = codes + 16 * W;
+      for (uint32_t w = 0; w < W; ++w) fast[g] &= offset[w] == 2 * (16 - u0.nc) * w;
       uint8_t* bs = bsym.data() + static_cast<size_t>(g) * 16 * (stride + 16);
       for (uint32_t u = 0; u < 2 * W; ++u) {
         const CodeUnit cu = code_unit(codes, W, 2, u);

@@ -82,7 +82,7 @@ struct Coded32Program {
         }
         run_shifts(L, runs.data() + (static_cast<size_t>(g) * blocks + b) * 4);
       }
-      bool all_uniform = W % 16 == 0 && has_sym[g] && u0.nc >= 7;
+      bool all_uniform = W % 16 == 0 && has_sym[g] && u0.nc >= 7 && offset[0] == 0;
       for (uint32_t b = 0; b < blocks; ++b) all_uniform &= uniform[g * blocks + b] != 0;
       fast[g] = all_uniform;
     }
