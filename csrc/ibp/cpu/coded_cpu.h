@@ -154,19 +154,24 @@ inline void coded_row_scalar(const uint32_t* p, uint64_t pos, const uint32_t* co
 }
 
 #if defined(IBP_X86_SIMD)
-// Units [w0, w0 + n) of a 32-bit kCoded row of a group with byte symbols
-// (sym: Coded32Program::sym_of), one at a time from the code at *code (moved
-// past them), their fields into field[0, n): coded_row_units' step.
-inline void coded32_units_serial(const uint8_t* bytes, uint64_t* code_io, const uint32_t* codes,
-                                 const uint8_t* sym, uint32_t w0, uint32_t n, uint32_t* field) {
+// Units [u0, u0 + n) of a kCoded row of UPW units a word (unit u = UPW w + h,
+// its code rows 8 h .. 8 h + 7) of a group with byte symbols (sym:
+// Coded32Program::sym_of, Coded16Program::bsym_of), one at a time from the
+// code at *code (moved past them), their fields into field[0, n):
+// coded_row_units' step.
+template <uint32_t UPW>
+inline void coded_units_serial(const uint8_t* bytes, uint64_t* code_io, const uint32_t* codes,
+                               uint32_t W, const uint8_t* sym, uint32_t u0, uint32_t n,
+                               uint32_t* field) {
   uint64_t code = *code_io;
   for (uint32_t i = 0; i < n; ++i) {
-    const uint32_t d = codes[w0 + i];
+    const uint32_t u = u0 + i;
+    const uint32_t d = codes[8 * (u % UPW) * W + u / UPW];
     const uint32_t s = d & 15u, nc = (d >> 9) & 31u;
     const uint32_t t = static_cast<uint32_t>(load_u64(bytes + (code >> 3)) >> (code & 7));
     const uint32_t r = ctz32(~t | (1u << s));
     if (r < s) {
-      field[i] = sym[16 * static_cast<size_t>(w0 + i) + r];
+      field[i] = sym[16 * static_cast<size_t>(u) + r];
       code += r + 1;
     } else {
       field[i] = field_at(bytes, code + s, nc);
@@ -176,37 +181,15 @@ inline void coded32_units_serial(const uint8_t* bytes, uint64_t* code_io, const 
   *code_io = code;
 }
 
-// One row of coded32_rows_fast and coded32_rows_fast_avx2: its bits after the group id, its group's
-// code part of the decode table, its group, where its words go.
+// One row of coded32_rows_fast and the AVX2 coded kernels: its bits after the
+// group id, its group's code part of the decode table, its group, where its
+// words go.
 struct Coded32Row {
   uint64_t pos;
   const uint32_t* codes;
   uint32_t g;
   uint32_t* words;
 };
-
-// The same for units [u0, u0 + n) of a 16-bit kCoded row (bsym:
-// Coded16Program::bsym_of; unit u = 2 w + h, its code rows 8 h .. 8 h + 7).
-inline void coded16_units_serial(const uint8_t* bytes, uint64_t* code_io, const uint32_t* codes,
-                                 uint32_t W, const uint8_t* bsym, uint32_t u0, uint32_t n,
-                                 uint32_t* field) {
-  uint64_t code = *code_io;
-  for (uint32_t i = 0; i < n; ++i) {
-    const uint32_t u = u0 + i;
-    const uint32_t d = codes[8 * (u & 1) * W + (u >> 1)];
-    const uint32_t s = d & 15u, nc = (d >> 9) & 31u;
-    const uint32_t t = static_cast<uint32_t>(load_u64(bytes + (code >> 3)) >> (code & 7));
-    const uint32_t r = ctz32(~t | (1u << s));
-    if (r < s) {
-      field[i] = bsym[16 * static_cast<size_t>(u) + r];
-      code += r + 1;
-    } else {
-      field[i] = field_at(bytes, code + s, nc);
-      code += s + nc;
-    }
-  }
-  *code_io = code;
-}
 
 // AVX2 (with BMI1/BMI2): N rows (1 or 2, block by block side by side: their
 // code chains are independent) of Coded32Program fast groups (fast_of), the
@@ -218,7 +201,7 @@ inline void coded16_units_serial(const uint8_t* bytes, uint64_t* code_io, const 
 //   past 16 reads a later unit's bytes, inside the program's 16 padding
 //   units). Escapes: a unit's run of ones as long as the least symbol count
 //   of the block's units, L (Coded32Program::runs), sends the block to
-//   coded32_units_serial (a unit of more symbols with such a rank goes there
+//   coded_units_serial (a unit of more symbols with such a rank goes there
 //   too: correct, and rare), as does a window of fewer than 16 zeros. The
 //   next window starts past the 16th zero, found by a deposit from the
 //   window alone, so that chain waits for no unit.
@@ -235,7 +218,7 @@ struct Avx2CodedRow {
   const uint8_t* pb;      // the row's plain bits, from bit pos & 7 of this byte
   const uint8_t* sym;     // the group's byte symbols
   const uint8_t* run;     // the group's Coded32Program::runs
-  const uint32_t* codes;  // the group's code part (coded32_units_serial)
+  const uint32_t* codes;  // the group's code part (coded_units_serial)
   uint32_t* words;
   uint32_t P, hb;         // plain bits a unit; the fifth field's byte of 8
   uint32_t W;
@@ -308,11 +291,7 @@ IBP_TARGET_AVX2 __attribute__((always_inline)) inline void coded_block_avx2(
       return;
     }
   }
-  if constexpr (UPW == 1) {
-    coded32_units_serial(bytes, &r.code, r.codes, r.sym, w0, 16, fw);
-  } else {
-    coded16_units_serial(bytes, &r.code, r.codes, r.W, r.sym, w0, 16, fw);
-  }
+  coded_units_serial<UPW>(bytes, &r.code, r.codes, r.W, r.sym, w0, 16, fw);
 }
 
 // Units u .. u + 7 of row r, one a 32-bit lane, from their fields f:
