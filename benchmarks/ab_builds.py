@@ -42,6 +42,8 @@ import numpy as np
 # as ibp_gnn._C before anything imports the installed one.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+# CpuGather.gather's kernel argument, by name (csrc/ibp/gather.h, CpuKernel)
+KERNELS = ("auto", "portable", "bmi2", "avx2", "avx512")
 BATCHES = ((1024, 8), (100_000, 2))  # (ids per call, batches cycled), as codec.py
 ARRAYS = ("header", "table", "bases", "rel", "payload", "x")
 
@@ -56,7 +58,17 @@ def load_build(path: str):
     return mod
 
 
-def worker(path: str) -> None:
+def aligned_empty(shape, dtype, align: int = 64) -> np.ndarray:
+    """An uninitialised array whose data starts at a multiple of `align` bytes,
+    like the outputs of torch's CPU allocator (64), which the gather's
+    non-temporal stores need; numpy's own are 16-byte aligned."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    buf = np.empty(nbytes + align, np.uint8)
+    at = (-buf.ctypes.data) % align
+    return buf[at:at + nbytes].view(dtype).reshape(shape)
+
+
+def worker(path: str, kernel: int = 0) -> None:
     """Serves one build: reads a command per line on stdin, answers a JSON line.
 
     load DIR N CYCLE: the case saved in DIR (ARRAYS, ids0..), checked against x[idx];
@@ -75,10 +87,10 @@ def worker(path: str) -> None:
                                  np.array(arr["rel"]), arr["payload"]).gather
             ids = [np.load(d / f"ids{i}.npy") for i in range(cycle)]
             x = arr["x"]
-            out = np.empty((n,) + x.shape[1:], dtype=x.dtype)
+            out = aligned_empty((n,) + x.shape[1:], x.dtype)
             ok = True
             for i in ids:
-                if call(i.ctypes.data, n, True, out.ctypes.data, 1, True) != 0:
+                if call(i.ctypes.data, n, True, out.ctypes.data, 1, True, kernel) != 0:
                     ok = False
                 ok = ok and np.array_equal(out.view(np.uint8), x[i].view(np.uint8))
             print(json.dumps({"exact": ok}), flush=True)
@@ -89,15 +101,15 @@ def worker(path: str) -> None:
             t0 = time.thread_time()
             for _ in range(reps):
                 for i in ptrs:
-                    call(i, n, True, ptr, 1, True)
+                    call(i, n, True, ptr, 1, True, kernel)
             print(json.dumps({"s": (time.thread_time() - t0) / (reps * len(ids))}), flush=True)
         else:
             return
 
 
 class Worker:
-    def __init__(self, path: str):
-        self.p = subprocess.Popen([sys.executable, __file__, "--worker", path],
+    def __init__(self, path: str, kernel: int = 0):
+        self.p = subprocess.Popen([sys.executable, __file__, "--worker", path, str(kernel)],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.file = self.ask(None)["file"]
 
@@ -186,9 +198,9 @@ def compare(name: str, x, workers: dict, rounds: int, batches, tmp: Path,
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--worker"]:
-        if len(argv) != 2:
-            raise SystemExit(f"ab_builds: --worker takes one build path, got {argv[1:]!r}")
-        return worker(argv[1])
+        if len(argv) != 3:
+            raise SystemExit(f"ab_builds: --worker takes a build path and a kernel, got {argv[1:]!r}")
+        return worker(argv[1], int(argv[2]))
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("a", help="build A: a _C.cpython-*.so")
     p.add_argument("b", help="build B: a _C.cpython-*.so")
@@ -204,6 +216,9 @@ def main(argv=None) -> None:
     p.add_argument("--timing-only", action="store_true",
                    help="time a build whose rows differ from x[idx] instead of stopping (cut-"
                         "down builds that bound what a part of the decode costs)")
+    p.add_argument("--kernel", default="auto", choices=KERNELS,
+                   help="the CPU kernel both builds run (default auto: the best this CPU has), "
+                        "e.g. avx2 to time that kernel on an AVX-512 host")
     args = p.parse_args(argv)
     if args.rounds < 1:
         p.error(f"--rounds must be >= 1, got {args.rounds}")
@@ -222,11 +237,13 @@ def main(argv=None) -> None:
     batches = [(n, 8 if n <= 4096 else 2) for n in args.batch] if args.batch else BATCHES
     import torch
     torch.set_num_threads(1)
-    workers = {"A": Worker(args.a), "B": Worker(args.b)}
+    kernel = KERNELS.index(args.kernel)
+    workers = {"A": Worker(args.a, kernel), "B": Worker(args.b, kernel)}
     try:
         print(f"A = {workers['A'].file}\nB = {workers['B'].file}\none thread, thread CPU "
               f"clock, {args.rounds} rounds, one worker process per build; "
-              f"{codec.cpu_model()}; load avg {codec.loadavg()}", flush=True)
+              f"kernel {args.kernel}; {codec.cpu_model()}; load avg {codec.loadavg()}",
+              flush=True)
         with tempfile.TemporaryDirectory(prefix="ab_builds_") as tmp:
             for name in names:
                 compare(name, features(name, args.quick), workers, args.rounds,

@@ -307,6 +307,30 @@ def test_coded_rows_every_kernel_and_width(dtype, cols):
             assert np.array_equal(got, want), (kernel, dt)
 
 
+@pytest.mark.parametrize("dtype,cols", [(torch.float32, 128), (torch.float32, 48),
+                                        (torch.float16, 64)], ids=str)
+def test_coded_rows_large_output_every_kernel_and_alignment(dtype, cols):
+    """A gather of more than 16 MB (gather.cpp's kStreamMinBytes: the AVX-512
+    and AVX2 kernels write fast coded rows by non-temporal stores where the
+    output is 64- / 32-byte aligned) into outputs at offsets 0, 32 and 4
+    bytes from a 64-byte boundary, on one and two threads."""
+    from test_format_v3 import embeddings
+    x = embeddings(dtype, 1000, cols, seed=cols)
+    ct = ibp_gnn.compress(x, progress=False)
+    assert ct.stats()["rows_per_mode"].get("coded", 0) > 500
+    row = cols * x.element_size()
+    ids = np.random.default_rng(cols).integers(0, 1000, (16 << 20) // row + 100)
+    want = x.contiguous().view(torch.uint8).numpy()[ids]
+    buf = torch.empty(len(ids) * row + 128, dtype=torch.uint8)
+    base = (-buf.data_ptr()) % 64
+    for kernel, threads, offset in itertools.product(KERNELS, (1, 2), (0, 32, 4)):
+        out = buf[base + offset:base + offset + len(ids) * row]
+        out.fill_(0)
+        _C.gather(ct._header, ct._decode_table, ct._bases, ct._rel, ct._payload, ids,
+                  out.numpy(), threads, kernel)
+        assert np.array_equal(out.numpy().reshape(len(ids), row), want), (kernel, threads, offset)
+
+
 def _escape_mix(dtype, rows, cols, seed):
     """Gaussian embedding rows whose units get, at a per-row share, an exponent
     the gaussian never has (escapes at every bit of a 64-bit window, runs of

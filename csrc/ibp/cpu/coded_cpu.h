@@ -189,6 +189,9 @@ struct Coded32Row {
   const uint32_t* codes;
   uint32_t g;
   uint32_t* words;
+  // Non-temporal stores of the words (the caller fences); taken by
+  // coded32_rows_fast where words is 64-byte aligned.
+  bool stream = false;
 };
 
 // AVX2 (with BMI1/BMI2): N rows (1 or 2, block by block side by side: their
@@ -309,11 +312,27 @@ IBP_TARGET_AVX2 __attribute__((always_inline)) inline __m256i coded_units8_avx2(
   return _mm256_or_si256(x, _mm256_sll_epi32(fv, r.lov));
 }
 
-template <int N>
-IBP_TARGET_AVX2 inline bool coded32_rows_fast_avx2(const uint8_t* bytes, uint32_t W,
-                                                   uint64_t payload_bytes,
-                                                   const Coded32Program& c32,
-                                                   const Coded32Row (&row)[N]) {
+// A 32-byte store of the AVX2 coded rows' words, non-temporal with kStream
+// (p then 32-byte aligned).
+template <bool kStream>
+IBP_TARGET_AVX2 __attribute__((always_inline)) inline void store_words8(uint32_t* p, __m256i v) {
+  if (kStream) {
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(p), v);
+  } else {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v);
+  }
+}
+
+// Whether a fast row's words (a multiple of 8) may go by store_words8<true>.
+inline bool stream_words(const Coded32Row& row) {
+  return row.stream && reinterpret_cast<uintptr_t>(row.words) % 32 == 0;
+}
+
+template <int N, bool kStream>
+IBP_TARGET_AVX2 inline bool coded32_rows_fast_avx2_as(const uint8_t* bytes, uint32_t W,
+                                                      uint64_t payload_bytes,
+                                                      const Coded32Program& c32,
+                                                      const Coded32Row (&row)[N]) {
   Avx2CodedRow r[N];
   for (int k = 0; k < N; ++k) {
     const uint32_t g = row[k].g;
@@ -332,22 +351,34 @@ IBP_TARGET_AVX2 inline bool coded32_rows_fast_avx2(const uint8_t* bytes, uint32_
     }
     for (uint32_t w = b0; w < b0 + nb; w += 8) {
       for (int k = 0; k < N; ++k) {
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(r[k].words + w),
-                            coded_units8_avx2(r[k], w, field[k] + (w - b0)));
+        store_words8<kStream>(r[k].words + w, coded_units8_avx2(r[k], w, field[k] + (w - b0)));
       }
     }
   }
   return true;
 }
 
+// coded32_rows_fast_avx2_as, streaming where every row may (stream_words).
+template <int N>
+IBP_TARGET_AVX2 inline bool coded32_rows_fast_avx2(const uint8_t* bytes, uint32_t W,
+                                                   uint64_t payload_bytes,
+                                                   const Coded32Program& c32,
+                                                   const Coded32Row (&row)[N]) {
+  bool stream = true;
+  for (int k = 0; k < N; ++k) stream = stream && stream_words(row[k]);
+  return stream ? coded32_rows_fast_avx2_as<N, true>(bytes, W, payload_bytes, c32, row)
+                : coded32_rows_fast_avx2_as<N, false>(bytes, W, payload_bytes, c32, row);
+}
+
 // AVX2: one 16-bit kCoded row of a Coded16Program fast group, as
 // coded32_rows_fast_avx2 (units u = 2 w + h in the place of words; the
 // plain fields 16 - nc bits apart), its words two units each. False
 // (nothing written) when its last plain load would pass the payload's end.
-IBP_TARGET_AVX2 inline bool coded16_row_fast_avx2(const uint8_t* bytes, uint32_t W,
-                                                  uint64_t payload_bytes,
-                                                  const Coded16Program& c16,
-                                                  const Coded32Row& row) {
+template <bool kStream>
+IBP_TARGET_AVX2 inline bool coded16_row_fast_avx2_as(const uint8_t* bytes, uint32_t W,
+                                                     uint64_t payload_bytes,
+                                                     const Coded16Program& c16,
+                                                     const Coded32Row& row) {
   const uint32_t g = row.g;
   Avx2CodedRow r;
   if (!coded_row_setup_avx2(payload_bytes, bytes, W, 2, c16.lo_nc[2 * g], c16.lo_nc[2 * g + 1],
@@ -369,11 +400,18 @@ IBP_TARGET_AVX2 inline bool coded16_row_fast_avx2(const uint8_t* bytes, uint32_t
       __m256i b = coded_units8_avx2(r, u + 8, field + (u + 8 - b0));
       a = _mm256_permutevar8x32_epi32(_mm256_or_si256(a, _mm256_srli_epi64(a, 16)), even);
       b = _mm256_permutevar8x32_epi32(_mm256_or_si256(b, _mm256_srli_epi64(b, 16)), even);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(r.words + u / 2),
-                          _mm256_permute2x128_si256(a, b, 0x20));
+      store_words8<kStream>(r.words + u / 2, _mm256_permute2x128_si256(a, b, 0x20));
     }
   }
   return true;
+}
+
+IBP_TARGET_AVX2 inline bool coded16_row_fast_avx2(const uint8_t* bytes, uint32_t W,
+                                                  uint64_t payload_bytes,
+                                                  const Coded16Program& c16,
+                                                  const Coded32Row& row) {
+  return stream_words(row) ? coded16_row_fast_avx2_as<true>(bytes, W, payload_bytes, c16, row)
+                           : coded16_row_fast_avx2_as<false>(bytes, W, payload_bytes, c16, row);
 }
 
 // The bits of z up to and including its k-th one bit (k >= 1, z has k).
@@ -520,10 +558,13 @@ while (j < nb) {
 // hold, take coded32_fields. False (nothing written) when a
 // row's last plain load would pass the payload's end: the caller then takes
 // the general loop.
-template <int N>
-IBP_TARGET_AVX512 inline bool coded32_rows_fast(const uint8_t* bytes, uint32_t W,
-                                                uint64_t payload_bytes, const Coded32Program& c32,
-                                                const Coded32Row (&row)[N]) {
+// kStream: every row's words by non-temporal stores (coded32_rows_fast
+// decides; a branch per block cost 2-3% at 1024 rows).
+template <int N, bool kStream>
+IBP_TARGET_AVX512 inline bool coded32_rows_fast_as(const uint8_t* bytes, uint32_t W,
+                                                   uint64_t payload_bytes,
+                                                   const Coded32Program& c32,
+                                                   const Coded32Row (&row)[N]) {
   const __m512i sym_ctrl = _mm512_sub_epi32(sym_at_lanes(), _mm512_set1_epi32(1));
   const __m512i iota8 = iota_epi8();
   const __m128i ff = _mm_set1_epi8(-1);
@@ -613,11 +654,29 @@ IBP_TARGET_AVX512 inline bool coded32_rows_fast(const uint8_t* bytes, uint32_t W
       pb[r] += step[r];
       const __m512i x =
           _mm512_ternarylogic_epi32(lomask[r], pl, _mm512_sllv_epi32(pl, ncv[r]), 0xCA);
-      _mm512_storeu_si512(row[r].words + w0, _mm512_ternarylogic_epi32(
-                                                 x, midmask[r], _mm512_sllv_epi32(f, lov[r]), 0xBA));
+      const __m512i word = _mm512_ternarylogic_epi32(x, midmask[r], _mm512_sllv_epi32(f, lov[r]), 0xBA);
+      if (kStream) {
+        _mm512_stream_si512(reinterpret_cast<__m512i*>(row[r].words + w0), word);
+      } else {
+        _mm512_storeu_si512(row[r].words + w0, word);
+      }
     }
   }
   return true;
+}
+
+// coded32_rows_fast_as, streaming where every row asks for it (Coded32Row::
+// stream) and its words are 64-byte aligned.
+template <int N>
+IBP_TARGET_AVX512 inline bool coded32_rows_fast(const uint8_t* bytes, uint32_t W,
+                                                uint64_t payload_bytes, const Coded32Program& c32,
+                                                const Coded32Row (&row)[N]) {
+  bool stream = true;
+  for (int r = 0; r < N; ++r) {
+    stream = stream && row[r].stream && reinterpret_cast<uintptr_t>(row[r].words) % 64 == 0;
+  }
+  return stream ? coded32_rows_fast_as<N, true>(bytes, W, payload_bytes, c32, row)
+                : coded32_rows_fast_as<N, false>(bytes, W, payload_bytes, c32, row);
 }
 
 // AVX-512, 32-bit units: the codes of up to 256 words decoded into a buffer
@@ -650,7 +709,7 @@ IBP_TARGET_AVX512 inline void coded_row_avx512(const uint32_t* p, uint64_t pos,
   if (!W) return;
   const uint8_t* bytes = reinterpret_cast<const uint8_t*>(p);
   if (c32 && c32->fast_of(g) &&
-      coded32_rows_fast<1>(bytes, W, payload_bytes, *c32, {{pos, codes, g, words}})) {
+      coded32_rows_fast<1>(bytes, W, payload_bytes, *c32, {{pos, codes, g, words, stream}})) {
     return;
   }
   const uint32_t* offset = codes + 8 * W;
