@@ -597,68 +597,87 @@ IBP_TARGET_AVX512 inline bool coded32_rows_fast_as(const uint8_t* bytes, uint32_
     lomask[r] = _mm512_set1_epi32(static_cast<int>(low_mask(lo)));
     midmask[r] = _mm512_set1_epi32(static_cast<int>(low_mask(nc) << lo));
   }
-  alignas(64) uint32_t field[16];
-  for (uint32_t w0 = 0; w0 < W; w0 += 16) {
-    for (int r = 0; r < N; ++r) {
-      // the window from code[r] (bits past its valid ones read as ones)
-      const uint64_t z = ~load_u64(bytes + (code[r] >> 3)) >> (code[r] & 7);
-      const uint64_t end16 = _pdep_u64(uint64_t{1} << 15, z);  // 0: < 16 zeros
-      // zp: the positions of the 16 units' last code bits from code[r] (the
-      // window's first 16 zeros), end: the bits of their codes (0: not found)
-      __m128i zp = _mm_setzero_si128();
-      uint64_t end = 0;
-      if (__builtin_expect(end16 != 0, 1)) {
-        zp = _mm512_castsi512_si128(_mm512_maskz_compress_epi8(_cvtu64_mask64(z), iota8));
-        end = static_cast<uint64_t>(__builtin_ctzll(end16)) + 1;
-      } else if (const uint32_t k = static_cast<uint32_t>(__builtin_popcountll(z))) {
-        // Long codes (1.5-2% of fp32 windows): the window's k < 16 zeros end
-        // the first k units, a second window from past the k-th the other
-        // 16 - k (its positions moved up by the bits before it, < 128).
-        const uint64_t adv = past_zero(z, k), c2 = code[r] + adv;
-        const uint64_t z2 = ~load_u64(bytes + (c2 >> 3)) >> (c2 & 7);
-        const uint64_t end2 = _pdep_u64(uint64_t{1} << (15 - k), z2);
-        if (end2) {
-          const __mmask16 first = static_cast<__mmask16>((1u << k) - 1);
-          const __m128i p2 = _mm_add_epi8(
-              _mm512_castsi512_si128(_mm512_maskz_compress_epi8(_cvtu64_mask64(z2), iota8)),
-              _mm_set1_epi8(static_cast<char>(adv)));
-          zp = _mm_mask_mov_epi8(
-              _mm_maskz_expand_epi8(static_cast<__mmask16>(~first), p2), first,
-              _mm512_castsi512_si128(_mm512_maskz_compress_epi8(_cvtu64_mask64(z), iota8)));
-          end = adv + static_cast<uint64_t>(__builtin_ctzll(end2)) + 1;
+  // Two passes over up to kPieceBlocks blocks of 16 words: the first follows
+  // each row's code chain (windows, zero positions, escape tests) and keeps
+  // the units' rank + 1 as bytes (or, for a block the fast test refuses, its
+  // fields from coded32_fields); the second, whose blocks depend on nothing
+  // but those bytes, looks the symbols up and rebuilds and stores the words.
+  // (One pass had every block's stores wait on its window's chain.)
+  constexpr uint32_t kPieceBlocks = 16;
+  alignas(64) uint8_t rank[N][kPieceBlocks][16];
+  alignas(64) uint32_t field[N][kPieceBlocks][16];
+  for (uint32_t p0 = 0; p0 < W; p0 += 16 * kPieceBlocks) {
+    const uint32_t nb = std::min<uint32_t>(kPieceBlocks, (W - p0) / 16);
+    uint32_t slow[N] = {};  // bit b: block b's fields in field[r][b]
+    for (uint32_t b = 0; b < nb; ++b) {
+      const uint32_t w0 = p0 + 16 * b;
+      for (int r = 0; r < N; ++r) {
+        // the window from code[r] (bits past its valid ones read as ones)
+        const uint64_t z = ~load_u64(bytes + (code[r] >> 3)) >> (code[r] & 7);
+        const uint64_t end16 = _pdep_u64(uint64_t{1} << 15, z);  // 0: < 16 zeros
+        // zp: the positions of the 16 units' last code bits from code[r] (the
+        // window's first 16 zeros), end: the bits of their codes (0: not found)
+        __m128i zp = _mm_setzero_si128();
+        uint64_t end = 0;
+        if (__builtin_expect(end16 != 0, 1)) {
+          zp = _mm512_castsi512_si128(_mm512_maskz_compress_epi8(_cvtu64_mask64(z), iota8));
+          end = static_cast<uint64_t>(__builtin_ctzll(end16)) + 1;
+        } else if (const uint32_t k = static_cast<uint32_t>(__builtin_popcountll(z))) {
+          // Long codes (1.5-2% of fp32 windows): the window's k < 16 zeros end
+          // the first k units, a second window from past the k-th the other
+          // 16 - k (its positions moved up by the bits before it, < 128).
+          const uint64_t adv = past_zero(z, k), c2 = code[r] + adv;
+          const uint64_t z2 = ~load_u64(bytes + (c2 >> 3)) >> (c2 & 7);
+          const uint64_t end2 = _pdep_u64(uint64_t{1} << (15 - k), z2);
+          if (end2) {
+            const __mmask16 first = static_cast<__mmask16>((1u << k) - 1);
+            const __m128i p2 = _mm_add_epi8(
+                _mm512_castsi512_si128(_mm512_maskz_compress_epi8(_cvtu64_mask64(z2), iota8)),
+                _mm_set1_epi8(static_cast<char>(adv)));
+            zp = _mm_mask_mov_epi8(
+                _mm_maskz_expand_epi8(static_cast<__mmask16>(~first), p2), first,
+                _mm512_castsi512_si128(_mm512_maskz_compress_epi8(_cvtu64_mask64(z), iota8)));
+            end = adv + static_cast<uint64_t>(__builtin_ctzll(end2)) + 1;
+          }
         }
-      }
-      __m512i f;
-      bool done = false;
-      if (__builtin_expect(end != 0, 1)) {
         // d = rank + 1: the gap from the previous zero (the first from bit -1)
         const __m128i d = _mm_sub_epi8(zp, _mm_alignr_epi8(zp, ff, 15));
-        const __m128i s = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s8[r] + w0));
-        if (__builtin_expect(!_mm_cmpgt_epu8_mask(d, s), 1)) {
-          f = byte_symbols16(sym[r] + 16 * static_cast<size_t>(w0),
-                             _mm512_add_epi32(_mm512_cvtepu8_epi32(d), sym_ctrl));
+        _mm_store_si128(reinterpret_cast<__m128i*>(rank[r][b]), d);
+        const __m128i sv = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s8[r] + w0));
+        if (__builtin_expect(end != 0 && !_mm_cmpgt_epu8_mask(d, sv), 1)) {
           code[r] += end;
-          done = true;
+        } else {
+          uint64_t at = code[r];  // not &code[r]: that would keep it in memory, on the chain
+          coded32_fields(bytes, &at, row[r].codes, W, sym[r], w0, 16, field[r][b]);
+          code[r] = at;
+          slow[r] |= 1u << b;
         }
       }
-      if (!done) {
-        uint64_t at = code[r];  // not &code[r]: that would keep it in memory, on the chain
-        coded32_fields(bytes, &at, row[r].codes, W, sym[r], w0, 16, field);
-        code[r] = at;
-        f = _mm512_load_si512(field);
-      }
-      // word: the plain bits below lo, the field, the plain bits from lo on
-      // moved up by nc (the plain lane's bits past its field shift out)
-      const __m512i pl =
-          _mm512_srlv_epi32(_mm512_permutexvar_epi8(idx[r], _mm512_loadu_si512(pb[r])), shv[r]);
-      pb[r] += step[r];
-      const __m512i x =
-          _mm512_ternarylogic_epi32(lomask[r], pl, _mm512_sllv_epi32(pl, ncv[r]), 0xCA);
-      const __m512i word = _mm512_ternarylogic_epi32(x, midmask[r], _mm512_sllv_epi32(f, lov[r]), 0xBA);
-      if (kStream) {
-        _mm512_stream_si512(reinterpret_cast<__m512i*>(row[r].words + w0), word);
-      } else {
-        _mm512_storeu_si512(row[r].words + w0, word);
+    }
+    for (uint32_t b = 0; b < nb; ++b) {
+      const uint32_t w0 = p0 + 16 * b;
+      for (int r = 0; r < N; ++r) {
+        const __m512i f =
+            __builtin_expect((slow[r] >> b & 1u) == 0, 1)
+                ? byte_symbols16(sym[r] + 16 * static_cast<size_t>(w0),
+                                 _mm512_add_epi32(_mm512_cvtepu8_epi32(_mm_load_si128(
+                                                      reinterpret_cast<const __m128i*>(rank[r][b]))),
+                                                  sym_ctrl))
+                : _mm512_load_si512(field[r][b]);
+        // word: the plain bits below lo, the field, the plain bits from lo on
+        // moved up by nc (the plain lane's bits past its field shift out)
+        const __m512i pl =
+            _mm512_srlv_epi32(_mm512_permutexvar_epi8(idx[r], _mm512_loadu_si512(pb[r])), shv[r]);
+        pb[r] += step[r];
+        const __m512i x =
+            _mm512_ternarylogic_epi32(lomask[r], pl, _mm512_sllv_epi32(pl, ncv[r]), 0xCA);
+        const __m512i word =
+            _mm512_ternarylogic_epi32(x, midmask[r], _mm512_sllv_epi32(f, lov[r]), 0xBA);
+        if (kStream) {
+          _mm512_stream_si512(reinterpret_cast<__m512i*>(row[r].words + w0), word);
+        } else {
+          _mm512_storeu_si512(row[r].words + w0, word);
+        }
       }
     }
   }
