@@ -331,6 +331,34 @@ def test_coded_rows_large_output_every_kernel_and_alignment(dtype, cols):
         assert np.array_equal(out.numpy().reshape(len(ids), row), want), (kernel, threads, offset)
 
 
+@pytest.mark.parametrize("cols", [1000, 1001, 2879])
+def test_sparse_rows_large_output_every_kernel(cols):
+    """A gather of more than 16 MB of kSparse rows (built in a buffer, then
+    streamed out: their whole 64-byte lines by non-temporal stores, the rest
+    copied) beside dense rows of the same table, rows 64-byte aligned or not
+    (1001 and 2879 columns), outputs at offsets 0 and 4, one and two threads."""
+    rng = np.random.default_rng(cols)
+    x = (rng.random((600, cols)) < 0.01).astype(np.float32)
+    x[:40] = rng.standard_normal((40, cols)).astype(np.float32)  # dense rows
+    x[40, :] = np.float32("nan")
+    x[41, ::7] = -0.0
+    x = torch.from_numpy(x)
+    ct = ibp_gnn.compress(x, progress=False)
+    modes = ct.stats()["rows_per_mode"]
+    assert modes.get("sparse", 0) > 500 and len(modes) > 1, modes
+    row = cols * 4
+    ids = rng.integers(0, 600, (16 << 20) // row + 100)
+    want = x.view(torch.uint8).numpy()[ids]
+    buf = torch.empty(len(ids) * row + 128, dtype=torch.uint8)
+    base = (-buf.data_ptr()) % 64
+    for kernel, threads, offset in itertools.product(KERNELS, (1, 2), (0, 4)):
+        out = buf[base + offset:base + offset + len(ids) * row]
+        out.fill_(0)
+        _C.gather(ct._header, ct._decode_table, ct._bases, ct._rel, ct._payload, ids,
+                  out.numpy(), threads, kernel)
+        assert np.array_equal(out.numpy().reshape(len(ids), row), want), (kernel, threads, offset)
+
+
 def _escape_mix(dtype, rows, cols, seed):
     """Gaussian embedding rows whose units get, at a per-row share, an exponent
     the gaussian never has (escapes at every bit of a 64-bit window, runs of
