@@ -231,7 +231,6 @@ void decode_row(const CompressedView& c, const DenseProgram& prog, const Coded16
 // 1.7 GB payload, 4 rows ahead was 0-9% slower than 8.
 constexpr uint64_t kRowAheadDram = 8;
 constexpr uint64_t kRowAheadCached = 2;
-static_assert(kRowAheadDram % 2 == 0 && kRowAheadCached % 2 == 0, "row_ahead: even");
 // Payloads of at most this many bytes stay in the caches once read: their
 // rows are not prefetched (what finding a row's lines costs is then wasted;
 // tables of 40-112-byte rows ran 10% slower with it).
@@ -285,9 +284,7 @@ __attribute__((always_inline)) inline void prefetch_row(const CompressedView& c,
   if (tail) prefetch_line(p + std::min((start >> 3) + tail, 64 * last));
 }
 
-// The rows between a row and the one whose lines are requested (even: the
-// pair loop steps two rows, and its prefetch turn comes when i - a is a
-// multiple of this).
+// The rows between a row and the one whose lines are requested.
 inline uint64_t row_ahead(const Geometry& geo) {
   static const uint64_t llc = [] {
     const long v = ::sysconf(_SC_LEVEL3_CACHE_SIZE);
@@ -330,7 +327,7 @@ struct SlicePlan {
   // and at 100k rows from the 2 GB table 1.02-1.04 (the bus busy with the
   // output's lines: the extra line is often not needed).
   uint64_t lines, last, tail;
-  bool stream;                  // non-temporal stores (coded rows)
+  bool stream;                  // non-temporal stores (coded rows; kSparse rows by stream_copy)
 };
 
 // n bytes from src to dst, the 64-byte lines of dst that it covers whole by
@@ -411,9 +408,8 @@ __attribute__((always_inline)) inline void slice_rows(const SlicePlan<Id>& plan,
       decode_row<Kernel>(c, prog, c16, c32, h, row, stream);
       continue;
     }
-    // Rows two at a time (i - a stays even: the prefetches above still
-    // come every `ahead` rows); two kIbp rows, or two 32-bit kCoded rows
-    // of fast groups, decode together.
+    // Rows two at a time: two kIbp rows, or two 32-bit kCoded rows of fast
+    // groups, decode together.
     const RowHead h2 = row_head(c, static_cast<uint64_t>(ids[i + 1]));
     uint32_t* row2 = row + row_bytes / 4;
     constexpr uint32_t kIbp = static_cast<uint32_t>(RowMode::kIbp);
