@@ -532,6 +532,20 @@ def test_shared_datasets_every_kernel(name):
         assert np.array_equal(got.view(torch.uint8).numpy(), want)
 
 
+@pytest.mark.skipif(shared_dir() is None, reason="../shared/datasets is not present")
+@pytest.mark.parametrize("name", ["cora", "inj_amazon", "reddit"])
+def test_shared_datasets_large_output_every_kernel(name):
+    """Gathers of more than 16 MB from real matrices (kSparse rows streamed
+    out; reddit's kIbp rows), every kernel, one and two threads."""
+    x = torch.from_numpy(load_shared(name)).contiguous()
+    ct = ibp_gnn.compress(x, progress=False)
+    ids = np.random.default_rng(len(name)).integers(0, len(x), (16 << 20) // (x.shape[1] * 4) + 64)
+    want = x.view(torch.uint8).numpy()[ids]
+    for kernel, threads in itertools.product(KERNELS, (1, 2)):
+        got = _gather(ct, ids, kernel, threads).view(torch.uint8).numpy()
+        assert np.array_equal(got, want), (kernel, threads)
+
+
 def _modes(ct, rows):
     _, infos = R.decode_rows_ref(ct._fields, ct._tables, ct._bases, ct._rel, ct._payload, rows)
     return np.array([i.mode for i in infos])
