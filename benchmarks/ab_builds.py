@@ -61,7 +61,9 @@ def load_build(path: str):
 def aligned_empty(shape, dtype, align: int = 64) -> np.ndarray:
     """An uninitialised array whose data starts at a multiple of `align` bytes,
     like the outputs of torch's CPU allocator (64), which the gather's
-    non-temporal stores need; numpy's own are 16-byte aligned."""
+    non-temporal stores need; numpy's own are 16-byte aligned. (As
+    ibp_gnn._tensor.empty_aligned, which a worker cannot import: ibp_gnn
+    would load the installed _C beside the build under test.)"""
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
     buf = np.empty(nbytes + align, np.uint8)
     at = (-buf.ctypes.data) % align

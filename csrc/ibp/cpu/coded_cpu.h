@@ -323,9 +323,10 @@ IBP_TARGET_AVX2 __attribute__((always_inline)) inline void store_words8(uint32_t
   }
 }
 
-// Whether a fast row's words (a multiple of 8) may go by store_words8<true>.
-inline bool stream_words(const Coded32Row& row) {
-  return row.stream && reinterpret_cast<uintptr_t>(row.words) % 32 == 0;
+// Whether a fast row's words may go by non-temporal stores of `align` bytes
+// (32: store_words8<true>; 64: coded32_rows_fast's).
+inline bool stream_words(const Coded32Row& row, uintptr_t align = 32) {
+  return row.stream && reinterpret_cast<uintptr_t>(row.words) % align == 0;
 }
 
 template <int N, bool kStream>
@@ -691,9 +692,7 @@ IBP_TARGET_AVX512 inline bool coded32_rows_fast(const uint8_t* bytes, uint32_t W
                                                 uint64_t payload_bytes, const Coded32Program& c32,
                                                 const Coded32Row (&row)[N]) {
   bool stream = true;
-  for (int r = 0; r < N; ++r) {
-    stream = stream && row[r].stream && reinterpret_cast<uintptr_t>(row[r].words) % 64 == 0;
-  }
+  for (int r = 0; r < N; ++r) stream = stream && stream_words(row[r], 64);
   return stream ? coded32_rows_fast_as<N, true>(bytes, W, payload_bytes, c32, row)
                 : coded32_rows_fast_as<N, false>(bytes, W, payload_bytes, c32, row);
 }
