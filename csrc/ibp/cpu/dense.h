@@ -72,14 +72,16 @@ struct DenseRow {
 //           (f << sh2 & run2) (runs as masks at their place in the word, sh:
 //           how far the run's bits move up; 0 for no run), 5 operations
 //           instead of the five stages' 20; else 1;
+//   kAnyDep       the OR of the span's kDep16 entries: 0 when no chunk of the
+//           span deposits (the pair kernel then drops the per-chunk test);
 //   kChunk + kChunkU32 c + {kLow16, kValue16} + w % 16: the field mask,
 //           the low nvar bits; the word's value (the table's, copied beside
 //           them);
 //   kChunk + kChunkU32 c + {kSh1, kRun1, kSh2, kRun2} + w % 16: those runs.
 // Entries past row_words are 0.
 constexpr uint32_t kGap8 = 0, kPre8 = 16, kTotal16 = 32, kHalf16 = 36, kDep16 = 40,
-                   kChunk = 48, kLow16 = 0, kValue16 = 16, kSh1 = 32, kRun1 = 48, kSh2 = 64,
-                   kRun2 = 80, kChunkU32 = 96;
+                   kAnyDep = 44, kChunk = 48, kLow16 = 0, kValue16 = 16, kSh1 = 32, kRun1 = 48,
+                   kSh2 = 64, kRun2 = 80, kChunkU32 = 96;
 constexpr uint32_t span_u32(uint32_t chunks) { return kChunk + kChunkU32 * chunks; }
 constexpr uint32_t kSpanU32 = span_u32(4);
 static_assert(kChunk % 16 == 0 && kChunkU32 % 16 == 0, "records keep 64-byte alignment");
@@ -149,6 +151,7 @@ struct DenseProgram {
         uint32_t* span = base + static_cast<size_t>(g) * stride + c16 / 4 * kSpanU32;
         uint32_t& dep = span[kDep16 + c16 % 4];
         if (dep && !many[c16]) dep = 2;
+        span[kAnyDep] |= dep;
       }
     }
   }
@@ -411,8 +414,9 @@ struct Avx512Row {
 // Chunk C (0..3) of the span at w0 (record R): `ex` the span's prefix bytes,
 // q its 8-word totals, part its participation bits; *pos the chunk's first
 // field, advanced past the chunk. kInside: the window's 128 bytes are inside
-// the payload (no load masks); kFull: the chunk has 16 words (no store mask).
-template <uint32_t C, bool kInside, bool kFull>
+// the payload (no load masks); kFull: the chunk has 16 words (no store mask);
+// kNoDep: the chunk deposits nothing (R[kAnyDep] == 0, no kDep16 test).
+template <uint32_t C, bool kInside, bool kFull, bool kNoDep = false>
 IBP_TARGET_AVX512 __attribute__((always_inline)) inline void ibp_chunk16(
     const Avx512Row& r, const uint32_t* R, uint32_t w0, __m512i ex, const uint64_t* q,
     uint64_t part, uint64_t* pos, uint32_t* out) {
@@ -446,15 +450,17 @@ IBP_TARGET_AVX512 __attribute__((always_inline)) inline void ibp_chunk16(
   // raw: the 32 bits at each field (a word stored whole as it is).
   const __m512i raw = _mm512_shrdv_epi32(lo, hi, off);
   __m512i f = _mm512_and_si512(raw, _mm512_load_si512(ch + kLow16));
-  const uint32_t dep = R[kDep16 + C];
-  if (dep == 2) {
-    f = _mm512_or_si512(
-        _mm512_and_si512(_mm512_sllv_epi32(f, _mm512_load_si512(ch + kSh1)),
-                         _mm512_load_si512(ch + kRun1)),
-        _mm512_and_si512(_mm512_sllv_epi32(f, _mm512_load_si512(ch + kSh2)),
-                         _mm512_load_si512(ch + kRun2)));
-  } else if (dep) {
-    f = deposit16_stages(f, r.t, r.W, w, m);
+  if constexpr (!kNoDep) {
+    const uint32_t dep = R[kDep16 + C];
+    if (dep == 2) {
+      f = _mm512_or_si512(
+          _mm512_and_si512(_mm512_sllv_epi32(f, _mm512_load_si512(ch + kSh1)),
+                           _mm512_load_si512(ch + kRun1)),
+          _mm512_and_si512(_mm512_sllv_epi32(f, _mm512_load_si512(ch + kSh2)),
+                           _mm512_load_si512(ch + kRun2)));
+    } else if (dep) {
+      f = deposit16_stages(f, r.t, r.W, w, m);
+    }
   }
   f = _mm512_add_epi32(f, _mm512_load_si512(ch + kValue16));
   if (kFull) {
@@ -539,27 +545,43 @@ struct Avx512Pair {
 };
 
 // The spans at w0 of rows a and b, chunk by chunk in turn.
-template <bool kFull>
-IBP_TARGET_AVX512 __attribute__((always_inline)) inline void ibp_span64_pair(
+template <bool kFull, bool kNoDep>
+IBP_TARGET_AVX512 __attribute__((always_inline)) inline void ibp_span64_pair_as(
     const Avx512Row& ra, const Avx512Row& rb, const uint32_t* Ra, const uint32_t* Rb,
     const Avx512Pair& a, const Avx512Pair& b, uint32_t w0, uint32_t n, uint64_t* pa,
     uint64_t* pb) {
   Span64 sa, sb;
   span64_prefix<kFull>(ra.bytes, Ra, a.head, w0, n, &sa);
   span64_prefix<kFull>(rb.bytes, Rb, b.head, w0, n, &sb);
-  ibp_chunk16<0, true, kFull>(ra, Ra, w0, sa.ex, sa.q, sa.part, pa, a.out);
-  ibp_chunk16<0, true, kFull>(rb, Rb, w0, sb.ex, sb.q, sb.part, pb, b.out);
+  ibp_chunk16<0, true, kFull, kNoDep>(ra, Ra, w0, sa.ex, sa.q, sa.part, pa, a.out);
+  ibp_chunk16<0, true, kFull, kNoDep>(rb, Rb, w0, sb.ex, sb.q, sb.part, pb, b.out);
   if (kFull || n > 16) {
-    ibp_chunk16<1, true, kFull>(ra, Ra, w0, sa.ex, sa.q, sa.part, pa, a.out);
-    ibp_chunk16<1, true, kFull>(rb, Rb, w0, sb.ex, sb.q, sb.part, pb, b.out);
+    ibp_chunk16<1, true, kFull, kNoDep>(ra, Ra, w0, sa.ex, sa.q, sa.part, pa, a.out);
+    ibp_chunk16<1, true, kFull, kNoDep>(rb, Rb, w0, sb.ex, sb.q, sb.part, pb, b.out);
   }
   if (kFull || n > 32) {
-    ibp_chunk16<2, true, kFull>(ra, Ra, w0, sa.ex, sa.q, sa.part, pa, a.out);
-    ibp_chunk16<2, true, kFull>(rb, Rb, w0, sb.ex, sb.q, sb.part, pb, b.out);
+    ibp_chunk16<2, true, kFull, kNoDep>(ra, Ra, w0, sa.ex, sa.q, sa.part, pa, a.out);
+    ibp_chunk16<2, true, kFull, kNoDep>(rb, Rb, w0, sb.ex, sb.q, sb.part, pb, b.out);
   }
   if (kFull || n > 48) {
-    ibp_chunk16<3, true, kFull>(ra, Ra, w0, sa.ex, sa.q, sa.part, pa, a.out);
-    ibp_chunk16<3, true, kFull>(rb, Rb, w0, sb.ex, sb.q, sb.part, pb, b.out);
+    ibp_chunk16<3, true, kFull, kNoDep>(ra, Ra, w0, sa.ex, sa.q, sa.part, pa, a.out);
+    ibp_chunk16<3, true, kFull, kNoDep>(rb, Rb, w0, sb.ex, sb.q, sb.part, pb, b.out);
+  }
+}
+
+// ibp_span64_pair, without the per-chunk deposit tests (a load and two
+// branches each) where neither full span deposits (kAnyDep): reddit's
+// 64-word rows, whose groups keep their variable bits low, ab_builds B/A
+// 0.93 at 1024 rows, 0.97 at 100k; loop.py on hot rows 23.0 -> 22.0 us.
+template <bool kFull>
+IBP_TARGET_AVX512 __attribute__((always_inline)) inline void ibp_span64_pair(
+    const Avx512Row& ra, const Avx512Row& rb, const uint32_t* Ra, const uint32_t* Rb,
+    const Avx512Pair& a, const Avx512Pair& b, uint32_t w0, uint32_t n, uint64_t* pa,
+    uint64_t* pb) {
+  if (kFull && (Ra[kAnyDep] | Rb[kAnyDep]) == 0) {
+    ibp_span64_pair_as<kFull, true>(ra, rb, Ra, Rb, a, b, w0, n, pa, pb);
+  } else {
+    ibp_span64_pair_as<kFull, false>(ra, rb, Ra, Rb, a, b, w0, n, pa, pb);
   }
 }
 
